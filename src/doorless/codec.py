@@ -161,7 +161,7 @@ class Writer:
         else:
             raise ValueError(f"{v} does not fit a 30-bit varint")
 
-    def push_opaque(self, data: bytes) -> None:
+    def push_opaque(self, data: bytes | bytearray) -> None:
         self.push_varint(len(data))
         self._buf += data
 

@@ -312,6 +312,7 @@ class CipherSuite:
         if pyca_kem is not None:
             suite = _pyca_suite(self.kem_id, self.kdf_id, self.aead_id)
             pk = _hpke_public(self.kem_id, public_key)
+            assert not isinstance(pk, x448.X448PublicKey)  # X448 is not a pyca HPKE KEM
             out = suite.encrypt(plaintext, pk, info=info)
             n = pyca_kem.enc_length()
             return out[:n], out[n:]
@@ -327,6 +328,7 @@ class CipherSuite:
         if self.kem_id in _PYCA_KEMS:
             suite = _pyca_suite(self.kem_id, self.kdf_id, self.aead_id)
             sk = _hpke_private(self.kem_id, private_key)
+            assert not isinstance(sk, x448.X448PrivateKey)  # X448 is not a pyca HPKE KEM
             try:
                 return suite.decrypt(enc + ciphertext, sk, info=info)
             except (InvalidTag, ValueError):
