@@ -437,7 +437,9 @@ def _hpke_private(
         if kem == KemId.DHKEM_X448_HKDF_SHA512:
             return x448.X448PrivateKey.from_private_bytes(private_key)
         curve, size = _KEM_CURVES[kem]
-        if len(private_key) != size:
+        # Some implementations (and the official MLS vectors) drop leading zero octets of the
+        # scalar; RFC 9180 §7.1.2 says Nsk octets, so accept shorter but never longer.
+        if not 0 < len(private_key) <= size:
             raise ValueError("wrong length")
         return ec.derive_private_key(int.from_bytes(private_key, "big"), curve)
     except ValueError:

@@ -51,12 +51,70 @@ KINDS: dict[str, str] = {
 }
 
 
+# Keys that only a case of that kind has (README-upstream.md formats), for files whose name does
+# not say their kind. A case is of kind K when it has every key of KIND_KEYS[K].
+KIND_KEYS: dict[str, frozenset[str]] = {
+    "tree-math": frozenset({"n_leaves", "n_nodes", "root", "left", "right", "parent", "sibling"}),
+    "crypto-basics": frozenset({"ref_hash", "expand_with_label", "derive_tree_secret"}),
+    "secret-tree": frozenset({"encryption_secret", "sender_data", "leaves"}),
+    "message-protection": frozenset({"membership_key", "sender_data_secret", "application_priv"}),
+    "key-schedule": frozenset({"initial_init_secret", "epochs"}),
+    "psk_secret": frozenset({"psks", "psk_secret"}),
+    "transcript-hashes": frozenset({"authenticated_content", "interim_transcript_hash_before"}),
+    "deserialization": frozenset({"vlbytes_header", "length"}),
+    "messages": frozenset({"mls_welcome", "mls_group_info", "mls_key_package", "commit"}),
+    "tree-validation": frozenset({"tree", "resolutions", "tree_hashes"}),
+    "tree-operations": frozenset({"tree_before", "proposal", "tree_after"}),
+    "treekem": frozenset({"leaves_private", "update_paths"}),
+    "welcome": frozenset({"init_priv", "key_package", "signer_pub", "welcome"}),
+    # The three passive-client files share one format and one checker.
+    "passive-client-welcome": frozenset(
+        {"key_package", "welcome", "initial_epoch_authenticator", "epochs"}
+    ),
+}
+
+
+class UnknownKind(KeyError):
+    """A file whose kind is neither in its name nor recognisable from its keys."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown vector kind"
+
+
 def kind_of(path: Path) -> str:
     """The vector kind named by a file (``.../tree-math.json`` -> ``tree-math``)."""
     stem = path.name.removesuffix(".json")
     if stem not in KINDS:
-        raise KeyError(f"unknown vector kind {stem!r}; known: {', '.join(sorted(KINDS))}")
+        raise UnknownKind(f"unknown vector kind {stem!r}; known: {', '.join(sorted(KINDS))}")
     return stem
+
+
+def sniff_kind(case: object) -> str | None:
+    """The kind whose distinctive keys ``case`` has, or None when no single kind fits."""
+    if not isinstance(case, dict):
+        return None
+    keys = case.keys()
+    found = {KINDS[k]: k for k, need in KIND_KEYS.items() if need <= keys}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
+def detect_kind(path: Path, cases: list[Case] | None = None) -> str:
+    """The kind named by ``path``, else the one recognised from the first case's keys.
+
+    Raises `UnknownKind` with a one-line message when neither works.
+    """
+    try:
+        return kind_of(path)
+    except UnknownKind:
+        if cases is None:
+            cases = load_cases(path)
+        kind = sniff_kind(cases[0]) if cases else None
+        if kind is None:
+            raise UnknownKind(
+                f"unknown vector kind: the name {path.name!r} is none of "
+                f"{', '.join(sorted(KINDS))}, and the keys of its first case fit no kind"
+            ) from None
+        return kind
 
 
 def checker(kind: str) -> Callable[[Case], None]:
@@ -68,8 +126,8 @@ def checker(kind: str) -> Callable[[Case], None]:
 def load_cases(path: Path) -> list[Case]:
     with path.open("rb") as f:
         data = json.load(f)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON array of cases")
+    if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
+        raise ValueError(f"{path}: expected a JSON array of objects (one per case)")
     return data
 
 
@@ -94,10 +152,19 @@ class FileResult:
     failures: list[str] | None = None
 
 
-def run_file(path: Path) -> Iterator[tuple[int, str, str]]:
-    """Yield (index, outcome, detail) per case; outcome is 'passed', 'failed' or 'skipped'."""
-    check = checker(kind_of(path))
-    for i, case in enumerate(load_cases(path)):
+def run_file(path: Path, kind: str | None = None) -> Iterator[tuple[int, str, str]]:
+    """Yield (index, outcome, detail) per case; outcome is 'passed', 'failed' or 'skipped'.
+
+    ``kind`` defaults to the one named by the file (`kind_of`).
+    """
+    return run_cases(kind or kind_of(path), load_cases(path))
+
+
+def run_cases(kind: str, cases: list[Case]) -> Iterator[tuple[int, str, str]]:
+    """Like `run_file` on cases already loaded. Importing the checker happens on the first
+    ``next()``, so a missing checker raises `ImportError` there."""
+    check = checker(kind)
+    for i, case in enumerate(cases):
         try:
             check(case)
         except VectorSkip as exc:

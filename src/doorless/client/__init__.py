@@ -1,0 +1,1 @@
+"""The Doorless client library."""

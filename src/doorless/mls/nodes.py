@@ -1,0 +1,201 @@
+"""Tree nodes and update paths on the wire (RFC 9420 §7.1, §7.6, §12.4.3.3).
+
+::
+
+    struct {
+        HPKEPublicKey encryption_key;
+        opaque parent_hash<V>;
+        uint32 unmerged_leaves<V>;
+    } ParentNode;
+
+    enum { reserved(0), leaf(1), parent(2), (255) } NodeType;
+
+    struct {
+        NodeType node_type;
+        select (Node.node_type) {
+            case leaf:   LeafNode leaf_node;
+            case parent: ParentNode parent_node;
+        };
+    } Node;
+
+    optional<Node> ratchet_tree<V>;
+
+    struct {
+        opaque kem_output<V>;
+        opaque ciphertext<V>;
+    } HPKECiphertext;
+
+    struct {
+        HPKEPublicKey encryption_key;
+        HPKECiphertext encrypted_path_secret<V>;
+    } UpdatePathNode;
+
+    struct {
+        LeafNode leaf_node;
+        UpdatePathNode nodes<V>;
+    } UpdatePath;
+
+``Node`` is the union ``LeafNode | ParentNode``; `pull_node`/`push_node` add the tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Self
+
+from doorless.codec import Reader, Writer, pull_uint32_item, push_struct, push_uint32_item
+from doorless.errors import DecodeError
+from doorless.mls.leaf_node import LeafNode
+
+
+class NodeType(IntEnum):
+    """RFC 9420 §7.8."""
+
+    leaf = 1
+    parent = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ParentNode:
+    """RFC 9420 §7.1 ``ParentNode``; ``unmerged_leaves`` are leaf indices, sorted ascending."""
+
+    encryption_key: bytes
+    parent_hash: bytes
+    unmerged_leaves: tuple[int, ...]
+
+    def push(self, w: Writer) -> None:
+        w.push_opaque(self.encryption_key)
+        w.push_opaque(self.parent_hash)
+        w.push_vector(self.unmerged_leaves, push_uint32_item)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        return cls(r.pull_opaque(), r.pull_opaque(), tuple(r.pull_vector(pull_uint32_item)))
+
+
+Node = LeafNode | ParentNode
+
+_PULL_NODE: dict[int, Callable[[Reader], Node]] = {
+    NodeType.leaf: LeafNode.pull,
+    NodeType.parent: ParentNode.pull,
+}
+_NODE_TYPE: dict[type, NodeType] = {LeafNode: NodeType.leaf, ParentNode: NodeType.parent}
+
+
+def pull_node(r: Reader) -> Node:
+    node_type = r.pull_uint8()
+    pull = _PULL_NODE.get(node_type)
+    if pull is None:
+        raise DecodeError(f"invalid node_type {node_type}")
+    return pull(r)
+
+
+def push_node(w: Writer, node: Node) -> None:
+    w.push_uint8(_NODE_TYPE[type(node)])
+    node.push(w)
+
+
+def _pull_optional_node(r: Reader) -> Node | None:
+    return r.pull_optional(pull_node)
+
+
+def _push_optional_node(w: Writer, node: Node | None) -> None:
+    if node is None:
+        w.push_uint8(0)
+    else:
+        w.push_uint8(1)
+        push_node(w, node)
+
+
+def pull_ratchet_tree(r: Reader) -> list[Node | None]:
+    """``optional<Node> ratchet_tree<V>`` exactly as on the wire (no structural checks)."""
+    return r.pull_vector(_pull_optional_node)
+
+
+def push_ratchet_tree(w: Writer, nodes: Sequence[Node | None]) -> None:
+    """Write ``nodes`` as given; callers drop trailing blanks first (`encode_ratchet_tree`)."""
+    w.push_vector(nodes, _push_optional_node)
+
+
+def decode_ratchet_tree(data: bytes) -> list[Node | None]:
+    """Decode a ``ratchet_tree`` value and check its shape (RFC 9420 §12.4.3.3).
+
+    The result is padded with blanks to ``2^(d+1) - 1`` entries. `DecodeError` if the vector is
+    empty, ends in a blank node, or has a leaf at an odd (parent) position or a parent at an
+    even (leaf) position.
+    """
+    r = Reader(data)
+    nodes = pull_ratchet_tree(r)
+    r.expect_end()
+    if not nodes:
+        raise DecodeError("ratchet_tree is empty")
+    if nodes[-1] is None:
+        raise DecodeError("ratchet_tree ends in a blank node [RFC9420 12.4.3.3]")
+    for i, node in enumerate(nodes):
+        if node is not None and isinstance(node, LeafNode) != (i % 2 == 0):
+            raise DecodeError(f"ratchet_tree node {i} has the wrong node type for its position")
+    width = 1
+    while width < len(nodes):
+        width = 2 * width + 1
+    nodes.extend([None] * (width - len(nodes)))
+    return nodes
+
+
+def encode_ratchet_tree(nodes: Sequence[Node | None]) -> bytes:
+    """Encode a tree as ``ratchet_tree``, without the trailing blank nodes (§12.4.3.3)."""
+    end = len(nodes)
+    while end > 0 and nodes[end - 1] is None:
+        end -= 1
+    w = Writer()
+    push_ratchet_tree(w, nodes[:end])
+    return w.getvalue()
+
+
+@dataclass(frozen=True, slots=True)
+class HPKECiphertext:
+    """RFC 9420 §7.6 ``HPKECiphertext``."""
+
+    kem_output: bytes
+    ciphertext: bytes
+
+    def push(self, w: Writer) -> None:
+        w.push_opaque(self.kem_output)
+        w.push_opaque(self.ciphertext)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        return cls(r.pull_opaque(), r.pull_opaque())
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePathNode:
+    """RFC 9420 §7.6 ``UpdatePathNode``."""
+
+    encryption_key: bytes
+    encrypted_path_secret: tuple[HPKECiphertext, ...]
+
+    def push(self, w: Writer) -> None:
+        w.push_opaque(self.encryption_key)
+        w.push_vector(self.encrypted_path_secret, push_struct)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        return cls(r.pull_opaque(), tuple(r.pull_vector(HPKECiphertext.pull)))
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePath:
+    """RFC 9420 §7.6 ``UpdatePath``."""
+
+    leaf_node: LeafNode
+    nodes: tuple[UpdatePathNode, ...]
+
+    def push(self, w: Writer) -> None:
+        self.leaf_node.push(w)
+        w.push_vector(self.nodes, push_struct)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        return cls(LeafNode.pull(r), tuple(r.pull_vector(UpdatePathNode.pull)))

@@ -1,0 +1,145 @@
+"""`create_app`: the Doorless server as an ASGI application (FastAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from doorless import __version__
+from doorless.server.blobs import BlobStore
+from doorless.server.config import ServerConfig
+from doorless.server.context import ServerContext
+from doorless.server.errors import ErrorBody, install_handlers
+from doorless.server.fanout.base import Fanout
+from doorless.server.fanout.memory import MemoryFanout
+from doorless.server.log import log_event
+from doorless.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
+from doorless.server.ratelimit import RateLimiter
+from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
+from doorless.server.storage.base import Storage
+from doorless.server.storage.sqlite import SQLiteStorage
+
+DESCRIPTION = """\
+The Doorless delivery service, KeyPackage directory, account/device registry and attachment
+store. It routes MLS ciphertext by its cleartext header and never holds a key that decrypts it.
+Every error body is `{"error": code, "message": text}`. See docs/protocol-http.md.
+"""
+
+
+async def sweep(ctx: ServerContext) -> None:
+    """Delete expired attachments (rows, then blobs) and expired auth/link/invite records."""
+    now = ctx.now()
+    expired = await ctx.storage.take_expired_attachments(now)
+    await asyncio.to_thread(ctx.blobs.delete, expired)
+    await ctx.storage.purge_expired(now, now - ctx.config.idempotency_ttl)
+    ctx.device_limiter.prune()
+    ctx.anonymous_limiter.prune()
+    if expired:
+        log_event("attachments expired", count=len(expired))
+
+
+async def _sweeper(ctx: ServerContext) -> None:
+    while True:
+        await asyncio.sleep(ctx.config.sweep_interval)
+        try:
+            await sweep(ctx)
+        except Exception as exc:  # keep sweeping; the next round retries
+            log_event("sweep failed", logging.WARNING, exception=type(exc).__name__)
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    storage: Storage | None = None,
+    fanout: Fanout | None = None,
+    clock: Callable[[], float] = time.time,
+    background_sweeper: bool = True,
+) -> FastAPI:
+    """Build the app. Storage opens (and migrates) in the lifespan, so run it under an ASGI
+    server, or enter ``app.router.lifespan_context(app)`` in tests."""
+    ctx = ServerContext(
+        config=config,
+        storage=storage if storage is not None else SQLiteStorage(config.database_path),
+        fanout=fanout if fanout is not None else MemoryFanout(),
+        blobs=BlobStore(config.attachments_dir),
+        clock=clock,
+        device_limiter=RateLimiter(config.rate_per_second, config.rate_burst, clock),
+        anonymous_limiter=RateLimiter(config.anon_rate_per_second, config.anon_rate_burst, clock),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ctx.storage.open()
+        try:
+            ctx.server_id = await ctx.storage.server_id()
+            await asyncio.to_thread(ctx.blobs.prepare)
+            orphans = await asyncio.to_thread(
+                ctx.blobs.remove_orphans, await ctx.storage.attachment_ids()
+            )
+            await sweep(ctx)
+            log_event("server started", orphan_blobs_removed=orphans)
+            task = asyncio.create_task(_sweeper(ctx)) if background_sweeper else None
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            await ctx.fanout.close()
+            await ctx.storage.close()
+            ctx.server_id = ""
+
+    app = FastAPI(
+        title="Doorless",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    install_handlers(app)
+    for module in (info, auth, accounts, keypackages, messages, attachments, ws):
+        app.include_router(module.router)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=config.max_json_body,
+        streamed=lambda path: path == attachments.UPLOAD_PATH,
+    )
+    app.add_middleware(RequestLogMiddleware)
+    _document_errors(app)
+    return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what is served: FastAPI describes validation errors
+    with its own schema, but every error body here is `ErrorBody`."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        ref = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for status, response in operation.get("responses", {}).items():
+                    if status.startswith(("4", "5")):
+                        response["content"] = {"application/json": {"schema": ref}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,202 @@
+"""HTTP errors of the API: every error response is JSON ``{"error": code, "message": text}``.
+
+`ApiError` is what routes raise; `install_handlers` maps it and every framework error (bad JSON,
+validation, unknown route, wrong method) onto that body, so no input produces anything but a
+typed 4xx. Messages never echo the request's content.
+
+Codes (stable; clients switch on them):
+
+=======  ======================  ==================================================
+status   code                    meaning
+=======  ======================  ==================================================
+400      malformed_message       bytes are not a valid MLSMessage of the right kind
+400      invalid_request         well-formed JSON, but a field breaks a rule
+400      invalid_signature       a signature in the body does not verify
+400      unknown_recipient       a recipient is not a live device; body has
+                                 ``unknown_devices``
+401      unauthorized            missing, unknown or expired bearer token
+401      auth_failed             challenge unknown/expired/used, or bad signature
+403      forbidden               not allowed for this device (other account, ...)
+403      invite_required         registration is by invitation; code missing/invalid
+404      not_found               no such route, user, device, link, attachment, ...
+405      method_not_allowed
+409      username_taken
+409      device_exists           this device key is already registered
+409      epoch_conflict          another commit already took this epoch (retry on the
+                                 new epoch); body has ``current_epoch``
+409      idempotency_conflict    message id reused for different content
+409      too_many_key_packages
+413      payload_too_large
+422      invalid_request         request body or parameters do not match the schema
+429      rate_limited            ``Retry-After`` header says when to retry
+500      internal                a bug; never expected
+=======  ======================  ==================================================
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from doorless.errors import DoorlessError
+from doorless.server.storage.base import (
+    DeviceExists,
+    EpochConflict,
+    IdempotencyConflict,
+    InviteInvalid,
+    LinkGone,
+    Rejected,
+    TooManyKeyPackages,
+    UnknownAccount,
+    UnknownDevice,
+    UsernameTaken,
+)
+
+log = logging.getLogger("doorless.server")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+    message: str
+    current_epoch: int | None = None
+    unknown_devices: list[str] | None = None
+
+
+class ApiError(DoorlessError):
+    """An error response: HTTP ``status``, stable ``code``, human ``message``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "message": message}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, "invalid_request", message)
+
+
+def malformed(message: str) -> ApiError:
+    return ApiError(400, "malformed_message", message)
+
+
+def not_found(message: str = "not found") -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def too_large(message: str) -> ApiError:
+    return ApiError(413, "payload_too_large", message)
+
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    # Only locations and pydantic's fixed messages: never the offending input itself.
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers or None, **exc.extra)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid_request", _describe_validation(exc))
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
+
+
+# Storage rejections (well-formed request, state does not allow it) -> (status, code).
+_REJECTIONS: dict[type[Rejected], tuple[int, str]] = {
+    UsernameTaken: (409, "username_taken"),
+    DeviceExists: (409, "device_exists"),
+    InviteInvalid: (403, "invite_required"),
+    UnknownAccount: (404, "not_found"),
+    UnknownDevice: (400, "unknown_recipient"),
+    LinkGone: (404, "not_found"),
+    EpochConflict: (409, "epoch_conflict"),
+    IdempotencyConflict: (409, "idempotency_conflict"),
+    TooManyKeyPackages: (409, "too_many_key_packages"),
+}
+
+
+async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Rejected)
+    status, code = next(
+        (v for cls, v in _REJECTIONS.items() if isinstance(exc, cls)), (409, "conflict")
+    )
+    extra: dict[str, Any] = {}
+    if isinstance(exc, EpochConflict):
+        extra["current_epoch"] = exc.current_epoch
+    if isinstance(exc, UnknownDevice):
+        extra["unknown_devices"] = list(exc.device_ids)
+    return error_response(status, code, str(exc), **extra)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    # The type only: an exception's text could quote data.
+    log.error("unhandled exception", extra={"fields": {"exception": type(exc).__name__}})
+    return error_response(500, "internal", "internal server error")
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(Rejected, _rejected)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

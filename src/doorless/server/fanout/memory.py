@@ -1,0 +1,59 @@
+"""In-process fan-out: one asyncio event per subscription (single server process)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from doorless.server.fanout.base import Fanout, Subscription, Topic
+
+
+class _MemorySubscription(Subscription):
+    def __init__(self, owner: MemoryFanout, device_id: str) -> None:
+        self._owner = owner
+        self._device_id = device_id
+        self._event = asyncio.Event()
+        self._topics: set[Topic] = set()
+
+    def _wake(self, topic: Topic) -> None:
+        self._topics.add(topic)
+        self._event.set()
+
+    async def wait(self, timeout: float) -> frozenset[Topic]:
+        if not self._event.is_set():
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                return frozenset()
+        self._event.clear()
+        topics = frozenset(self._topics)
+        self._topics.clear()
+        return topics
+
+    async def close(self) -> None:
+        self._owner._remove(self._device_id, self)
+
+
+class MemoryFanout(Fanout):
+    def __init__(self) -> None:
+        self._subs: dict[str, set[_MemorySubscription]] = {}
+
+    async def subscribe(self, device_id: str) -> Subscription:
+        sub = _MemorySubscription(self, device_id)
+        self._subs.setdefault(device_id, set()).add(sub)
+        return sub
+
+    def _remove(self, device_id: str, sub: _MemorySubscription) -> None:
+        subs = self._subs.get(device_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[device_id]
+
+    async def publish(self, device_ids: Iterable[str], topic: Topic) -> None:
+        for device_id in device_ids:
+            for sub in self._subs.get(device_id, ()):
+                sub._wake(topic)
+
+    def subscriber_count(self, device_id: str) -> int:
+        return len(self._subs.get(device_id, ()))

@@ -1,0 +1,59 @@
+"""Structured logs: one JSON object per line.
+
+What may be logged: request id, method, route *template* (``/v1/links/{code}``, never the
+concrete path, which can hold a link code or an attachment capability), status, duration, and a
+short hash of the device id. Never: bodies, query strings, headers, tokens, keys, group ids.
+Fields go in ``extra={"fields": {...}}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+LOGGER_NAME = "doorless.server"
+
+
+def device_tag(device_id: str) -> str:
+    """A short pseudonym for a device id in logs (correlates lines, does not print the id)."""
+    return hashlib.sha256(b"doorless/log/" + device_id.encode()).hexdigest()[:12]
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update((k, v) for k, v in fields.items() if v is not None)
+        # Deliberately no exc_info/stack: a traceback can quote data.
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, separators=(",", ":"), sort_keys=False, default=str)
+
+
+def configure_logging(level: str = "info", stream: Any = None) -> None:
+    """JSON lines on stderr for the server and uvicorn (whose own access log stays off)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    logging.getLogger(LOGGER_NAME).log(level, event, extra={"fields": fields})
+
+
+def monotonic_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)

@@ -1,0 +1,167 @@
+"""``/v1/ws``: push over a WebSocket, one per connected device.
+
+Connect with ``Authorization: Bearer <token>`` and optionally ``?after=<seq>`` (the last seq the
+client already has). The server first sends every queued message with a larger seq, then each
+new one as it is committed. Frames are JSON text:
+
+server -> client::
+
+    {"type": "message", "seq": 7, "data": "<base64 MLSMessage>", "received_at": 1700000000}
+    {"type": "keypackages_low", "count": 3, "low_watermark": 10}
+    {"type": "acked", "acknowledged": 2}
+    {"type": "error", "error": "invalid_request", "message": "..."}
+
+client -> server::
+
+    {"type": "ack", "seqs": [7, 8]}
+
+A push is not an acknowledgement: a message stays queued until the client acks it (here or
+over HTTP), and is sent again on the next connection. When the token expires the server
+closes with code 4401; a refused handshake is an HTTP 401 (or 429) with the JSON error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.responses import Response
+
+from doorless.server import protocol
+from doorless.server.auth import AuthedDevice, authenticate, bearer_token, rate_limit
+from doorless.server.context import ServerContext, get_context
+from doorless.server.errors import ApiError, error_response
+from doorless.server.fanout.base import Subscription, Topic
+from doorless.server.log import device_tag, log_event
+from doorless.server.schemas import MAX_SEQ
+
+router = APIRouter(tags=["push"])
+
+CLOSE_TOKEN_EXPIRED = 4401
+_MAX_FRAME = 64 * 1024
+_PAGE = 100
+
+
+async def _refuse(websocket: WebSocket, exc: ApiError) -> None:
+    response: Response = error_response(exc.status, exc.code, exc.message, exc.headers or None)
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(code=1008, reason=exc.code)
+
+
+def _after(websocket: WebSocket) -> int:
+    raw = websocket.query_params.get("after", "0")
+    if not raw.isdigit() or int(raw) > MAX_SEQ:
+        raise ApiError(422, "invalid_request", "after: must be a non-negative integer")
+    return int(raw)
+
+
+@router.websocket("/v1/ws")
+async def push(websocket: WebSocket) -> None:
+    ctx = get_context(websocket)
+    try:
+        after = _after(websocket)
+        me = await authenticate(ctx, bearer_token(websocket))
+        websocket.scope.setdefault("state", {})["device_id"] = me.device_id
+        rate_limit(ctx.device_limiter, me.device_id)
+    except ApiError as exc:
+        await _refuse(websocket, exc)
+        return
+    await websocket.accept()
+    subscription = await ctx.fanout.subscribe(me.device_id)
+    sender = asyncio.create_task(_send_loop(ctx, websocket, me, subscription, after))
+    receiver = asyncio.create_task(_receive_loop(ctx, websocket, me))
+    try:
+        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            failure = task.exception()
+            if failure is not None and not isinstance(failure, WebSocketDisconnect):
+                log_event(
+                    "websocket error",
+                    device=device_tag(me.device_id),
+                    exception=type(failure).__name__,
+                )
+    finally:
+        for task in (sender, receiver):
+            task.cancel()
+        for task in (sender, receiver):
+            with contextlib.suppress(BaseException):
+                await task
+        await subscription.close()
+
+
+async def _send_loop(
+    ctx: ServerContext,
+    websocket: WebSocket,
+    me: AuthedDevice,
+    subscription: Subscription,
+    after: int,
+) -> None:
+    last = after
+    while True:
+        remaining = me.token_expires_at - ctx.clock()
+        if remaining <= 0:
+            await websocket.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired")
+            return
+        page = await ctx.storage.fetch(me.device_id, last, _PAGE)
+        for m in page:
+            await websocket.send_json(
+                {
+                    "type": "message",
+                    "seq": m.seq,
+                    "data": protocol.b64encode(m.data),
+                    "received_at": m.received_at,
+                }
+            )
+            last = m.seq
+        if len(page) == _PAGE:
+            continue
+        topics = await subscription.wait(min(ctx.config.ws_idle_timeout, remaining))
+        if Topic.keypackages in topics:
+            count = await ctx.storage.key_package_count(me.device_id)
+            await websocket.send_json(
+                {
+                    "type": "keypackages_low",
+                    "count": count.count,
+                    "low_watermark": ctx.config.key_package_low_watermark,
+                }
+            )
+
+
+def _parse_ack(text: str) -> list[int]:
+    try:
+        frame: Any = json.loads(text)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "frame is not JSON") from None
+    if not isinstance(frame, dict) or frame.get("type") != "ack":
+        raise ApiError(400, "invalid_request", 'expected {"type": "ack", "seqs": [...]}')
+    seqs = frame.get("seqs")
+    if (
+        not isinstance(seqs, list)
+        or len(seqs) > 1000
+        or not all(type(s) is int and 1 <= s <= MAX_SEQ for s in seqs)
+    ):
+        raise ApiError(400, "invalid_request", "seqs: a list of at most 1000 positive integers")
+    return seqs
+
+
+async def _receive_loop(ctx: ServerContext, websocket: WebSocket, me: AuthedDevice) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(int(message.get("code", 1000)))
+        text = message.get("text")
+        try:
+            if text is None or len(text) > _MAX_FRAME:
+                raise ApiError(400, "invalid_request", "expected a JSON text frame")
+            rate_limit(ctx.device_limiter, me.device_id)
+            seqs = _parse_ack(text)
+        except ApiError as exc:
+            await websocket.send_json({"type": "error", "error": exc.code, "message": exc.message})
+            continue
+        acknowledged = await ctx.storage.ack(me.device_id, seqs)
+        await websocket.send_json({"type": "acked", "acknowledged": acknowledged})
