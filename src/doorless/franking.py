@@ -362,6 +362,9 @@ class FrankingAAD:
         ids = [item.component_id for item in self.other_items]
         if FRANK_AAD_COMPONENT_ID in ids or len(set(ids)) != len(ids):
             raise ConfigurationError("Safe AAD component ids must be unique")
+        # Canonical order (the wire order), so equal AADs compare equal.
+        ordered = tuple(sorted(self.other_items, key=lambda i: i.component_id))
+        object.__setattr__(self, "other_items", ordered)
 
     def items(self) -> tuple[SafeAADItem, ...]:
         frank = SafeAADItem(FRANK_AAD_COMPONENT_ID, self.franking_tag)
@@ -918,6 +921,41 @@ def make_report(
 
 
 @dataclass(frozen=True, slots=True, repr=False)
+class ReceivedFrank:
+    """What a receiver keeps with a verified message so it can report it later (the client
+    store's ``franking`` blob is ``encode(ReceivedFrank)``)::
+
+        struct {
+          opaque application_data<V>;     // the FrankedContent bytes as received
+          opaque authenticated_data<V>;   // the MLS authenticated_data (FrankingAAD)
+          ServerFrank frank;
+        } ReceivedFrank;
+
+    It holds the salt and the plaintext: store it encrypted, like the message itself.
+    """
+
+    application_data: bytes
+    authenticated_data: bytes
+    frank: ServerFrank
+
+    def __repr__(self) -> str:
+        return f"ReceivedFrank(<{len(self.application_data)} bytes>, frank={self.frank!r})"
+
+    def push(self, w: Writer) -> None:
+        w.push_opaque(self.application_data)
+        w.push_opaque(self.authenticated_data)
+        self.frank.push(w)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        return cls(r.pull_opaque(), r.pull_opaque(), ServerFrank.pull(r))
+
+    def report(self, reason: ReportReason, note: str = "") -> AbuseReport:
+        """`make_report` for this message."""
+        return make_report(self.application_data, self.authenticated_data, self.frank, reason, note)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
 class VerifiedReport:
     """A report whose message the server has proven it delivered, from ``context.sender``."""
 
@@ -987,6 +1025,7 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
     "FrankingIntegrityTBS": lambda b: decode(FrankingIntegrityTBS, b),
     "ServerFrank": lambda b: decode(ServerFrank, b),
     "AbuseReport": lambda b: decode(AbuseReport, b),
+    "ReceivedFrank": lambda b: decode(ReceivedFrank, b),
 }
 
 __all__ = [
@@ -1008,6 +1047,7 @@ __all__ = [
     "GroupMismatch",
     "InvalidFrankSignature",
     "InvalidSalt",
+    "ReceivedFrank",
     "ReportExpired",
     "ReportReason",
     "SafeAADItem",
