@@ -116,7 +116,7 @@ def test_c2sp_example_checkpoint_parses() -> None:
     assert signed.encode() == C2SP_NOTE.encode()
 
 
-# --- our own signing and verification --------------------------------------------------------------
+# --- our own signing and verification ---------------------------------------------------------
 
 LOG_SEED = hashlib.sha256(b"log key").digest()
 WITNESS_SEEDS = [hashlib.sha256(b"witness %d" % i).digest() for i in range(3)]
@@ -303,3 +303,23 @@ def test_signed_checkpoint_decoder_fuzz_structured(
     except DecodeError:
         return
     assert signed.encode() == data
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.builds(
+            lambda name, kid, raw: f"{name}+{kid}+{base64.b64encode(raw).decode()}",
+            st.text(max_size=10),
+            st.sampled_from(["c74f20a3", "00000000", "zz"]),
+            st.binary(max_size=40),
+        ),
+    )
+)
+def test_vkey_decoder_fuzz(vkey: str) -> None:
+    try:
+        verifier = NoteVerifier.from_vkey(vkey)
+    except DecodeError:
+        return
+    assert verifier.vkey() == vkey

@@ -1,8 +1,9 @@
-"""KT-lite DeviceList: encoding, signing, and the chain rules DL-1..DL-8 (one negative test each)."""
+"""KT-lite DeviceList: encoding, signing, and the chain rules DL-1..DL-8 (negative tests each)."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -83,7 +84,7 @@ def test_valid_chain() -> None:
     assert verify_chain(lists) == lists[-1]
     assert verify_chain(lists[2:], trusted=lists[1]) == lists[-1]
     assert verify_chain([], trusted=lists[0]) == lists[0]
-    for prev, dl in zip(lists, lists[1:], strict=False):
+    for prev, dl in itertools.pairwise(lists):
         verify_successor(prev, dl)
         assert dl.tbs.prev_hash == hashlib.sha256(encode(prev)).digest()
     verify_first(lists[0])
@@ -142,7 +143,7 @@ def test_unsigned_version_fails() -> None:
 
 def test_server_forged_version_fails() -> None:
     # The server names the phone as signer but can only sign with a key of its own.
-    v0, v1, *_ = chain()
+    v1 = chain()[1]
     tbs = DeviceListTBS(USER, 2, 3000, (PHONE, LAPTOP, GHOST), v1.hash(), b"phone")
     forged = DeviceList(
         tbs, SUITE.sign_with_label(seed("ghost"), b"Doorless DeviceListTBS", encode(tbs))
@@ -212,7 +213,7 @@ def test_dl2_first_version() -> None:
 
 
 def test_dl3_rollback_and_gaps() -> None:
-    v0, v1, v2, v3 = chain()
+    v0, v1, v2, _ = chain()
     with pytest.raises(ValidationError) as exc:
         verify_successor(v2, v1)  # rollback
     assert rule(exc) == "KT-lite DL-3"
@@ -226,7 +227,7 @@ def test_dl3_rollback_and_gaps() -> None:
 
 
 def test_dl4_prev_hash_mismatch() -> None:
-    v0, v1, v2, _ = chain()
+    v0, _, v2, _ = chain()
     for prev_hash in (v0.hash(), b"", bytes(32)):
         dl = forge(v2, [LAPTOP], LAPTOP, "laptop", prev_hash=prev_hash)
         with pytest.raises(ValidationError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Collection
 
 import pytest
 from hypothesis import given, settings
@@ -44,11 +45,11 @@ from doorless.kt.ladder import (
 )
 from doorless.kt.prefix_tree import PrefixProof, PrefixTree
 
-# --- the draft appendix, verbatim (only type comments and names adapted) -------------------------
+# --- the draft appendix, verbatim (only type annotations and the draft_ prefix added) ------------
 
 
-def draft_base_binary_ladder(n):  # type: ignore[no-untyped-def]
-    out = []
+def draft_base_binary_ladder(n: int) -> list[int]:
+    out: list[int] = []
 
     # Output powers of two minus one until reaching a value greater than n.
     while True:
@@ -72,11 +73,13 @@ def draft_base_binary_ladder(n):  # type: ignore[no-untyped-def]
     return [v for v in out if v < (1 << 32)]
 
 
-def draft_search_binary_ladder(t, n, left_inclusion=(), right_non_inclusion=()):  # type: ignore[no-untyped-def]
-    def would_end(v):  # type: ignore[no-untyped-def]
+def draft_search_binary_ladder(
+    t: int, n: int, left_inclusion: Collection[int] = (), right_non_inclusion: Collection[int] = ()
+) -> list[int]:
+    def would_end(v: int) -> bool:
         return (v <= n and v > t) or (v > n and v <= t)
 
-    def would_be_duplicate(v):  # type: ignore[no-untyped-def]
+    def would_be_duplicate(v: int) -> bool:
         return (v in left_inclusion) or (v in right_non_inclusion)
 
     out = draft_base_binary_ladder(n)
@@ -86,7 +89,7 @@ def draft_search_binary_ladder(t, n, left_inclusion=(), right_non_inclusion=()):
     return filtered_out
 
 
-def draft_monitoring_binary_ladder(t):  # type: ignore[no-untyped-def]
+def draft_monitoring_binary_ladder(t: int) -> list[int]:
     out = draft_base_binary_ladder(t)
     filtered_out = [v for v in out if v <= t]
 

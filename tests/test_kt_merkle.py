@@ -118,7 +118,7 @@ def test_ct_roots(n: int) -> None:
 
 
 def test_empty_tree() -> None:
-    assert EMPTY_ROOT == bytes.fromhex(CT_ROOTS[0])
+    assert bytes.fromhex(CT_ROOTS[0]) == EMPTY_ROOT
     assert MerkleLog().root() == EMPTY_ROOT
     assert root_from_leaf_hashes([]) == EMPTY_ROOT
 
@@ -292,7 +292,7 @@ def test_old_proofs_stay_answerable_after_appends() -> None:
     verify_consistency(7, 20, log.root(7), old_root, log.consistency_proof(7, 20))
 
 
-# --- edge cases and misuse -------------------------------------------------------------------------
+# --- edge cases and misuse ---------------------------------------------------------------------
 
 
 def test_consistency_edge_cases() -> None:

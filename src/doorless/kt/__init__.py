@@ -8,6 +8,7 @@ Modules:
   (a public hash in place of the VRF; the module docstring explains the choice).
 * `prefix_tree`: the KEYTRANS prefix tree (persistent), `PrefixProof`, verification.
 * `ladder`: binary ladders, greatest-version and fixed-version search responses.
+* `combined`: the combined tree (log of prefix-tree roots), witness replay of audit batches.
 * `checkpoint`: C2SP signed notes, checkpoints and witness cosignatures (Ed25519).
 * `device_list`: the signed, hash-chained ``DeviceList`` value stored under ``u:<user_id>``.
 

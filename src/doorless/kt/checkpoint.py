@@ -70,6 +70,10 @@ def _b64decode(text: str, what: str) -> bytes:
 def _check_key_name(name: str) -> None:
     if not name or any(c.isspace() or c == "+" for c in name):
         raise DecodeError("key names are non-empty and have no spaces or '+'")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DecodeError("key names are valid UTF-8") from None
 
 
 def _check_note_chars(text: str) -> None:

@@ -524,7 +524,9 @@ class PrefixTree:
                 walk(node.right, group[split:], depth + 1)
 
         walk(self._root, order, 0)
-        return PrefixProof(tuple(r for r in results if r is not None), tuple(elements))
+        done = tuple(r for r in results if r is not None)
+        assert len(done) == len(results)  # every search ends somewhere
+        return PrefixProof(done, tuple(elements))
 
 
 __all__ = [
