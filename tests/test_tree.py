@@ -382,7 +382,9 @@ def test_cached_tree_hashes_match_fresh_ones(operations: list[tuple[str, int]]) 
         members = [i for i, _ in tree.members()]
         target = members[arg % len(members)]
         if op == "add":
-            tree.add_leaf(_dummy_leaf(100 + k))
+            blanks = [i for i in range(tree.n_leaves) if tree.leaf_node(i) is None]
+            leftmost = blanks[0] if blanks else tree.n_leaves
+            assert tree.add_leaf(_dummy_leaf(100 + k)) == leftmost
         elif op == "remove" and len(members) > 1:
             tree.remove_leaf(target)
         elif op == "update":

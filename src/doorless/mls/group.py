@@ -47,6 +47,7 @@ from doorless.mls.framing import (
     FramedContentAuthData,
     MLSMessage,
     PrivateMessage,
+    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderExternal,
@@ -641,9 +642,8 @@ class Group:
         return self._protect_private(auth, rng)
 
     def _protect_private(self, auth: AuthenticatedContent, rng: Rng) -> tuple[Group, bytes]:
-        size = len(auth.content.authenticated_data) + 64
-        if isinstance(auth.content.content, bytes):
-            size += len(auth.content.content)
+        # Pad the actual plaintext (content and auth, §6.3.1) to a multiple of the block.
+        size = len(PrivateMessageContent(auth.content.content, auth.auth).encode())
         protected = protect_private(
             self.suite,
             auth,
@@ -908,6 +908,62 @@ class Group:
 
     # --- committing (§12.4.1) -----------------------------------------------------------------
 
+    def _select_pending(self, explicit: Sequence[Proposal]) -> list[CachedProposal]:
+        """The cached proposals to commit by reference: every one that keeps the list valid
+        together with ``explicit`` (§12.2, §12.4: "as long as this results in a valid proposal
+        list"). Dropped: our own Update (the path replaces it) and a Remove of us; a second
+        Update/Remove of one leaf (any Remove first, else the most recent Update); an Add of a
+        client already added or still in the group; a repeated PSK; a second
+        GroupContextExtensions; a ReInit when anything else is committed."""
+        cached = self.proposals
+        removed = {p.removed for p in explicit if isinstance(p, Remove)}
+        keep: set[int] = set()  # indexes into `cached`
+        for i, c in enumerate(cached):
+            p = c.proposal
+            if isinstance(p, Remove) and p.removed != self.own_leaf and p.removed not in removed:
+                removed.add(p.removed)
+                keep.add(i)
+        touched = set(removed)
+        for i in reversed(range(len(cached))):
+            p, s = cached[i].proposal, cached[i].sender
+            if (
+                isinstance(p, Update)
+                and isinstance(s, SenderMember)
+                and s.leaf_index != self.own_leaf
+                and s.leaf_index not in touched
+            ):
+                touched.add(s.leaf_index)
+                keep.add(i)
+        clients = {leaf.signature_key for i, leaf in self.tree.members() if i not in removed}
+        clients |= {p.key_package.leaf_node.signature_key for p in explicit if isinstance(p, Add)}
+        psks = {encode(p.psk) for p in explicit if isinstance(p, PreSharedKey)}
+        extensions = any(isinstance(p, GroupContextExtensions) for p in explicit)
+        reinit: int | None = None
+        for i, c in enumerate(cached):
+            p = c.proposal
+            if isinstance(p, Add):
+                key = p.key_package.leaf_node.signature_key
+                if key in clients:
+                    continue
+                clients.add(key)
+            elif isinstance(p, PreSharedKey):
+                if encode(p.psk) in psks:
+                    continue
+                psks.add(encode(p.psk))
+            elif isinstance(p, GroupContextExtensions):
+                if extensions:
+                    continue
+                extensions = True
+            elif isinstance(p, ReInit):
+                reinit = i if reinit is None else reinit
+                continue
+            else:
+                continue  # Update and Remove were chosen above
+            keep.add(i)
+        if reinit is not None and not keep and not explicit:
+            keep.add(reinit)  # §12.2: other proposals are preferred over a ReInit
+        return [cached[i] for i in sorted(keep)]
+
     def commit(
         self,
         proposals: Sequence[Proposal] = (),
@@ -926,19 +982,7 @@ class Group:
         credential or capabilities)."""
         self._check_usable()
         me = SenderMember(self.own_leaf)
-        by_ref: list[CachedProposal] = []
-        if include_pending:
-            removed = {p.proposal.removed for p in self.proposals if isinstance(p.proposal, Remove)}
-            for cached in self.proposals:
-                p, s = cached.proposal, cached.sender
-                # §12.2: prefer Removes; our own Update is replaced by the path.
-                if (
-                    isinstance(p, Update)
-                    and isinstance(s, SenderMember)
-                    and (s.leaf_index == self.own_leaf or s.leaf_index in removed)
-                ):
-                    continue
-                by_ref.append(cached)
+        by_ref = self._select_pending(proposals) if include_pending else []
         listed: list[tuple[Proposal, Sender]] = [(c.proposal, c.sender) for c in by_ref]
         listed += [(p, me) for p in proposals]
         self._validate_proposal_list(listed, me, external=False, now=now)
@@ -1030,15 +1074,24 @@ class Group:
 
     def merge_pending_commit(self, pending: PendingCommit) -> Group:
         """Adopt our own commit once the delivery service accepted it (§12.4.1)."""
-        if pending.group.group_id != self.group_id or pending.group.epoch != self.epoch + 1:
+        if not self._is_next(pending.group):
             raise StateError("this pending commit was not made from this group state")
         return pending.group
 
     def merge_staged_commit(self, staged: StagedCommit) -> Group:
         """Adopt a processed commit (the explicit merge; I4 holds until this is called)."""
-        if staged.group.group_id != self.group_id or staged.group.epoch != self.epoch + 1:
+        if not self._is_next(staged.group):
             raise StateError("this staged commit was not made from this group state")
         return staged.group
+
+    def _is_next(self, new: Group) -> bool:
+        # Same group, next epoch, and our own leaf (not another member's state).
+        return (
+            new.group_id == self.group_id
+            and new.epoch == self.epoch + 1
+            and new.own_leaf == self.own_leaf
+            and new._signature_private_key == self._signature_private_key
+        )
 
     def _advance(
         self,

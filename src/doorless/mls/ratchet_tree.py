@@ -61,11 +61,13 @@ def _opaque(data: bytes) -> bytes:
 class RatchetTree:
     """An array-based ratchet tree for one cipher suite (RFC 9420 §7, Appendix C)."""
 
-    __slots__ = ("_hashes", "_nodes", "suite")
+    __slots__ = ("_filled", "_hashes", "_nodes", "suite")
 
     suite: CipherSuite
     _nodes: list[Node | None]
     _hashes: list[bytes | None]
+    # Every leaf with index < _filled is non-blank: where the search for a blank leaf starts.
+    _filled: int
 
     def __init__(
         self,
@@ -78,6 +80,7 @@ class RatchetTree:
         self.suite = suite
         self._nodes = nodes
         self._hashes = hashes if hashes is not None else [None] * len(nodes)
+        self._filled = 0
 
     # --- construction and encoding ----------------------------------------------------------
 
@@ -103,7 +106,9 @@ class RatchetTree:
         return encode_ratchet_tree(self._nodes)
 
     def copy(self) -> RatchetTree:
-        return RatchetTree(self.suite, self._nodes.copy(), self._hashes.copy())
+        tree = RatchetTree(self.suite, self._nodes.copy(), self._hashes.copy())
+        tree._filled = self._filled
+        return tree
 
     # --- shape and access ---------------------------------------------------------------------
 
@@ -191,11 +196,13 @@ class RatchetTree:
         out.extend(NodeIndex(2 * u) for u in node.unmerged_leaves if u not in exclude)
 
     def _resolution_empty(self, x: int) -> bool:
-        if self._nodes[x] is not None:
+        # Empty iff every node of the subtree is blank; nodes are always truthy, so `any` over
+        # the subtree's span (x - (2^k - 1) .. x + (2^k - 1)) answers at C speed.
+        nodes = self._nodes
+        if nodes[x] is not None:
             return False
-        if x & 1 == 0:
-            return True
-        return self._resolution_empty(left(x)) and self._resolution_empty(right(x))
+        half = (1 << level(x)) - 1
+        return not any(nodes[x - half : x + half + 1])
 
     def filtered_direct_path(self, leaf: int) -> list[NodeIndex]:
         """Direct path of ``leaf`` without the nodes whose copath child has an empty
@@ -334,22 +341,24 @@ class RatchetTree:
     def set_node(self, x: int, node: Node | None) -> None:
         """Replace node ``x`` and invalidate the cached hashes of it and its ancestors."""
         self._nodes[x] = node
+        if node is None and x & 1 == 0:
+            self._filled = min(self._filled, x >> 1)
         self._invalidate(x)
 
     def _invalidate(self, x: int) -> None:
+        # Invariant: a cached hash implies cached hashes below it (`node_tree_hash` caches
+        # children first). So an uncached ancestor has only uncached ancestors: stop there.
         hashes = self._hashes
         hashes[x] = None
         r = len(self._nodes)
-        # Walk up without bounds checks: any ancestor index of a node in a full tree is < r.
+        k = level(x)
         while True:
-            k = level(x)
             b = (x >> (k + 1)) & 1
             x = (x | (1 << k)) ^ (b << (k + 1))
-            if x >= r:
+            k += 1
+            if x >= r or hashes[x] is None:
                 break
             hashes[x] = None
-            if x == (r >> 1):
-                break
 
     def _set_leaf(self, leaf: int, leaf_node: LeafNode | None) -> None:
         self.set_node(2 * leaf, leaf_node)
@@ -382,14 +391,16 @@ class RatchetTree:
         becomes unmerged at every non-blank node of its direct path."""
         nodes = self._nodes
         # An identity scan built from C iterators (list.index(None) would call LeafNode.__eq__
-        # on every leaf): microseconds even at 10^4 leaves.
-        blank = next(compress(count(), map(is_, nodes[0::2], repeat(None))), None)
+        # on every leaf), starting after the leaves known to be filled.
+        start = self._filled
+        blank = next(compress(count(start), map(is_, nodes[2 * start :: 2], repeat(None))), None)
         if blank is None:
             x = len(nodes) + 1
             self._extend()
         else:
             x = 2 * blank
         leaf = x >> 1
+        self._filled = leaf + 1
         for p in direct_path(x, self.n_leaves):
             node = nodes[p]
             if node is not None:
