@@ -308,6 +308,8 @@ const methods = {
       [],
       m.cs,
     );
+    // The creator's leaf comes from this key package; it is not for anyone else to use.
+    m.keyPackages = m.keyPackages.filter((k) => k !== kp);
     return { epoch: 0 };
   },
 

@@ -18,11 +18,13 @@ why the driver cannot run here (no node, no npm), or None.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -84,11 +86,29 @@ def ensure_installed(timeout: float = 600.0) -> None:
     reason = unavailable_reason()
     if reason is not None:
         raise TsMlsUnavailable(reason)
-    if (NODE_MODULES / "ts-mls" / "package.json").is_file():
+    if _installed_matches_pin():
         return
     npm = shutil.which("npm")
     if npm is None:
         raise TsMlsUnavailable("npm is not on PATH")
+    # pytest-xdist workers may all get here at once: one npm ci at a time, then re-check.
+    lock_path = Path(tempfile.gettempdir()) / "doorless-tsmls-npm-ci.lock"
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _installed_matches_pin():
+            _npm_ci(npm, timeout)
+
+
+def _installed_matches_pin() -> bool:
+    """node_modules holds the ts-mls version package.json pins (else npm ci is due)."""
+    installed = NODE_MODULES / "ts-mls" / "package.json"
+    if not installed.is_file():
+        return False
+    pinned = json.loads((INTEROP_DIR / "package.json").read_text())["dependencies"]["ts-mls"]
+    return bool(json.loads(installed.read_text())["version"] == pinned)
+
+
+def _npm_ci(npm: str, timeout: float) -> None:
     try:
         done = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund"],
