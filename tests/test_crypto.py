@@ -204,13 +204,6 @@ def test_malformed_hpke_public_key_is_decode_error(suite_id: int) -> None:
 NIST_KEM_SUITES = [2, 5, 7]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "crypto._hpke_public (and pyhpke's deserialize_public_key) accept a compressed NIST "
-        "point; RFC 9180 §7.1.1 SerializePublicKey is the uncompressed form of Npk bytes only"
-    ),
-)
 @pytest.mark.parametrize("suite_id", NIST_KEM_SUITES, ids=[f"suite{i}" for i in NIST_KEM_SUITES])
 def test_compressed_hpke_public_key_is_decode_error(suite_id: int) -> None:
     cs = cipher_suite(suite_id)

@@ -14,7 +14,7 @@ import hmac
 import os
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import pyhpke
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
@@ -192,7 +192,7 @@ class CipherSuite:
         return HKDFExpand(_HASHES[self.kdf_id][1](), length, info).derive(prk)
 
     def ref_hash(self, label: bytes, value: bytes) -> bytes:
-        """RFC 9420 §5.2 RefHash; ``label`` is the full label (e.g. b"MLS 1.0 Proposal Reference")."""
+        """RFC 9420 §5.2 RefHash; ``label`` is the full one (b"MLS 1.0 Proposal Reference")."""
         return self.hash(_opaque(label) + _opaque(value))
 
     def expand_with_label(self, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
@@ -233,9 +233,7 @@ class CipherSuite:
         scheme = self.signature_scheme
         if scheme == SignatureScheme.ED25519:
             sk25519 = ed25519.Ed25519PrivateKey.generate()
-            return KeyPair(
-                sk25519.private_bytes_raw(), sk25519.public_key().public_bytes_raw()
-            )
+            return KeyPair(sk25519.private_bytes_raw(), sk25519.public_key().public_bytes_raw())
         if scheme == SignatureScheme.ED448:
             sk448 = ed448.Ed448PrivateKey.generate()
             return KeyPair(sk448.private_bytes_raw(), sk448.public_key().public_bytes_raw())
@@ -316,6 +314,7 @@ class CipherSuite:
             out = suite.encrypt(plaintext, pk, info=info)
             n = pyca_kem.enc_length()
             return out[:n], out[n:]
+        _hpke_public(self.kem_id, public_key)
         try:
             pkr = self._pyhpke().kem.deserialize_public_key(public_key)
             enc, ctx = self._pyhpke().create_sender_context(pkr, info=info)
@@ -357,6 +356,7 @@ class CipherSuite:
         self, public_key: bytes, info: bytes, exporter_context: bytes, length: int
     ) -> tuple[bytes, bytes]:
         """SetupBaseS(pkR, info) then Export(exporter_context, L) -> (enc, secret)."""
+        _hpke_public(self.kem_id, public_key)
         try:
             pkr = self._pyhpke().kem.deserialize_public_key(public_key)
             enc, ctx = self._pyhpke().create_sender_context(pkr, info=info)
@@ -423,6 +423,8 @@ def _hpke_public(
             return x25519.X25519PublicKey.from_public_bytes(public_key)
         if kem == KemId.DHKEM_X448_HKDF_SHA512:
             return x448.X448PublicKey.from_public_bytes(public_key)
+        if public_key[:1] != b"\x04":  # RFC 9180 §7.1.1: SerializePublicKey is uncompressed
+            raise ValueError("compressed point")
         return ec.EllipticCurvePublicKey.from_encoded_point(_KEM_CURVES[kem][0], public_key)
     except ValueError:
         raise DecodeError("malformed HPKE public key") from None
@@ -446,19 +448,19 @@ def _hpke_private(
         raise DecryptError("malformed HPKE private key") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pyca_suite(kem: KemId, kdf: KdfId, aead: AeadId) -> pyca_hpke.Suite:
     return pyca_hpke.Suite(_PYCA_KEMS[kem], _PYCA_KDFS[kdf], _PYCA_AEADS[aead])
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pyhpke_suite(kem: KemId, kdf: KdfId, aead: AeadId) -> pyhpke.CipherSuite:
     return pyhpke.CipherSuite.new(pyhpke.KEMId(kem), pyhpke.KDFId(kdf), pyhpke.AEADId(aead))
 
 
-@lru_cache(maxsize=None)
+@cache
 def cipher_suite(suite_id: int) -> CipherSuite:
-    """The `CipherSuite` for a numeric id; unknown ids raise `DecodeError` (they come off the wire)."""
+    """The `CipherSuite` for a numeric id; unknown ids (off the wire) raise `DecodeError`."""
     try:
         sid = CipherSuiteId(suite_id)
     except ValueError:
