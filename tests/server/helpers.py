@@ -176,7 +176,7 @@ async def running(config: ServerConfig, clock: FakeClock) -> AsyncIterator[Harne
 def scan(root: Path, needles: list[bytes]) -> list[tuple[str, bytes]]:
     """Every (file, needle) where a needle occurs in a file under ``root``: the canary scan
     for I1 (database, WAL, blobs, anything the server wrote)."""
-    hits = []
+    hits: list[tuple[str, bytes]] = []
     for path in sorted(root.rglob("*")):
         if path.is_file():
             data = path.read_bytes()

@@ -365,9 +365,7 @@ async def test_link_request_needs_possession_and_an_account(server: Harness) -> 
                 "device_key": protocol.b64encode(new.public_key),
                 "signature": protocol.b64encode(
                     other.sign(
-                        protocol.link_request_content(
-                            server.ctx.server_id, "alice", new.public_key
-                        )
+                        protocol.link_request_content(server.ctx.server_id, "alice", new.public_key)
                     )
                 ),
             },

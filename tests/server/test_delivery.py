@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from doorless.client.errors import Conflict, EpochConflict, InvalidRequest, NotFound
@@ -62,7 +63,9 @@ async def test_ack_deletes_the_ciphertext(server: Harness) -> None:
     bob = await server.user("bob")
     carol = await server.user("carol")
     marker = os.urandom(24)
-    await alice.send(private_message(GROUP, 0, ciphertext=marker), [device_id(bob), device_id(carol)])
+    await alice.send(
+        private_message(GROUP, 0, ciphertext=marker), [device_id(bob), device_id(carol)]
+    )
     dump = "\n".join(server.db_dump())
     assert marker.hex() in dump.lower()
     await bob.ack([m.seq for m in (await bob.fetch()).messages])
@@ -371,3 +374,37 @@ async def test_group_epoch_of_unknown_group_is_404_over_http(server: Harness) ->
         assert r.status_code == 422
     with pytest.raises(NotFound):
         await alice.claim_key_package("0" * 32)
+
+
+class _LoseFirstResponse(httpx.AsyncBaseTransport):
+    """The request reaches the server, but its answer is lost on the way back (once)."""
+
+    def __init__(self, app: object) -> None:
+        self._inner = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        self.lost = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path == "/v1/messages" and request.method == "POST" and not self.lost:
+            self.lost += 1
+            await response.aclose()
+            raise httpx.ReadError("connection reset", request=request)
+        return response
+
+
+async def test_a_send_whose_answer_was_lost_is_retried_once(server: Harness) -> None:
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    assert alice.device is not None
+    flaky = _LoseFirstResponse(server.app)
+    alice2 = Transport(
+        "http://testserver", alice.device, http_transport=flaky, retries=2, backoff=0
+    )
+    try:
+        result = await alice2.send(commit(GROUP, 0), [device_id(bob)])
+        assert flaky.lost == 1
+        # The retry found the first attempt committed: no second copy, no epoch conflict.
+        assert result.duplicate and result.group_epoch == 1
+        assert [m.data for m in (await bob.fetch()).messages] == [commit(GROUP, 0)]
+    finally:
+        await alice2.aclose()

@@ -30,6 +30,19 @@ server_app = typer.Typer(
 
 INVITE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
+Database = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        metavar="URL",
+        envvar="DOORLESS_DATABASE",
+        help=(
+            "postgresql://user@host:5432/db: a database that several server processes share "
+            "(default: SQLite in --data-dir). See docs/deploy.md."
+        ),
+    ),
+]
+
 DataDir = Annotated[
     Path | None,
     typer.Option(
@@ -62,6 +75,16 @@ def serve(
     max_attachment_size: Annotated[int, typer.Option(min=1, metavar="BYTES")] = 100 * MIB,
     attachment_ttl: Annotated[int, typer.Option(min=1, metavar="SECONDS")] = 30 * 24 * 3600,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    database: Database = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            metavar="URL",
+            envvar="DOORLESS_REDIS",
+            help="redis://host:6379/0: wakes the process holding a device's socket (multi-node).",
+        ),
+    ] = None,
 ) -> None:
     """Serve HTTP and WebSocket: ``doorless server --data-dir DIR [--host H] [--port P]``."""
     if ctx.invoked_subcommand is not None:
@@ -75,7 +98,9 @@ def serve(
 
     import uvicorn
 
+    from doorless.errors import ConfigurationError
     from doorless.server.app import create_app
+    from doorless.server.backends import make_fanout, make_storage
     from doorless.server.log import configure_logging
 
     config = ServerConfig(
@@ -86,9 +111,13 @@ def serve(
         max_attachment_size=max_attachment_size,
         attachment_ttl=attachment_ttl,
     )
+    try:
+        storage, fanout = make_storage(config, database), make_fanout(redis)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
     configure_logging(log_level)
     uvicorn.run(
-        create_app(config),
+        create_app(config, storage=storage, fanout=fanout),
         host=host,
         port=port,
         ssl_certfile=str(tls_cert) if tls_cert else None,
@@ -105,22 +134,28 @@ def serve(
 def invite(
     ctx: typer.Context,
     data_dir: DataDir = None,
+    database: Database = None,
     expires_in: Annotated[
         int, typer.Option(min=60, metavar="SECONDS", help="Validity (default 7 days).")
     ] = 7 * 24 * 3600,
     count: Annotated[int, typer.Option(min=1, max=1000, help="How many codes.")] = 1,
 ) -> None:
     """Mint single-use invite codes (for ``--registration invite``); prints one per line."""
-    if data_dir is None:
-        fail_usage("--data-dir is required")
+    if data_dir is None and database is None:
+        fail_usage("--data-dir or --database is required")
+    from doorless.errors import ConfigurationError
     from doorless.server.auth import invite_hash
-    from doorless.server.storage.sqlite import SQLiteStorage
+    from doorless.server.backends import make_storage
 
     raw = ["".join(secrets.choice(INVITE_ALPHABET) for _ in range(16)) for _ in range(count)]
     now = int(time.time())
 
+    try:
+        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
+
     async def mint() -> None:
-        storage = SQLiteStorage(ServerConfig(data_dir).database_path)
         await storage.open()
         try:
             for code in raw:

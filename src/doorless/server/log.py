@@ -40,10 +40,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"), sort_keys=False, default=str)
 
 
+class _NoSocketChatter(logging.Filter):
+    """Drop uvicorn's informational WebSocket lines: they carry the client address and the raw
+    path with its query string. Our own line per socket session replaces them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno < logging.WARNING
+            and "protocols" in record.pathname
+            and "websockets" in record.pathname
+        )
+
+
 def configure_logging(level: str = "info", stream: Any = None) -> None:
     """JSON lines on stderr for the server and uvicorn (whose own access log stays off)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(_NoSocketChatter())
     for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

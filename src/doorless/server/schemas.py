@@ -37,7 +37,7 @@ MAX_SEQ = 2**62
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- server ---------------------------------------------------------------------------------

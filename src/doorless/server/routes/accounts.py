@@ -20,6 +20,7 @@ from doorless.server.auth import invite_hash as invite_code_hash
 from doorless.server.auth import limit_anonymous
 from doorless.server.config import Registration
 from doorless.server.errors import ApiError, bad_request, forbidden, not_found
+from doorless.server.fanout.base import Topic
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import (
     ApproveRequest,
@@ -141,6 +142,7 @@ async def revoke_device(device_id: DeviceIdPath, me: Device, ctx: Ctx) -> Respon
     if target.username != me.username:
         raise forbidden("a device can only revoke devices of its own account")
     await ctx.storage.revoke_device(device_id, ctx.now())
+    await ctx.fanout.publish([device_id], Topic.queue)  # its open sockets re-check and close
     return Response(status_code=204)
 
 

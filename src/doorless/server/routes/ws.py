@@ -16,8 +16,9 @@ client -> server::
     {"type": "ack", "seqs": [7, 8]}
 
 A push is not an acknowledgement: a message stays queued until the client acks it (here or
-over HTTP), and is sent again on the next connection. When the token expires the server
-closes with code 4401; a refused handshake is an HTTP 401 (or 429) with the JSON error body.
+over HTTP), and is sent again on the next connection. When the token expires (or the device is
+revoked) the server closes with code 4401; a refused handshake is an HTTP 401 (or 429) with
+the JSON error body.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.responses import Response
 
 from doorless.server import protocol
-from doorless.server.auth import AuthedDevice, authenticate, bearer_token, rate_limit
+from doorless.server.auth import (
+    AuthedDevice,
+    authenticate,
+    bearer_token,
+    rate_limit,
+    secret_hash,
+)
 from doorless.server.context import ServerContext, get_context
 from doorless.server.errors import ApiError, error_response
 from doorless.server.fanout.base import Subscription, Topic
@@ -63,17 +70,19 @@ def _after(websocket: WebSocket) -> int:
 @router.websocket("/v1/ws")
 async def push(websocket: WebSocket) -> None:
     ctx = get_context(websocket)
+    token = bearer_token(websocket)
     try:
         after = _after(websocket)
-        me = await authenticate(ctx, bearer_token(websocket))
+        me = await authenticate(ctx, token)
         websocket.scope.setdefault("state", {})["device_id"] = me.device_id
         rate_limit(ctx.device_limiter, me.device_id)
     except ApiError as exc:
         await _refuse(websocket, exc)
         return
+    assert token is not None  # authenticate() refused a missing one
     await websocket.accept()
     subscription = await ctx.fanout.subscribe(me.device_id)
-    sender = asyncio.create_task(_send_loop(ctx, websocket, me, subscription, after))
+    sender = asyncio.create_task(_send_loop(ctx, websocket, me, token, subscription, after))
     receiver = asyncio.create_task(_receive_loop(ctx, websocket, me))
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -98,14 +107,17 @@ async def _send_loop(
     ctx: ServerContext,
     websocket: WebSocket,
     me: AuthedDevice,
+    token: str,
     subscription: Subscription,
     after: int,
 ) -> None:
     last = after
+    token_hash = secret_hash(token.encode())
     while True:
         remaining = me.token_expires_at - ctx.clock()
-        if remaining <= 0:
-            await websocket.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired")
+        # Expired, or deleted by a revocation of the device: the socket goes with the token.
+        if remaining <= 0 or await ctx.storage.token_device(token_hash, ctx.now()) is None:
+            await websocket.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired or revoked")
             return
         page = await ctx.storage.fetch(me.device_id, last, _PAGE)
         for m in page:

@@ -1,0 +1,133 @@
+"""The SQLite store: versioned migrations, durability settings, transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from doorless.errors import ConfigurationError, StateError
+from doorless.server.storage.base import (
+    Delivery,
+    DeviceRecord,
+    EpochConflict,
+    EpochGate,
+    UnknownDevice,
+)
+from doorless.server.storage.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStorage
+
+pytestmark = pytest.mark.asyncio
+
+
+def _device(n: int) -> DeviceRecord:
+    return DeviceRecord(
+        device_id=f"{n:032x}",
+        username=f"user{n}",
+        device_key=bytes([n]) * 32,
+        approved_by=None,
+        approval_signature=b"sig",
+        created_at=1,
+    )
+
+
+async def test_migrations_are_recorded_and_idempotent(data_dir: Path) -> None:
+    path = data_dir / "db.sqlite3"
+    store = SQLiteStorage(path)
+    await store.open()
+    server_id = await store.server_id()
+    await store.close()
+    store = SQLiteStorage(path)
+    await store.open()
+    assert await store.server_id() == server_id  # minted once
+    await store.close()
+    conn = sqlite3.connect(path)
+    versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [v for v, _, _ in MIGRATIONS] and versions[-1] == SCHEMA_VERSION
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_a_newer_schema_is_refused(data_dir: Path) -> None:
+    path = data_dir / "db.sqlite3"
+    store = SQLiteStorage(path)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO schema_migrations VALUES (?, 'from the future')", (SCHEMA_VERSION + 1,)
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(ConfigurationError):
+        await SQLiteStorage(path).open()
+
+
+async def test_durability_pragmas(data_dir: Path) -> None:
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    finally:
+        await store.close()
+
+
+async def test_use_before_open_is_a_state_error(data_dir: Path) -> None:
+    with pytest.raises(StateError):
+        await SQLiteStorage(data_dir / "db.sqlite3").get_device("x")
+
+
+async def test_a_refused_delivery_rolls_back_everything(data_dir: Path) -> None:
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        await store.create_account(_device(1), None, 1)
+        gate = EpochGate(b"g", 0, is_commit=True)
+        # Unknown recipient in the second part: the epoch must not move, nothing is queued.
+        with pytest.raises(UnknownDevice):
+            await store.deliver(
+                _device(1).device_id,
+                "m-1",
+                b"d1",
+                [Delivery(b"a", (_device(1).device_id,)), Delivery(b"b", ("f" * 32,))],
+                gate,
+                1,
+            )
+        assert await store.group_epoch(b"g") is None
+        assert await store.fetch(_device(1).device_id, 0, 10) == []
+        # The same message id is still free.
+        result = await store.deliver(
+            _device(1).device_id, "m-1", b"d1", [Delivery(b"a", (_device(1).device_id,))], gate, 1
+        )
+        assert result.group_epoch == 1 and not result.duplicate
+        with pytest.raises(EpochConflict) as e:
+            await store.deliver(_device(1).device_id, "m-2", b"d2", [], gate, 1)
+        assert e.value.current_epoch == 1
+    finally:
+        await store.close()
+
+
+async def test_a_payload_is_stored_once_and_freed_by_the_last_ack(data_dir: Path) -> None:
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        ids = []
+        for n in (1, 2, 3):
+            await store.create_account(_device(n), None, 1)
+            ids.append(_device(n).device_id)
+        await store.deliver(ids[0], "m-1", b"d", [Delivery(b"payload", tuple(ids))], None, 1)
+        conn = store._conn
+        assert conn is not None
+        assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 1
+        for i, device_id in enumerate(ids):
+            (m,) = await store.fetch(device_id, 0, 10)
+            assert m.data == b"payload"
+            assert await store.ack(device_id, [m.seq]) == 1
+            remaining = conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0]
+            assert remaining == (1 if i < 2 else 0)
+    finally:
+        await store.close()
