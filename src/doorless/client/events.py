@@ -1,0 +1,221 @@
+"""What the client library tells the application: typed, immutable events and views.
+
+`doorless.client.Client.events` yields one of the `Event` classes below, in the order the
+client processed the underlying messages (the server's order for incoming ones). Each event is
+emitted only after the state change it reports was committed to the local store, so an event
+is never about something a crash could undo.
+
+::
+
+    Event
+     ├── MessageReceived      a text or file from another device (yours included)
+     ├── MessageSent          the server accepted a message this device sent
+     ├── ConversationJoined   this device was added to a conversation (Welcome)
+     ├── ConversationUpdated  the conversation's name changed
+     ├── MembershipChanged    devices (and so users) were added or removed
+     ├── DeviceChanged        one device of a user was added, removed, linked or revoked
+     └── DeliveryFailed       an incoming message could not be processed, or an outgoing one
+                              was refused for good; ``reason`` says why
+
+Views (`Conversation`, `MessageInfo`, `FileInfo`, `DeviceRef`) are snapshots: call the client
+again for fresh ones. Times are Unix milliseconds. Message bodies and file keys never appear in
+a ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from doorless.client.store import MessageState
+from doorless.franking import AttachmentDescriptor
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DeviceRef:
+    """One device of one user: the identity an MLS leaf credential names."""
+
+    user: str
+    device_id: str
+
+    def __str__(self) -> str:
+        return f"{self.user}/{self.device_id[:8]}"
+
+
+class ConversationKind(StrEnum):
+    DIRECT = "direct"  # two users (all their devices); no name
+    GROUP = "group"
+
+
+class ConversationStatus(StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"  # this device was removed; history stays readable
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation (one MLS group) as this device sees it now."""
+
+    id: str  # the MLS group id, hex
+    kind: ConversationKind
+    name: str
+    members: tuple[str, ...]  # usernames, sorted; this user included
+    devices: tuple[DeviceRef, ...]  # every leaf of the group, sorted
+    epoch: int
+    status: ConversationStatus
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """A file attached to a message. ``descriptor`` holds its decryption key."""
+
+    name: str
+    media_type: str
+    size: int
+    sha256: str  # hex SHA-256 of the plaintext; `Client.download` checks it
+    attachment_id: str
+    descriptor: AttachmentDescriptor = field(repr=False, compare=False)
+
+
+class MessageKind(StrEnum):
+    TEXT = "text"
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """One message of a conversation, incoming or outgoing."""
+
+    conversation_id: str
+    message_id: str  # hex of the payload's random 16-byte id (the same on every device)
+    local_id: int  # this profile's order of messages
+    sender: DeviceRef
+    outgoing: bool  # sent by this device (messages from your other devices are not)
+    kind: MessageKind
+    text: str | None = field(repr=False)
+    file: FileInfo | None
+    sent_at: int  # the sender's clock
+    received_at: int | None  # this device's clock; None for outgoing
+    state: MessageState
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    message: MessageInfo
+
+    @property
+    def conversation_id(self) -> str:
+        return self.message.conversation_id
+
+    @property
+    def sender(self) -> DeviceRef:
+        return self.message.sender
+
+    @property
+    def text(self) -> str | None:
+        return self.message.text
+
+    @property
+    def file(self) -> FileInfo | None:
+        return self.message.file
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    message: MessageInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationJoined:
+    conversation: Conversation
+    by: DeviceRef | None  # the device whose commit added us
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationUpdated:
+    conversation: Conversation
+    by: DeviceRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """The roster changed by one commit. ``added_users``/``removed_users`` are the users that
+    joined (first device) or left (last device); ``added``/``removed`` list every device."""
+
+    conversation: Conversation
+    added: tuple[DeviceRef, ...]
+    removed: tuple[DeviceRef, ...]
+    by: DeviceRef | None
+    added_users: tuple[str, ...]
+    removed_users: tuple[str, ...]
+
+
+class DeviceChange(StrEnum):
+    ADDED = "added"  # a further device of a member joined a conversation
+    REMOVED = "removed"  # a device of a member that stays left a conversation
+    LINKED = "linked"  # a new device appeared on an account (yours: check it was you)
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChanged:
+    device: DeviceRef
+    change: DeviceChange
+    conversation_id: str | None = None
+    by: DeviceRef | None = None
+
+
+class FailureReason(StrEnum):
+    MALFORMED = "malformed"  # not an MLS message
+    UNKNOWN_CONVERSATION = "unknown_conversation"  # for a group this device is not in
+    UNDECRYPTABLE = "undecryptable"  # MLS refused it (signature, keys, replay, ...)
+    MISSED_COMMITS = "missed_commits"  # for a later epoch: the conversation must be rejoined
+    INVALID_PAYLOAD = "invalid_payload"  # decrypted, but not a Doorless payload
+    UNSUPPORTED = "unsupported"  # a kind of message this version does not know
+    INVALID_MEMBER = "invalid_member"  # a device not registered and approved for its user (I3)
+    WELCOME_UNUSABLE = "welcome_unusable"  # no KeyPackage of ours, or an invalid Welcome
+    REJECTED = "rejected"  # outgoing: the server refused it for good
+    NOT_A_MEMBER = "not_a_member"  # outgoing: this device is no longer in the conversation
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    reason: FailureReason
+    detail: str  # a human-readable explanation (never message content)
+    conversation_id: str | None = None
+    message_id: str | None = None
+    sender: DeviceRef | None = None
+    outgoing: bool = False
+
+
+Event = (
+    MessageReceived
+    | MessageSent
+    | ConversationJoined
+    | ConversationUpdated
+    | MembershipChanged
+    | DeviceChanged
+    | DeliveryFailed
+)
+
+__all__ = [
+    "Conversation",
+    "ConversationJoined",
+    "ConversationKind",
+    "ConversationStatus",
+    "ConversationUpdated",
+    "DeliveryFailed",
+    "DeviceChange",
+    "DeviceChanged",
+    "DeviceRef",
+    "Event",
+    "FailureReason",
+    "FileInfo",
+    "MembershipChanged",
+    "MessageInfo",
+    "MessageKind",
+    "MessageReceived",
+    "MessageSent",
+]

@@ -1,0 +1,183 @@
+"""The application payload: what travels inside an MLS application message.
+
+Every MLS application message of Doorless carries one encoded `Payload` as its
+``application_data`` (RFC 9420 §6.3 encrypts it; the server sees none of it)::
+
+    enum { text(1), file(2), (65535) } PayloadKind;
+
+    struct {
+        uint8 version = 1;
+        opaque message_id[16];      // random; the same on every device, used to drop duplicates
+        uint64 sent_at_ms;          // the sender's clock, informational
+        PayloadKind kind;
+        opaque body<V>;             // by kind: see below
+    } Payload;
+
+    // kind = text: body is the UTF-8 text.
+    // kind = file:
+    struct {
+        opaque name<V>;                     // UTF-8 file name (no folders)
+        AttachmentDescriptor attachment;    // doorless.franking: locator = attachment id,
+                                            // media_type = MIME type, key, nonce, hashes, size
+    } FileBody;
+
+An unknown ``kind`` decodes (its raw number is kept) so that a newer client's messages are
+reported as unsupported rather than as garbage. The payload layer is its own module so that a
+later version can wrap it (franked content, `doorless.franking`) without touching the rest of
+the client.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Self
+
+from doorless.codec import Reader, Writer, decode, encode
+from doorless.errors import ConfigurationError, DecodeError
+from doorless.franking import AttachmentDescriptor
+
+PAYLOAD_VERSION = 1
+MESSAGE_ID_LENGTH = 16
+MAX_TEXT_BYTES = 256 * 1024
+MAX_FILE_NAME_BYTES = 255
+_MAX_UINT64 = 2**64 - 1
+
+
+class PayloadKind(IntEnum):
+    text = 1
+    file = 2
+
+
+def payload_kind_of(value: int) -> PayloadKind | int:
+    """A known `PayloadKind`, or the raw number (a newer client's kind)."""
+    try:
+        return PayloadKind(value)
+    except ValueError:
+        return value
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Payload:
+    """See the module docstring. ``body`` is plaintext: it never appears in a repr."""
+
+    message_id: bytes
+    sent_at_ms: int
+    kind: PayloadKind | int
+    body: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.message_id) != MESSAGE_ID_LENGTH:
+            raise ConfigurationError(f"a message id is {MESSAGE_ID_LENGTH} bytes")
+        if not 0 <= self.sent_at_ms <= _MAX_UINT64:
+            raise ConfigurationError("sent_at_ms is out of range")
+        if not 0 <= int(self.kind) <= 0xFFFF:
+            raise ConfigurationError("payload kind is out of range")
+
+    def __repr__(self) -> str:
+        return (
+            f"Payload(message_id={self.message_id.hex()}, kind={self.kind!r}, "
+            f"body=<{len(self.body)} bytes>)"
+        )
+
+    def push(self, w: Writer) -> None:
+        w.push_uint8(PAYLOAD_VERSION)
+        w.push_bytes(self.message_id)
+        w.push_uint64(self.sent_at_ms)
+        w.push_uint16(self.kind)
+        w.push_opaque(self.body)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        version = r.pull_uint8()
+        if version != PAYLOAD_VERSION:
+            raise DecodeError(f"unknown payload version {version}")
+        return cls(
+            message_id=r.pull_bytes(MESSAGE_ID_LENGTH),
+            sent_at_ms=r.pull_uint64(),
+            kind=payload_kind_of(r.pull_uint16()),
+            body=r.pull_opaque(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileBody:
+    """The body of a ``file`` payload (see the module docstring)."""
+
+    name: str
+    attachment: AttachmentDescriptor
+
+    def __post_init__(self) -> None:
+        check_file_name(self.name)
+
+    def push(self, w: Writer) -> None:
+        w.push_opaque(self.name.encode("utf-8"))
+        self.attachment.push(w)
+
+    @classmethod
+    def pull(cls, r: Reader) -> Self:
+        name = _utf8(r.pull_opaque(), "file name")
+        attachment = AttachmentDescriptor.pull(r)
+        try:
+            return cls(name, attachment)
+        except ConfigurationError as e:
+            raise DecodeError(str(e)) from None
+
+
+def check_file_name(name: str) -> None:
+    """A file name is 1..255 UTF-8 bytes, a single path component, no control characters."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if not 0 < len(raw) <= MAX_FILE_NAME_BYTES:
+        raise ConfigurationError(f"a file name is 1..{MAX_FILE_NAME_BYTES} bytes")
+    if name in (".", "..") or any(c in name for c in "/\\") or not name.isprintable():
+        raise ConfigurationError("a file name is a single printable path component")
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"{what} is not UTF-8") from None
+
+
+def new_message_id() -> bytes:
+    return os.urandom(MESSAGE_ID_LENGTH)
+
+
+def text_payload(text: str, sent_at_ms: int, message_id: bytes | None = None) -> Payload:
+    body = text.encode("utf-8")
+    if len(body) > MAX_TEXT_BYTES:
+        raise ConfigurationError(f"a text message is at most {MAX_TEXT_BYTES} bytes")
+    return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.text, body)
+
+
+def file_payload(file: FileBody, sent_at_ms: int, message_id: bytes | None = None) -> Payload:
+    return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.file, encode(file))
+
+
+def text_of(payload: Payload) -> str:
+    """The text of a ``text`` payload; `DecodeError` if it is not UTF-8."""
+    return _utf8(payload.body, "text")
+
+
+def file_of(payload: Payload) -> FileBody:
+    """The `FileBody` of a ``file`` payload; `DecodeError` if malformed."""
+    return decode(FileBody, payload.body)
+
+
+__all__ = [
+    "MAX_TEXT_BYTES",
+    "MESSAGE_ID_LENGTH",
+    "PAYLOAD_VERSION",
+    "FileBody",
+    "Payload",
+    "PayloadKind",
+    "check_file_name",
+    "file_of",
+    "file_payload",
+    "new_message_id",
+    "payload_kind_of",
+    "text_of",
+    "text_payload",
+]
