@@ -47,7 +47,6 @@ from doorless.mls.framing import (
     FramedContentAuthData,
     MLSMessage,
     PrivateMessage,
-    PrivateMessageContent,
     PublicMessage,
     Sender,
     SenderExternal,
@@ -233,12 +232,24 @@ class PastEpoch:
     group_context: GroupContext
     sender_data_secret: SenderDataSecret
     secret_tree: SecretTree
-    signature_keys: tuple[tuple[int, bytes, Credential], ...]
+    signature_keys: tuple[tuple[int, bytes, Credential], ...] = ()
+    # The epoch's tree, when the epoch was left in this process: merged trees are never changed,
+    # so keeping it costs nothing, where copying every member's key cost O(n) per epoch.
+    tree: RatchetTree | None = None
 
     def __repr__(self) -> str:
         return f"PastEpoch(epoch={self.group_context.epoch})"
 
+    def members(self) -> tuple[tuple[int, bytes, Credential], ...]:
+        """(leaf index, signature key, credential) of every member of that epoch."""
+        if self.tree is None:
+            return self.signature_keys
+        return tuple((i, n.signature_key, n.credential) for i, n in self.tree.members())
+
     def member(self, leaf: int) -> tuple[bytes, Credential] | None:
+        if self.tree is not None:
+            node = self.tree.leaf_node(leaf)
+            return None if node is None else (node.signature_key, node.credential)
         for i, key, cred in self.signature_keys:
             if i == leaf:
                 return key, cred
@@ -312,12 +323,18 @@ ProcessedMessage = ApplicationMessage | ProposalMessage | StagedCommit
 
 @dataclass(frozen=True, slots=True, repr=False)
 class PendingCommit:
-    """Our own commit, awaiting the delivery service's verdict. Merge or drop it."""
+    """Our own commit, awaiting the delivery service's verdict: `Group.merge_pending_commit`
+    if accepted, `Group.discard_pending_commit` if rejected.
+
+    ``if_rejected`` is the current epoch's state *after* sending the commit: a PrivateMessage
+    commit consumed a handshake-ratchet generation, which must stay consumed even if the
+    commit loses, or the next handshake would reuse its key and nonce (§9.1)."""
 
     group: Group
     message: bytes
     added: tuple[Member, ...]
     removed: tuple[Member, ...]
+    if_rejected: Group | None = None
 
     def __repr__(self) -> str:
         return f"PendingCommit(epoch={self.group.epoch})"
@@ -326,12 +343,24 @@ class PendingCommit:
 @dataclass(frozen=True, slots=True, repr=False)
 class CommitOutput:
     """``commit``: the MLSMessage to send to the group; ``welcome``: the MLSMessage for new
-    members (None if nobody was added); ``group_info``: a signed GroupInfo of the new epoch."""
+    members (None if nobody was added); ``group_info``: a signed GroupInfo of the new epoch.
+
+    The GroupInfo is signed on first access when no Welcome needed it: with the ratchet tree
+    in it, it is O(n) bytes to encode and sign, which a commit that nobody joins by should not
+    pay (for 10,000 members that was most of the cost of a commit)."""
 
     commit: bytes
     welcome: bytes | None
-    group_info: bytes
     pending: PendingCommit
+    _group_info: bytes | None = field(default=None, compare=False)
+
+    @property
+    def group_info(self) -> bytes:
+        if self._group_info is None:
+            signed = encode(MLSMessage(self.pending.group._group_info()))
+            object.__setattr__(self, "_group_info", signed)
+            return signed
+        return self._group_info
 
     def __repr__(self) -> str:
         return f"CommitOutput(welcome={self.welcome is not None})"
@@ -608,10 +637,6 @@ class Group:
         if self.reinit is not None:
             raise StateError("the group was reinitialized; use the new group (RFC9420 12.4.2)")
 
-    def _padding(self, size: int) -> int:
-        block = self.config.padding_block
-        return 0 if block <= 1 else (-size) % block
-
     def _frame(
         self, content: bytes | Proposal | Commit, authenticated_data: bytes
     ) -> FramedContent:
@@ -643,14 +668,13 @@ class Group:
 
     def _protect_private(self, auth: AuthenticatedContent, rng: Rng) -> tuple[Group, bytes]:
         # Pad the actual plaintext (content and auth, §6.3.1) to a multiple of the block.
-        size = len(PrivateMessageContent(auth.content.content, auth.auth).encode())
         protected = protect_private(
             self.suite,
             auth,
             self.secret_tree,
             self.epoch_secrets.sender_data_secret,
             rng(4),
-            self._padding(size),
+            pad_to=self.config.padding_block,
         )
         return self._evolve(secret_tree=protected.tree), encode(MLSMessage(protected.message))
 
@@ -733,6 +757,10 @@ class Group:
         leaf = kp.leaf_node
         if leaf.leaf_node_source != LeafNodeSource.key_package:
             raise _rule("KeyPackage leaf_node_source is not key_package", "7.3")
+        try:
+            leaf.verify(self.suite)
+        except CryptoError:
+            raise _rule("KeyPackage leaf node signature is invalid", "7.3") from None
         if kp.init_key == leaf.encryption_key:
             raise _rule("KeyPackage init_key equals its encryption_key", "10.1")
         try:
@@ -761,19 +789,48 @@ class Group:
             ):
                 raise _rule("leaf does not support a GroupContext extension", "13.4")
         cred_type = int(leaf.credential.credential_type)
-        for i, other in self.tree.members():
+        tree = self.tree
+        # The tree keeps counts of credential types in use and supported: O(1) when the rule
+        # holds; the scan below only runs to name the member that breaks it.
+        if tree.credential_supported_by_all(cred_type) and tree.credential_types_in_use() <= set(
+            caps.credentials
+        ):
+            return
+        for i, other in tree.members():
             if cred_type not in other.capabilities.credentials:
                 raise _rule(f"member {i} does not support the leaf's credential type", "7.3")
             if int(other.credential.credential_type) not in caps.credentials:
                 raise _rule("leaf does not support a credential type in use", "7.3")
 
+    def _check_new_leaf_keys(self, leaf: LeafNode, replacing: int | None) -> None:
+        """§7.3: a received leaf's encryption key is new to the tree and (for an Update) its
+        signature key belongs to no other member. Checked on receipt, so that a cached
+        proposal cannot make every later commit invalid."""
+        tree = self.tree  # keeps counts of the keys in use: O(1) instead of a scan
+        if tree.encryption_key_in_use(leaf.encryption_key):
+            raise _rule("leaf encryption key is already in the tree", "7.3")
+        if replacing is not None:
+            current = tree.leaf_node(replacing)
+            own = current is not None and current.signature_key == leaf.signature_key
+            if tree.signature_key_users(leaf.signature_key) > int(own):
+                raise _rule("leaf signature key belongs to another member", "7.3")
+
     def _validate_single_proposal(
-        self, proposal: Proposal, sender: Sender, now: int | None
+        self,
+        proposal: Proposal,
+        sender: Sender,
+        now: int | None,
+        extensions: Sequence[Extension] | None = None,
     ) -> None:
-        """§12.1 rules for one proposal, judged against the current epoch."""
+        """§12.1 rules for one proposal, judged against the current epoch. ``extensions``:
+        the GroupContext extensions to judge leaves by (§12.2: those of a GroupContextExtensions
+        proposal in the same commit), default the current ones."""
         suite = self.suite
+        if extensions is None:
+            extensions = self.extensions
         if isinstance(proposal, Add):
-            self._validate_key_package(proposal.key_package, self.extensions, now)
+            self._validate_key_package(proposal.key_package, extensions, now)
+            self._check_new_leaf_keys(proposal.key_package.leaf_node, None)
         elif isinstance(proposal, Update):
             if not isinstance(sender, SenderMember):
                 raise _rule("only members send Update proposals", "12.1.2")
@@ -793,7 +850,8 @@ class Group:
                 suite.validate_hpke_public_key(leaf.encryption_key)
             except DecodeError:
                 raise _rule("Update carries a malformed HPKE key", "7.3") from None
-            self._validate_leaf_common(leaf, self.extensions)
+            self._check_new_leaf_keys(leaf, sender.leaf_index)
+            self._validate_leaf_common(leaf, extensions)
         elif isinstance(proposal, Remove):
             if self.tree.leaf_node(proposal.removed) is None:
                 raise _rule(f"Remove of blank or absent leaf {proposal.removed}", "12.1.3")
@@ -823,8 +881,11 @@ class Group:
         now: int | None,
     ) -> None:
         """§12.2 proposal list validation, for regular and external commits."""
+        extensions = next(
+            (p.extensions for p, _ in proposals if isinstance(p, GroupContextExtensions)), None
+        )
         for proposal, sender in proposals:
-            self._validate_single_proposal(proposal, sender, now)
+            self._validate_single_proposal(proposal, sender, now, extensions)
         types = [p.proposal_type for p, _ in proposals]
         if external:
             if types.count(ProposalType.external_init) != 1:
@@ -862,15 +923,20 @@ class Group:
         psk_ids = [encode(p.psk) for p, _ in proposals if isinstance(p, PreSharedKey)]
         if len(set(psk_ids)) != len(psk_ids):
             raise _rule("several PreSharedKey proposals for the same PSK", "12.2")
-        removed = {p.removed for p, _ in proposals if isinstance(p, Remove)}
-        existing = {leaf.signature_key: i for i, leaf in self.tree.members() if i not in removed}
+        tree = self.tree
+        # Signature keys of the members this list removes; the tree counts every member's key.
+        removed_keys = [
+            leaf.signature_key
+            for p, _ in proposals
+            if isinstance(p, Remove) and (leaf := tree.leaf_node(p.removed)) is not None
+        ]
         new_keys: set[bytes] = set()
         for proposal, _ in proposals:
             if isinstance(proposal, Add):
                 key = proposal.key_package.leaf_node.signature_key
                 if key in new_keys:
                     raise _rule("two Adds for the same client", "12.2")
-                if key in existing:
+                if tree.signature_key_users(key) > removed_keys.count(key):
                     raise _rule("Add for a client already in the group", "12.2")
                 new_keys.add(key)
 
@@ -916,6 +982,8 @@ class Group:
         client already added or still in the group; a repeated PSK; a second
         GroupContextExtensions; a ReInit when anything else is committed."""
         cached = self.proposals
+        if not cached:
+            return []
         removed = {p.removed for p in explicit if isinstance(p, Remove)}
         keep: set[int] = set()  # indexes into `cached`
         for i, c in enumerate(cached):
@@ -1052,15 +1120,17 @@ class Group:
         # Protect with the *old* epoch's keys (§12.4.1).
         if wire_format == WireFormat.mls_private_message:
             after_send, message = self._protect_private(auth, rng)
-            del after_send  # the old epoch's ratchet state is superseded by the new epoch
         else:
+            after_send = self
             tag = membership_tag(
                 self.suite, self.epoch_secrets.membership_key, auth, self.group_context
             )
             message = encode(MLSMessage(PublicMessage(framed, auth.auth, tag)))
-        group_info = new_group._group_info()
         welcome: bytes | None = None
+        signed_group_info: bytes | None = None
         if applied.added:
+            group_info = new_group._group_info()
+            signed_group_info = encode(MLSMessage(group_info))
             welcome = new_group._welcome(
                 group_info,
                 epoch,
@@ -1069,8 +1139,14 @@ class Group:
                 prepared.path_secret_for if prepared is not None else None,
             )
         added = tuple(_member(new_tree, leaf) for leaf in added_leaves)
-        pending = PendingCommit(new_group, message, added, tuple(applied.removed))
-        return CommitOutput(message, welcome, encode(MLSMessage(group_info)), pending)
+        pending = PendingCommit(new_group, message, added, tuple(applied.removed), after_send)
+        return CommitOutput(message, welcome, pending, signed_group_info)
+
+    def discard_pending_commit(self, pending: PendingCommit) -> Group:
+        """The state to keep when the delivery service rejected our commit (§12.4.1)."""
+        if pending.if_rejected is None or pending.if_rejected.epoch != self.epoch:
+            return self
+        return pending.if_rejected
 
     def merge_pending_commit(self, pending: PendingCommit) -> Group:
         """Adopt our own commit once the delivery service accepted it (§12.4.1)."""
@@ -1157,7 +1233,7 @@ class Group:
                 self.group_context,
                 self.epoch_secrets.sender_data_secret,
                 self.secret_tree,
-                tuple((i, n.signature_key, n.credential) for i, n in self.tree.members()),
+                tree=self.tree,
             )
             past = (keep, *past)[: self.config.max_past_epochs]
         else:
@@ -1514,7 +1590,10 @@ class Group:
             own_leaf=own_leaf,
         )
         updated = [u for u in applied.updated if u not in removed_leaves]
-        if path is not None:
+        if external:
+            # An external joiner is a new member of the roster (I3: shown as an addition).
+            added = (*added, _member(tree, committer))
+        elif path is not None:
             updated.append(committer)
         return StagedCommit(
             new_group,
@@ -1921,7 +2000,7 @@ def _push_past_epoch(w: Writer, past: PastEpoch) -> None:
         w2.push_opaque(m[1])
         m[2].push(w2)
 
-    w.push_vector(past.signature_keys, push_member)
+    w.push_vector(past.members(), push_member)
 
 
 def _pull_past_epoch(r: Reader, suite: CipherSuite, config: GroupConfig) -> PastEpoch:
