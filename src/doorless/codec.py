@@ -8,6 +8,7 @@ entry points that add the "no trailing bytes" rule.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Self, TypeVar
 
@@ -32,6 +33,10 @@ class Reader:
     @property
     def position(self) -> int:
         return self._pos
+
+    def read_since(self, start: int) -> bytes:
+        """The bytes read from position ``start`` up to here."""
+        return self._data[start : self._pos]
 
     def eof(self) -> bool:
         return self._pos >= self._end
@@ -87,6 +92,23 @@ class Reader:
 
     def pull_opaque(self) -> bytes:
         """``opaque data<V>``."""
+        # The common case inlined (a one-octet length that fits): decoders spend most of
+        # their time here. Anything else takes the general path and its errors.
+        pos = self._pos
+        data = self._data
+        if pos < self._end:
+            n = data[pos]
+            if n < 0x40:
+                stop = pos + 1 + n
+                if stop <= self._end:
+                    self._pos = stop
+                    return data[pos + 1 : stop]
+            elif n < 0x80 and pos + 1 < self._end:
+                n = ((n & 0x3F) << 8) | data[pos + 1]
+                stop = pos + 2 + n
+                if n >= 0x40 and stop <= self._end:  # minimal encodings only
+                    self._pos = stop
+                    return data[pos + 2 : stop]
         return self._take(self.pull_varint())
 
     def pull_vector(self, pull_item: Callable[[Reader], T]) -> list[T]:
@@ -104,6 +126,14 @@ class Reader:
         finally:
             self._end = outer
         return items
+
+    def pull_uint16_vector(self) -> tuple[int, ...]:
+        """``uint16 items<V>`` (capabilities lists), read at C speed: a whole number of items
+        must fill the vector, as `pull_vector` requires."""
+        data = self.pull_opaque()
+        if len(data) % 2:
+            raise DecodeError(f"uint16 vector of {len(data)} bytes at offset {self._pos}")
+        return struct.unpack(f">{len(data) // 2}H", data)
 
     def pull_optional(self, pull_item: Callable[[Reader], T]) -> T | None:
         """``optional<T>``: a presence octet (0 or 1) then the value."""
@@ -136,6 +166,10 @@ class Writer:
     def getvalue(self) -> bytes:
         return bytes(self._buf)
 
+    def __len__(self) -> int:
+        """Bytes written so far."""
+        return len(self._buf)
+
     def push_bytes(self, data: bytes) -> None:
         self._buf += data
 
@@ -162,7 +196,11 @@ class Writer:
             raise ValueError(f"{v} does not fit a 30-bit varint")
 
     def push_opaque(self, data: bytes | bytearray) -> None:
-        self.push_varint(len(data))
+        n = len(data)
+        if n < 0x40:
+            self._buf.append(n)
+        else:
+            self.push_varint(n)
         self._buf += data
 
     def push_vector(self, items: Iterable[T], push_item: Callable[[Writer, T], None]) -> None:

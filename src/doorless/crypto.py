@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import cache, lru_cache
+from typing import cast
 
 import pyhpke
 from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
@@ -81,6 +82,13 @@ _HASHES: dict[KdfId, tuple[str, type[hashes.HashAlgorithm], int]] = {
     KdfId.HKDF_SHA512: ("sha512", hashes.SHA512, 64),
 }
 
+# hashlib's named constructors (faster than hashlib.new(name); trees hash thousands of nodes).
+_HASH_NEW = {
+    KdfId.HKDF_SHA256: hashlib.sha256,
+    KdfId.HKDF_SHA384: hashlib.sha384,
+    KdfId.HKDF_SHA512: hashlib.sha512,
+}
+
 _EC_CURVES: dict[SignatureScheme, tuple[ec.EllipticCurve, type[hashes.HashAlgorithm], int]] = {
     SignatureScheme.ECDSA_SECP256R1_SHA256: (ec.SECP256R1(), hashes.SHA256, 32),
     SignatureScheme.ECDSA_SECP384R1_SHA384: (ec.SECP384R1(), hashes.SHA384, 48),
@@ -137,6 +145,12 @@ def _opaque(data: bytes) -> bytes:
     return (n | 0x80000000).to_bytes(4, "big") + data
 
 
+@lru_cache(maxsize=256)
+def _mls_label(label: bytes) -> bytes:
+    """``opaque label<V> = "MLS 1.0 " + Label`` (the labels are a few constants)."""
+    return _opaque(MLS_LABEL_PREFIX + label)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyPair:
     """A private key (wire encoding) and its public key. ``repr`` hides the private key."""
@@ -179,7 +193,7 @@ class CipherSuite:
     # --- hash, MAC, KDF ------------------------------------------------------------------
 
     def hash(self, data: bytes) -> bytes:
-        return hashlib.new(_HASHES[self.kdf_id][0], data).digest()
+        return _HASH_NEW[self.kdf_id](data).digest()
 
     def mac(self, key: bytes, data: bytes) -> bytes:
         """RFC 9420 §5.1: MAC is HMAC with the suite's hash."""
@@ -197,8 +211,8 @@ class CipherSuite:
 
     def expand_with_label(self, secret: bytes, label: bytes, context: bytes, length: int) -> bytes:
         """RFC 9420 §8: KDFLabel = {uint16 length; opaque label<V>; opaque context<V>}."""
-        info = length.to_bytes(2, "big") + _opaque(MLS_LABEL_PREFIX + label) + _opaque(context)
-        return self.kdf_expand(secret, info, length)
+        info = length.to_bytes(2, "big") + _mls_label(label) + _opaque(context)
+        return HKDFExpand(_HASHES[self.kdf_id][1](), length, info).derive(secret)
 
     def derive_secret(self, secret: bytes, label: bytes) -> bytes:
         return self.expand_with_label(secret, label, b"", self.hash_length)
@@ -249,29 +263,36 @@ class CipherSuite:
         return _signing_key(self.signature_scheme, private_key)[1]
 
     def sign(self, private_key: bytes, message: bytes) -> bytes:
-        key, _ = _signing_key(self.signature_scheme, private_key)
-        if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(message, ec.ECDSA(_EC_CURVES[self.signature_scheme][1]()))
-        return key.sign(message)
+        key, _ = _cached_signing_key(self.signature_scheme, private_key)
+        # Dispatch on the scheme: isinstance against pyca's key ABCs costs microseconds.
+        curve = _EC_CURVES.get(self.signature_scheme)
+        if curve is not None:
+            return cast("ec.EllipticCurvePrivateKey", key).sign(message, ec.ECDSA(curve[1]()))
+        return cast("ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey", key).sign(message)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
         """Raise `InvalidSignature` unless ``signature`` is valid (malformed keys included)."""
         key = _verifying_key(self.signature_scheme, public_key)
+        curve = _EC_CURVES.get(self.signature_scheme)
         try:
-            if isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(signature, message, ec.ECDSA(_EC_CURVES[self.signature_scheme][1]()))
+            if curve is not None:
+                cast("ec.EllipticCurvePublicKey", key).verify(
+                    signature, message, ec.ECDSA(curve[1]())
+                )
             else:
-                key.verify(signature, message)
+                cast("ed25519.Ed25519PublicKey | ed448.Ed448PublicKey", key).verify(
+                    signature, message
+                )
         except _PycaInvalidSignature:
             raise InvalidSignature("signature does not verify") from None
 
     def sign_with_label(self, private_key: bytes, label: bytes, content: bytes) -> bytes:
-        return self.sign(private_key, _opaque(MLS_LABEL_PREFIX + label) + _opaque(content))
+        return self.sign(private_key, _mls_label(label) + _opaque(content))
 
     def verify_with_label(
         self, public_key: bytes, label: bytes, content: bytes, signature: bytes
     ) -> None:
-        self.verify(public_key, _opaque(MLS_LABEL_PREFIX + label) + _opaque(content), signature)
+        self.verify(public_key, _mls_label(label) + _opaque(content), signature)
 
     # --- HPKE (RFC 9180 base mode) ---------------------------------------------------------
 
@@ -309,8 +330,11 @@ class CipherSuite:
         pyca_kem = _PYCA_KEMS.get(self.kem_id)
         if pyca_kem is not None:
             suite = _pyca_suite(self.kem_id, self.kdf_id, self.aead_id)
-            pk = _hpke_public(self.kem_id, public_key)
-            assert not isinstance(pk, x448.X448PublicKey)  # X448 is not a pyca HPKE KEM
+            # X448 is not a pyca HPKE KEM, so this is an X25519 or EC key.
+            pk = cast(
+                "x25519.X25519PublicKey | ec.EllipticCurvePublicKey",
+                _hpke_public(self.kem_id, public_key),
+            )
             out = suite.encrypt(plaintext, pk, info=info)
             n = pyca_kem.enc_length()
             return out[:n], out[n:]
@@ -326,8 +350,10 @@ class CipherSuite:
         """OpenBase(enc, skR, info, aad="", ct); raises `DecryptError`."""
         if self.kem_id in _PYCA_KEMS:
             suite = _pyca_suite(self.kem_id, self.kdf_id, self.aead_id)
-            sk = _hpke_private(self.kem_id, private_key)
-            assert not isinstance(sk, x448.X448PrivateKey)  # X448 is not a pyca HPKE KEM
+            sk = cast(  # X448 is not a pyca HPKE KEM
+                "x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey",
+                _hpke_private(self.kem_id, private_key),
+            )
             try:
                 return suite.decrypt(enc + ciphertext, sk, info=info)
             except (InvalidTag, ValueError):
@@ -343,13 +369,13 @@ class CipherSuite:
         self, public_key: bytes, label: bytes, context: bytes, plaintext: bytes
     ) -> tuple[bytes, bytes]:
         """RFC 9420 §5.1.3 -> (kem_output, ciphertext)."""
-        info = _opaque(MLS_LABEL_PREFIX + label) + _opaque(context)
+        info = _mls_label(label) + _opaque(context)
         return self.seal_base(public_key, info, plaintext)
 
     def decrypt_with_label(
         self, private_key: bytes, label: bytes, context: bytes, kem_output: bytes, ciphertext: bytes
     ) -> bytes:
-        info = _opaque(MLS_LABEL_PREFIX + label) + _opaque(context)
+        info = _mls_label(label) + _opaque(context)
         return self.open_base(private_key, kem_output, info, ciphertext)
 
     def export_sender(
@@ -396,7 +422,17 @@ def _verifying_key(
         raise InvalidSignature("malformed signature public key") from None
 
 
-# Private keys are not cached: a cache would keep deleted keys alive (RFC 9420 §16.8).
+# HPKE private keys are not cached: a cache would keep deleted keys alive (RFC 9420 §16.8).
+# Signature keys are a member's long-lived identity keys (no forward secrecy depends on
+# deleting them), and parsing one costs as much as a signature (Ed25519 derives the public
+# key), so the few a client signs with are kept parsed.
+@lru_cache(maxsize=8)
+def _cached_signing_key(
+    scheme: SignatureScheme, private_key: bytes
+) -> tuple[ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey, bytes]:
+    return _signing_key(scheme, private_key)
+
+
 def _signing_key(
     scheme: SignatureScheme, private_key: bytes
 ) -> tuple[ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey, bytes]:

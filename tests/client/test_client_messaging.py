@@ -39,7 +39,6 @@ from doorless.client import (
 )
 from doorless.client.payload import text_payload
 from doorless.client.transport import DeviceIdentity, Transport
-from doorless.codec import encode
 
 from .harness import (
     BASE_URL,
@@ -269,7 +268,7 @@ async def test_dedupe_of_repeated_deliveries(tmp_path: Path) -> None:
         async with alice._lock:  # a second MLS message carrying the same payload
             conv = await alice._load(gid)
             assert conv is not None
-            new_group, data = conv.mls.encrypt(encode(payload))
+            new_group, data = alice._encrypt_payload(conv, payload)
             new = conv.evolve(mls=new_group)
             await alice._save(new, lambda tx: tx.update_group(new.stored()))
             await alice._transport.send(data, alice._recipients(conv))

@@ -16,6 +16,7 @@ import httpx
 
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import encode
+from doorless.franking import FrankingAAD
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
 from doorless.server.app import create_app
 from doorless.server.config import ServerConfig
@@ -23,6 +24,7 @@ from doorless.server.context import ServerContext
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "mls"
 BASE_URL = "http://testserver"
+DUMMY_TAG = b"\x00" * 32  # a franking tag the server accepts (it cannot check it)
 
 
 @cache
@@ -55,14 +57,18 @@ def private_message(
     content_type: ContentType = ContentType.application,
     ciphertext: bytes = b"\x00" * 32,
 ) -> bytes:
-    """An MLSMessage(PrivateMessage) with this cleartext header and opaque ciphertext."""
+    """An MLSMessage(PrivateMessage) with this cleartext header and opaque ciphertext.
+
+    An application message carries a (dummy) franking tag: the server refuses one without.
+    """
+    franked = content_type == ContentType.application
     return encode(
         MLSMessage(
             PrivateMessage(
                 group_id=group_id,
                 epoch=epoch,
                 content_type=content_type,
-                authenticated_data=b"",
+                authenticated_data=encode(FrankingAAD(DUMMY_TAG)) if franked else b"",
                 encrypted_sender_data=b"\x01" * 16,
                 ciphertext=ciphertext,
             )

@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 from doorless import __version__
-from doorless.cli import vectors
+from doorless.cli import (
+    account,
+    daemon,
+    demo,
+    devices,
+    groups,
+    messaging,
+    safety,
+    vectors,
+    verify,
+    witness,
+)
 from doorless.cli.common import State, default_profile
 from doorless.server.cli import server_app
 
@@ -45,8 +56,9 @@ def main(
             "--profile",
             metavar="DIR",
             help=(
-                "Profile directory holding local state (default: $DOORLESS_PROFILE or "
-                "~/.doorless). No command uses it yet."
+                "Profile directory: this device's encrypted local state (default: "
+                "$DOORLESS_PROFILE or ~/.doorless). Its passphrase comes from "
+                "$DOORLESS_PASSPHRASE or is asked for on the terminal."
             ),
             file_okay=False,
         ),
@@ -73,6 +85,39 @@ app.command(
     no_args_is_help=True,
 )(vectors.command)
 app.add_typer(server_app, name="server")
+app.command("witness", help=witness.HELP, short_help="Run a key-transparency witness.")(
+    witness.command
+)
+app.command("verify", help=verify.HELP, short_help="Show and confirm a safety number.")(
+    verify.command
+)
+
+# The messenger (docs/cli.md). Each module holds its commands and the matching JSON-RPC methods
+# of the daemon; registering a module here is all a new command needs.
+app.add_typer(account.app, name="account")
+app.add_typer(devices.app, name="device")
+app.add_typer(groups.app, name="group")
+app.command("send", short_help="Send a text to @USER or --group NAME.")(messaging.send)
+app.command("send-file", short_help="Send a file to @USER or --group NAME.")(messaging.send_file)
+app.command("receive", short_help="Fetch and show incoming messages and events.")(messaging.receive)
+app.command("history", short_help="Show the stored messages of a conversation.")(messaging.history)
+app.command("download", short_help="Download and decrypt a received file.")(messaging.download)
+app.command("conversations", short_help="List this profile's conversations.")(
+    messaging.conversations
+)
+app.command("demo", short_help="See it work: a local server, three users, a group chat.")(demo.demo)
+app.command("daemon", short_help="Serve JSON-RPC 2.0 for bots (stdin/stdout, Unix socket).")(
+    daemon.daemon
+)
+# Contact safety (doorless.cli.safety).
+app.command("report", short_help="Report received messages to the moderators.")(safety.report)
+app.add_typer(safety.requests_app, name="requests")
+app.command("block", short_help="Block a user on all your devices.")(safety.block)
+app.command("unblock", short_help="Unblock a user.")(safety.unblock)
+app.command("blocked", short_help="List the users you block.")(safety.blocked)
+app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
+    safety.disappearing
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         Unauthorized,
     )
     from doorless.client.events import (
+        AlarmKind,
         Conversation,
         ConversationJoined,
         ConversationKind,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         MessageKind,
         MessageReceived,
         MessageSent,
+        TransparencyAlarm,
     )
     from doorless.client.keys import (
         Argon2Params,
@@ -74,6 +76,18 @@ if TYPE_CHECKING:
         ProfileCorrupt,
         RawKey,
     )
+    from doorless.client.kt import (
+        KeyNotInTransparencyLog,
+        KtConfig,
+        KtError,
+        KtFork,
+        KtRollback,
+        KtUnavailable,
+        KtViolation,
+    )
+    from doorless.client.kt_profile import SafetyStatus, Verification
+    from doorless.client.safety import REPORT_REASONS, ReportReceipt
+    from doorless.client.safety_number import SafetyNumber
     from doorless.client.store import (
         MessageState,
         ProfileLocked,
@@ -145,6 +159,22 @@ _MODULE_OF = {
         "doorless.client.store",
     ),
     **dict.fromkeys(["DeviceInfo", "PendingLink"], "doorless.client.transport"),
+    **dict.fromkeys(["AlarmKind", "TransparencyAlarm"], "doorless.client.events"),
+    **dict.fromkeys(
+        [
+            "KeyNotInTransparencyLog",
+            "KtConfig",
+            "KtError",
+            "KtFork",
+            "KtRollback",
+            "KtUnavailable",
+            "KtViolation",
+        ],
+        "doorless.client.kt",
+    ),
+    **dict.fromkeys(["SafetyStatus", "Verification"], "doorless.client.kt_profile"),
+    **dict.fromkeys(["SafetyNumber"], "doorless.client.safety_number"),
+    **dict.fromkeys(["REPORT_REASONS", "ReportReceipt"], "doorless.client.safety"),
 }
 
 
@@ -162,6 +192,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "REPORT_REASONS",
+    "AlarmKind",
     "Argon2Params",
     "BadResponse",
     "Client",
@@ -185,8 +217,15 @@ __all__ = [
     "FileInfo",
     "Forbidden",
     "InvalidRequest",
+    "KeyNotInTransparencyLog",
     "KeyUnavailable",
     "KeyringKey",
+    "KtConfig",
+    "KtError",
+    "KtFork",
+    "KtRollback",
+    "KtUnavailable",
+    "KtViolation",
     "MembershipChanged",
     "MessageInfo",
     "MessageKind",
@@ -202,14 +241,19 @@ __all__ = [
     "ProfileLocked",
     "RateLimited",
     "RawKey",
+    "ReportReceipt",
+    "SafetyNumber",
+    "SafetyStatus",
     "SendFailed",
     "ServerError",
     "ServerFailure",
     "ServerUnreachable",
     "SetupIncomplete",
     "StoreError",
+    "TransparencyAlarm",
     "Unauthorized",
     "UnknownConversation",
     "UserUnavailable",
+    "Verification",
     "WrongPassphrase",
 ]

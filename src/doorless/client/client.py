@@ -60,6 +60,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from doorless.client import kt_profile
 from doorless.client.conversations import (
     CONVERSATION_INFO_EXTENSION,
     ConversationInfo,
@@ -102,8 +103,10 @@ from doorless.client.events import (
     MessageKind,
     MessageReceived,
     MessageSent,
+    TransparencyAlarm,
 )
 from doorless.client.keys import DEFAULT_ARGON2, Argon2Params, KeySource
+from doorless.client.kt import KeyNotInTransparencyLog, KtConfig, KtUnavailable, KtViolation
 from doorless.client.payload import (
     FileBody,
     Payload,
@@ -111,6 +114,7 @@ from doorless.client.payload import (
     check_file_name,
     file_of,
     file_payload,
+    frank_payload,
     text_of,
     text_payload,
 )
@@ -120,11 +124,26 @@ from doorless.client.records import (
     OutgoingCommit,
     OutgoingMessage,
 )
+from doorless.client.safety import (
+    DISAPPEARING_EXTENSION,
+    DisappearingTimer,
+    FrankRejected,
+    ReportReceipt,
+    count_hidden,
+    disappearing_seconds,
+    expires_at,
+    hidden_counts,
+    open_franked,
+    report_reason,
+    with_disappearing,
+)
 from doorless.client.store import (
     Account,
+    Contact,
     DeviceStatus,
     GroupStatus,
     Message,
+    MessageRequest,
     MessageState,
     OutboxItem,
     OwnDevice,
@@ -152,7 +171,15 @@ from doorless.errors import (
     StateError,
     ValidationError,
 )
-from doorless.franking import AttachmentDescriptor, open_attachment, seal_attachment
+from doorless.franking import (
+    SALT_LENGTH,
+    AttachmentDescriptor,
+    ReceivedFrank,
+    ReportReason,
+    SenderIdentity,
+    open_attachment,
+    seal_attachment,
+)
 from doorless.mls.credential import BasicCredential, CredentialType
 from doorless.mls.framing import MLSMessage, PrivateMessage, PublicMessage
 from doorless.mls.group import (
@@ -199,11 +226,19 @@ _SETTING_SETUP = "setup"
 _SETUP_REGISTER = "register"
 _SETUP_LINK = "link"
 _SETUP_DONE = "done"
+_SETTING_FRANKING_KEY = "franking_public_key"  # the server's, pinned (hex)
+_BLOCKS_INTERVAL = 300.0  # seconds between reads of the account's block list
+_APP_SETTING_PREFIX = "app:"  # settings of the application (get_app_setting)
 
 # Server answers that say "try again later" rather than "no": an outbox item stays.
 _TRANSIENT: tuple[type[RemoteError], ...] = (ServerUnreachable, RateLimited, ServerFailure)
 # Failures of the network path (never a verdict on the message being processed).
-_NETWORK: tuple[type[RemoteError], ...] = (ServerUnreachable, ServerError, BadResponse)
+_NETWORK: tuple[type[RemoteError], ...] = (
+    ServerUnreachable,
+    ServerError,
+    BadResponse,
+    KtUnavailable,  # the log's head is not witnessed yet: check again later
+)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -264,6 +299,11 @@ class ClientOptions:
     argon2: Argon2Params = DEFAULT_ARGON2
     lock_timeout: float = 0.0
     clock: Callable[[], float] = time.time
+    # Key transparency (doorless.client.kt): the witnesses whose cosignatures every log head
+    # needs (quorum 0 is allowed, with a loud warning), and how often the background task
+    # re-checks this account's own device list.
+    kt: KtConfig = dataclasses.field(default_factory=KtConfig)
+    kt_monitor_interval: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.cipher_suite not in ED25519_SUITES:
@@ -480,6 +520,40 @@ async def _already_registered(transport: Transport) -> bool:
     return True
 
 
+def _message_by_id(tx: Transaction, message_id: str) -> Message | None:
+    return tx.get_message_by_server_id(message_id.lower())
+
+
+def _set_contact(
+    tx: Transaction,
+    username: str,
+    now: int,
+    *,
+    blocked: bool | None = None,
+    accepted: bool | None = None,
+) -> None:
+    contact = tx.get_contact(username) or Contact(username=username, created_at=now, updated_at=now)
+    tx.put_contact(
+        dataclasses.replace(
+            contact,
+            updated_at=now,
+            blocked=contact.blocked if blocked is None else blocked,
+            accepted=contact.accepted if accepted is None else accepted,
+        )
+    )
+
+
+def _drop_welcome(tx: Transaction, key: str, ref: bytes | None, now: int) -> None:
+    tx.mark_processed(key, now)
+    if ref is not None:
+        tx.delete_key_package(ref)
+
+
+def _sender_identity(ref: DeviceRef) -> SenderIdentity:
+    """How franked content names a device (the encoding of its MLS credential)."""
+    return SenderIdentity(ref.user.encode("ascii"), ref.device_id.encode("ascii"))
+
+
 def _forget_key_package(tx: Transaction, ref: bytes) -> None:
     if tx.get_key_package(ref) is not None:
         tx.delete_key_package(ref)
@@ -625,7 +699,7 @@ class Client:
         self._capabilities = Capabilities(
             versions=(ProtocolVersion.mls10,),
             cipher_suites=(int(self._suite.id),),
-            extensions=(CONVERSATION_INFO_EXTENSION,),
+            extensions=(CONVERSATION_INFO_EXTENSION, DISAPPEARING_EXTENSION),
             proposals=(),
             credentials=(int(CredentialType.basic),),
         )
@@ -639,6 +713,14 @@ class Client:
         self._check_key_packages = asyncio.Event()
         self._check_key_packages.set()
         self._closed = False
+        self._requests: dict[bytes, str] | None = None  # message requests: group -> inviter
+        self._franking_public_key: bytes | None = None
+        # Key transparency: every peer key is checked against its user's verified device
+        # list, and this account's own list is monitored (doorless.client.kt, kt_profile).
+        self._kt = kt_profile.make_verifier(
+            store, transport, self._options.kt, self._options.clock, account.cipher_suite
+        )
+        self._kt_checked: dict[str, int] = {}  # user -> device-list version compared
 
     # --- construction ----------------------------------------------------------------------
 
@@ -740,6 +822,8 @@ class Client:
         await self._top_up_key_packages()
         devices = await self._transport.list_devices(self.me.user)
         await self._record_own_devices(devices, {self.me.device_id: device_name})
+        await self._franking_key()  # pinned from the server we registered with
+        await self._kt.load()  # persists the device list this device signed at registration
         await self._tx(lambda tx: tx.set_setting(_SETTING_SETUP, _SETUP_DONE))
 
     # --- identity and lifecycle ------------------------------------------------------------
@@ -802,11 +886,13 @@ class Client:
     # --- conversations ---------------------------------------------------------------------
 
     async def conversations(self) -> list[Conversation]:
+        await self._load_requests()
         rows = await self._tx(lambda tx: tx.list_groups())
         return [self._view(self._cache.get(r.group_id) or _Conv.from_row(r)) for r in rows]
 
     async def conversation(self, conversation_id: str) -> Conversation:
         gid = _group_id(conversation_id)
+        await self._load_requests()
         cached = self._cache.get(gid)
         if cached is not None:
             return self._view(cached)
@@ -1029,7 +1115,9 @@ class Client:
     async def sync_devices(self) -> list[DeviceInfo]:
         """Reconcile this account's devices with the conversations: add our devices that are
         missing (if they have KeyPackages), remove revoked ones, and report devices this
-        device has not seen before (`DeviceChange.LINKED`: check it was you, I3)."""
+        device has not seen before (`DeviceChange.LINKED`: check it was you, I3). Checks the
+        account's device list in the transparency log first (`check_transparency`)."""
+        await self.check_transparency()
         devices = await self.devices()
         live = {d.device_id for d in devices if d.revoked_at is None}
         revoked = {d.device_id for d in devices if d.revoked_at is not None}
@@ -1038,15 +1126,249 @@ class Client:
         await self._remove_devices_everywhere(revoked)
         return devices
 
+    # --- key transparency ------------------------------------------------------------------
+
+    async def check_transparency(self) -> list[TransparencyAlarm]:
+        """Check this account's own device list in the transparency log against the
+        server's directory: every device nobody of this account approved, and a log that
+        contradicts itself, is emitted as a `TransparencyAlarm` (and returned)."""
+        directory = await self._transport.list_devices(self.me.user, verify=False)
+        try:
+            alarms = await kt_profile.monitor(self._kt, self.me, directory)
+        except (KtViolation, KeyNotInTransparencyLog) as e:
+            # No list at all is proven absence in a witnessed log: an account registered
+            # without one, whose devices no peer will accept. Loud either way.
+            alarms = [kt_profile.violation(str(e))]
+        for alarm in alarms:
+            log.warning("KEY TRANSPARENCY ALARM: %s", alarm.detail)
+            self._hub.emit(alarm)
+        return alarms
+
+    async def safety_number(self, username: str) -> kt_profile.Verification:
+        """The safety number with ``username`` (from both users' verified device lists) and
+        whether it is the one confirmed with `confirm_safety_number`."""
+        return await kt_profile.verification(self._store, self._kt, self.me.user, username)
+
+    async def confirm_safety_number(self, username: str) -> kt_profile.Verification:
+        """Record that the safety number with ``username`` was compared (in person, or by
+        scanning their QR code); a later change raises a `TransparencyAlarm`."""
+        self._kt_checked.pop(username, None)
+        return await kt_profile.confirm(self._store, self._kt, self.me.user, username)
+
+    async def _check_confirmed(self, username: str) -> None:
+        """Once per version of a user's device list: warn if a confirmed safety number
+        changed."""
+        verified = self._kt.cached(username)
+        if username == self.me.user or verified is None:
+            return
+        if self._kt_checked.get(username) == verified.version:
+            return
+        self._kt_checked[username] = verified.version
+        status = await self.safety_number(username)
+        if status.status is kt_profile.SafetyStatus.CHANGED:
+            alarm = kt_profile.changed_alarm(status)
+            log.warning("KEY TRANSPARENCY ALARM: %s", alarm.detail)
+            self._hub.emit(alarm)
+
     # --- receiving -------------------------------------------------------------------------
 
     async def sync(self) -> int:
         """Process everything queued on the server for this device and retry pending sends.
         Returns how many queued messages were handled."""
+        await self.sync_blocks()
         async with self._lock:
             count = await self._sync_locked()
             await self._flush_locked()
+        await self.purge_expired()
         return count
+
+    # --- safety: reports, message requests, blocks, disappearing messages ------------------
+    # (doorless.client.safety, docs/franking.md)
+
+    async def report(
+        self,
+        message_ids: str | Sequence[str],
+        reason: str | ReportReason,
+        note: str = "",
+    ) -> list[ReportReceipt]:
+        """Report received messages (by ``message_id``) to the server's moderators.
+
+        Each report holds that one message's franked content and the server's frank, nothing
+        else; the server checks it was really sent so. Raises `ConfigurationError` for an id
+        that is not a message this device received, and the server's `InvalidRequest` with
+        code ``report_expired`` once its franking key is gone (``invalid_report``: forged).
+        """
+        ids = [message_ids] if isinstance(message_ids, str) else list(message_ids)
+        why = report_reason(reason)
+        reports: list[tuple[str, bytes]] = []
+        for message_id in ids:
+            row = await self._tx(functools.partial(_message_by_id, message_id=message_id))
+            if row is None or row.franking is None:
+                raise ConfigurationError(f"no received message {message_id} to report")
+            report = decode(ReceivedFrank, row.franking).report(why, note)
+            reports.append((message_id, encode(report)))
+        receipts = []
+        for message_id, data in reports:
+            filed = await self._transport.report(data)
+            receipts.append(
+                ReportReceipt(message_id, filed.report_id, filed.sender, tuple(filed.attachments))
+            )
+        return receipts
+
+    async def requests(self) -> list[Conversation]:
+        """Message requests: conversations someone not accepted added this user to."""
+        return [c for c in await self.conversations() if c.is_request]
+
+    async def accept_request(self, conversation_id: str) -> Conversation:
+        """Accept a message request: its inviter becomes an accepted contact. (Sending in
+        the conversation accepts it too, on every device of this user.)"""
+        gid = _group_id(conversation_id)
+        now = self._now_ms()
+
+        def write(tx: Transaction) -> None:
+            request = tx.get_request(gid)
+            if request is None:
+                raise ConfigurationError(f"conversation {conversation_id} is not a request")
+            tx.delete_request(gid)
+            if request.inviter:
+                _set_contact(tx, request.inviter, now, accepted=True, blocked=False)
+
+        await self._tx(write)
+        self._forget_request(gid)
+        return await self.conversation(conversation_id)
+
+    async def block_request(self, conversation_id: str) -> str:
+        """Decline a message request: block its inviter (every device of this user) and
+        delete the conversation here. Returns the blocked user."""
+        gid = _group_id(conversation_id)
+        request = await self._tx(lambda tx: tx.get_request(gid))
+        if request is None:
+            raise ConfigurationError(f"conversation {conversation_id} is not a request")
+        if not request.inviter:  # an invitation whose sender is not in the roster
+            async with self._lock:
+                self._cache.pop(gid, None)
+                await self._tx(lambda tx: tx.delete_group(gid))
+                self._forget_request(gid)
+            return ""
+        await self.block(request.inviter)
+        return request.inviter
+
+    async def report_request(
+        self, conversation_id: str, reason: str | ReportReason, note: str = ""
+    ) -> list[ReportReceipt]:
+        """Report the inviter's messages in a message request, then `block_request` it."""
+        gid = _group_id(conversation_id)
+        request = await self._tx(lambda tx: tx.get_request(gid))
+        if request is None:
+            raise ConfigurationError(f"conversation {conversation_id} is not a request")
+        rows = await self._tx(lambda tx: tx.list_messages(gid))
+        ids = [
+            m.server_id
+            for m in rows
+            if m.server_id and m.franking is not None and m.sender_user == request.inviter
+        ]
+        receipts = await self.report(ids, reason, note) if ids else []
+        await self.block_request(conversation_id)
+        return receipts
+
+    async def block(self, username: str) -> None:
+        """Block a user for every device of this account: the server stops delivering their
+        messages and invitations, and this client drops those still on the way. Message
+        requests from them are deleted. They are not told."""
+        (user,) = _users([username])
+        if user == self.me.user:
+            raise ConfigurationError("you cannot block yourself")
+        await self._transport.block(user)
+        await self._apply_blocks({user}, adding=True)
+
+    async def unblock(self, username: str) -> None:
+        (user,) = _users([username])
+        await self._transport.unblock(user)
+        now = self._now_ms()
+        await self._tx(lambda tx: _set_contact(tx, user, now, blocked=False))
+
+    async def blocked_users(self) -> list[str]:
+        """The users this account blocks, as this device last learnt them."""
+        contacts = await self._tx(lambda tx: tx.list_contacts())
+        return [c.username for c in contacts if c.blocked]
+
+    async def sync_blocks(self) -> list[str]:
+        """Take the account's block list from the server (another device may have changed
+        it); returns it."""
+        blocked = set(await self._transport.list_blocks())
+        await self._apply_blocks(blocked, adding=False)
+        return sorted(blocked)
+
+    async def set_disappearing(self, conversation_id: str, seconds: int | None) -> Conversation:
+        """Set (or, with None, turn off) the conversation's disappearing-message timer. It is
+        agreed group state (a commit): every member's devices apply the same value to the
+        messages that follow."""
+        gid = _group_id(conversation_id)
+        if seconds is not None:
+            DisappearingTimer(seconds)  # ConfigurationError if out of range
+
+        async def build(conv: _Conv, excluded: frozenset[str]) -> _Plan | None:
+            if disappearing_seconds(conv.mls) == seconds:
+                return None
+            extensions = with_disappearing(conv.mls.extensions, seconds)
+            return _Plan((GroupContextExtensions(extensions),))
+
+        async with self._lock:
+            conv = await self._commit_locked(gid, build)
+        return self._view(conv)
+
+    async def purge_expired(self, *, vacuum: bool = False) -> int:
+        """Delete disappearing messages whose time has come (``secure_delete`` overwrites
+        them, a WAL checkpoint drops the old page images; ``vacuum`` also rebuilds the file).
+        Runs in the background and on `sync`; returns how many were deleted."""
+        deleted = await self._store.run(self._store.delete_expired, self._now_ms())
+        if vacuum:
+            await self._store.run(self._store.vacuum)
+        elif deleted:
+            await self._store.run(self._store.checkpoint)
+        return deleted
+
+    async def hidden_messages(self) -> dict[str, int]:
+        """How many received messages were hidden because a franking check failed, by check
+        (``FrankingTagMismatch``, ``InvalidFrankSignature``, ``DecodeError``, ...)."""
+        return await self._tx(hidden_counts)
+
+    async def _apply_blocks(self, blocked: set[str], *, adding: bool) -> None:
+        """Record ``blocked`` locally (``adding``: these users too; else exactly these) and
+        delete the message requests they sent."""
+        now = self._now_ms()
+
+        def write(tx: Transaction) -> list[bytes]:
+            for known in tx.list_contacts():
+                if known.blocked and not adding and known.username not in blocked:
+                    _set_contact(tx, known.username, now, blocked=False)
+            for user in blocked:
+                contact = tx.get_contact(user)
+                if contact is None or not contact.blocked:
+                    _set_contact(tx, user, now, blocked=True, accepted=False)
+            dropped = [r.group_id for r in tx.list_requests() if r.inviter in blocked]
+            for gid in dropped:
+                tx.delete_group(gid)  # with its messages and the request row
+            return dropped
+
+        async with self._lock:
+            for gid in await self._tx(write):
+                self._cache.pop(gid, None)
+                self._forget_request(gid)
+
+    # --- application settings --------------------------------------------------------------
+    # Small values a program built on the client keeps in the encrypted profile (the CLI's
+    # `doorless receive` cursor). Namespaced, so they never collide with the client's own.
+
+    async def get_app_setting(self, key: str) -> str | None:
+        """A value stored with `set_app_setting`, or None."""
+        name = _APP_SETTING_PREFIX + key
+        return await self._tx(lambda tx: tx.get_setting(name))
+
+    async def set_app_setting(self, key: str, value: str) -> None:
+        """Store a small string in the profile (one transaction)."""
+        name = _APP_SETTING_PREFIX + key
+        await self._tx(lambda tx: tx.set_setting(name, value))
 
     # ======================================================================================
     # internals
@@ -1105,6 +1427,67 @@ class Client:
             status=ConversationStatus.ACTIVE if active else ConversationStatus.REMOVED,
             created_at=conv.created_at,
             updated_at=conv.updated_at,
+            request_from=(self._requests or {}).get(conv.group_id),
+            disappearing_seconds=disappearing_seconds(conv.mls),
+        )
+
+    async def _load_requests(self) -> dict[bytes, str]:
+        if self._requests is None:
+            rows = await self._tx(lambda tx: tx.list_requests())
+            self._requests = {r.group_id: r.inviter for r in rows}
+        return self._requests
+
+    def _forget_request(self, gid: bytes) -> None:
+        if self._requests is not None:
+            self._requests.pop(gid, None)
+
+    async def _is_blocked(self, ref: DeviceRef | None) -> bool:
+        if ref is None or ref.user == self.me.user:
+            return False
+        contact = await self._tx(lambda tx: tx.get_contact(ref.user))
+        return contact is not None and contact.blocked
+
+    async def _request_of(
+        self, gid: bytes, by: DeviceRef | None, now: int
+    ) -> MessageRequest | None:
+        """The message request a Welcome from ``by`` makes, if ``by`` is not accepted: this
+        user, a contact accepted explicitly, or a member of a conversation that is not a
+        request."""
+        if by is not None and by.user == self.me.user:
+            return None
+        if by is not None:
+            contact = await self._tx(lambda tx: tx.get_contact(by.user))
+            if contact is not None and contact.accepted:
+                return None
+            for conv in await self.conversations():
+                if not conv.is_request and by.user in conv.members and conv.id != gid.hex():
+                    return None
+        return MessageRequest(group_id=gid, inviter=by.user if by else "", created_at=now)
+
+    async def _franking_key(self) -> bytes:
+        """The server's franking signature key, pinned in the profile on first use."""
+        if self._franking_public_key is None:
+            stored = await self._tx(lambda tx: tx.get_setting(_SETTING_FRANKING_KEY))
+            if stored is None:
+                info = await self._transport.server_info()
+                if info.franking_public_key is None:
+                    raise BadResponse("the server publishes no franking key")
+                pinned = info.franking_public_key.hex()
+                await self._tx(lambda tx: tx.set_setting(_SETTING_FRANKING_KEY, pinned))
+                stored = pinned
+            self._franking_public_key = bytes.fromhex(stored)
+        return self._franking_public_key
+
+    def _encrypt_payload(self, conv: _Conv, payload: Payload) -> tuple[Group, bytes]:
+        """Frank ``payload`` (docs/franking.md) and encrypt it as an application message."""
+        franked = frank_payload(
+            payload,
+            sender=_sender_identity(self.me),
+            group_id=conv.group_id,
+            salt=os.urandom(SALT_LENGTH),
+        )
+        return conv.mls.encrypt(
+            franked.application_data, authenticated_data=franked.authenticated_data
         )
 
     def _recipients(self, conv: _Conv) -> tuple[str, ...]:
@@ -1269,12 +1652,14 @@ class Client:
             self._hub.emit(event)
 
     async def _device_info(self, ref: DeviceRef) -> DeviceInfo | None:
-        """The server's record of a device, from a device list whose approval chain this
-        client verified (`Transport.list_devices`); None if the user has no such device."""
+        """The server's record of a device (None if the user has no such device). The key
+        itself is vouched for by the transparency log (`_check_devices` asks it first), so
+        the directory's approval chain is not required here: a server that slipped in one
+        bad entry must not make all of a user's genuine devices unusable."""
         known = self._devices.get(ref.user)
         if known is None or ref.device_id not in known:
             try:
-                devices = await self._transport.list_devices(ref.user)
+                devices = await self._transport.list_devices(ref.user, verify=False)
             except NotFound:
                 return None
             known = {d.device_id: d for d in devices}
@@ -1282,9 +1667,19 @@ class Client:
         return known.get(ref.device_id)
 
     async def _check_devices(self, entries: Iterable[RosterEntry]) -> None:
-        """Every device must be registered for its user with exactly this key, admitted by
-        the approval chain (I3). `ValidationError` otherwise; network errors propagate."""
+        """Every device must be in its user's device list in the key-transparency log with
+        exactly this key (`KeyNotInTransparencyLog`), and registered for its user on the
+        server, admitted by the approval chain (I3, `ValidationError`). Network errors (and
+        a log head not witnessed yet) propagate."""
         for entry in entries:
+            try:
+                await self._kt.check_device(
+                    entry.device.user, entry.device.device_id, entry.signature_key
+                )
+            except KtViolation as e:
+                self._hub.emit(kt_profile.violation(str(e)))
+                raise
+            await self._check_confirmed(entry.device.user)
             info = await self._device_info(entry.device)
             if info is None or info.device_key != entry.signature_key:
                 raise ValidationError(
@@ -1600,7 +1995,9 @@ class Client:
             for ref in removed:
                 if ref.user in new_users:
                     self._hub.emit(DeviceChanged(ref, DeviceChange.REMOVED, view.id, by))
-        if conversation_info(old.mls) != conversation_info(new.mls):
+        if conversation_info(old.mls) != conversation_info(new.mls) or disappearing_seconds(
+            old.mls
+        ) != disappearing_seconds(new.mls):
             self._hub.emit(ConversationUpdated(view, by))
 
     # --- sending application messages ------------------------------------------------------
@@ -1627,15 +2024,17 @@ class Client:
                 content_type=kind.value,
                 body=payload.body,
                 sent_at=payload.sent_at_ms,
+                expires_at=expires_at(conv.mls, now),
                 state=MessageState.PENDING,
                 server_id=payload.message_id.hex(),
             )
-            new_group, data = conv.mls.encrypt(encode(payload))
+            new_group, data = self._encrypt_payload(conv, payload)
             record = OutgoingMessage(payload.message_id.hex(), data, self._recipients(conv))
             new = conv.evolve(mls=new_group, updated_at=now)
 
             def write(tx: Transaction) -> tuple[Message, OutboxItem]:
                 tx.update_group(new.stored())
+                tx.delete_request(gid)  # writing in a message request accepts it
                 stored = tx.insert_message(message)
                 item = tx.enqueue(
                     OutboxItem(
@@ -1650,6 +2049,7 @@ class Client:
                 return stored, item
 
             stored, item = await self._save(new, write)
+            self._forget_request(gid)
             if offline:
                 return _message_info(stored)  # queued behind the older ones
             try:
@@ -1784,7 +2184,7 @@ class Client:
             _PAYLOAD_KIND[MessageKind(message.content_type)],
             message.body,
         )
-        new_group, data = conv.mls.encrypt(encode(payload))
+        new_group, data = self._encrypt_payload(conv, payload)
         record = OutgoingMessage(message.server_id, data, self._recipients(conv))
         new = conv.evolve(mls=new_group, updated_at=self._now_ms())
         old_id = item.outbox_id
@@ -1842,7 +2242,7 @@ class Client:
         if isinstance(body, Welcome):
             await self._on_welcome(key, message, body)
         elif isinstance(body, PrivateMessage | PublicMessage):
-            await self._on_group_message(key, message, body)
+            await self._on_group_message(key, message, body, inbound.frank)
         else:
             await self._mark(key)
             self._fail(FailureReason.MALFORMED, f"a {message.wire_format.name} is not for devices")
@@ -1852,7 +2252,11 @@ class Client:
         await self._tx(lambda tx: tx.mark_processed(key, now))
 
     async def _on_group_message(
-        self, key: str, message: MLSMessage, body: PrivateMessage | PublicMessage
+        self,
+        key: str,
+        message: MLSMessage,
+        body: PrivateMessage | PublicMessage,
+        frank: bytes | None = None,
     ) -> None:
         gid, epoch = _group_of(body)
         await self._resolve_commits_locked(gid)
@@ -1880,13 +2284,15 @@ class Client:
             self._fail(reason, str(e), conversation=gid)
             return
         if isinstance(result, ApplicationMessage):
-            await self._on_application(key, conv, result)
+            await self._on_application(key, conv, result, frank)
         elif isinstance(result, StagedCommit):
             await self._on_commit(key, conv, result)
         else:
             await self._on_proposal(key, conv, result)
 
-    async def _on_application(self, key: str, conv: _Conv, result: ApplicationMessage) -> None:
+    async def _on_application(
+        self, key: str, conv: _Conv, result: ApplicationMessage, frank: bytes | None
+    ) -> None:
         now = self._now_ms()
         gid = conv.group_id
         new = conv.evolve(mls=result.group, updated_at=now)
@@ -1894,9 +2300,19 @@ class Client:
         failure: tuple[FailureReason, str] | None = None
         message: Message | None = None
         payload: Payload | None = None
+        hidden: str | None = None  # the franking check that failed (counted)
+        server_key = await self._franking_key()
         try:
             sender = device_ref_of(result.credential)
-            payload = decode(Payload, result.data)
+            opened = open_franked(
+                result.data,
+                result.authenticated_data,
+                frank,
+                server_public_key=server_key,
+                sender=_sender_identity(sender),
+                group_id=gid,
+            )
+            payload = opened.payload
             kind = _content_kind(payload)
             message = Message(
                 group_id=gid,
@@ -1907,26 +2323,43 @@ class Client:
                 body=payload.body,
                 sent_at=payload.sent_at_ms,
                 received_at=now,
+                expires_at=expires_at(result.group, now),
                 state=MessageState.RECEIVED,
                 server_id=payload.message_id.hex(),
+                franking=opened.franking,
             )
+        except FrankRejected as e:
+            # Not shown, counted (I7: no message is displayed that could not be reported).
+            hidden = type(e.error).__name__
+            failure = (FailureReason.INVALID_FRANK, str(e))
         except (DecodeError, ValidationError) as e:
             failure = (FailureReason.INVALID_PAYLOAD, str(e))
         except _Unsupported as e:
             failure = (FailureReason.UNSUPPORTED, str(e))
+        me = self.me.user
 
         def write(tx: Transaction) -> Message | None:
             if not tx.mark_processed(key, now):
                 raise StateError("a queued message was processed twice")
             tx.update_group(new.stored())  # the ratchet moved on, whatever the payload
+            if sender is not None and sender.user != me:
+                contact = tx.get_contact(sender.user)
+                if contact is not None and contact.blocked:
+                    return None  # blocked: dropped, whatever it is
+            if hidden is not None:
+                count_hidden(tx, hidden)
             if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
                 return None  # unusable, or a duplicate of a message already shown
+            if message.sender_user == me:
+                tx.delete_request(gid)  # we wrote in it (another device): accepted
             return tx.insert_message(message)
 
         stored = await self._save(new, write)
+        if stored is not None and stored.sender_user == self.me.user:
+            self._forget_request(gid)
         if stored is not None:
             self._hub.emit(MessageReceived(_message_info(stored)))
-        elif failure is not None:
+        elif failure is not None and not await self._is_blocked(sender):
             self._fail(
                 failure[0],
                 failure[1],
@@ -2020,6 +2453,10 @@ class Client:
         now = self._now_ms()
         new = _Conv(gid, group, GroupStatus.ACTIVE, existing.created_at if existing else now, now)
         ref_to_delete = None if match.last_resort else match.ref
+        if await self._is_blocked(by):  # a blocked user's invitation is dropped, unseen
+            await self._tx(functools.partial(_drop_welcome, key=key, ref=ref_to_delete, now=now))
+            return
+        request = await self._request_of(gid, by, now)
 
         def write(tx: Transaction) -> None:
             tx.mark_processed(key, now)
@@ -2029,8 +2466,12 @@ class Client:
                 tx.insert_group(new.stored())
             else:
                 tx.update_group(new.stored())
+            if request is not None:
+                tx.put_request(request)
 
         await self._save(new, write)
+        if request is not None:
+            (await self._load_requests())[gid] = request.inviter
         self._check_key_packages.set()
         self._hub.emit(ConversationJoined(self._view(new), by))
 
@@ -2074,12 +2515,23 @@ class Client:
 
     async def _maintenance_loop(self) -> None:
         devices_checked = False
+        blocks_read_at = -_BLOCKS_INTERVAL
+        loop = asyncio.get_running_loop()
+        kt_checked_at = loop.time()
         while True:
             try:
                 if not devices_checked:
                     await self._prune()
-                    await self.sync_devices()
+                    await self.sync_devices()  # checks the transparency log first
                     devices_checked = True
+                    kt_checked_at = loop.time()
+                if loop.time() - kt_checked_at >= self._options.kt_monitor_interval:
+                    kt_checked_at = loop.time()
+                    await self.check_transparency()
+                if loop.time() - blocks_read_at >= _BLOCKS_INTERVAL:
+                    await self.sync_blocks()
+                    blocks_read_at = loop.time()
+                await self.purge_expired()
                 if self._check_key_packages.is_set():
                     self._check_key_packages.clear()
                     await self._top_up_key_packages()

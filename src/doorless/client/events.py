@@ -14,6 +14,9 @@ is never about something a crash could undo.
      ├── ConversationUpdated  the conversation's name changed
      ├── MembershipChanged    devices (and so users) were added or removed
      ├── DeviceChanged        one device of a user was added, removed, linked or revoked
+     ├── TransparencyAlarm    key transparency caught something: a device of this account
+     │                        nobody approved, a server log that contradicts itself, a
+     │                        confirmed safety number that changed (show it loudly)
      └── DeliveryFailed       an incoming message could not be processed, or an outgoing one
                               was refused for good; ``reason`` says why
 
@@ -65,6 +68,15 @@ class Conversation:
     status: ConversationStatus
     created_at: int
     updated_at: int
+    # A message request: added by this user, whom the user has not accepted. Until it is
+    # accepted an application sends no read receipts or typing notices to it and downloads
+    # none of its attachments by itself (doorless.client.safety).
+    request_from: str | None = None
+    disappearing_seconds: int | None = None  # the agreed timer of disappearing messages
+
+    @property
+    def is_request(self) -> bool:
+        return self.request_from is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +190,7 @@ class FailureReason(StrEnum):
     WELCOME_UNUSABLE = "welcome_unusable"  # no KeyPackage of ours, or an invalid Welcome
     REJECTED = "rejected"  # outgoing: the server refused it for good
     NOT_A_MEMBER = "not_a_member"  # outgoing: this device is no longer in the conversation
+    INVALID_FRANK = "invalid_frank"  # franking check failed (docs/franking.md): hidden, counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +203,22 @@ class DeliveryFailed:
     outgoing: bool = False
 
 
+class AlarmKind(StrEnum):
+    UNAPPROVED_DEVICE = "unapproved_device"  # on this account, approved by none of its devices
+    LOG_VIOLATION = "log_violation"  # the server's transparency log contradicts itself
+    SAFETY_NUMBER_CHANGED = "safety_number_changed"  # a verified contact's keys changed
+
+
+@dataclass(frozen=True, slots=True)
+class TransparencyAlarm:
+    """Key transparency (`doorless.client.kt`) caught what a covert access would look like.
+    ``device``: the device concerned, if one is; ``detail``: what was seen."""
+
+    kind: AlarmKind
+    detail: str
+    device: DeviceRef | None = None
+
+
 Event = (
     MessageReceived
     | MessageSent
@@ -198,9 +227,11 @@ Event = (
     | MembershipChanged
     | DeviceChanged
     | DeliveryFailed
+    | TransparencyAlarm
 )
 
 __all__ = [
+    "AlarmKind",
     "Conversation",
     "ConversationJoined",
     "ConversationKind",
@@ -218,4 +249,5 @@ __all__ = [
     "MessageKind",
     "MessageReceived",
     "MessageSent",
+    "TransparencyAlarm",
 ]

@@ -22,9 +22,15 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
     } FileBody;
 
 An unknown ``kind`` decodes (its raw number is kept) so that a newer client's messages are
-reported as unsupported rather than as garbage. The payload layer is its own module so that a
-later version can wrap it (franked content, `doorless.franking`) without touching the rest of
-the client.
+reported as unsupported rather than as garbage.
+
+Franking (``docs/franking.md``): the MLS ``application_data`` is not the `Payload` itself but a
+`doorless.franking.FrankedContent` wrapping it (`frank_payload`): a fresh 16-byte salt, the
+sender's identity (as in its MLS credential), the group id, ``sent_at_ms``, the media type
+``application/vnd.doorless.payload``, the encoded `Payload` as body, and for a file its
+`AttachmentDescriptor` (so the franking tag commits to the attachment's key and plaintext
+hash). The franking tag goes into the MLS ``authenticated_data``. `payload_of` takes the
+payload back out of verified franked content and checks that the two agree.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ from typing import Self
 
 from doorless.codec import Reader, Writer, decode, encode
 from doorless.errors import ConfigurationError, DecodeError
-from doorless.franking import AttachmentDescriptor
+from doorless.franking import (
+    AttachmentDescriptor,
+    FrankedContent,
+    FrankedMessage,
+    SenderIdentity,
+    frank_content,
+)
 
 PAYLOAD_VERSION = 1
 MESSAGE_ID_LENGTH = 16
@@ -166,9 +178,50 @@ def file_of(payload: Payload) -> FileBody:
     return decode(FileBody, payload.body)
 
 
+# --- franking --------------------------------------------------------------------------------
+
+PAYLOAD_MEDIA_TYPE = b"application/vnd.doorless.payload"
+
+
+def _committed_attachments(payload: Payload) -> tuple[AttachmentDescriptor, ...]:
+    return (file_of(payload).attachment,) if payload.kind == PayloadKind.file else ()
+
+
+def frank_payload(
+    payload: Payload, *, sender: SenderIdentity, group_id: bytes, salt: bytes
+) -> FrankedMessage:
+    """The MLS application data and authenticated data of ``payload`` (``salt``: 16 fresh
+    random bytes)."""
+    content = FrankedContent(
+        salt=salt,
+        sender=sender,
+        group_id=group_id,
+        sent_at_ms=payload.sent_at_ms,
+        media_type=PAYLOAD_MEDIA_TYPE,
+        body=encode(payload),
+        attachments=_committed_attachments(payload),
+    )
+    return frank_content(content)
+
+
+def payload_of(content: FrankedContent) -> Payload:
+    """The `Payload` inside verified franked content; `DecodeError` if it is not a Doorless
+    payload or disagrees with what the franked content commits to (time, attachments)."""
+    if content.media_type != PAYLOAD_MEDIA_TYPE:
+        raise DecodeError("franked content of an unknown media type")
+    payload = decode(Payload, content.body)
+    if payload.sent_at_ms != content.sent_at_ms:
+        raise DecodeError("the payload's time differs from the franked content's")
+    known = isinstance(payload.kind, PayloadKind)
+    if known and content.attachments != _committed_attachments(payload):
+        raise DecodeError("the payload's attachments differ from the franked ones")
+    return payload
+
+
 __all__ = [
     "MAX_TEXT_BYTES",
     "MESSAGE_ID_LENGTH",
+    "PAYLOAD_MEDIA_TYPE",
     "PAYLOAD_VERSION",
     "FileBody",
     "Payload",
@@ -176,8 +229,10 @@ __all__ = [
     "check_file_name",
     "file_of",
     "file_payload",
+    "frank_payload",
     "new_message_id",
     "payload_kind_of",
+    "payload_of",
     "text_of",
     "text_payload",
 ]

@@ -253,6 +253,15 @@ class StoredKeyPackage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MessageRequest:
+    """A conversation that ``inviter``, whom this user has not accepted, added them to."""
+
+    group_id: bytes
+    inviter: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KtCheckpoint:
     """The last key-transparency tree head this client verified."""
 
@@ -364,6 +373,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             root_hash BLOB NOT NULL,
             signed_tree_head BLOB NOT NULL,
             verified_at INTEGER NOT NULL
+        ) STRICT""",
+    ),
+    (
+        # Message requests: a conversation someone this user has not accepted added them to
+        # (doorless.client.safety). The row goes when the request is accepted.
+        """CREATE TABLE message_requests (
+            group_id BLOB PRIMARY KEY REFERENCES mls_groups(group_id) ON DELETE CASCADE,
+            inviter TEXT NOT NULL,
+            created_at INTEGER NOT NULL
         ) STRICT""",
     ),
 )
@@ -957,6 +975,37 @@ class Transaction:
             ),
         )
 
+    # message requests
+
+    def put_request(self, request: MessageRequest) -> None:
+        """Record a message request (replacing one of the same group)."""
+        self._x(
+            "INSERT OR REPLACE INTO message_requests (group_id, inviter, created_at) "
+            "VALUES (?, ?, ?)",
+            (request.group_id, request.inviter, request.created_at),
+        )
+
+    def get_request(self, group_id: bytes) -> MessageRequest | None:
+        row = self._one(
+            "SELECT group_id, inviter, created_at FROM message_requests WHERE group_id = ?",
+            (group_id,),
+        )
+        if row is None:
+            return None
+        return MessageRequest(group_id=row[0], inviter=row[1], created_at=row[2])
+
+    def list_requests(self) -> list[MessageRequest]:
+        rows = self._all(
+            "SELECT group_id, inviter, created_at FROM message_requests "
+            "ORDER BY created_at, group_id"
+        )
+        return [MessageRequest(group_id=r[0], inviter=r[1], created_at=r[2]) for r in rows]
+
+    def delete_request(self, group_id: bytes) -> bool:
+        """Forget a request (accepted, or its conversation deleted); False if there was none."""
+        cursor = self._x("DELETE FROM message_requests WHERE group_id = ?", (group_id,))
+        return bool(cursor.rowcount)
+
     # settings
 
     def get_setting(self, key: str) -> str | None:
@@ -1464,6 +1513,7 @@ __all__ = [
     "KeyringKey",
     "KtCheckpoint",
     "Message",
+    "MessageRequest",
     "MessageState",
     "OutboxItem",
     "OwnDevice",

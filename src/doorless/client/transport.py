@@ -40,9 +40,17 @@ from doorless.client.errors import (
     Unauthorized,
     server_error,
 )
+from doorless.client.kt import (
+    KeyNotInTransparencyLog,
+    KtVerifier,
+    first_list,
+    with_device,
+    without_device,
+)
 from doorless.errors import ConfigurationError, DecodeError, StateError, ValidationError
+from doorless.kt.device_list import DeviceList
 from doorless.secret import PrivateKeyBytes
-from doorless.server import protocol
+from doorless.server import kt_protocol, protocol
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(bytes_done, total_or_None)``, called after each chunk."""
@@ -88,6 +96,7 @@ class ServerInfo:
     version: str
     registration: str
     limits: dict[str, int]
+    franking_public_key: bytes | None = None  # signs franks (doorless.franking); pin it
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +170,14 @@ class InboundMessage:
     seq: int
     data: bytes
     received_at: int
+    frank: bytes | None = None  # the server's ServerFrank of an application message
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    report_id: int
+    sender: str  # the username the server stamped the reported message with
+    attachments: list[str]  # per attachment: ok, mismatch or gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +276,8 @@ def _claimed(f: _Fields) -> ClaimedKeyPackage:
 
 
 def _inbound(f: _Fields) -> InboundMessage:
-    return InboundMessage(f.integer("seq"), f.blob("data"), f.integer("received_at"))
+    frank = f.blob("frank") if f.opt_text("frank") is not None else None
+    return InboundMessage(f.integer("seq"), f.blob("data"), f.integer("received_at"), frank)
 
 
 def check_device_approvals(server_id: str, username: str, devices: Sequence[DeviceInfo]) -> None:
@@ -347,6 +365,11 @@ class Transport:
         self._token: str | None = None
         self._token_expires_at = 0.0
         self._auth_lock = asyncio.Lock()
+        # Key transparency: the verifier that vouches for device lists (`doorless.client.kt`).
+        # The client library sets its own (witnesses, persisted head); without one, a default
+        # verifier with no witness quorum (and a loud warning) is made on first use.
+        self.kt: KtVerifier | None = None
+        self.kt_cipher_suite = kt_protocol.DEFAULT_SUITE
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -429,6 +452,9 @@ class Transport:
             version=f.text("version"),
             registration=f.text("registration"),
             limits={k: v for k, v in limits.items() if isinstance(v, int)},
+            franking_public_key=(
+                f.blob("franking_public_key") if f.opt_text("franking_public_key") else None
+            ),
         )
         self._pin(info.server_id)
         return info
@@ -484,16 +510,36 @@ class Transport:
 
     # --- accounts and devices --------------------------------------------------------------
 
-    async def register(self, username: str, invite_code: str | None = None) -> str:
-        """Create ``username`` with this device as its first device; returns the device id."""
+    async def register(
+        self,
+        username: str,
+        invite_code: str | None = None,
+        *,
+        device_list: DeviceList | None = None,
+    ) -> str:
+        """Create ``username`` with this device as its first device; returns the device id.
+
+        The account's key-transparency device list (version 0, this device, signed by it) is
+        built here unless ``device_list`` is given."""
         _check_path_value(protocol.is_username(username), "username")
         device = self._identity()
         server_id = await self.server_id()
         signature = device.sign(protocol.register_content(server_id, username, device.public_key))
+        if device_list is None:
+            device_list = first_list(
+                username,
+                device.device_id,
+                device.public_key,
+                device.private_key.value,
+                int(time.time() * 1000),
+                self.kt_cipher_suite,
+            )
+        await self.kt_verifier().note_published(device_list)
         body: dict[str, Any] = {
             "username": username,
             "device_key": protocol.b64encode(device.public_key),
             "signature": protocol.b64encode(signature),
+            "device_list": kt_protocol.encode_device_list(device_list),
         }
         if invite_code is not None:
             body["invite_code"] = invite_code
@@ -515,9 +561,20 @@ class Transport:
             check_device_approvals(await self.server_id(), username, devices)
         return devices
 
-    async def revoke_device(self, device_id: str) -> None:
+    async def revoke_device(self, device_id: str, *, device_list: DeviceList | None = None) -> None:
+        """Revoke a device of this account; the account's next key-transparency device list
+        (without it, signed by this device) is built from the verified current one unless
+        ``device_list`` is given."""
         _check_path_value(protocol.is_device_id(device_id), "device id")
-        await self._call("DELETE", f"/v1/devices/{device_id}", retry_unanswered=True)
+        if device_list is None:
+            device_list = await self._next_own_list(without_device(device_id))
+        body: dict[str, Any] = {}
+        if device_list is not None:
+            await self.kt_verifier().note_published(device_list)
+            body["device_list"] = kt_protocol.encode_device_list(device_list)
+        await self._call(
+            "DELETE", f"/v1/devices/{device_id}", json=body or None, retry_unanswered=True
+        )
 
     # --- linking a new device --------------------------------------------------------------
 
@@ -579,7 +636,9 @@ class Transport:
             raise BadResponse("pending link: device id does not match its key")
         return link
 
-    async def approve_link(self, link: PendingLink) -> DeviceInfo:
+    async def approve_link(
+        self, link: PendingLink, *, device_list: DeviceList | None = None
+    ) -> DeviceInfo:
         """On an existing device: sign the admission of ``link``'s device to this account.
 
         Call it only after the owner compared ``link.fingerprint()`` with the new device.
@@ -591,17 +650,95 @@ class Transport:
         content = protocol.device_approval_content(
             await self.server_id(), self.username, link.device_id, link.device_key
         )
+        if device_list is None:
+            device_list = await self._next_own_list(
+                with_device(
+                    kt_protocol.device_entry(
+                        self.username, link.device_id, link.device_key, self.kt_cipher_suite
+                    )
+                )
+            )
+        body: dict[str, Any] = {
+            "device_id": link.device_id,
+            "device_key": protocol.b64encode(link.device_key),
+            "signature": protocol.b64encode(device.sign(content)),
+        }
+        if device_list is not None:
+            await self.kt_verifier().note_published(device_list)
+            body["device_list"] = kt_protocol.encode_device_list(device_list)
+        f = await self._json("POST", f"/v1/links/{link.code}/approve", "approval", json=body)
+        return _device_info(f)
+
+    # --- key transparency (doorless.client.kt) ---------------------------------------------
+
+    def kt_verifier(self) -> KtVerifier:
+        """The verifier of this server's transparency log (`kt`, made on first use)."""
+        if self.kt is None:
+            self.kt = KtVerifier(self)
+        return self.kt
+
+    async def _next_own_list(self, change: Any) -> DeviceList | None:
+        """This account's next device list from its verified current one; None for an
+        account registered without one (the server then takes the change without)."""
+        device = self._identity()
+        await self._ensure_token()
+        if self.username is None:
+            raise StateError("not logged in")
+        try:
+            return await self.kt_verifier().next_list(
+                self.username,
+                device.device_id,
+                device.private_key.value,
+                change,
+                int(time.time() * 1000),
+            )
+        except KeyNotInTransparencyLog:
+            return None
+
+    async def _kt_json(self, path: str, what: str, params: dict[str, Any], auth: bool) -> Any:
+        f = await self._json("GET", path, what, params=params, auth=auth, retry_unanswered=True)
+        return f.raw()
+
+    async def kt_info(self) -> kt_protocol.KtInfo:
+        data = await self._kt_json("/v1/kt/info", "kt info", {}, auth=False)
+        try:
+            return kt_protocol.KtInfo.from_json(data)
+        except DecodeError as exc:
+            raise BadResponse(str(exc)) from None
+
+    async def kt_head(self, since: int) -> kt_protocol.KtHead:
+        data = await self._kt_json("/v1/kt/head", "kt head", {"since": since}, auth=False)
+        try:
+            return kt_protocol.KtHead.from_json(data)
+        except DecodeError as exc:
+            raise BadResponse(str(exc)) from None
+
+    async def kt_search(self, label: bytes, since: int, from_version: int) -> kt_protocol.KtSearch:
+        params = {"label": label.hex(), "since": since, "from_version": from_version}
+        data = await self._kt_json("/v1/kt/search", "kt search", params, auth=True)
+        try:
+            return kt_protocol.KtSearch.from_json(data)
+        except DecodeError as exc:
+            raise BadResponse(str(exc)) from None
+
+    async def kt_audit(self, start: int, limit: int = 100) -> kt_protocol.KtAudit:
+        params = {"start": start, "limit": limit}
+        data = await self._kt_json("/v1/kt/audit", "kt audit", params, auth=False)
+        try:
+            return kt_protocol.KtAudit.from_json(data)
+        except DecodeError as exc:
+            raise BadResponse(str(exc)) from None
+
+    async def kt_cosign(self, checkpoint: bytes) -> int:
+        """Hand a witness cosignature (in a signed checkpoint note) to the log."""
         f = await self._json(
             "POST",
-            f"/v1/links/{link.code}/approve",
-            "approval",
-            json={
-                "device_id": link.device_id,
-                "device_key": protocol.b64encode(link.device_key),
-                "signature": protocol.b64encode(device.sign(content)),
-            },
+            "/v1/kt/cosignatures",
+            "kt cosign",
+            json={"checkpoint": checkpoint.decode("utf-8")},
+            auth=False,
         )
-        return _device_info(f)
+        return f.integer("accepted")
 
     # --- key packages ----------------------------------------------------------------------
 
@@ -708,6 +845,37 @@ class Transport:
         stream resumes after the last seq it yielded.
         """
         return PushStream(self, after, max_reconnects)
+
+    # --- abuse reports and blocks (doorless.franking, docs/franking.md) --------------------
+
+    async def report(self, report: bytes) -> ReportResult:
+        """File an encoded `doorless.franking.AbuseReport` (one message). Raises
+        `InvalidRequest` with code ``report_expired`` or ``invalid_report`` if it does not
+        verify."""
+        f = await self._json(
+            "POST", "/v1/reports", "report", json={"report": protocol.b64encode(report)}
+        )
+        verdicts = f.items("attachments")
+        if not all(isinstance(v, str) for v in verdicts):
+            raise BadResponse("report: attachments must be strings")
+        return ReportResult(f.integer("report_id"), f.text("sender"), [str(v) for v in verdicts])
+
+    async def list_blocks(self) -> list[str]:
+        """The users this account blocks (the same list on every device of the account)."""
+        f = await self._json("GET", "/v1/blocks", "blocks", retry_unanswered=True)
+        blocked = f.items("blocked")
+        if not all(isinstance(u, str) for u in blocked):
+            raise BadResponse("blocks: usernames must be strings")
+        return [str(u) for u in blocked]
+
+    async def block(self, username: str) -> None:
+        """The server stops queueing ``username``'s messages for this account's devices."""
+        _check_path_value(protocol.is_username(username), "username")
+        await self._call("PUT", f"/v1/blocks/{username}", retry_unanswered=True)
+
+    async def unblock(self, username: str) -> None:
+        _check_path_value(protocol.is_username(username), "username")
+        await self._call("DELETE", f"/v1/blocks/{username}", retry_unanswered=True)
 
     # --- attachments -----------------------------------------------------------------------
 
@@ -955,6 +1123,7 @@ __all__ = [
     "ProgressCallback",
     "PushEvent",
     "PushStream",
+    "ReportResult",
     "SendResult",
     "ServerInfo",
     "Transport",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cache, lru_cache
 from typing import ClassVar, NamedTuple, Self, TypeVar
 
 from doorless.codec import Reader, Writer, decode
@@ -57,10 +58,16 @@ E = TypeVar("E", bound=IntEnum)
 
 
 def _enum_or_decode_error(enum: type[E], value: int) -> E:
-    try:
-        return enum(value)
-    except ValueError:
-        raise DecodeError(f"unknown {enum.__name__} {value}") from None
+    member: E | None = _members(enum).get(value)
+    if member is None:
+        raise DecodeError(f"unknown {enum.__name__} {value}")
+    return member
+
+
+@cache
+def _members(enum: type[E]) -> dict[int, E]:
+    # A dict lookup instead of calling the Enum (its __call__ costs microseconds per message).
+    return {int(m): m for m in enum}
 
 
 # --- Sender (§6) ------------------------------------------------------------------------------
@@ -194,7 +201,8 @@ def _pull_proposal(r: Reader) -> Content:
 
 
 def _pull_commit(r: Reader) -> Content:
-    return Commit.pull(r)
+    # Received commits keep their bytes: they are signed and hashed as received.
+    return Commit.pull_received(r)
 
 
 _CONTENT_PULL: dict[ContentType, Callable[[Reader], Content]] = {
@@ -306,7 +314,15 @@ def framed_content_tbs(
     w.push_uint16(wire_format)
     content.push(w)
     if group_context is not None:
-        group_context.push(w)
+        w.push_bytes(_encoded_context(group_context))
+    return w.getvalue()
+
+
+@lru_cache(maxsize=16)
+def _encoded_context(group_context: GroupContext) -> bytes:
+    # Every message of an epoch signs over the same GroupContext: encode it once.
+    w = Writer()
+    group_context.push(w)
     return w.getvalue()
 
 

@@ -53,11 +53,11 @@ sources only, by ``opaque group_id<V>; uint32 leaf_index;``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Self
 
-from doorless.codec import Reader, Writer, pull_uint16_item, push_uint16_item
+from doorless.codec import Reader, Writer, push_uint16_item, varint_header
 from doorless.crypto import CipherSuite
 from doorless.errors import ConfigurationError, DecodeError, ValidationError
 from doorless.mls.credential import Credential, pull_credential
@@ -100,11 +100,11 @@ class Capabilities:
     @classmethod
     def pull(cls, r: Reader) -> Self:
         return cls(
-            tuple(r.pull_vector(pull_uint16_item)),
-            tuple(r.pull_vector(pull_uint16_item)),
-            tuple(r.pull_vector(pull_uint16_item)),
-            tuple(r.pull_vector(pull_uint16_item)),
-            tuple(r.pull_vector(pull_uint16_item)),
+            r.pull_uint16_vector(),
+            r.pull_uint16_vector(),
+            r.pull_uint16_vector(),
+            r.pull_uint16_vector(),
+            r.pull_uint16_vector(),
         )
 
 
@@ -148,6 +148,9 @@ class LeafNode:
     parent_hash: bytes | None
     extensions: tuple[Extension, ...]
     signature: bytes
+    # The encoding, memoized on first use: a leaf is encoded for the tree hash, its signature,
+    # the ratchet_tree extension and KeyPackages, and a tree holds n of them.
+    _encoding: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         source = self.leaf_node_source
@@ -169,8 +172,26 @@ class LeafNode:
         push_extensions(w, self.extensions)
 
     def push(self, w: Writer) -> None:
-        self._push_content(w)
-        w.push_opaque(self.signature)
+        w.push_bytes(self._encoded())
+
+    def _encoded(self) -> bytes:
+        encoding = self._encoding
+        if encoding is None:
+            inner = Writer()
+            self._push_content(inner)
+            inner.push_opaque(self.signature)
+            encoding = inner.getvalue()
+            object.__setattr__(self, "_encoding", encoding)
+        return encoding
+
+    @classmethod
+    def pull_received(cls, r: Reader) -> Self:
+        """`pull`, keeping the bytes as received as the encoding (for the leaves of a received
+        tree: hashed and verified as received, n of them, without encoding them again)."""
+        start = r.position
+        leaf = cls.pull(r)
+        object.__setattr__(leaf, "_encoding", r.read_since(start))
+        return leaf
 
     @classmethod
     def pull(cls, r: Reader) -> Self:
@@ -204,8 +225,13 @@ class LeafNode:
     def tbs(self, group_id: bytes | None = None, leaf_index: int | None = None) -> bytes:
         """The encoded ``LeafNodeTBS``; ``group_id`` and ``leaf_index`` are required for the
         ``update`` and ``commit`` sources and ignored for ``key_package``."""
+        # The content is the encoding without its final field, ``opaque signature<V>``.
+        encoding = self._encoded()
+        content = encoding[
+            : len(encoding) - len(varint_header(len(self.signature))) - len(self.signature)
+        ]
         w = Writer()
-        self._push_content(w)
+        w.push_bytes(content)
         if self.leaf_node_source != LeafNodeSource.key_package:
             if group_id is None or leaf_index is None:
                 raise ConfigurationError(

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
-from doorless.codec import Writer, decode, encode
+from doorless.codec import Writer, decode, encode, encode_opaque
 from doorless.crypto import CipherSuite
 from doorless.errors import ConfigurationError, InvalidMac, ValidationError
 from doorless.mls.framing import (
@@ -26,7 +27,6 @@ from doorless.mls.framing import (
     ContentType,
     FramedContent,
     FramedContentAuthData,
-    PrivateContentAAD,
     PrivateMessage,
     PrivateMessageContent,
     PublicMessage,
@@ -223,8 +223,33 @@ REUSE_GUARD_LENGTH = SenderData.REUSE_GUARD_LENGTH
 def _guarded_nonce(nonce: AeadNonce, reuse_guard: bytes) -> bytes:
     """XOR the reuse guard into the first four bytes of the key schedule nonce (§6.3.1)."""
     n = nonce.value
-    head = bytes(a ^ b for a, b in zip(n[:REUSE_GUARD_LENGTH], reuse_guard, strict=True))
-    return head + n[REUSE_GUARD_LENGTH:]
+    if len(reuse_guard) != REUSE_GUARD_LENGTH:
+        raise ConfigurationError("reuse_guard must be 4 bytes")
+    head = int.from_bytes(n[:REUSE_GUARD_LENGTH], "big") ^ int.from_bytes(reuse_guard, "big")
+    return head.to_bytes(REUSE_GUARD_LENGTH, "big") + n[REUSE_GUARD_LENGTH:]
+
+
+# The AADs of one epoch repeat for every message: encode them once (public values only).
+@lru_cache(maxsize=64)
+def _sender_data_aad(group_id: bytes, epoch: int, content_type: ContentType) -> bytes:
+    return encode(SenderDataAAD(group_id, epoch, content_type))
+
+
+@lru_cache(maxsize=64)
+def _content_aad_prefix(group_id: bytes, epoch: int, content_type: ContentType) -> bytes:
+    # PrivateContentAAD without its last field, ``opaque authenticated_data<V>``.
+    w = Writer()
+    w.push_opaque(group_id)
+    w.push_uint64(epoch)
+    w.push_uint8(content_type)
+    return w.getvalue()
+
+
+def _content_aad(
+    group_id: bytes, epoch: int, content_type: ContentType, authenticated_data: bytes
+) -> bytes:
+    """The encoded `PrivateContentAAD` (§6.3.1)."""
+    return _content_aad_prefix(group_id, epoch, content_type) + encode_opaque(authenticated_data)
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
@@ -246,11 +271,13 @@ def protect_private(
     sender_data_secret: SenderDataSecret,
     reuse_guard: bytes,
     padding: int = 0,
+    *,
+    pad_to: int = 0,
 ) -> ProtectedMessage:
     """Encrypt signed content from a member as a PrivateMessage (§6.3).
 
     ``reuse_guard`` is 4 fresh random bytes (§6.3.1); ``padding`` the number of zero octets
-    appended to the plaintext.
+    appended to the plaintext; or ``pad_to`` > 1: pad the plaintext to a multiple of it.
     """
     framed = content.content
     if not isinstance(framed.sender, SenderMember):
@@ -264,16 +291,16 @@ def protect_private(
     step = tree.next_key(leaf, ratchet_type_for(content_type))
     w = Writer()  # PrivateMessageContent's pull takes the content type, so no `encode`
     PrivateMessageContent(framed.content, content.auth, padding).push(w)
+    if pad_to > 1:
+        w.push_bytes(bytes(-len(w) % pad_to))  # zero octets, as `padding` would be
     plaintext = w.getvalue()
-    aad = encode(
-        PrivateContentAAD(framed.group_id, framed.epoch, content_type, framed.authenticated_data)
-    )
+    aad = _content_aad(framed.group_id, framed.epoch, content_type, framed.authenticated_data)
     ciphertext = suite.aead_seal(
         step.key.key.value, _guarded_nonce(step.key.nonce, reuse_guard), aad, plaintext
     )
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
     sender_data = encode(SenderData(leaf, step.key.generation, reuse_guard))
-    sd_aad = encode(SenderDataAAD(framed.group_id, framed.epoch, content_type))
+    sd_aad = _sender_data_aad(framed.group_id, framed.epoch, content_type)
     encrypted_sender_data = suite.aead_seal(sd_key.value, sd_nonce.value, sd_aad, sender_data)
     message = PrivateMessage(
         framed.group_id,
@@ -322,7 +349,7 @@ def unprotect_private(
     _check_group(message.group_id, message.epoch, group_context)
     content_type = message.content_type
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
-    sd_aad = encode(SenderDataAAD(message.group_id, message.epoch, content_type))
+    sd_aad = _sender_data_aad(message.group_id, message.epoch, content_type)
     sender_data = decode(
         SenderData,
         suite.aead_open(sd_key.value, sd_nonce.value, sd_aad, message.encrypted_sender_data),
@@ -331,9 +358,7 @@ def unprotect_private(
     if leaf >= tree.n_leaves or (is_member is not None and not is_member(leaf)):
         raise ValidationError(f"sender leaf {leaf} is not a member", rule="RFC9420 6.3.2")
     step = tree.key_for(leaf, ratchet_type_for(content_type), sender_data.generation)
-    aad = encode(
-        PrivateContentAAD(message.group_id, message.epoch, content_type, message.authenticated_data)
-    )
+    aad = _content_aad(message.group_id, message.epoch, content_type, message.authenticated_data)
     plaintext = suite.aead_open(
         step.key.key.value,
         _guarded_nonce(step.key.nonce, sender_data.reuse_guard),

@@ -41,7 +41,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Self
 
@@ -64,15 +64,31 @@ class ParentNode:
     encryption_key: bytes
     parent_hash: bytes
     unmerged_leaves: tuple[int, ...]
+    # The encoding, memoized (tree hashes and the ratchet_tree extension encode every node).
+    _encoding: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def push(self, w: Writer) -> None:
-        w.push_opaque(self.encryption_key)
-        w.push_opaque(self.parent_hash)
-        w.push_vector(self.unmerged_leaves, push_uint32_item)
+        encoding = self._encoding
+        if encoding is None:
+            inner = Writer()
+            inner.push_opaque(self.encryption_key)
+            inner.push_opaque(self.parent_hash)
+            inner.push_vector(self.unmerged_leaves, push_uint32_item)
+            encoding = inner.getvalue()
+            object.__setattr__(self, "_encoding", encoding)
+        w.push_bytes(encoding)
 
     @classmethod
     def pull(cls, r: Reader) -> Self:
         return cls(r.pull_opaque(), r.pull_opaque(), tuple(r.pull_vector(pull_uint32_item)))
+
+    @classmethod
+    def pull_received(cls, r: Reader) -> Self:
+        """`pull`, keeping the bytes as received as the encoding (see `pull_ratchet_tree`)."""
+        start = r.position
+        node = cls.pull(r)
+        object.__setattr__(node, "_encoding", r.read_since(start))
+        return node
 
 
 Node = LeafNode | ParentNode
@@ -82,6 +98,10 @@ _PULL_NODE: dict[int, Callable[[Reader], Node]] = {
     NodeType.parent: ParentNode.pull,
 }
 _NODE_TYPE: dict[type, NodeType] = {LeafNode: NodeType.leaf, ParentNode: NodeType.parent}
+_PULL_NODE_RECEIVED: dict[int, Callable[[Reader], Node]] = {
+    NodeType.leaf: LeafNode.pull_received,
+    NodeType.parent: ParentNode.pull_received,
+}
 
 
 def pull_node(r: Reader) -> Node:
@@ -97,8 +117,16 @@ def push_node(w: Writer, node: Node) -> None:
     node.push(w)
 
 
+def _pull_node_received(r: Reader) -> Node:
+    node_type = r.pull_uint8()
+    pull = _PULL_NODE_RECEIVED.get(node_type)
+    if pull is None:
+        raise DecodeError(f"invalid node_type {node_type}")
+    return pull(r)
+
+
 def _pull_optional_node(r: Reader) -> Node | None:
-    return r.pull_optional(pull_node)
+    return r.pull_optional(_pull_node_received)
 
 
 def _push_optional_node(w: Writer, node: Node | None) -> None:
@@ -110,7 +138,11 @@ def _push_optional_node(w: Writer, node: Node | None) -> None:
 
 
 def pull_ratchet_tree(r: Reader) -> list[Node | None]:
-    """``optional<Node> ratchet_tree<V>`` exactly as on the wire (no structural checks)."""
+    """``optional<Node> ratchet_tree<V>`` exactly as on the wire (no structural checks).
+
+    Each node keeps the bytes it was received as its encoding: a joiner hashes all n of them
+    (tree hash) and verifies every leaf's signature over them, and need not encode them again.
+    """
     return r.pull_vector(_pull_optional_node)
 
 

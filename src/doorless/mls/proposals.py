@@ -8,7 +8,7 @@ attribute, and `pull_proposal`/`push_proposal` that dispatch on the tag through 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar, NewType, Self, TypeVar
 
@@ -401,15 +401,33 @@ class Commit:
 
     proposals: tuple[ProposalOrRef, ...] = ()
     path: UpdatePath | None = None
+    # The encoding, memoized on first use: a commit is encoded for its signature, the
+    # transcript hash and its encryption, and its path can hold n ciphertexts.
+    _encoding: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def push(self, w: Writer) -> None:
-        w.push_vector(self.proposals, push_proposal_or_ref)
-        w.push_optional(self.path, push_struct)
+        encoding = self._encoding
+        if encoding is None:
+            inner = Writer()
+            inner.push_vector(self.proposals, push_proposal_or_ref)
+            inner.push_optional(self.path, push_struct)
+            encoding = inner.getvalue()
+            object.__setattr__(self, "_encoding", encoding)
+        w.push_bytes(encoding)
 
     @classmethod
     def pull(cls, r: Reader) -> Self:
         proposals = tuple(r.pull_vector(pull_proposal_or_ref))
         return cls(proposals, r.pull_optional(UpdatePath.pull))
+
+    @classmethod
+    def pull_received(cls, r: Reader) -> Self:
+        """`pull`, keeping the bytes as received as the encoding: a received commit's
+        signature and transcript hash cover them, so it need not be encoded again."""
+        start = r.position
+        commit = cls.pull(r)
+        object.__setattr__(commit, "_encoding", r.read_since(start))
+        return commit
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from itertools import compress, count, repeat
 from operator import is_
 from typing import Self
 
-from doorless.codec import Writer
+from doorless.codec import Writer, encode
 from doorless.crypto import CipherSuite
 from doorless.errors import CryptoError, StateError, ValidationError
 from doorless.mls.extensions import (
@@ -52,22 +52,97 @@ from doorless.mls.tree_math import (
 DEFAULT_PROPOSAL_TYPES = frozenset(range(1, 8))
 
 
+_LEAF_TAG = bytes((NodeType.leaf,))
+_PARENT_TAG = bytes((NodeType.parent,))
+
+
 def _opaque(data: bytes) -> bytes:
+    if len(data) < 0x40:  # hashes and keys: a one-octet length
+        return bytes((len(data),)) + data
     w = Writer()
     w.push_opaque(data)
     return w.getvalue()
 
 
+class _TreeIndex:
+    """Counts over a tree's nodes, kept current by `RatchetTree.set_node`, so that the key
+    uniqueness (§7.3) and credential rules cost O(1) per changed node instead of a scan of the
+    whole tree. Shared by a tree and its copies until one of them changes (copy on write)."""
+
+    __slots__ = (
+        "credential_support",
+        "credential_use",
+        "duplicates",
+        "encryption_keys",
+        "members",
+        "shared",
+        "signature_keys",
+    )
+
+    def __init__(self) -> None:
+        self.encryption_keys: dict[bytes, int] = {}  # key -> number of nodes holding it
+        self.signature_keys: dict[bytes, int] = {}  # key -> number of leaves holding it
+        self.duplicates = 0  # keys held more than once, in either map
+        self.members = 0
+        self.credential_use: dict[int, int] = {}  # credential type -> leaves using it
+        self.credential_support: dict[int, int] = {}  # type -> leaves whose capabilities list it
+        self.shared = False
+
+    def copy(self) -> _TreeIndex:
+        other = _TreeIndex()
+        other.encryption_keys = self.encryption_keys.copy()
+        other.signature_keys = self.signature_keys.copy()
+        other.duplicates = self.duplicates
+        other.members = self.members
+        other.credential_use = self.credential_use.copy()
+        other.credential_support = self.credential_support.copy()
+        return other
+
+    def _count(self, table: dict[bytes, int], key: bytes, delta: int) -> None:
+        before = table.get(key, 0)
+        after = before + delta
+        if after:
+            table[key] = after
+        else:
+            del table[key]
+        if before < 2 <= after:
+            self.duplicates += 1
+        elif after < 2 <= before:
+            self.duplicates -= 1
+
+    def update(self, x: int, node: Node | None, delta: int) -> None:
+        """Count ``node`` at position ``x`` in (delta 1) or out (delta -1)."""
+        if node is None:
+            return
+        self._count(self.encryption_keys, node.encryption_key, delta)
+        if x & 1 == 0:
+            assert isinstance(node, LeafNode)
+            self.members += delta
+            self._count(self.signature_keys, node.signature_key, delta)
+            for table, types in (
+                (self.credential_use, (int(node.credential.credential_type),)),
+                (self.credential_support, set(node.capabilities.credentials)),
+            ):
+                for t in types:
+                    n = table.get(t, 0) + delta
+                    if n:
+                        table[t] = n
+                    else:
+                        del table[t]
+
+
 class RatchetTree:
     """An array-based ratchet tree for one cipher suite (RFC 9420 §7, Appendix C)."""
 
-    __slots__ = ("_filled", "_hashes", "_nodes", "suite")
+    __slots__ = ("_filled", "_hashes", "_index", "_nodes", "suite")
 
     suite: CipherSuite
     _nodes: list[Node | None]
     _hashes: list[bytes | None]
     # Every leaf with index < _filled is non-blank: where the search for a blank leaf starts.
     _filled: int
+    # Built on first use (an O(n) scan, as the checks it replaces were), then kept current.
+    _index: _TreeIndex | None
 
     def __init__(
         self,
@@ -81,6 +156,7 @@ class RatchetTree:
         self._nodes = nodes
         self._hashes = hashes if hashes is not None else [None] * len(nodes)
         self._filled = 0
+        self._index = None
 
     # --- construction and encoding ----------------------------------------------------------
 
@@ -108,7 +184,25 @@ class RatchetTree:
     def copy(self) -> RatchetTree:
         tree = RatchetTree(self.suite, self._nodes.copy(), self._hashes.copy())
         tree._filled = self._filled
+        if self._index is not None:
+            self._index.shared = True
+            tree._index = self._index
         return tree
+
+    def _read_index(self) -> _TreeIndex:
+        index = self._index
+        if index is None:
+            index = _TreeIndex()
+            for x, node in enumerate(self._nodes):
+                index.update(x, node, 1)
+            self._index = index
+        return index
+
+    def _write_index(self) -> _TreeIndex | None:
+        index = self._index
+        if index is not None and index.shared:
+            index = self._index = index.copy()
+        return index
 
     # --- shape and access ---------------------------------------------------------------------
 
@@ -156,7 +250,24 @@ class RatchetTree:
                 yield LeafIndex(x >> 1), node
 
     def member_count(self) -> int:
-        return sum(1 for x in range(0, len(self._nodes), 2) if self._nodes[x] is not None)
+        return self._read_index().members
+
+    def encryption_key_in_use(self, key: bytes) -> bool:
+        """Whether some node holds ``key`` (§7.3 uniqueness of encryption keys)."""
+        return key in self._read_index().encryption_keys
+
+    def signature_key_users(self, key: bytes) -> int:
+        """How many leaves hold the signature key ``key``."""
+        return self._read_index().signature_keys.get(key, 0)
+
+    def credential_types_in_use(self) -> frozenset[int]:
+        """The credential types of the members' credentials."""
+        return frozenset(self._read_index().credential_use)
+
+    def credential_supported_by_all(self, credential_type: int) -> bool:
+        """Whether every member lists ``credential_type`` in its capabilities (§7.3)."""
+        index = self._read_index()
+        return index.credential_support.get(credential_type, 0) == index.members
 
     def find_leaf(self, leaf_node: LeafNode) -> LeafIndex | None:
         """The index of the leaf equal to ``leaf_node`` (e.g. one's own leaf), if any."""
@@ -184,6 +295,10 @@ class RatchetTree:
         node = self._nodes[x]
         if node is None:
             if x & 1:
+                # A blank subtree (e.g. the unused right edge of a tree of 10,000 leaves, padded
+                # to 16,384) resolves to nothing: one C-speed scan instead of a recursion.
+                if self._resolution_empty(x):
+                    return
                 self._resolve(left(x), out, exclude)
                 self._resolve(right(x), out, exclude)
             return
@@ -244,31 +359,19 @@ class RatchetTree:
         return [self.node_tree_hash(x) for x in range(len(self._nodes))]
 
     def _leaf_hash(self, x: int, node: Node | None) -> bytes:
-        # TreeHashInput{ leaf, LeafNodeHashInput{ uint32 leaf_index; optional<LeafNode> } }
-        w = Writer()
-        w.push_uint8(NodeType.leaf)
-        w.push_uint32(x >> 1)
+        # TreeHashInput{ leaf, LeafNodeHashInput{ uint32 leaf_index; optional<LeafNode> } },
+        # concatenated directly: a joiner hashes every leaf (nodes memoize their encoding).
+        head = _LEAF_TAG + (x >> 1).to_bytes(4, "big")
         if node is None:
-            w.push_uint8(0)
-        else:
-            w.push_uint8(1)
-            node.push(w)
-        return self.suite.hash(w.getvalue())
+            return self.suite.hash(head + b"\x00")
+        return self.suite.hash(head + b"\x01" + encode(node))
 
     def _parent_hash_input_hash(
         self, node: Node | None, left_hash: bytes, right_hash: bytes
     ) -> bytes:
         # TreeHashInput{ parent, ParentNodeHashInput{ optional<ParentNode>; left; right } }
-        w = Writer()
-        w.push_uint8(NodeType.parent)
-        if node is None:
-            w.push_uint8(0)
-        else:
-            w.push_uint8(1)
-            node.push(w)
-        w.push_opaque(left_hash)
-        w.push_opaque(right_hash)
-        return self.suite.hash(w.getvalue())
+        body = b"\x00" if node is None else b"\x01" + encode(node)
+        return self.suite.hash(_PARENT_TAG + body + _opaque(left_hash) + _opaque(right_hash))
 
     def _original_tree_hash(self, x: int, excluded: frozenset[int]) -> bytes:
         """Tree hash of ``x`` with the leaves in ``excluded`` blanked and dropped from every
@@ -302,7 +405,10 @@ class RatchetTree:
         if node is None:
             raise StateError(f"parent hash of blank node {p}")
         assert isinstance(node, ParentNode)
-        sibling_hash = self._original_tree_hash(s, frozenset(node.unmerged_leaves))
+        unmerged = node.unmerged_leaves
+        sibling_hash = (
+            self._original_tree_hash(s, frozenset(unmerged)) if unmerged else self.node_tree_hash(s)
+        )
         return self.suite.hash(
             _opaque(node.encryption_key) + _opaque(node.parent_hash) + _opaque(sibling_hash)
         )
@@ -319,10 +425,12 @@ class RatchetTree:
             unmerged = {2 * u for u in node.unmerged_leaves}
             links = 0
             for c, s in ((left(p), right(p)), (right(p), left(p))):
-                ph = self.parent_hash(p, s)
                 resolution_c = self.resolution(c)
+                if not resolution_c:
+                    continue  # nothing under C can link to P: skip computing its hash
+                ph = self.parent_hash(p, s)
                 # P's unmerged leaves under C, as node indices.
-                expected = {u for u in unmerged if is_in_subtree(u, c)}
+                expected = {u for u in unmerged if is_in_subtree(u, c)} if unmerged else set()
                 for d in resolution_c:
                     d_node = nodes[d]
                     assert d_node is not None
@@ -340,6 +448,10 @@ class RatchetTree:
 
     def set_node(self, x: int, node: Node | None) -> None:
         """Replace node ``x`` and invalidate the cached hashes of it and its ancestors."""
+        index = self._write_index()
+        if index is not None:
+            index.update(x, self._nodes[x], -1)
+            index.update(x, node, 1)
         self._nodes[x] = node
         if node is None and x & 1 == 0:
             self._filled = min(self._filled, x >> 1)
@@ -383,6 +495,10 @@ class RatchetTree:
             half = (len(nodes) - 1) // 2
             if any(nodes[x] is not None for x in range(half + 1, len(nodes), 2)):
                 break
+            index = self._write_index()
+            if index is not None:
+                for x in range(half, len(nodes)):
+                    index.update(x, nodes[x], -1)
             del nodes[half:]
             del self._hashes[half:]
 
@@ -508,6 +624,9 @@ class RatchetTree:
     def verify_unique_keys(self) -> None:
         """Encryption keys are unique across all nodes and signature keys across leaves
         (§7.3, §12.4.3.1)."""
+        if self._read_index().duplicates == 0:
+            return
+        # Some key is held twice: find which, for the message.
         seen: dict[bytes, int] = {}
         for x, node in enumerate(self._nodes):
             if node is None:
@@ -524,6 +643,7 @@ class RatchetTree:
                 raise ValidationError(
                     f"leaves {other} and {i} share a signature key", rule="RFC9420 7.3"
                 )
+        raise AssertionError("the tree's key index counts a duplicate the scan did not find")
 
     def verify_capabilities(
         self,

@@ -112,6 +112,13 @@ def _advance(
     """Ratchet forward to ``target`` (>= next_generation), keeping skipped keys (§9.1)."""
     assert ratchet.secret is not None
     secret = ratchet.secret.value
+    if target == ratchet.next_generation:  # in order: nothing skipped, nothing evicted
+        next_secret = (
+            RatchetSecret(suite.derive_tree_secret(secret, b"secret", target, suite.hash_length))
+            if target < MAX_GENERATION
+            else None
+        )
+        return _key_at(suite, secret, target), HashRatchet(target + 1, next_secret, ratchet.skipped)
     skipped = list(ratchet.skipped)
     # Only the newest `tolerance` skipped keys survive, so derive no key that would be dropped.
     keep_from = target - tolerance

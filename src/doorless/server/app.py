@@ -19,10 +19,14 @@ from doorless.server.context import ServerContext
 from doorless.server.errors import ErrorBody, install_handlers
 from doorless.server.fanout.base import Fanout
 from doorless.server.fanout.memory import MemoryFanout
+from doorless.server.franking import FrankingService
+from doorless.server.kt_service import KtService
 from doorless.server.log import log_event
 from doorless.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
+from doorless.server.routes import kt as kt_routes
+from doorless.server.routes import safety as safety_routes
 from doorless.server.storage.base import Storage
 from doorless.server.storage.sqlite import SQLiteStorage
 
@@ -39,6 +43,8 @@ async def sweep(ctx: ServerContext) -> None:
     expired = await ctx.storage.take_expired_attachments(now)
     await asyncio.to_thread(ctx.blobs.delete, expired)
     await ctx.storage.purge_expired(now, now - ctx.config.idempotency_ttl)
+    await ctx.kt.publish()  # versions a crash left pending
+    await ctx.franking.maintain()  # rotate and expire franking keys
     ctx.device_limiter.prune()
     ctx.anonymous_limiter.prune()
     if expired:
@@ -64,14 +70,22 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Storage opens (and migrates) in the lifespan, so run it under an ASGI
     server, or enter ``app.router.lifespan_context(app)`` in tests."""
+    storage = storage if storage is not None else SQLiteStorage(config.database_path)
     ctx = ServerContext(
         config=config,
-        storage=storage if storage is not None else SQLiteStorage(config.database_path),
+        storage=storage,
         fanout=fanout if fanout is not None else MemoryFanout(),
         blobs=BlobStore(config.attachments_dir),
         clock=clock,
         device_limiter=RateLimiter(config.rate_per_second, config.rate_burst, clock),
         anonymous_limiter=RateLimiter(config.anon_rate_per_second, config.anon_rate_burst, clock),
+        kt=KtService(storage, clock, config.kt_witnesses),
+        franking=FrankingService(
+            storage,
+            rotation_ms=config.franking_rotation * 1000,
+            retention_ms=config.franking_retention * 1000,
+            clock_ms=lambda: int(clock() * 1000),
+        ),
     )
 
     @asynccontextmanager
@@ -79,6 +93,8 @@ def create_app(
         await ctx.storage.open()
         try:
             ctx.server_id = await ctx.storage.server_id()
+            await ctx.kt.open(ctx.server_id)
+            await ctx.franking.load()
             await asyncio.to_thread(ctx.blobs.prepare)
             orphans = await asyncio.to_thread(
                 ctx.blobs.remove_orphans, await ctx.storage.attachment_ids()
@@ -108,8 +124,9 @@ def create_app(
     )
     app.state.ctx = ctx
     install_handlers(app)
-    for module in (info, auth, accounts, keypackages, messages, attachments, ws):
+    for module in (info, auth, accounts, keypackages, messages, attachments, ws, kt_routes):
         app.include_router(module.router)
+    app.include_router(safety_routes.router)
     app.add_middleware(
         BodyLimitMiddleware,
         limit=config.max_json_body,

@@ -3,9 +3,9 @@
 * no ``--database`` (or ``sqlite:///path``): SQLite in the data directory (or at ``path``), the
   embedded default for a single process;
 * ``--database postgresql://user:password@host:5432/dbname``: PostgreSQL, which any number of
-  server processes may share. An optional ``?schema=name`` query parameter keeps the tables in
-  that PostgreSQL schema (created if missing); other query parameters go to asyncpg (e.g.
-  ``sslmode=verify-full``);
+  server processes may share. Optional query parameters: ``schema=name`` keeps the tables in
+  that PostgreSQL schema (created if missing), ``pool_size=N`` caps this process's
+  connections (default 20); others go to asyncpg (e.g. ``sslmode=verify-full``);
 * no ``--redis``: in-process fan-out (one process only);
 * ``--redis redis://host:6379/0`` (or ``rediss://`` for TLS): Redis pub/sub between processes.
 
@@ -27,15 +27,21 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def split_schema(url: str) -> tuple[str, str | None]:
-    """``(dsn_without_schema_parameter, schema or None)``."""
+_OURS = ("schema", "pool_size")
+
+
+def split_options(url: str) -> tuple[str, dict[str, str]]:
+    """``(dsn without our parameters, {"schema": ..., "pool_size": ...})`` (those given)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [v for k, v in query if k == "schema"]
-    if len(schemas) > 1:
-        raise ConfigurationError("--database: give 'schema' once")
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), (schemas[0] if schemas else None)
+    ours: dict[str, str] = {}
+    for key, value in query:
+        if key in _OURS:
+            if key in ours:
+                raise ConfigurationError(f"--database: give '{key}' once")
+            ours[key] = value
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    return urlunsplit(parts._replace(query=rest)), ours
 
 
 def make_storage(config: ServerConfig, database: str | None = None) -> Storage:
@@ -58,8 +64,16 @@ def make_storage(config: ServerConfig, database: str | None = None) -> Storage:
             raise ConfigurationError(
                 "PostgreSQL needs the 'postgres' extra: pip install 'doorless[postgres]'"
             ) from None
-        dsn, schema = split_schema(database)
-        return PostgresStorage(dsn, schema=schema)
+        dsn, options = split_options(database)
+        pool_size = options.get("pool_size", "20")
+        if not pool_size.isdigit() or not 1 <= int(pool_size) <= 1000:
+            raise ConfigurationError("--database: pool_size must be 1 to 1000")
+        return PostgresStorage(
+            dsn,
+            schema=options.get("schema"),
+            min_connections=min(2, int(pool_size)),
+            max_connections=int(pool_size),
+        )
     raise ConfigurationError("--database: expected a postgresql:// or sqlite:/// URL")
 
 

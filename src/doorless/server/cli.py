@@ -75,7 +75,27 @@ def serve(
     max_attachment_size: Annotated[int, typer.Option(min=1, metavar="BYTES")] = 100 * MIB,
     attachment_ttl: Annotated[int, typer.Option(min=1, metavar="SECONDS")] = 30 * 24 * 3600,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    franking_rotation: Annotated[
+        int, typer.Option(min=1, metavar="SECONDS", help="Replace the franking key this often.")
+    ] = 7 * 24 * 3600,
+    franking_retention: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="SECONDS", help="Reports stay verifiable this long after a rotation."
+        ),
+    ] = 30 * 24 * 3600,
     database: Database = None,
+    kt_witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kt-witness",
+            metavar="VKEY",
+            help=(
+                "Key of a witness whose cosignatures the transparency log keeps and serves "
+                "(repeat for several; printed by 'doorless witness')."
+            ),
+        ),
+    ] = None,
     redis: Annotated[
         str | None,
         typer.Option(
@@ -110,6 +130,9 @@ def serve(
         max_json_body=max(4 * MIB, 2 * max_message_size + MIB),
         max_attachment_size=max_attachment_size,
         attachment_ttl=attachment_ttl,
+        kt_witnesses=tuple(kt_witness or ()),
+        franking_rotation=franking_rotation,
+        franking_retention=franking_retention,
     )
     try:
         storage, fanout = make_storage(config, database), make_fanout(redis)
@@ -170,6 +193,68 @@ def invite(
             typer.echo(json.dumps({"invite_code": shown, "expires_at": now + expires_in}))
         else:
             typer.echo(shown)
+
+
+@server_app.command("reports")
+def reports(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    database: Database = None,
+    after: Annotated[
+        int, typer.Option(min=0, metavar="ID", help="Only reports after this id.")
+    ] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    delete: Annotated[
+        list[int] | None,
+        typer.Option("--delete", metavar="ID", help="Delete a handled report (repeatable)."),
+    ] = None,
+    save_attachments: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", file_okay=False, help="Decrypt reported attachments here."),
+    ] = None,
+) -> None:
+    """For moderators: the abuse reports users filed (each one verified message)."""
+    if data_dir is None and database is None:
+        fail_usage("--data-dir or --database is required")
+    from doorless.cli.safety import show_reports
+    from doorless.errors import ConfigurationError
+    from doorless.server.backends import make_storage
+
+    config = ServerConfig(data_dir or Path("."))
+    try:
+        storage = make_storage(config, database)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
+    asyncio.run(
+        show_reports(
+            storage,
+            as_json=state(ctx).json,
+            after=after,
+            limit=limit,
+            delete=delete or [],
+            save_attachments=save_attachments,
+            attachments_dir=config.attachments_dir,
+        )
+    )
+
+
+@server_app.command("rotate-franking-key")
+def rotate_franking_key(
+    ctx: typer.Context, data_dir: DataDir = None, database: Database = None
+) -> None:
+    """Stamp messages with a fresh franking key from now on (the server also rotates on its
+    own, see --franking-rotation); the old key verifies reports until its retention ends."""
+    if data_dir is None and database is None:
+        fail_usage("--data-dir or --database is required")
+    from doorless.cli.safety import rotate_franking_key as rotate
+    from doorless.errors import ConfigurationError
+    from doorless.server.backends import make_storage
+
+    try:
+        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
+    asyncio.run(rotate(storage, state(ctx).json))
 
 
 @server_app.command("openapi")

@@ -50,6 +50,15 @@ class ServerConfig:
     fetch_page_limit: int = 500
     ws_idle_timeout: float = 30.0  # a pushing socket re-checks its token this often
 
+    # Key transparency: verifier keys (c2sp signed-note vkeys) of the witnesses whose
+    # cosignatures the log keeps and serves (`doorless.server.kt_service`).
+    kt_witnesses: tuple[str, ...] = ()
+
+    # Message franking (`doorless.server.franking`): the HMAC key that stamps messages is
+    # replaced this often; a retired key verifies reports this long, then it is deleted.
+    franking_rotation: int = 7 * 24 * 3600
+    franking_retention: int = 30 * 24 * 3600
+
     def __post_init__(self) -> None:
         sizes = (
             self.max_message_size,

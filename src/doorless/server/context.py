@@ -11,6 +11,8 @@ from doorless.errors import StateError
 from doorless.server.blobs import BlobStore
 from doorless.server.config import ServerConfig
 from doorless.server.fanout.base import Fanout
+from doorless.server.franking import FrankingService
+from doorless.server.kt_service import KtService
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.storage.base import Storage
 
@@ -24,6 +26,8 @@ class ServerContext:
     clock: Callable[[], float]
     device_limiter: RateLimiter
     anonymous_limiter: RateLimiter
+    kt: KtService
+    franking: FrankingService
     server_id: str = field(default="")
 
     def now(self) -> int:

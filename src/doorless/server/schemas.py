@@ -62,6 +62,9 @@ class ServerInfo(BaseModel):
     version: str
     registration: Registration
     limits: Limits
+    franking_public_key: B64 = Field(
+        description="Ed25519 key that signs franks (docs/franking.md); clients pin it"
+    )
 
 
 # --- accounts and devices -------------------------------------------------------------------
@@ -72,6 +75,9 @@ class RegisterRequest(Request):
     device_key: B64 = Field(description="Ed25519 public key of the first device (32 bytes)")
     signature: B64 = Field(description="Device key's signature over register_content")
     invite_code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    device_list: B64 | None = Field(
+        None, description="Key transparency: DeviceList version 0 signed by this device"
+    )
 
 
 class RegisterResponse(BaseModel):
@@ -152,6 +158,15 @@ class ApproveRequest(Request):
     device_id: DeviceId
     device_key: B64
     signature: B64 = Field(description="Approver's signature over device_approval_content")
+    device_list: B64 | None = Field(
+        None, description="Key transparency: the account's next DeviceList, signed by the approver"
+    )
+
+
+class RevokeRequest(Request):
+    device_list: B64 | None = Field(
+        None, description="Key transparency: the account's next DeviceList, signed by this device"
+    )
 
 
 # --- key packages ---------------------------------------------------------------------------
@@ -209,6 +224,9 @@ class QueuedMessage(BaseModel):
     seq: int
     data: B64
     received_at: int
+    frank: B64 | None = Field(
+        default=None, description="The server's frank of an application message (ServerFrank)"
+    )
 
 
 class MessagePage(BaseModel):

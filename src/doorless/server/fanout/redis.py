@@ -100,6 +100,7 @@ class RedisFanout(Fanout):
         self._connected_event = asyncio.Event()
         self._broken = False  # a command on the listener's connection failed: reconnect
         self._first_attempt = asyncio.Event()  # set once the first connection attempt ended
+        self._known_down = False  # the last connection attempt failed (publishing skips Redis)
         self._closed = False
 
     # --- state -----------------------------------------------------------------------------
@@ -126,10 +127,11 @@ class RedisFanout(Fanout):
             self._connected_event.set()
         else:
             self._connected_event.clear()
-        log_event(
-            "fanout redis " + ("up" if connected else "down"),
-            logging.INFO if connected else logging.WARNING,
-        )
+        if not self._closed:
+            log_event(
+                "fanout redis " + ("up" if connected else "down"),
+                logging.INFO if connected else logging.WARNING,
+            )
         # Up: catch up on what was published while we were not listening. Down: make every
         # socket re-read now and then poll (`_RedisSubscription.wait`).
         for subs in self._local.values():
@@ -191,7 +193,7 @@ class RedisFanout(Fanout):
             for sub in self._local.get(device_id, ()):
                 sub._wake(topic)
         self._start()
-        if not targets or not self._connected or self._client is None:
+        if not targets or self._known_down or self._client is None:
             return  # the queue is durable: sockets elsewhere poll while Redis is away
         message = f"{self.node_id}:{topic.value}"
         for attempt in range(2):  # the second try gets a fresh connection from the pool
@@ -265,6 +267,7 @@ class RedisFanout(Fanout):
         channel = str(message.get("channel", ""))
         if kind == "subscribe":
             if channel == self._marker:
+                self._known_down = False
                 self._set_connected(True)
                 self._first_attempt.set()
             else:
@@ -284,7 +287,7 @@ class RedisFanout(Fanout):
         loop = asyncio.get_running_loop()
         assert self._client is not None
         while not self._closed:
-            pubsub = self._client.pubsub()
+            pubsub: Any = self._client.pubsub()
             try:
                 self._pubsub = pubsub
                 self._active = set()
@@ -307,6 +310,7 @@ class RedisFanout(Fanout):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, TimeoutError, AttributeError, RuntimeError) as exc:
+                self._known_down = True
                 if self._connected:
                     log_event("fanout redis lost", logging.WARNING, exception=type(exc).__name__)
             finally:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
 
-from doorless.errors import InvalidSignature
+from doorless.errors import DecodeError, InvalidSignature, ValidationError
 from doorless.server import protocol
 from doorless.server.auth import invite_hash as invite_code_hash
 from doorless.server.auth import limit_anonymous
 from doorless.server.config import Registration
 from doorless.server.errors import ApiError, bad_request, forbidden, not_found
 from doorless.server.fanout.base import Topic
+from doorless.server.kt_protocol import expected_after_link, expected_after_revoke
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import (
     ApproveRequest,
@@ -32,8 +35,9 @@ from doorless.server.schemas import (
     PendingLink,
     RegisterRequest,
     RegisterResponse,
+    RevokeRequest,
 )
-from doorless.server.storage.base import DeviceRecord, LinkRecord
+from doorless.server.storage.base import DeviceRecord, KtConflict, KtVersion, LinkRecord
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -56,6 +60,23 @@ def _check_signature(key: bytes, content: bytes, signature: bytes) -> None:
         protocol.verify(key, content, signature)
     except InvalidSignature:
         raise ApiError(400, "invalid_signature", "signature does not verify") from None
+
+
+@contextmanager
+def _kt_errors() -> Iterator[None]:
+    """Map a rejected device list (key transparency) onto the API's errors."""
+    try:
+        yield
+    except DecodeError:
+        raise bad_request("device_list is not a DeviceList") from None
+    except InvalidSignature:
+        raise ApiError(400, "invalid_signature", "device_list signature does not verify") from None
+    except ValidationError as exc:
+        raise bad_request(f"device_list: {exc}") from None
+    except KtConflict:
+        raise ApiError(
+            409, "kt_conflict", "the account's device list changed: read it again and retry"
+        ) from None
 
 
 def _normalize_code(code: str) -> str:
@@ -111,7 +132,15 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
         approval_signature=body.signature,
         created_at=ctx.now(),
     )
-    await ctx.storage.create_account(device, invite_hash, ctx.now())
+    kt: KtVersion | None = None
+    with _kt_errors():
+        if body.device_list is not None:
+            kt = await ctx.kt.version_for_register(
+                device.username, device.device_id, device.device_key, body.device_list
+            )
+        await ctx.storage.create_account(device, invite_hash, ctx.now(), kt)
+    if kt is not None:
+        await ctx.kt.publish()
     return RegisterResponse(username=device.username, device_id=device.device_id)
 
 
@@ -132,16 +161,30 @@ async def list_devices(username: UsernamePath, _me: Device, ctx: Ctx) -> DeviceL
     "/devices/{device_id}",
     status_code=204,
     response_class=Response,
-    responses=errors(*AUTHED, 403, 404, 422),
+    responses=errors(*AUTHED, 400, 403, 404, 409, 422),
 )
-async def revoke_device(device_id: DeviceIdPath, me: Device, ctx: Ctx) -> Response:
-    """Revoke a device of one's own account (its queue, tokens and KeyPackages go too)."""
+async def revoke_device(
+    device_id: DeviceIdPath, me: Device, ctx: Ctx, body: RevokeRequest | None = None
+) -> Response:
+    """Revoke a device of one's own account (its queue, tokens and KeyPackages go too).
+
+    An account with a device list in key transparency must send the next one (without the
+    revoked device, signed by this device) in the body."""
     target = await ctx.storage.get_device(device_id)
     if target is None or target.revoked_at is not None:
         raise not_found("no such device")
     if target.username != me.username:
         raise forbidden("a device can only revoke devices of its own account")
-    await ctx.storage.revoke_device(device_id, ctx.now())
+    with _kt_errors():
+        kt = await ctx.kt.version_for_change(
+            me.username,
+            me.device_id,
+            body.device_list if body is not None else None,
+            lambda current: expected_after_revoke(current, device_id),
+        )
+        await ctx.storage.revoke_device(device_id, ctx.now(), kt)
+    if kt is not None:
+        await ctx.kt.publish()
     await ctx.fanout.publish([device_id], Topic.queue)  # its open sockets re-check and close
     return Response(status_code=204)
 
@@ -255,5 +298,14 @@ async def approve_link(code: CodePath, body: ApproveRequest, me: Device, ctx: Ct
         approval_signature=body.signature,
         created_at=ctx.now(),
     )
-    await ctx.storage.approve_link(link.code, device, ctx.now())
+    with _kt_errors():
+        kt = await ctx.kt.version_for_change(
+            me.username,
+            me.device_id,
+            body.device_list,
+            lambda current: expected_after_link(current, link.device_id, link.device_key),
+        )
+        await ctx.storage.approve_link(link.code, device, ctx.now(), kt)
+    if kt is not None:
+        await ctx.kt.publish()
     return device_info(device)

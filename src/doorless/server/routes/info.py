@@ -24,6 +24,7 @@ async def server_info(ctx: Ctx) -> ServerInfo:
         server_id=ctx.server_id,
         version=__version__,
         registration=c.registration,
+        franking_public_key=ctx.franking.public_key,
         limits=Limits(
             max_message_size=c.max_message_size,
             max_recipients=c.max_recipients,

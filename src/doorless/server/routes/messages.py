@@ -31,6 +31,7 @@ from doorless.server.context import ServerContext
 from doorless.server.errors import bad_request, malformed, not_found, too_large
 from doorless.server.fanout.base import Topic
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
+from doorless.server.routes.safety import application_delivery, welcome_delivery
 from doorless.server.schemas import (
     MAX_SEQ,
     AckRequest,
@@ -41,7 +42,7 @@ from doorless.server.schemas import (
     SendRequest,
     SendResponse,
 )
-from doorless.server.storage.base import Delivery, EpochGate
+from doorless.server.storage.base import EpochGate
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
@@ -106,14 +107,16 @@ async def send(body: SendRequest, response: Response, me: Device, ctx: Ctx) -> S
     """Enqueue an MLSMessage (and the Welcome of a commit) for the given devices."""
     _check_recipients(ctx, body.recipients, "recipients")
     gate = _gate(_peek(ctx, body.data, "data"))
-    parts = [Delivery(body.data, tuple(body.recipients))]
+    parts = [await application_delivery(ctx, me, body.data, tuple(body.recipients))]
     if body.welcome is not None:
         if gate is None or not gate.is_commit:
             raise bad_request("a welcome can only accompany a commit")
         _check_recipients(ctx, body.welcome.recipients, "welcome.recipients")
         if _peek(ctx, body.welcome.data, "welcome.data").wire_format != WireFormat.mls_welcome:
             raise malformed("welcome.data is not an MLSMessage with wire format mls_welcome")
-        parts.append(Delivery(body.welcome.data, tuple(body.welcome.recipients)))
+        parts.append(
+            await welcome_delivery(ctx, me, body.welcome.data, tuple(body.welcome.recipients))
+        )
     result = await ctx.storage.deliver(
         me.device_id, body.message_id, _digest(body), parts, gate, ctx.now()
     )
@@ -138,7 +141,8 @@ async def fetch(
     rows = await ctx.storage.fetch(me.device_id, after, limit + 1)
     return MessagePage(
         messages=[
-            QueuedMessage(seq=m.seq, data=m.data, received_at=m.received_at) for m in rows[:limit]
+            QueuedMessage(seq=m.seq, data=m.data, received_at=m.received_at, frank=m.frank)
+            for m in rows[:limit]
         ],
         more=len(rows) > limit,
     )

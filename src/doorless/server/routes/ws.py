@@ -127,6 +127,7 @@ async def _send_loop(
                     "seq": m.seq,
                     "data": protocol.b64encode(m.data),
                     "received_at": m.received_at,
+                    "frank": None if m.frank is None else protocol.b64encode(m.frank),
                 }
             )
             last = m.seq

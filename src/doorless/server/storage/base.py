@@ -15,8 +15,8 @@ the server mints (challenge nonces, tokens, invite codes) are stored as SHA-256 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from doorless.errors import RemoteError
 
@@ -65,10 +65,17 @@ class KeyPackageCount:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One MLSMessage and the devices whose queues receive it."""
+    """One MLSMessage and the devices whose queues receive it.
+
+    ``stamp`` (application messages only, which always have an `EpochGate`): called inside
+    the delivery transaction with the group's next server sequence number; it returns the
+    encoded `doorless.franking.ServerFrank`, stored with the payload and returned with it by
+    `Storage.fetch`. It is pure (no I/O) and is not called for a part without recipients.
+    """
 
     data: bytes
     recipients: tuple[str, ...]
+    stamp: Callable[[int], bytes] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ class QueuedMessage:
     seq: int
     data: bytes
     received_at: int
+    frank: bytes | None = None  # the server's frank of an application message
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +112,88 @@ class AttachmentRecord:
     size: int
     created_at: int
     expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class KtVersion:
+    """One version of a key-transparency label (`doorless.server.kt_service`).
+
+    ``value`` is the encoded `DeviceList`, ``opening`` the commitment's random opening,
+    ``search_key`` and ``commitment`` what the prefix tree holds. ``log_index`` is the log
+    entry that added it, None while it waits to be logged. Never updated once logged, never
+    deleted: the log only grows.
+    """
+
+    label: bytes
+    version: int
+    value: bytes
+    opening: bytes
+    search_key: bytes
+    commitment: bytes
+    log_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KtLogEntry:
+    """One entry of the KT log: its `LogEntry` fields, the prefix-tree leaves it added
+    (sorted by search key) and the log-signed checkpoint of the log ending with it."""
+
+    index: int
+    timestamp: int  # milliseconds
+    prefix_root: bytes
+    checkpoint: bytes  # signed note (log signature only) of size index + 1
+    added: tuple[tuple[bytes, bytes], ...]  # (search_key, commitment)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class FrankingKeyRecord:
+    """One server franking HMAC key (`doorless.franking.FrankingKey`). Times in ms."""
+
+    key_id: int
+    key: bytes
+    created_at_ms: int
+    retired_at_ms: int | None = None
+
+    def __repr__(self) -> str:
+        return f"FrankingKeyRecord({self.key_id}, retired_at_ms={self.retired_at_ms})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class FrankingKeys:
+    """The franking signature private key (Ed25519, raw) and the HMAC keys by ``key_id``.
+    They sign and authenticate; they decrypt nothing (I1)."""
+
+    signing_key: bytes
+    keys: tuple[FrankingKeyRecord, ...]
+
+    def __repr__(self) -> str:
+        return f"FrankingKeys(keys={[k.key_id for k in self.keys]})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ReportRecord:
+    """A verified abuse report (`doorless.server.franking`). ``report`` is the encoded
+    `doorless.franking.AbuseReport` as filed: it holds the reported message's plaintext,
+    which a recipient chose to reveal to the operator. ``attachments``: one verdict per
+    attachment (``ok``, ``mismatch``, ``gone``). ``report_id`` is None until stored."""
+
+    reporter_username: str
+    reporter_device_id: str
+    sender_username: str
+    sender_device_id: str
+    group_id: bytes
+    server_seq: int
+    reason: str
+    report: bytes
+    attachments: tuple[str, ...]
+    created_at: int
+    report_id: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"ReportRecord({self.report_id}, reason={self.reason}, "
+            f"sender={self.sender_username}, reporter={self.reporter_username})"
+        )
 
 
 # --- rejections ----------------------------------------------------------------------------
@@ -155,6 +245,11 @@ class TooManyKeyPackages(Rejected):
     pass
 
 
+class KtConflict(Rejected):
+    """A KT label version or log index is already taken (a concurrent update: re-read,
+    re-sign, retry), or a version to log is no longer pending."""
+
+
 # --- the interface -------------------------------------------------------------------------
 
 
@@ -179,11 +274,16 @@ class Storage(ABC):
     # accounts and devices
     @abstractmethod
     async def create_account(
-        self, device: DeviceRecord, invite_code_hash: bytes | None, now: int
+        self,
+        device: DeviceRecord,
+        invite_code_hash: bytes | None,
+        now: int,
+        kt: KtVersion | None = None,
     ) -> None:
         """Create ``device.username`` with its first device; consume the invite if given.
+        With ``kt``, store that label version (pending) in the same transaction.
 
-        Raises `UsernameTaken`, `DeviceExists`, `InviteInvalid`.
+        Raises `UsernameTaken`, `DeviceExists`, `InviteInvalid`, `KtConflict`.
         """
 
     @abstractmethod
@@ -194,8 +294,9 @@ class Storage(ABC):
         """All devices (revoked ones included), or None if there is no such account."""
 
     @abstractmethod
-    async def revoke_device(self, device_id: str, now: int) -> None:
-        """Mark revoked; drop its tokens, queue and key packages."""
+    async def revoke_device(self, device_id: str, now: int, kt: KtVersion | None = None) -> None:
+        """Mark revoked; drop its tokens, queue and key packages; store ``kt`` (pending) in
+        the same transaction. Raises `KtConflict`."""
 
     # authentication
     @abstractmethod
@@ -225,8 +326,11 @@ class Storage(ABC):
         """The link while it has not expired (approved or not)."""
 
     @abstractmethod
-    async def approve_link(self, code: str, device: DeviceRecord, now: int) -> None:
-        """Mark the link approved and add ``device``. Raises `LinkGone`, `DeviceExists`."""
+    async def approve_link(
+        self, code: str, device: DeviceRecord, now: int, kt: KtVersion | None = None
+    ) -> None:
+        """Mark the link approved and add ``device``; store ``kt`` (pending) in the same
+        transaction. Raises `LinkGone`, `DeviceExists`, `KtConflict`."""
 
     # key packages
     @abstractmethod
@@ -296,3 +400,82 @@ class Storage(ABC):
     async def purge_expired(self, now: int, idempotency_cutoff: int) -> None:
         """Drop expired challenges, tokens, links and invites, and the idempotency records of
         sends older than ``idempotency_cutoff``."""
+
+    # message franking, abuse reports, blocks (doorless.server.franking)
+    @abstractmethod
+    async def franking_keys(self, initial: FrankingKeys) -> FrankingKeys:
+        """The stored franking keys; the first call on a new database stores ``initial``
+        (if another process got there first, its keys are returned)."""
+
+    @abstractmethod
+    async def rotate_franking_key(self, current_key_id: int, new_key: FrankingKeyRecord) -> bool:
+        """Retire ``current_key_id`` at ``new_key.created_at_ms`` and add ``new_key`` (whose id
+        is ``current_key_id + 1``), if ``current_key_id`` is still the current key; False if
+        another process rotated first (nothing changes)."""
+
+    @abstractmethod
+    async def delete_franking_keys(self, key_ids: Sequence[int]) -> int:
+        """Delete these retired keys (the current key is never deleted); returns how many."""
+
+    @abstractmethod
+    async def add_report(self, report: ReportRecord) -> int:
+        """File a verified report; returns its id."""
+
+    @abstractmethod
+    async def list_reports(self, after_id: int, limit: int) -> list[ReportRecord]:
+        """Reports with ``report_id > after_id``, oldest first."""
+
+    @abstractmethod
+    async def delete_reports(self, report_ids: Sequence[int]) -> int:
+        """Delete handled reports (and the plaintext they hold); returns how many."""
+
+    @abstractmethod
+    async def set_block(self, blocker: str, blocked: str, block: bool, now: int) -> None:
+        """User ``blocker`` blocks (``block``) or unblocks ``blocked`` (idempotent)."""
+
+    @abstractmethod
+    async def list_blocks(self, blocker: str) -> list[str]:
+        """The users ``blocker`` blocks, sorted."""
+
+    @abstractmethod
+    async def blocking_devices(self, sender: str, device_ids: Sequence[str]) -> set[str]:
+        """Those of ``device_ids`` whose user blocks user ``sender``."""
+
+    # key transparency (doorless.server.kt_service)
+    @abstractmethod
+    async def kt_signing_seed(self) -> bytes:
+        """The 32-byte Ed25519 seed of the log's checkpoint key, minted with the database
+        (like `server_id`). It signs; it decrypts nothing (I1)."""
+
+    @abstractmethod
+    async def kt_latest_version(self, label: bytes) -> KtVersion | None:
+        """The greatest version of ``label``, pending or logged."""
+
+    @abstractmethod
+    async def kt_versions(self, label: bytes, start: int) -> list[KtVersion]:
+        """The versions ``>= start`` of ``label`` (pending ones included), ascending."""
+
+    @abstractmethod
+    async def kt_pending(self) -> list[KtVersion]:
+        """Every version not logged yet, ordered by search key."""
+
+    @abstractmethod
+    async def kt_append(self, entry: KtLogEntry) -> None:
+        """Record log entry ``entry.index`` and mark the versions it added (by search key) as
+        logged, in one transaction. Raises `KtConflict` if the index is taken, is not the next
+        one, or an added key is not a pending version."""
+
+    @abstractmethod
+    async def kt_entries(self, start: int, limit: int) -> list[KtLogEntry]:
+        """Log entries ``start ..`` (at most ``limit``), ascending."""
+
+    @abstractmethod
+    async def kt_add_cosignature(
+        self, size: int, witness: str, signature_line: str, now: int
+    ) -> None:
+        """Keep witness ``witness``'s cosignature line for the checkpoint of ``size``
+        (replacing an earlier one by the same witness for that size)."""
+
+    @abstractmethod
+    async def kt_cosignatures(self, size: int) -> list[str]:
+        """The cosignature lines kept for the checkpoint of ``size``."""

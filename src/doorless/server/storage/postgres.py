@@ -35,7 +35,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
@@ -49,12 +49,18 @@ from doorless.server.storage.base import (
     DeviceRecord,
     EpochConflict,
     EpochGate,
+    FrankingKeyRecord,
+    FrankingKeys,
     IdempotencyConflict,
     InviteInvalid,
     KeyPackageCount,
+    KtConflict,
+    KtLogEntry,
+    KtVersion,
     LinkGone,
     LinkRecord,
     QueuedMessage,
+    ReportRecord,
     Storage,
     TooManyKeyPackages,
     UnknownAccount,
@@ -152,6 +158,77 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX attachments_by_expiry ON attachments (expires_at)",
         ),
     ),
+    (
+        2,
+        "key transparency",
+        (
+            # Versions of KT labels; log_index is NULL while the version waits to be logged.
+            """CREATE TABLE kt_versions (
+                label BYTEA NOT NULL,
+                version BIGINT NOT NULL,
+                value BYTEA NOT NULL,
+                opening BYTEA NOT NULL,
+                search_key BYTEA NOT NULL UNIQUE,
+                commitment BYTEA NOT NULL,
+                log_index BIGINT,
+                PRIMARY KEY (label, version)
+            )""",
+            "CREATE INDEX kt_versions_by_entry ON kt_versions (log_index, search_key)",
+            """CREATE TABLE kt_log (
+                idx BIGINT PRIMARY KEY,
+                timestamp_ms BIGINT NOT NULL,
+                prefix_root BYTEA NOT NULL,
+                checkpoint BYTEA NOT NULL
+            )""",
+            """CREATE TABLE kt_cosignatures (
+                size BIGINT NOT NULL,
+                witness TEXT NOT NULL,
+                signature_line TEXT NOT NULL,
+                cosigned_at BIGINT NOT NULL,
+                PRIMARY KEY (size, witness)
+            )""",
+        ),
+    ),
+    (
+        3,
+        "message franking, abuse reports, blocks",
+        (
+            # The server's frank of an application message, fanned out with it.
+            "ALTER TABLE payloads ADD COLUMN frank BYTEA",
+            # The server's sequence number of franked messages in each group.
+            "ALTER TABLE group_epochs ADD COLUMN next_seq BIGINT NOT NULL DEFAULT 1",
+            """CREATE TABLE franking_signer (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                signing_key BYTEA NOT NULL
+            )""",
+            """CREATE TABLE franking_keys (
+                key_id BIGINT PRIMARY KEY,
+                hmac_key BYTEA NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                retired_at_ms BIGINT
+            )""",
+            """CREATE TABLE reports (
+                report_id BIGSERIAL PRIMARY KEY,
+                reporter_username TEXT NOT NULL,
+                reporter_device_id TEXT NOT NULL,
+                sender_username TEXT NOT NULL,
+                sender_device_id TEXT NOT NULL,
+                group_id BYTEA NOT NULL,
+                server_seq BIGINT NOT NULL,
+                reason TEXT NOT NULL,
+                report BYTEA NOT NULL,
+                attachments TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )""",
+            """CREATE TABLE blocks (
+                blocker TEXT NOT NULL REFERENCES accounts (username),
+                blocked TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (blocker, blocked)
+            )""",
+            "CREATE INDEX blocks_by_blocked ON blocks (blocked)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -179,7 +256,7 @@ def _device(row: asyncpg.Record) -> DeviceRecord:
     )
 
 
-Conn = asyncpg.Connection
+Conn: TypeAlias = asyncpg.Connection
 
 
 class PostgresStorage(Storage):
@@ -259,7 +336,7 @@ class PostgresStorage(Storage):
                     raise
         raise AssertionError("unreachable")
 
-    async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _one(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """A single read statement needs no explicit transaction."""
         if self._pool is None:
             raise StateError("storage is not open")
@@ -277,32 +354,36 @@ class PostgresStorage(Storage):
         await self._run(_create_invite, code_hash, now, expires_at)
 
     async def create_account(
-        self, device: DeviceRecord, invite_code_hash: bytes | None, now: int
+        self,
+        device: DeviceRecord,
+        invite_code_hash: bytes | None,
+        now: int,
+        kt: KtVersion | None = None,
     ) -> None:
-        await self._run(_create_account, device, invite_code_hash, now)
+        await self._run(_create_account, device, invite_code_hash, now, kt)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
-        return await self._read(_get_device, device_id)
+        return await self._one(_get_device, device_id)
 
     async def list_devices(self, username: str) -> list[DeviceRecord] | None:
         return await self._run(_list_devices, username)
 
-    async def revoke_device(self, device_id: str, now: int) -> None:
-        await self._run(_revoke_device, device_id, now)
+    async def revoke_device(self, device_id: str, now: int, kt: KtVersion | None = None) -> None:
+        await self._run(_revoke_device, device_id, now, kt)
 
     # --- authentication --------------------------------------------------------------------
 
     async def put_challenge(self, nonce_hash: bytes, expires_at: int) -> None:
-        await self._read(_put_challenge, nonce_hash, expires_at)
+        await self._one(_put_challenge, nonce_hash, expires_at)
 
     async def take_challenge(self, nonce_hash: bytes, now: int) -> bool:
-        return await self._read(_take_challenge, nonce_hash, now)
+        return await self._one(_take_challenge, nonce_hash, now)
 
     async def put_token(self, token_hash: bytes, device_id: str, expires_at: int) -> None:
-        await self._read(_put_token, token_hash, device_id, expires_at)
+        await self._one(_put_token, token_hash, device_id, expires_at)
 
     async def token_device(self, token_hash: bytes, now: int) -> tuple[str, int] | None:
-        return await self._read(_token_device, token_hash, now)
+        return await self._one(_token_device, token_hash, now)
 
     # --- links -----------------------------------------------------------------------------
 
@@ -310,10 +391,12 @@ class PostgresStorage(Storage):
         return await self._run(_create_link, link)
 
     async def get_link(self, code: str, now: int) -> LinkRecord | None:
-        return await self._read(_get_link, code, now)
+        return await self._one(_get_link, code, now)
 
-    async def approve_link(self, code: str, device: DeviceRecord, now: int) -> None:
-        await self._run(_approve_link, code, device, now)
+    async def approve_link(
+        self, code: str, device: DeviceRecord, now: int, kt: KtVersion | None = None
+    ) -> None:
+        await self._run(_approve_link, code, device, now, kt)
 
     # --- key packages ----------------------------------------------------------------------
 
@@ -328,7 +411,7 @@ class PostgresStorage(Storage):
         return await self._run(_claim_key_package, device_id)
 
     async def key_package_count(self, device_id: str) -> KeyPackageCount:
-        return await self._read(_key_package_count, device_id)
+        return await self._one(_key_package_count, device_id)
 
     # --- delivery --------------------------------------------------------------------------
 
@@ -346,7 +429,7 @@ class PostgresStorage(Storage):
         )
 
     async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
-        return await self._read(_fetch, device_id, after, limit)
+        return await self._one(_fetch, device_id, after, limit)
 
     async def ack(self, device_id: str, seqs: Sequence[int]) -> int:
         if not seqs:
@@ -354,24 +437,83 @@ class PostgresStorage(Storage):
         return await self._run(_ack, device_id, sorted(set(seqs)))
 
     async def group_epoch(self, group_id: bytes) -> int | None:
-        return await self._read(_group_epoch, group_id)
+        return await self._one(_group_epoch, group_id)
 
     # --- attachments -----------------------------------------------------------------------
 
     async def add_attachment(self, record: AttachmentRecord) -> None:
-        await self._read(_add_attachment, record)
+        await self._one(_add_attachment, record)
 
     async def get_attachment(self, attachment_id: str, now: int) -> AttachmentRecord | None:
-        return await self._read(_get_attachment, attachment_id, now)
+        return await self._one(_get_attachment, attachment_id, now)
 
     async def attachment_ids(self) -> set[str]:
-        return await self._read(_attachment_ids)
+        return await self._one(_attachment_ids)
 
     async def take_expired_attachments(self, now: int) -> list[str]:
-        return await self._read(_take_expired_attachments, now)
+        return await self._one(_take_expired_attachments, now)
 
     async def purge_expired(self, now: int, idempotency_cutoff: int) -> None:
         await self._run(_purge_expired, now, idempotency_cutoff)
+
+    # --- franking, reports, blocks ---------------------------------------------------------
+
+    async def franking_keys(self, initial: FrankingKeys) -> FrankingKeys:
+        return await self._run(_franking_keys, initial)
+
+    async def rotate_franking_key(self, current_key_id: int, new_key: FrankingKeyRecord) -> bool:
+        return await self._run(_rotate_franking_key, current_key_id, new_key)
+
+    async def delete_franking_keys(self, key_ids: Sequence[int]) -> int:
+        return await self._one(_delete_franking_keys, list(key_ids))
+
+    async def add_report(self, report: ReportRecord) -> int:
+        return await self._one(_add_report, report)
+
+    async def list_reports(self, after_id: int, limit: int) -> list[ReportRecord]:
+        return await self._one(_list_reports, after_id, limit)
+
+    async def delete_reports(self, report_ids: Sequence[int]) -> int:
+        return await self._one(_delete_reports, list(report_ids))
+
+    async def set_block(self, blocker: str, blocked: str, block: bool, now: int) -> None:
+        await self._one(_set_block, blocker, blocked, block, now)
+
+    async def list_blocks(self, blocker: str) -> list[str]:
+        return await self._one(_list_blocks, blocker)
+
+    async def blocking_devices(self, sender: str, device_ids: Sequence[str]) -> set[str]:
+        if not device_ids:
+            return set()
+        return await self._one(_blocking_devices, sender, list(device_ids))
+
+    # --- key transparency ------------------------------------------------------------------
+
+    async def kt_signing_seed(self) -> bytes:
+        return await self._run(_kt_signing_seed)
+
+    async def kt_latest_version(self, label: bytes) -> KtVersion | None:
+        return await self._one(_kt_latest_version, label)
+
+    async def kt_versions(self, label: bytes, start: int) -> list[KtVersion]:
+        return await self._one(_kt_versions, label, start)
+
+    async def kt_pending(self) -> list[KtVersion]:
+        return await self._one(_kt_pending)
+
+    async def kt_append(self, entry: KtLogEntry) -> None:
+        await self._run(_kt_append, entry)
+
+    async def kt_entries(self, start: int, limit: int) -> list[KtLogEntry]:
+        return await self._run(_kt_entries, start, limit)
+
+    async def kt_add_cosignature(
+        self, size: int, witness: str, signature_line: str, now: int
+    ) -> None:
+        await self._run(_kt_add_cosignature, size, witness, signature_line, now)
+
+    async def kt_cosignatures(self, size: int) -> list[str]:
+        return await self._one(_kt_cosignatures, size)
 
 
 # --- the work, each function inside one transaction (or one statement) ----------------------
@@ -438,7 +580,7 @@ async def _insert_device(conn: Conn, d: DeviceRecord) -> None:
 
 
 async def _create_account(
-    conn: Conn, device: DeviceRecord, invite_code_hash: bytes | None, now: int
+    conn: Conn, device: DeviceRecord, invite_code_hash: bytes | None, now: int, kt: KtVersion | None
 ) -> None:
     if invite_code_hash is not None:
         # DELETE ... RETURNING: of two racing registrations with one code, one gets the row.
@@ -458,6 +600,8 @@ async def _create_account(
     if not created:
         raise UsernameTaken("username is taken")  # the rollback restores the invite
     await _insert_device(conn, device)
+    if kt is not None:
+        await _insert_kt_version(conn, kt)
 
 
 async def _get_device(conn: Conn, device_id: str) -> DeviceRecord | None:
@@ -516,8 +660,10 @@ async def _drop_queue_entries(conn: Conn, device_id: str, seqs: Sequence[int] | 
     return len(rows)
 
 
-async def _revoke_device(conn: Conn, device_id: str, now: int) -> None:
-    # Locks the device row first (as a send to it does), so a send that raced the revocation
+async def _revoke_device(conn: Conn, device_id: str, now: int, kt: KtVersion | None) -> None:
+    if kt is not None:
+        await _insert_kt_version(conn, kt)
+    # Locks the device row (as a send to it does), so a send that raced the revocation
     # either committed before it (and its entry is dropped here) or sees it revoked.
     await conn.execute(
         "UPDATE devices SET revoked_at = $1 WHERE device_id = $2 AND revoked_at IS NULL",
@@ -593,7 +739,9 @@ async def _get_link(conn: Conn, code: str, now: int) -> LinkRecord | None:
     return LinkRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6])
 
 
-async def _approve_link(conn: Conn, code: str, device: DeviceRecord, now: int) -> None:
+async def _approve_link(
+    conn: Conn, code: str, device: DeviceRecord, now: int, kt: KtVersion | None
+) -> None:
     # Conditional update: of two racing approvals, the second finds approved_at set.
     approved = await conn.fetchval(
         "UPDATE links SET approved_at = $1 WHERE code = $2 AND expires_at > $1 "
@@ -608,6 +756,8 @@ async def _approve_link(conn: Conn, code: str, device: DeviceRecord, now: int) -
     if not approved:
         raise LinkGone("no pending link request with this code")
     await _insert_device(conn, device)
+    if kt is not None:
+        await _insert_kt_version(conn, kt)
 
 
 async def _key_package_count(conn: Conn, device_id: str) -> KeyPackageCount:
@@ -675,44 +825,62 @@ async def _claim_key_package(conn: Conn, device_id: str) -> ClaimedKeyPackage | 
     return ClaimedKeyPackage(device_id, bytes(row[1]), bool(row[2]))
 
 
-async def _check_gate(conn: Conn, gate: EpochGate) -> int:
-    """Apply the one-commit-per-epoch rule; returns the group's epoch after this message.
+async def _check_gate(conn: Conn, gate: EpochGate, stamps: int) -> tuple[int, int]:
+    """Apply the one-commit-per-epoch rule and reserve ``stamps`` franking sequence numbers
+    of the group; returns ``(the group's epoch after this message, first reserved number)``.
 
     * Commit for epoch e: ``UPDATE ... SET epoch = e + 1 WHERE epoch = e``. Two commits for e
       racing on two nodes both try it; the second waits for the first's row lock and, once the
       first commits, READ COMMITTED re-checks ``epoch = e`` against the new row (e + 1): no row
       matches, it is rejected. If the first rolls back, the second succeeds. Exactly one wins.
-    * Any other group message takes a shared lock on the group row (FOR SHARE), so a racing
-      commit waits for it: the message is queued before the commit in every queue, never an
-      epoch-e message after the e -> e + 1 commit.
+    * Any other group message locks the group row too: exclusively when it reserves franking
+      numbers (an UPDATE, so numbers follow commit order), else shared (FOR SHARE). Either
+      way a racing commit waits for it: the message is queued before the commit in every
+      queue, never an epoch-e message after the e -> e + 1 commit. (A shared lock is never
+      upgraded later in the transaction, which could deadlock two senders.)
     * First message of a group: ``INSERT ... ON CONFLICT DO NOTHING``; a racing first insert
       waits for it and then takes the paths above.
     """
     after = gate.epoch + 1 if gate.is_commit else gate.epoch
     if await conn.fetchval(
-        "INSERT INTO group_epochs (group_id, epoch) VALUES ($1, $2) "
+        "INSERT INTO group_epochs (group_id, epoch, next_seq) VALUES ($1, $2, $3) "
         "ON CONFLICT DO NOTHING RETURNING true",
         gate.group_id,
         after,
+        1 + stamps,
     ):
-        return after
+        return after, 1
     if gate.is_commit:
-        if await conn.fetchval(
-            "UPDATE group_epochs SET epoch = $3 WHERE group_id = $1 AND epoch = $2 RETURNING true",
+        first = await conn.fetchval(
+            "UPDATE group_epochs SET epoch = $3, next_seq = next_seq + $4 "
+            "WHERE group_id = $1 AND epoch = $2 RETURNING next_seq - $4",
             gate.group_id,
             gate.epoch,
             after,
-        ):
-            return after
+            stamps,
+        )
+        if first is not None:
+            return after, int(first)
         current = await conn.fetchval(
             "SELECT epoch FROM group_epochs WHERE group_id = $1", gate.group_id
         )
+    elif stamps:
+        row = await conn.fetchrow(
+            "UPDATE group_epochs SET next_seq = next_seq + $2 WHERE group_id = $1 "
+            "RETURNING epoch, next_seq - $2",
+            gate.group_id,
+            stamps,
+        )
+        assert row is not None
+        current = row[0]
+        if current == gate.epoch:  # (if not, the rollback returns the numbers)
+            return after, int(row[1])
     else:
         current = await conn.fetchval(
             "SELECT epoch FROM group_epochs WHERE group_id = $1 FOR SHARE", gate.group_id
         )
         if current == gate.epoch:
-            return after
+            return after, 0
     what = "commit" if gate.is_commit else "message"
     raise EpochConflict(
         int(current), f"{what} is for epoch {gate.epoch}, the group is at epoch {current}"
@@ -762,9 +930,15 @@ async def _deliver(
             raise IdempotencyConflict("message id already used for different content")
         return DeliveryResult(message_id, row[1], duplicate=True)
 
-    group_epoch = await _check_gate(conn, gate) if gate is not None else None
-
     per_part = [tuple(dict.fromkeys(p.recipients)) for p in parts]
+    # Parts stamped with a franking number (application messages, which always have a gate);
+    # like SQLite, a part without recipients gets none.
+    stamped = [p.stamp is not None and bool(r) for p, r in zip(parts, per_part, strict=True)]
+    group_epoch: int | None = None
+    group_seq = 0
+    if gate is not None:
+        group_epoch, group_seq = await _check_gate(conn, gate, sum(stamped))
+
     counts = Counter(d for recipients in per_part for d in recipients)
     wanted = sorted(counts)
     if wanted:
@@ -787,13 +961,19 @@ async def _deliver(
         q_devices: list[str] = []
         q_seqs: list[int] = []
         q_payloads: list[int] = []
-        for part, recipients in zip(parts, per_part, strict=True):
+        for part, recipients, is_stamped in zip(parts, per_part, stamped, strict=True):
             if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
                 continue
+            frank = None
+            if is_stamped:
+                assert part.stamp is not None
+                frank = part.stamp(group_seq)
+                group_seq += 1
             payload_id = await conn.fetchval(
-                "INSERT INTO payloads (data, remaining) VALUES ($1, $2) RETURNING id",
+                "INSERT INTO payloads (data, remaining, frank) VALUES ($1, $2, $3) RETURNING id",
                 part.data,
                 len(recipients),
+                frank,
             )
             for device_id in recipients:
                 q_devices.append(device_id)
@@ -820,13 +1000,17 @@ async def _deliver(
 
 async def _fetch(conn: Conn, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
     rows = await conn.fetch(
-        "SELECT q.seq, p.data, q.received_at FROM queue q JOIN payloads p ON p.id = q.payload_id "
+        "SELECT q.seq, p.data, q.received_at, p.frank FROM queue q "
+        "JOIN payloads p ON p.id = q.payload_id "
         "WHERE q.device_id = $1 AND q.seq > $2 ORDER BY q.seq LIMIT $3",
         device_id,
         after,
         limit,
     )
-    return [QueuedMessage(int(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+    return [
+        QueuedMessage(int(r[0]), bytes(r[1]), int(r[2]), None if r[3] is None else bytes(r[3]))
+        for r in rows
+    ]
 
 
 async def _ack(conn: Conn, device_id: str, seqs: list[int]) -> int:
@@ -881,3 +1065,315 @@ async def _purge_expired(conn: Conn, now: int, idempotency_cutoff: int) -> None:
     await conn.execute("DELETE FROM links WHERE expires_at <= $1", now)
     await conn.execute("DELETE FROM invites WHERE expires_at <= $1", now)
     await conn.execute("DELETE FROM sent WHERE created_at < $1", idempotency_cutoff)
+
+
+# --- franking, reports, blocks --------------------------------------------------------------
+
+
+async def _read_franking_keys(conn: Conn) -> FrankingKeys | None:
+    signing_key = await conn.fetchval("SELECT signing_key FROM franking_signer WHERE id = 1")
+    if signing_key is None:
+        return None
+    rows = await conn.fetch(
+        "SELECT key_id, hmac_key, created_at_ms, retired_at_ms FROM franking_keys ORDER BY key_id"
+    )
+    keys = tuple(
+        FrankingKeyRecord(int(r[0]), bytes(r[1]), int(r[2]), None if r[3] is None else int(r[3]))
+        for r in rows
+    )
+    return FrankingKeys(bytes(signing_key), keys)
+
+
+async def _insert_franking_key(conn: Conn, k: FrankingKeyRecord) -> None:
+    await conn.execute(
+        "INSERT INTO franking_keys (key_id, hmac_key, created_at_ms, retired_at_ms) "
+        "VALUES ($1, $2, $3, $4)",
+        k.key_id,
+        k.key,
+        k.created_at_ms,
+        k.retired_at_ms,
+    )
+
+
+async def _franking_keys(conn: Conn, initial: FrankingKeys) -> FrankingKeys:
+    # Processes starting together: the signer row's primary key lets one insert; the others
+    # wait for it, insert nothing, and read the winner's keys.
+    if await conn.fetchval(
+        "INSERT INTO franking_signer (id, signing_key) VALUES (1, $1) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        initial.signing_key,
+    ):
+        for k in initial.keys:
+            await _insert_franking_key(conn, k)
+        return initial
+    stored = await _read_franking_keys(conn)
+    assert stored is not None
+    return stored
+
+
+async def _rotate_franking_key(conn: Conn, current_key_id: int, new_key: FrankingKeyRecord) -> bool:
+    # Conditional retire of the current key: of two processes rotating at once, the second
+    # waits for the first's row lock, then finds the key retired and changes nothing.
+    if not await conn.fetchval(
+        "UPDATE franking_keys SET retired_at_ms = $2 WHERE key_id = $1 AND retired_at_ms IS NULL "
+        "AND key_id = (SELECT MAX(key_id) FROM franking_keys) RETURNING true",
+        current_key_id,
+        new_key.created_at_ms,
+    ):
+        return False
+    await _insert_franking_key(conn, new_key)
+    return True
+
+
+async def _delete_franking_keys(conn: Conn, key_ids: list[int]) -> int:
+    rows = await conn.fetch(
+        "DELETE FROM franking_keys WHERE key_id = ANY($1::bigint[]) "
+        "AND retired_at_ms IS NOT NULL RETURNING key_id",
+        key_ids,
+    )
+    return len(rows)
+
+
+_REPORT_COLUMNS = (
+    "reporter_username, reporter_device_id, sender_username, sender_device_id, group_id, "
+    "server_seq, reason, report, attachments, created_at"
+)
+
+
+async def _add_report(conn: Conn, r: ReportRecord) -> int:
+    report_id = await conn.fetchval(
+        f"INSERT INTO reports ({_REPORT_COLUMNS}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING report_id",
+        r.reporter_username,
+        r.reporter_device_id,
+        r.sender_username,
+        r.sender_device_id,
+        r.group_id,
+        r.server_seq,
+        r.reason,
+        r.report,
+        ",".join(r.attachments),
+        r.created_at,
+    )
+    return int(report_id)
+
+
+async def _list_reports(conn: Conn, after_id: int, limit: int) -> list[ReportRecord]:
+    rows = await conn.fetch(
+        f"SELECT report_id, {_REPORT_COLUMNS} FROM reports WHERE report_id > $1 "
+        "ORDER BY report_id LIMIT $2",
+        after_id,
+        limit,
+    )
+    return [
+        ReportRecord(
+            report_id=int(r[0]),
+            reporter_username=r[1],
+            reporter_device_id=r[2],
+            sender_username=r[3],
+            sender_device_id=r[4],
+            group_id=bytes(r[5]),
+            server_seq=int(r[6]),
+            reason=r[7],
+            report=bytes(r[8]),
+            attachments=tuple(a for a in str(r[9]).split(",") if a),
+            created_at=int(r[10]),
+        )
+        for r in rows
+    ]
+
+
+async def _delete_reports(conn: Conn, report_ids: list[int]) -> int:
+    rows = await conn.fetch(
+        "DELETE FROM reports WHERE report_id = ANY($1::bigint[]) RETURNING report_id", report_ids
+    )
+    return len(rows)
+
+
+async def _set_block(conn: Conn, blocker: str, blocked: str, block: bool, now: int) -> None:
+    if block:
+        await conn.execute(
+            "INSERT INTO blocks (blocker, blocked, created_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (blocker, blocked) DO NOTHING",
+            blocker,
+            blocked,
+            now,
+        )
+    else:
+        await conn.execute(
+            "DELETE FROM blocks WHERE blocker = $1 AND blocked = $2", blocker, blocked
+        )
+
+
+async def _list_blocks(conn: Conn, blocker: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT blocked FROM blocks WHERE blocker = $1 ORDER BY blocked", blocker
+    )
+    return [str(r[0]) for r in rows]
+
+
+async def _blocking_devices(conn: Conn, sender: str, device_ids: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT d.device_id FROM devices d JOIN blocks b ON b.blocker = d.username "
+        "WHERE b.blocked = $1 AND d.device_id = ANY($2::text[])",
+        sender,
+        device_ids,
+    )
+    return {str(r[0]) for r in rows}
+
+
+# --- key transparency -----------------------------------------------------------------------
+
+_KT_VERSION_COLUMNS = "label, version, value, opening, search_key, commitment, log_index"
+
+
+def _kt_version(row: asyncpg.Record) -> KtVersion:
+    return KtVersion(
+        label=bytes(row[0]),
+        version=int(row[1]),
+        value=bytes(row[2]),
+        opening=bytes(row[3]),
+        search_key=bytes(row[4]),
+        commitment=bytes(row[5]),
+        log_index=None if row[6] is None else int(row[6]),
+    )
+
+
+async def _insert_kt_version(conn: Conn, v: KtVersion) -> None:
+    """Store a pending version; it must be the label's next one (no gap, no overwrite).
+
+    Two processes adding the same next version race on the primary key: the second insert
+    waits for the first transaction and, once it commits, inserts nothing (KtConflict), so a
+    label's versions never fork.
+    """
+    latest = await conn.fetchval("SELECT MAX(version) FROM kt_versions WHERE label = $1", v.label)
+    if v.version != (-1 if latest is None else int(latest)) + 1:
+        raise KtConflict("this version of the label is taken: re-read the label and retry")
+    inserted = await conn.fetchval(
+        f"INSERT INTO kt_versions ({_KT_VERSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, NULL) "
+        "ON CONFLICT DO NOTHING RETURNING true",
+        v.label,
+        v.version,
+        v.value,
+        v.opening,
+        v.search_key,
+        v.commitment,
+    )
+    if not inserted:
+        raise KtConflict("this label version or search key is already taken")
+
+
+async def _kt_signing_seed(conn: Conn) -> bytes:
+    await conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('kt_log_seed', $1) ON CONFLICT (key) DO NOTHING",
+        secrets.token_hex(32),
+    )
+    return bytes.fromhex(
+        str(await conn.fetchval("SELECT value FROM meta WHERE key = 'kt_log_seed'"))
+    )
+
+
+async def _kt_latest_version(conn: Conn, label: bytes) -> KtVersion | None:
+    row = await conn.fetchrow(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE label = $1 "
+        "ORDER BY version DESC LIMIT 1",
+        label,
+    )
+    return _kt_version(row) if row else None
+
+
+async def _kt_versions(conn: Conn, label: bytes, start: int) -> list[KtVersion]:
+    rows = await conn.fetch(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE label = $1 AND version >= $2 "
+        "ORDER BY version",
+        label,
+        start,
+    )
+    return [_kt_version(r) for r in rows]
+
+
+async def _kt_pending(conn: Conn) -> list[KtVersion]:
+    rows = await conn.fetch(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE log_index IS NULL ORDER BY search_key"
+    )
+    return [_kt_version(r) for r in rows]
+
+
+async def _kt_append(conn: Conn, e: KtLogEntry) -> None:
+    # The log only grows by its next index: two processes appending the same index race on
+    # the primary key (the second finds it taken); an index past the committed size is
+    # refused, so no gap can appear. Versions are marked by a conditional update (pending
+    # only), re-checked against the newest row under READ COMMITTED.
+    size = await conn.fetchval("SELECT COUNT(*) FROM kt_log")
+    if e.index != int(size):
+        raise KtConflict(f"log entry {e.index} is not the next one ({size})")
+    if not await conn.fetchval(
+        "INSERT INTO kt_log (idx, timestamp_ms, prefix_root, checkpoint) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING true",
+        e.index,
+        e.timestamp,
+        e.prefix_root,
+        e.checkpoint,
+    ):
+        raise KtConflict(f"log entry {e.index} is taken")
+    for search_key, commitment in e.added:
+        if not await conn.fetchval(
+            "UPDATE kt_versions SET log_index = $1 WHERE search_key = $2 AND commitment = $3 "
+            "AND log_index IS NULL RETURNING true",
+            e.index,
+            search_key,
+            commitment,
+        ):
+            raise KtConflict("a version to log is not pending")
+
+
+async def _kt_entries(conn: Conn, start: int, limit: int) -> list[KtLogEntry]:
+    rows = await conn.fetch(
+        "SELECT idx, timestamp_ms, prefix_root, checkpoint FROM kt_log WHERE idx >= $1 "
+        "ORDER BY idx LIMIT $2",
+        start,
+        limit,
+    )
+    if not rows:
+        return []
+    added: dict[int, list[tuple[bytes, bytes]]] = {int(r[0]): [] for r in rows}
+    for index, key, commitment in await conn.fetch(
+        "SELECT log_index, search_key, commitment FROM kt_versions "
+        "WHERE log_index BETWEEN $1 AND $2 ORDER BY log_index, search_key",
+        int(rows[0][0]),
+        int(rows[-1][0]),
+    ):
+        added[int(index)].append((bytes(key), bytes(commitment)))
+    return [
+        KtLogEntry(
+            index=int(r[0]),
+            timestamp=int(r[1]),
+            prefix_root=bytes(r[2]),
+            checkpoint=bytes(r[3]),
+            added=tuple(added[int(r[0])]),
+        )
+        for r in rows
+    ]
+
+
+async def _kt_add_cosignature(conn: Conn, size: int, witness: str, line: str, now: int) -> None:
+    # Only the newest cosignature of each witness is ever served.
+    await conn.execute(
+        "DELETE FROM kt_cosignatures WHERE witness = $1 AND size < $2", witness, size
+    )
+    await conn.execute(
+        "INSERT INTO kt_cosignatures (size, witness, signature_line, cosigned_at) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (size, witness) DO UPDATE SET "
+        "signature_line = excluded.signature_line, cosigned_at = excluded.cosigned_at",
+        size,
+        witness,
+        line,
+        now,
+    )
+
+
+async def _kt_cosignatures(conn: Conn, size: int) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT signature_line FROM kt_cosignatures WHERE size = $1 ORDER BY witness", size
+    )
+    return [str(r[0]) for r in rows]

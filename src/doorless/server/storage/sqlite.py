@@ -32,12 +32,18 @@ from doorless.server.storage.base import (
     DeviceRecord,
     EpochConflict,
     EpochGate,
+    FrankingKeyRecord,
+    FrankingKeys,
     IdempotencyConflict,
     InviteInvalid,
     KeyPackageCount,
+    KtConflict,
+    KtLogEntry,
+    KtVersion,
     LinkGone,
     LinkRecord,
     QueuedMessage,
+    ReportRecord,
     Storage,
     TooManyKeyPackages,
     UnknownAccount,
@@ -132,6 +138,77 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX attachments_by_expiry ON attachments (expires_at)",
         ),
     ),
+    (
+        2,
+        "key transparency",
+        (
+            # Versions of KT labels; log_index is NULL while the version waits to be logged.
+            """CREATE TABLE kt_versions (
+                label BLOB NOT NULL,
+                version INTEGER NOT NULL,
+                value BLOB NOT NULL,
+                opening BLOB NOT NULL,
+                search_key BLOB NOT NULL UNIQUE,
+                commitment BLOB NOT NULL,
+                log_index INTEGER,
+                PRIMARY KEY (label, version)
+            )""",
+            "CREATE INDEX kt_versions_by_entry ON kt_versions (log_index, search_key)",
+            """CREATE TABLE kt_log (
+                idx INTEGER PRIMARY KEY,
+                timestamp_ms INTEGER NOT NULL,
+                prefix_root BLOB NOT NULL,
+                checkpoint BLOB NOT NULL
+            )""",
+            """CREATE TABLE kt_cosignatures (
+                size INTEGER NOT NULL,
+                witness TEXT NOT NULL,
+                signature_line TEXT NOT NULL,
+                cosigned_at INTEGER NOT NULL,
+                PRIMARY KEY (size, witness)
+            )""",
+        ),
+    ),
+    (
+        3,
+        "message franking, abuse reports, blocks",
+        (
+            # The server's frank of an application message, fanned out with it.
+            "ALTER TABLE payloads ADD COLUMN frank BLOB",
+            # The server's sequence number of franked messages in each group.
+            "ALTER TABLE group_epochs ADD COLUMN next_seq INTEGER NOT NULL DEFAULT 1",
+            """CREATE TABLE franking_signer (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                signing_key BLOB NOT NULL
+            )""",
+            """CREATE TABLE franking_keys (
+                key_id INTEGER PRIMARY KEY,
+                hmac_key BLOB NOT NULL,
+                created_at_ms INTEGER NOT NULL,
+                retired_at_ms INTEGER
+            )""",
+            """CREATE TABLE reports (
+                report_id INTEGER PRIMARY KEY,
+                reporter_username TEXT NOT NULL,
+                reporter_device_id TEXT NOT NULL,
+                sender_username TEXT NOT NULL,
+                sender_device_id TEXT NOT NULL,
+                group_id BLOB NOT NULL,
+                server_seq INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                report BLOB NOT NULL,
+                attachments TEXT NOT NULL,
+                created_at INTEGER NOT NULL
+            )""",
+            """CREATE TABLE blocks (
+                blocker TEXT NOT NULL REFERENCES accounts (username),
+                blocked TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (blocker, blocked)
+            )""",
+            "CREATE INDEX blocks_by_blocked ON blocks (blocked)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -223,9 +300,13 @@ class SQLiteStorage(Storage):
         await self._run(_create_invite, code_hash, now, expires_at)
 
     async def create_account(
-        self, device: DeviceRecord, invite_code_hash: bytes | None, now: int
+        self,
+        device: DeviceRecord,
+        invite_code_hash: bytes | None,
+        now: int,
+        kt: KtVersion | None = None,
     ) -> None:
-        await self._run(_create_account, device, invite_code_hash, now)
+        await self._run(_create_account, device, invite_code_hash, now, kt)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
         return await self._run(_get_device, device_id)
@@ -233,8 +314,8 @@ class SQLiteStorage(Storage):
     async def list_devices(self, username: str) -> list[DeviceRecord] | None:
         return await self._run(_list_devices, username)
 
-    async def revoke_device(self, device_id: str, now: int) -> None:
-        await self._run(_revoke_device, device_id, now)
+    async def revoke_device(self, device_id: str, now: int, kt: KtVersion | None = None) -> None:
+        await self._run(_revoke_device, device_id, now, kt)
 
     # --- authentication --------------------------------------------------------------------
 
@@ -258,8 +339,10 @@ class SQLiteStorage(Storage):
     async def get_link(self, code: str, now: int) -> LinkRecord | None:
         return await self._run(_get_link, code, now)
 
-    async def approve_link(self, code: str, device: DeviceRecord, now: int) -> None:
-        await self._run(_approve_link, code, device, now)
+    async def approve_link(
+        self, code: str, device: DeviceRecord, now: int, kt: KtVersion | None = None
+    ) -> None:
+        await self._run(_approve_link, code, device, now, kt)
 
     # --- key packages ----------------------------------------------------------------------
 
@@ -316,6 +399,63 @@ class SQLiteStorage(Storage):
 
     async def purge_expired(self, now: int, idempotency_cutoff: int) -> None:
         await self._run(_purge_expired, now, idempotency_cutoff)
+
+    # --- franking, reports, blocks ---------------------------------------------------------
+
+    async def franking_keys(self, initial: FrankingKeys) -> FrankingKeys:
+        return await self._run(_franking_keys, initial)
+
+    async def rotate_franking_key(self, current_key_id: int, new_key: FrankingKeyRecord) -> bool:
+        return await self._run(_rotate_franking_key, current_key_id, new_key)
+
+    async def delete_franking_keys(self, key_ids: Sequence[int]) -> int:
+        return await self._run(_delete_franking_keys, tuple(key_ids))
+
+    async def add_report(self, report: ReportRecord) -> int:
+        return await self._run(_add_report, report)
+
+    async def list_reports(self, after_id: int, limit: int) -> list[ReportRecord]:
+        return await self._run(_list_reports, after_id, limit)
+
+    async def delete_reports(self, report_ids: Sequence[int]) -> int:
+        return await self._run(_delete_reports, tuple(report_ids))
+
+    async def set_block(self, blocker: str, blocked: str, block: bool, now: int) -> None:
+        await self._run(_set_block, blocker, blocked, block, now)
+
+    async def list_blocks(self, blocker: str) -> list[str]:
+        return await self._run(_list_blocks, blocker)
+
+    async def blocking_devices(self, sender: str, device_ids: Sequence[str]) -> set[str]:
+        return await self._run(_blocking_devices, sender, tuple(device_ids))
+
+    # --- key transparency ------------------------------------------------------------------
+
+    async def kt_signing_seed(self) -> bytes:
+        return await self._run(_kt_signing_seed)
+
+    async def kt_latest_version(self, label: bytes) -> KtVersion | None:
+        return await self._run(_kt_latest_version, label)
+
+    async def kt_versions(self, label: bytes, start: int) -> list[KtVersion]:
+        return await self._run(_kt_versions, label, start)
+
+    async def kt_pending(self) -> list[KtVersion]:
+        return await self._run(_kt_pending)
+
+    async def kt_append(self, entry: KtLogEntry) -> None:
+        await self._run(_kt_append, entry)
+
+    async def kt_entries(self, start: int, limit: int) -> list[KtLogEntry]:
+        return await self._run(_kt_entries, start, limit)
+
+    async def kt_add_cosignature(
+        self, size: int, witness: str, signature_line: str, now: int
+    ) -> None:
+        await self._run(_kt_add_cosignature, size, witness, signature_line, now)
+
+    async def kt_cosignatures(self, size: int) -> list[str]:
+        return await self._run(_kt_cosignatures, size)
 
 
 # --- the work, run on the storage thread ----------------------------------------------------
@@ -392,7 +532,11 @@ def _insert_device(conn: sqlite3.Connection, d: DeviceRecord) -> None:
 
 
 def _create_account(
-    conn: sqlite3.Connection, device: DeviceRecord, invite_code_hash: bytes | None, now: int
+    conn: sqlite3.Connection,
+    device: DeviceRecord,
+    invite_code_hash: bytes | None,
+    now: int,
+    kt: KtVersion | None,
 ) -> None:
     with _transaction(conn):
         if invite_code_hash is not None:
@@ -408,6 +552,8 @@ def _create_account(
             "INSERT INTO accounts (username, created_at) VALUES (?, ?)", (device.username, now)
         )
         _insert_device(conn, device)
+        if kt is not None:
+            _insert_kt_version(conn, kt)
 
 
 def _get_device(conn: sqlite3.Connection, device_id: str) -> DeviceRecord | None:
@@ -443,8 +589,12 @@ def _drop_queue_entries(conn: sqlite3.Connection, device_id: str, seqs: Sequence
     return removed
 
 
-def _revoke_device(conn: sqlite3.Connection, device_id: str, now: int) -> None:
+def _revoke_device(
+    conn: sqlite3.Connection, device_id: str, now: int, kt: KtVersion | None
+) -> None:
     with _transaction(conn):
+        if kt is not None:
+            _insert_kt_version(conn, kt)
         conn.execute(
             "UPDATE devices SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
             (now, device_id),
@@ -529,7 +679,9 @@ def _get_link(conn: sqlite3.Connection, code: str, now: int) -> LinkRecord | Non
     return LinkRecord(row[0], row[1], row[2], bytes(row[3]), row[4], row[5], row[6])
 
 
-def _approve_link(conn: sqlite3.Connection, code: str, device: DeviceRecord, now: int) -> None:
+def _approve_link(
+    conn: sqlite3.Connection, code: str, device: DeviceRecord, now: int, kt: KtVersion | None
+) -> None:
     with _transaction(conn):
         cur = conn.execute(
             "UPDATE links SET approved_at = ? WHERE code = ? AND expires_at > ? "
@@ -539,6 +691,8 @@ def _approve_link(conn: sqlite3.Connection, code: str, device: DeviceRecord, now
         if cur.rowcount != 1:
             raise LinkGone("no pending link request with this code")
         _insert_device(conn, device)
+        if kt is not None:
+            _insert_kt_version(conn, kt)
 
 
 def _key_package_count(conn: sqlite3.Connection, device_id: str) -> KeyPackageCount:
@@ -653,9 +807,13 @@ def _deliver(
             recipients = tuple(dict.fromkeys(part.recipients))
             if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
                 continue
+            frank = None
+            if part.stamp is not None:
+                assert gate is not None  # only application messages are stamped
+                frank = part.stamp(_next_group_seq(conn, gate.group_id))
             (payload_id,) = conn.execute(
-                "INSERT INTO payloads (data, remaining) VALUES (?, ?) RETURNING id",
-                (part.data, len(recipients)),
+                "INSERT INTO payloads (data, remaining, frank) VALUES (?, ?, ?) RETURNING id",
+                (part.data, len(recipients), frank),
             ).fetchone()
             for device_id in recipients:
                 (seq,) = conn.execute(
@@ -678,11 +836,15 @@ def _deliver(
 
 def _fetch(conn: sqlite3.Connection, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
     rows = conn.execute(
-        "SELECT q.seq, p.data, q.received_at FROM queue q JOIN payloads p ON p.id = q.payload_id "
+        "SELECT q.seq, p.data, q.received_at, p.frank FROM queue q "
+        "JOIN payloads p ON p.id = q.payload_id "
         "WHERE q.device_id = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
         (device_id, after, limit),
     ).fetchall()
-    return [QueuedMessage(int(r[0]), bytes(r[1]), int(r[2])) for r in rows]
+    return [
+        QueuedMessage(int(r[0]), bytes(r[1]), int(r[2]), None if r[3] is None else bytes(r[3]))
+        for r in rows
+    ]
 
 
 def _ack(conn: sqlite3.Connection, device_id: str, seqs: tuple[int, ...]) -> int:
@@ -736,3 +898,312 @@ def _purge_expired(conn: sqlite3.Connection, now: int, idempotency_cutoff: int) 
         conn.execute("DELETE FROM links WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM invites WHERE expires_at <= ?", (now,))
         conn.execute("DELETE FROM sent WHERE created_at < ?", (idempotency_cutoff,))
+
+
+# --- franking, reports, blocks --------------------------------------------------------------
+
+
+def _next_group_seq(conn: sqlite3.Connection, group_id: bytes) -> int:
+    (seq,) = conn.execute(
+        "UPDATE group_epochs SET next_seq = next_seq + 1 WHERE group_id = ? RETURNING next_seq - 1",
+        (group_id,),
+    ).fetchone()
+    return int(seq)
+
+
+def _read_franking_keys(conn: sqlite3.Connection) -> FrankingKeys | None:
+    row = conn.execute("SELECT signing_key FROM franking_signer WHERE id = 1").fetchone()
+    if row is None:
+        return None
+    keys = tuple(
+        FrankingKeyRecord(int(r[0]), bytes(r[1]), int(r[2]), None if r[3] is None else int(r[3]))
+        for r in conn.execute(
+            "SELECT key_id, hmac_key, created_at_ms, retired_at_ms FROM franking_keys "
+            "ORDER BY key_id"
+        )
+    )
+    return FrankingKeys(bytes(row[0]), keys)
+
+
+def _insert_franking_key(conn: sqlite3.Connection, k: FrankingKeyRecord) -> None:
+    conn.execute(
+        "INSERT INTO franking_keys (key_id, hmac_key, created_at_ms, retired_at_ms) "
+        "VALUES (?, ?, ?, ?)",
+        (k.key_id, k.key, k.created_at_ms, k.retired_at_ms),
+    )
+
+
+def _franking_keys(conn: sqlite3.Connection, initial: FrankingKeys) -> FrankingKeys:
+    with _transaction(conn):
+        stored = _read_franking_keys(conn)
+        if stored is not None:
+            return stored
+        conn.execute(
+            "INSERT INTO franking_signer (id, signing_key) VALUES (1, ?)", (initial.signing_key,)
+        )
+        for k in initial.keys:
+            _insert_franking_key(conn, k)
+        return initial
+
+
+def _rotate_franking_key(
+    conn: sqlite3.Connection, current_key_id: int, new_key: FrankingKeyRecord
+) -> bool:
+    with _transaction(conn):
+        (newest,) = conn.execute("SELECT MAX(key_id) FROM franking_keys").fetchone()
+        if newest is None or int(newest) != current_key_id:
+            return False
+        conn.execute(
+            "UPDATE franking_keys SET retired_at_ms = ? WHERE key_id = ?",
+            (new_key.created_at_ms, current_key_id),
+        )
+        _insert_franking_key(conn, new_key)
+        return True
+
+
+def _delete_franking_keys(conn: sqlite3.Connection, key_ids: tuple[int, ...]) -> int:
+    with _transaction(conn):
+        deleted = 0
+        for key_id in key_ids:
+            cur = conn.execute(
+                "DELETE FROM franking_keys WHERE key_id = ? AND retired_at_ms IS NOT NULL",
+                (key_id,),
+            )
+            deleted += cur.rowcount
+        return deleted
+
+
+_REPORT_COLUMNS = (
+    "reporter_username, reporter_device_id, sender_username, sender_device_id, group_id, "
+    "server_seq, reason, report, attachments, created_at"
+)
+
+
+def _add_report(conn: sqlite3.Connection, r: ReportRecord) -> int:
+    with _transaction(conn):
+        (report_id,) = conn.execute(
+            f"INSERT INTO reports ({_REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "RETURNING report_id",
+            (
+                r.reporter_username,
+                r.reporter_device_id,
+                r.sender_username,
+                r.sender_device_id,
+                r.group_id,
+                r.server_seq,
+                r.reason,
+                r.report,
+                ",".join(r.attachments),
+                r.created_at,
+            ),
+        ).fetchone()
+        return int(report_id)
+
+
+def _list_reports(conn: sqlite3.Connection, after_id: int, limit: int) -> list[ReportRecord]:
+    rows = conn.execute(
+        f"SELECT report_id, {_REPORT_COLUMNS} FROM reports WHERE report_id > ? "
+        "ORDER BY report_id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [
+        ReportRecord(
+            report_id=int(r[0]),
+            reporter_username=r[1],
+            reporter_device_id=r[2],
+            sender_username=r[3],
+            sender_device_id=r[4],
+            group_id=bytes(r[5]),
+            server_seq=int(r[6]),
+            reason=r[7],
+            report=bytes(r[8]),
+            attachments=tuple(a for a in str(r[9]).split(",") if a),
+            created_at=int(r[10]),
+        )
+        for r in rows
+    ]
+
+
+def _delete_reports(conn: sqlite3.Connection, report_ids: tuple[int, ...]) -> int:
+    with _transaction(conn):
+        deleted = 0
+        for report_id in report_ids:
+            deleted += conn.execute(
+                "DELETE FROM reports WHERE report_id = ?", (report_id,)
+            ).rowcount
+    # secure_delete zeroed the rows; the WAL still holds older images of their pages (with
+    # the reported plaintext) until a checkpoint: truncate it (best effort under readers).
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return deleted
+
+
+def _set_block(conn: sqlite3.Connection, blocker: str, blocked: str, block: bool, now: int) -> None:
+    with _transaction(conn):
+        if block:
+            conn.execute(
+                "INSERT INTO blocks (blocker, blocked, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (blocker, blocked) DO NOTHING",
+                (blocker, blocked, now),
+            )
+        else:
+            conn.execute("DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked))
+
+
+def _list_blocks(conn: sqlite3.Connection, blocker: str) -> list[str]:
+    return [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT blocked FROM blocks WHERE blocker = ? ORDER BY blocked", (blocker,)
+        )
+    ]
+
+
+def _blocking_devices(
+    conn: sqlite3.Connection, sender: str, device_ids: tuple[str, ...]
+) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(device_ids):
+        marks = ", ".join("?" * len(chunk))
+        found.update(
+            str(r[0])
+            for r in conn.execute(
+                f"SELECT d.device_id FROM devices d JOIN blocks b ON b.blocker = d.username "
+                f"WHERE b.blocked = ? AND d.device_id IN ({marks})",
+                (sender, *chunk),
+            )
+        )
+    return found
+
+
+# --- key transparency -----------------------------------------------------------------------
+
+_KT_VERSION_COLUMNS = "label, version, value, opening, search_key, commitment, log_index"
+
+
+def _kt_version(row: Sequence[Any]) -> KtVersion:
+    return KtVersion(
+        label=bytes(row[0]),
+        version=int(row[1]),
+        value=bytes(row[2]),
+        opening=bytes(row[3]),
+        search_key=bytes(row[4]),
+        commitment=bytes(row[5]),
+        log_index=None if row[6] is None else int(row[6]),
+    )
+
+
+def _insert_kt_version(conn: sqlite3.Connection, v: KtVersion) -> None:
+    """Store a pending version; it must be the label's next one (no gap, no overwrite)."""
+    (latest,) = conn.execute(
+        "SELECT MAX(version) FROM kt_versions WHERE label = ?", (v.label,)
+    ).fetchone()
+    if v.version != (-1 if latest is None else int(latest)) + 1:
+        raise KtConflict("this version of the label is taken: re-read the label and retry")
+    if conn.execute("SELECT 1 FROM kt_versions WHERE search_key = ?", (v.search_key,)).fetchone():
+        raise KtConflict("this search key is already in the log")
+    conn.execute(
+        f"INSERT INTO kt_versions ({_KT_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        (v.label, v.version, v.value, v.opening, v.search_key, v.commitment),
+    )
+
+
+def _kt_signing_seed(conn: sqlite3.Connection) -> bytes:
+    with _transaction(conn):
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('kt_log_seed', ?) ON CONFLICT (key) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        (seed,) = conn.execute("SELECT value FROM meta WHERE key = 'kt_log_seed'").fetchone()
+    return bytes.fromhex(str(seed))
+
+
+def _kt_latest_version(conn: sqlite3.Connection, label: bytes) -> KtVersion | None:
+    row = conn.execute(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE label = ? "
+        "ORDER BY version DESC LIMIT 1",
+        (label,),
+    ).fetchone()
+    return _kt_version(row) if row else None
+
+
+def _kt_versions(conn: sqlite3.Connection, label: bytes, start: int) -> list[KtVersion]:
+    rows = conn.execute(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE label = ? AND version >= ? "
+        "ORDER BY version",
+        (label, start),
+    ).fetchall()
+    return [_kt_version(r) for r in rows]
+
+
+def _kt_pending(conn: sqlite3.Connection) -> list[KtVersion]:
+    rows = conn.execute(
+        f"SELECT {_KT_VERSION_COLUMNS} FROM kt_versions WHERE log_index IS NULL ORDER BY search_key"
+    ).fetchall()
+    return [_kt_version(r) for r in rows]
+
+
+def _kt_append(conn: sqlite3.Connection, e: KtLogEntry) -> None:
+    with _transaction(conn):
+        (size,) = conn.execute("SELECT COUNT(*) FROM kt_log").fetchone()
+        if e.index != int(size):
+            raise KtConflict(f"log entry {e.index} is not the next one ({size})")
+        conn.execute(
+            "INSERT INTO kt_log (idx, timestamp_ms, prefix_root, checkpoint) VALUES (?, ?, ?, ?)",
+            (e.index, e.timestamp, e.prefix_root, e.checkpoint),
+        )
+        for search_key, commitment in e.added:
+            cur = conn.execute(
+                "UPDATE kt_versions SET log_index = ? WHERE search_key = ? AND commitment = ? "
+                "AND log_index IS NULL",
+                (e.index, search_key, commitment),
+            )
+            if cur.rowcount != 1:
+                raise KtConflict("a version to log is not pending")
+
+
+def _kt_entries(conn: sqlite3.Connection, start: int, limit: int) -> list[KtLogEntry]:
+    rows = conn.execute(
+        "SELECT idx, timestamp_ms, prefix_root, checkpoint FROM kt_log WHERE idx >= ? "
+        "ORDER BY idx LIMIT ?",
+        (start, limit),
+    ).fetchall()
+    if not rows:
+        return []
+    added: dict[int, list[tuple[bytes, bytes]]] = {int(r[0]): [] for r in rows}
+    for index, key, commitment in conn.execute(
+        "SELECT log_index, search_key, commitment FROM kt_versions "
+        "WHERE log_index BETWEEN ? AND ? ORDER BY log_index, search_key",
+        (int(rows[0][0]), int(rows[-1][0])),
+    ):
+        added[int(index)].append((bytes(key), bytes(commitment)))
+    return [
+        KtLogEntry(
+            index=int(r[0]),
+            timestamp=int(r[1]),
+            prefix_root=bytes(r[2]),
+            checkpoint=bytes(r[3]),
+            added=tuple(added[int(r[0])]),
+        )
+        for r in rows
+    ]
+
+
+def _kt_add_cosignature(
+    conn: sqlite3.Connection, size: int, witness: str, line: str, now: int
+) -> None:
+    with _transaction(conn):
+        # Only the newest cosignature of each witness is ever served.
+        conn.execute("DELETE FROM kt_cosignatures WHERE witness = ? AND size < ?", (witness, size))
+        conn.execute(
+            "INSERT INTO kt_cosignatures (size, witness, signature_line, cosigned_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (size, witness) DO UPDATE SET "
+            "signature_line = excluded.signature_line, cosigned_at = excluded.cosigned_at",
+            (size, witness, line, now),
+        )
+
+
+def _kt_cosignatures(conn: sqlite3.Connection, size: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT signature_line FROM kt_cosignatures WHERE size = ? ORDER BY witness", (size,)
+    ).fetchall()
+    return [str(r[0]) for r in rows]

@@ -1,0 +1,486 @@
+"""Load generator: N connected devices in M groups, a target send rate, real server processes.
+
+For each configuration it starts ``doorless server`` process(es) on a fresh database, registers
+N devices (each in one of M groups, round robin), opens one push WebSocket per device, and
+then, for ``--duration`` seconds, sends application messages at ``--rate`` messages per second
+(a random device to the rest of its group; each message reaches ``group size - 1`` devices).
+Receivers ack in batches every 50 ms, as a real client would.
+
+Reported: delivered msgs/s (pushed frames received), latency from the start of the send to the
+receipt of the push (p50/p95/p99, over every delivery), the server processes' CPU (cores busy,
+from /proc) and so delivered msgs/s per server core. The load generator runs in
+``--workers`` processes of its own (their CPU is not the server's).
+
+    python bench/load.py --backend postgres --nodes 2 --devices 1000 --groups 100 --rate 500
+    python bench/load.py --suite --update-doc docs/benchmarks.md   # the documented table
+
+Needs PostgreSQL (``--postgres``, default the test database) for the postgres backend and Redis
+(``--redis``) for more than one node. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from doorless.client.transport import DeviceIdentity, Transport
+from doorless.codec import encode
+from doorless.franking import FrankingAAD
+from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
+from doorless.server import protocol
+
+SECTION = "## Scale-out: delivery throughput and latency"
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+
+
+# --- server processes ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_servers(root: Path, count: int, database: str | None, redis: str | None) -> list[Server]:
+    servers = []
+    for i in range(count):
+        data_dir = root / f"node{i}"
+        command = [
+            sys.executable, "-m", "doorless.cli.main", "server",
+            "--data-dir", str(data_dir), "--port", str(port := free_port()),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        if database:
+            command += ["--database", database]
+        if redis:
+            command += ["--redis", redis]
+        log = (root / f"node{i}.log").open("ab")
+        servers.append(Server(port, subprocess.Popen(command, stdout=log, stderr=log)))
+        if i == 0:
+            wait_ready(servers[0])  # the first one migrates the database
+    for s in servers:
+        wait_ready(s)
+    return servers
+
+
+def wait_ready(server: Server) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, "server exited"
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{server.url}/v1/info", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+# --- setup: accounts ---------------------------------------------------------------------------
+
+
+async def register_all(urls: list[str], devices: int, groups: int) -> list[dict[str, Any]]:
+    gate = asyncio.Semaphore(32)
+
+    async def one(i: int) -> dict[str, Any]:
+        identity = DeviceIdentity.generate()
+        async with gate:
+            t = Transport(urls[i % len(urls)], identity, retries=3, timeout=60)
+            address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+            t._http.headers["X-Forwarded-For"] = address  # one client address per device
+            try:
+                await t.register(f"load{i}-{secrets.token_hex(3)}")
+                await t.authenticate()
+            finally:
+                await t.aclose()
+        return {"id": identity.device_id, "token": t._token, "group": i % groups, "addr": address}
+
+    return list(await asyncio.gather(*(one(i) for i in range(devices))))
+
+
+def message(group: int, body: bytes) -> bytes:
+    return encode(
+        MLSMessage(
+            PrivateMessage(
+                group_id=f"load-group-{group}".encode(),
+                epoch=0,
+                content_type=ContentType.application,
+                authenticated_data=encode(FrankingAAD(secrets.token_bytes(32))),
+                encrypted_sender_data=b"\x01" * 16,
+                ciphertext=body,
+            )
+        )
+    )
+
+
+# --- a worker process: some devices' sockets and sends -----------------------------------------
+
+
+class RawHttp:
+    """Keep-alive HTTP/1.1 POSTs over asyncio streams: a load generator cheaper than httpx."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+
+async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    mine: list[dict[str, Any]] = spec["mine"]
+    members: dict[int, list[str]] = {}
+    for d in spec["all"]:
+        members.setdefault(d["group"], []).append(d["id"])
+    ports: list[int] = spec["ports"]
+    latencies: list[float] = []
+    delivered = 0
+    measuring = False
+    errors = 0
+    statuses: dict[int, int] = {}
+
+    async def receive(device: dict[str, Any], port: int) -> None:
+        nonlocal delivered
+        headers = {"Authorization": f"Bearer {device['token']}", "X-Forwarded-For": device["addr"]}
+        async with connect(
+            f"ws://127.0.0.1:{port}/v1/ws", additional_headers=headers, max_size=2**22
+        ) as ws:
+            connected.append(1)
+            pending: list[int] = []
+
+            async def acker() -> None:
+                while True:
+                    await asyncio.sleep(0.05)
+                    if pending:
+                        seqs = pending[:1000]
+                        del pending[:1000]
+                        await ws.send(json.dumps({"type": "ack", "seqs": seqs}))
+
+            task = asyncio.create_task(acker())
+            try:
+                async for raw in ws:
+                    frame = json.loads(raw)
+                    if frame["type"] != "message":
+                        continue
+                    now = time.time()
+                    data = protocol.b64decode(frame["data"])
+                    sent_at = float(data[-40:].split(b"|")[1])
+                    if measuring:
+                        delivered += 1
+                        latencies.append(now - sent_at)
+                    pending.append(frame["seq"])
+            finally:
+                task.cancel()
+
+    connected: list[int] = []
+    receivers = [asyncio.create_task(receive(d, ports[i % len(ports)])) for i, d in enumerate(mine)]
+    while len(connected) < len(mine):
+        await asyncio.sleep(0.05)
+        for r in receivers:
+            if r.done() and r.exception() is not None:
+                raise r.exception()  # type: ignore[misc]
+    spec["ready"].set()
+    spec["go"].wait()
+
+    # Sends: a token bucket at this worker's share of the rate, up to 256 in flight.
+    rate = spec["rate"]
+    conns = [RawHttp(ports[i % len(ports)]) for i in range(64)]
+    free = asyncio.Queue[RawHttp]()
+    for c in conns:
+        free.put_nowait(c)
+
+    async def one_send(device: dict[str, Any], n: int) -> None:
+        nonlocal errors
+        conn = await free.get()
+        try:
+            recipients = [r for r in members[device["group"]] if r != device["id"]]
+            pad = f"|{time.time():.6f}|".encode().rjust(40, b"#")
+            body = json.dumps(
+                {
+                    "message_id": f"m{os.getpid()}-{n}",
+                    "data": protocol.b64encode(message(device["group"], os.urandom(64) + pad)),
+                    "recipients": recipients,
+                }
+            ).encode()
+            headers = {
+                "Authorization": f"Bearer {device['token']}",
+                "X-Forwarded-For": device["addr"],
+            }
+            status = await conn.post("/v1/messages", body, headers)
+            if status != 201:
+                errors += 1
+                statuses[status] = statuses.get(status, 0) + 1
+        except (OSError, asyncio.IncompleteReadError):
+            errors += 1
+            conn.writer = None
+        finally:
+            free.put_nowait(conn)
+
+    warmup, duration = spec["warmup"], spec["duration"]
+    start = time.monotonic()
+    n = 0
+    tasks: set[asyncio.Task[None]] = set()
+    while (elapsed := time.monotonic() - start) < warmup + duration + 0.0:
+        if not measuring and elapsed >= warmup:
+            measuring = True
+            measure_start = time.monotonic()
+            delivered_at_start = delivered
+        due = int(elapsed * rate)
+        while n < due:
+            t = asyncio.create_task(one_send(random.choice(mine), n))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.sleep(0.002)
+    measured = time.monotonic() - measure_start
+    measuring = False
+    await asyncio.sleep(0.5)
+    for r in receivers:
+        r.cancel()
+    return {
+        "delivered": delivered - delivered_at_start,
+        "seconds": measured,
+        "latencies": latencies,
+        "sent": n,
+        "errors": errors,
+        "statuses": statuses,
+    }
+
+
+def worker(spec: dict[str, Any], out: Any) -> None:
+    try:
+        out.put(asyncio.run(worker_main(spec)))
+    except BaseException as exc:
+        out.put({"error": repr(exc)})
+        raise
+
+
+# --- one configuration ---------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="doorless-load-"))
+    schema = f"dl_load_{secrets.token_hex(4)}"
+    database = None
+    if backend == "postgres":
+        database = f"{args.postgres}{'&' if '?' in args.postgres else '?'}schema={schema}"
+    redis = args.redis if nodes > 1 else None
+    servers = start_servers(root, nodes, database, redis)
+    try:
+        urls = [s.url for s in servers]
+        devices = asyncio.run(register_all(urls, args.devices, args.groups))
+        ctx = mp.get_context("spawn")
+        ready = [ctx.Event() for _ in range(args.workers)]
+        go = ctx.Event()
+        out = ctx.Queue()
+        procs = []
+        for w in range(args.workers):
+            spec = {
+                "mine": devices[w :: args.workers],
+                "all": devices,
+                "ports": [s.port for s in servers],
+                "rate": args.rate / args.workers,
+                "warmup": args.warmup,
+                "duration": args.duration,
+                "ready": ready[w],
+                "go": go,
+            }
+            p = ctx.Process(target=worker, args=(spec, out))
+            p.start()
+            procs.append(p)
+        for e in ready:
+            if not e.wait(300):
+                raise RuntimeError("workers did not connect")
+        cpu0 = sum(s.cpu_seconds() for s in servers)
+        t0 = time.monotonic()
+        go.set()
+        time.sleep(args.warmup)
+        cpu_w = sum(s.cpu_seconds() for s in servers)
+        tw = time.monotonic()
+        results = [out.get(timeout=args.warmup + args.duration + 300) for _ in procs]
+        cpu1 = sum(s.cpu_seconds() for s in servers)
+        t1 = time.monotonic()
+        for p in procs:
+            p.join(30)
+        del cpu0, t0
+        failed = [r["error"] for r in results if "error" in r]
+        if failed:
+            raise RuntimeError(f"worker failed: {failed}")
+    finally:
+        for s in servers:
+            s.process.terminate()
+        for s in servers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                s.process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+        if backend == "postgres":
+            asyncio.run(_drop(args.postgres, schema))
+    seconds = statistics.mean(r["seconds"] for r in results)
+    delivered = sum(r["delivered"] for r in results)
+    latencies = sorted(x for r in results for x in r["latencies"])
+    cores = (cpu1 - cpu_w) / (t1 - tw)  # includes the few idle tail seconds: conservative
+
+    def pct(p: float) -> float:
+        return (
+            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0
+        )
+
+    group_size = args.devices / args.groups
+    return {
+        "backend": backend,
+        "nodes": nodes,
+        "devices": args.devices,
+        "groups": args.groups,
+        "group_size": group_size,
+        "target_rate": args.rate,
+        "target_delivered": args.rate * (group_size - 1),
+        "sent": sum(r["sent"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "error_statuses": [r["statuses"] for r in results],
+        "delivered_per_s": delivered / seconds,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "server_cores": cores,
+        "per_core": delivered / seconds / cores if cores else 0.0,
+    }
+
+
+async def _drop(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+def row(r: dict[str, Any]) -> str:
+    where = "SQLite" if r["backend"] == "sqlite" else "PostgreSQL"
+    if r["nodes"] > 1:
+        where += f" + Redis, {r['nodes']} nodes"
+    return (
+        f"| {where} | {r['devices']} / {r['groups']} | {r['target_rate']:.0f} "
+        f"({r['target_delivered']:.0f}) | {r['delivered_per_s']:.0f} | {r['p50_ms']:.1f} | "
+        f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cores']:.2f} | {r['per_core']:.0f} "
+        f"| {r['errors']} |"
+    )
+
+
+HEADER = (
+    "| store | devices / groups | sends/s target (deliveries/s) | delivered msgs/s | p50 ms | "
+    "p95 ms | p99 ms | server cores busy | delivered/s per server core | send errors |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} × {cpu}, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--groups", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=300.0, help="sends per second")
+    parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--workers", type=int, default=2, help="load generator processes")
+    parser.add_argument("--postgres", default=PG_DEFAULT)
+    parser.add_argument("--redis", default=REDIS_DEFAULT)
+    parser.add_argument("--suite", action="store_true", help="SQLite 1, PostgreSQL 1 and 2 nodes")
+    parser.add_argument("--update-doc", type=Path, metavar="MARKDOWN")
+    args = parser.parse_args()
+    configs = (
+        [("sqlite", 1), ("postgres", 1), ("postgres", 2)]
+        if args.suite
+        else [(args.backend, args.nodes)]
+    )
+    results = []
+    for backend, nodes in configs:
+        r = run(args, backend, nodes)
+        print(json.dumps(r), flush=True)
+        results.append(r)
+    table = "\n".join([HEADER, *(row(r) for r in results)])
+    print(table)
+    if args.update_doc is not None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = " ".join(["python bench/load.py", *sys.argv[1:]])
+        text = f"Run `{command}` — {stamp}, {machine()}.\n\n{table}\n"
+        doc = args.update_doc.read_text() if args.update_doc.exists() else "# Benchmarks\n"
+        marker = "<!-- load.py results -->"
+        if marker in doc:
+            head, _, rest = doc.partition(marker)
+            _, _, tail = rest.partition("<!-- /load.py results -->")
+            doc = f"{head}{marker}\n{text}<!-- /load.py results -->{tail}"
+        else:
+            doc = doc.rstrip() + f"\n\n{SECTION}\n\n{marker}\n{text}<!-- /load.py results -->\n"
+        args.update_doc.write_text(doc)
+
+
+if __name__ == "__main__":
+    main()

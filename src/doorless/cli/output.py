@@ -1,0 +1,380 @@
+"""How the programs show the client library's objects: JSON shapes and one-line texts.
+
+One vocabulary for every program: ``doorless --json ...`` prints these JSON objects, the
+JSON-RPC daemon returns them as results and sends events as notifications with them. Keys are
+snake_case, like the HTTP API; times are Unix milliseconds, as in the client library.
+
+The client library is imported lazily (``doorless.client`` loads its modules on first use), so
+that ``doorless --help`` and commands that do not need it start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+import typer
+
+from doorless import client as dl
+
+if TYPE_CHECKING:
+    from doorless.client import (
+        Conversation,
+        DeviceInfo,
+        DeviceRef,
+        Event,
+        FileInfo,
+        MessageInfo,
+    )
+
+JSON = dict[str, Any]
+
+
+# --- JSON shapes ------------------------------------------------------------------------------
+
+
+def device_ref_json(ref: DeviceRef | None) -> JSON | None:
+    if ref is None:
+        return None
+    return {"user": ref.user, "device_id": ref.device_id}
+
+
+def fingerprint(device_id: str) -> str:
+    """A device id in groups of four, as the client library shows it."""
+    return " ".join(device_id[i : i + 4] for i in range(0, len(device_id), 4))
+
+
+def file_json(file: FileInfo | None) -> JSON | None:
+    if file is None:
+        return None
+    return {
+        "name": file.name,
+        "media_type": file.media_type,
+        "size": file.size,
+        "sha256": file.sha256,
+    }
+
+
+def message_json(m: MessageInfo) -> JSON:
+    return {
+        "conversation_id": m.conversation_id,
+        "message_id": m.message_id,
+        "local_id": m.local_id,
+        "sender": device_ref_json(m.sender),
+        "outgoing": m.outgoing,
+        "kind": m.kind.value,
+        "text": m.text,
+        "file": file_json(m.file),
+        "sent_at": m.sent_at,
+        "received_at": m.received_at,
+        "state": m.state.value,
+    }
+
+
+def conversation_json(c: Conversation) -> JSON:
+    return {
+        "id": c.id,
+        "kind": c.kind.value,
+        "name": c.name,
+        "members": list(c.members),
+        "devices": [device_ref_json(d) for d in c.devices],
+        "epoch": c.epoch,
+        "status": c.status.value,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+        "request_from": c.request_from,
+        "disappearing_seconds": c.disappearing_seconds,
+    }
+
+
+def device_json(d: DeviceInfo, me: str | None = None) -> JSON:
+    return {
+        "device_id": d.device_id,
+        "fingerprint": fingerprint(d.device_id),
+        "approved_by": d.approved_by,
+        "created_at": d.created_at,
+        "revoked_at": d.revoked_at,
+        "this_device": d.device_id == me,
+    }
+
+
+def _refs(refs: tuple[DeviceRef, ...]) -> list[JSON | None]:
+    return [device_ref_json(r) for r in refs]
+
+
+# Event class name -> (the "type" it has in JSON, its other fields). Table-driven, so a new
+# event kind of the client library needs one line here (and a test fails until it has one).
+_EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
+    "MessageReceived": ("message_received", lambda e: {"message": message_json(e.message)}),
+    "MessageSent": ("message_sent", lambda e: {"message": message_json(e.message)}),
+    "ConversationJoined": (
+        "conversation_joined",
+        lambda e: {"conversation": conversation_json(e.conversation), "by": device_ref_json(e.by)},
+    ),
+    "ConversationUpdated": (
+        "conversation_updated",
+        lambda e: {"conversation": conversation_json(e.conversation), "by": device_ref_json(e.by)},
+    ),
+    "MembershipChanged": (
+        "membership_changed",
+        lambda e: {
+            "conversation": conversation_json(e.conversation),
+            "added": _refs(e.added),
+            "removed": _refs(e.removed),
+            "added_users": list(e.added_users),
+            "removed_users": list(e.removed_users),
+            "by": device_ref_json(e.by),
+        },
+    ),
+    "DeviceChanged": (
+        "device_changed",
+        lambda e: {
+            "device": device_ref_json(e.device),
+            "change": e.change.value,
+            "conversation_id": e.conversation_id,
+            "by": device_ref_json(e.by),
+        },
+    ),
+    "TransparencyAlarm": (
+        "transparency_alarm",
+        lambda e: {
+            "kind": e.kind.value,
+            "detail": e.detail,
+            "device": device_ref_json(e.device),
+        },
+    ),
+    "DeliveryFailed": (
+        "delivery_failed",
+        lambda e: {
+            "reason": e.reason.value,
+            "detail": e.detail,
+            "conversation_id": e.conversation_id,
+            "message_id": e.message_id,
+            "sender": device_ref_json(e.sender),
+            "outgoing": e.outgoing,
+        },
+    ),
+}
+
+
+def event_type(event: Event) -> str:
+    entry = _EVENT_FIELDS.get(type(event).__name__)
+    return entry[0] if entry is not None else "unknown"
+
+
+def event_json(event: Event) -> JSON:
+    """``{"type": "message_received", ...}``: the params of a daemon notification, and one line
+    of ``doorless --json receive``. An event kind this version does not know is ``unknown``."""
+    entry = _EVENT_FIELDS.get(type(event).__name__)
+    if entry is None:
+        return {"type": "unknown", "event": type(event).__name__}
+    name, fields = entry
+    return {"type": name, **fields(event)}
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+def clock(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def conversation_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
+    """``@bob`` for a direct conversation, ``#name`` for a group (``#<id prefix>`` unnamed)."""
+    if c is None:
+        return f"#{conversation_id[:8]}"
+    if c.kind is dl.ConversationKind.DIRECT:
+        peers = [m for m in c.members if m != me]
+        return "@" + (peers[0] if peers else me)
+    return f"#{c.name}" if c.name else f"#{c.id[:8]}"
+
+
+def message_text(m: MessageInfo, label: str) -> str:
+    who = "me" if m.outgoing else m.sender.user
+    if m.kind is dl.MessageKind.FILE and m.file is not None:
+        f = m.file
+        body = (
+            f"[file] {f.name} ({size(f.size)}, {f.media_type}) - doorless download {m.message_id}"
+        )
+    else:
+        body = m.text or ""
+    return f"{clock(m.sent_at)}  {label}  {who}: {body}"
+
+
+@dataclass(frozen=True, slots=True)
+class _TextContext:
+    me: str
+    conversations: dict[str, Conversation]
+
+    def label(self, conversation_id: str | None) -> str:
+        if conversation_id is None:
+            return "-"
+        known = self.conversations.get(conversation_id)
+        return conversation_label(known, self.me, conversation_id)
+
+
+def _by(ref: DeviceRef | None) -> str:
+    return f" by {ref.user}" if ref is not None else ""
+
+
+def _membership_text(e: Any, ctx: _TextContext) -> str:
+    parts = []
+    if e.added_users:
+        parts.append("added " + ", ".join(e.added_users))
+    if e.removed_users:
+        parts.append("removed " + ", ".join(e.removed_users))
+    if not parts:
+        parts.append(f"{len(e.added)} device(s) in, {len(e.removed)} out")
+    return f"{conversation_label(e.conversation, ctx.me)}: {'; '.join(parts)}{_by(e.by)}"
+
+
+def _device_text(e: Any, ctx: _TextContext) -> str:
+    d = e.device
+    where = f" in {ctx.label(e.conversation_id)}" if e.conversation_id else ""
+    hint = (
+        " (check that it was you: doorless device list)"
+        if e.change == "linked" and d.user == ctx.me
+        else ""
+    )
+    return f"device {d.user}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
+
+
+def _alarm_text(e: Any, ctx: _TextContext) -> str:
+    who = f" ({e.device.user}/{fingerprint(e.device.device_id)})" if e.device else ""
+    return f"!! KEY TRANSPARENCY ALARM: {e.kind.value}{who}: {one_line(e.detail, 300)}"
+
+
+def _failure_text(e: Any, ctx: _TextContext) -> str:
+    where = f" in {ctx.label(e.conversation_id)}" if e.conversation_id else ""
+    direction = "could not send a message" if e.outgoing else "could not read a message"
+    return f"! {direction}{where}: {e.reason.value}: {one_line(e.detail, 200)}"
+
+
+# Event class name -> its line of text (by name, like `_EVENT_FIELDS`).
+_EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
+    "MessageReceived": lambda e, ctx: message_text(e.message, ctx.label(e.conversation_id)),
+    "MessageSent": lambda e, ctx: (
+        f"{clock(e.message.sent_at)}  {ctx.label(e.message.conversation_id)}  "
+        f"sent {e.message.message_id[:8]}"
+    ),
+    "ConversationJoined": lambda e, ctx: (
+        f"joined {conversation_label(e.conversation, ctx.me)} "
+        f"({', '.join(e.conversation.members)}){_by(e.by)}"
+    ),
+    "ConversationUpdated": lambda e, ctx: (
+        f"{conversation_label(e.conversation, ctx.me)} renamed{_by(e.by)}"
+    ),
+    "MembershipChanged": _membership_text,
+    "DeviceChanged": _device_text,
+    "TransparencyAlarm": _alarm_text,
+    "DeliveryFailed": _failure_text,
+}
+
+
+def event_text(event: Event, me: str, conversations: dict[str, Conversation] | None = None) -> str:
+    """One human-readable line for an event (``conversations`` names them, by id)."""
+    render = _EVENT_TEXT.get(type(event).__name__)
+    if render is None:
+        return f"event {type(event).__name__}"
+    return render(event, _TextContext(me, conversations or {}))
+
+
+# --- printing ---------------------------------------------------------------------------------
+
+
+def emit_json(obj: Any, stream: TextIO | None = None) -> None:
+    """One JSON object on one line (flushed: readers of a pipe see it at once)."""
+    out = stream or sys.stdout
+    out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+    out.flush()
+
+
+def emit(as_json: bool, obj: Any, text: str | Callable[[], str]) -> None:
+    """The one result of a command: ``obj`` with ``--json``, else ``text``."""
+    if as_json:
+        emit_json(obj)
+    else:
+        typer.echo(text() if callable(text) else text)
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+@contextmanager
+def progress_bar(
+    description: str, enabled: bool
+) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A transient progress bar on stderr (only when ``enabled``, i.e. stderr is a terminal);
+    yields the ``progress(done, total)`` callback for the client library, or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+__all__ = [
+    "JSON",
+    "clock",
+    "conversation_json",
+    "conversation_label",
+    "device_json",
+    "device_ref_json",
+    "emit",
+    "emit_json",
+    "event_json",
+    "event_text",
+    "event_type",
+    "file_json",
+    "fingerprint",
+    "message_json",
+    "message_text",
+    "one_line",
+    "progress_bar",
+    "size",
+    "stderr_is_terminal",
+]

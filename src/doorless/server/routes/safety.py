@@ -1,0 +1,147 @@
+"""Abuse reports (``/v1/reports``) and blocks (``/v1/blocks``); the franking and blocking
+steps of ``POST /v1/messages`` (`application_delivery`, `welcome_delivery`).
+
+See `doorless.server.franking` and ``docs/franking.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, Field
+
+from doorless.codec import decode
+from doorless.errors import DecodeError, RemoteError
+from doorless.franking import ReportExpired
+from doorless.mls.framing import MLSMessage, PrivateMessage
+from doorless.server import protocol
+from doorless.server.auth import AuthedDevice
+from doorless.server.context import ServerContext
+from doorless.server.errors import ApiError, bad_request, malformed
+from doorless.server.franking import Unfranked, application_tag, file_report, sender_identity
+from doorless.server.log import log_event
+from doorless.server.routes.common import AUTHED, Ctx, Device, errors
+from doorless.server.schemas import B64, Request
+from doorless.server.storage.base import Delivery
+
+router = APIRouter(prefix="/v1", tags=["safety"])
+
+UsernamePath = Annotated[str, Path(pattern=protocol.USERNAME_PATTERN)]
+
+
+# --- delivery --------------------------------------------------------------------------------
+
+
+async def application_delivery(
+    ctx: ServerContext, me: AuthedDevice, data: bytes, recipients: tuple[str, ...]
+) -> Delivery:
+    """The delivery of a group message: an application message must carry a franking tag
+    (``400 malformed_message`` otherwise); it is stamped at delivery with the device that
+    sent it, and it is not queued for devices whose user blocks the sender."""
+    try:
+        tag = application_tag(data)
+    except (Unfranked, DecodeError) as exc:
+        raise malformed(str(exc)) from None
+    if tag is None:
+        return Delivery(data, recipients)
+    body = decode(MLSMessage, data).body
+    assert isinstance(body, PrivateMessage)  # application_tag checked it
+    blocked = await ctx.storage.blocking_devices(me.username, recipients)
+    stamper = ctx.franking.stamper(
+        tag,
+        sender=sender_identity(me.username, me.device_id),
+        group_id=body.group_id,
+        accepted_at_ms=int(ctx.clock() * 1000),
+    )
+    return Delivery(data, tuple(r for r in recipients if r not in blocked), stamper)
+
+
+async def welcome_delivery(
+    ctx: ServerContext, me: AuthedDevice, data: bytes, recipients: tuple[str, ...]
+) -> Delivery:
+    """A Welcome is not queued for devices whose user blocks the sender."""
+    blocked = await ctx.storage.blocking_devices(me.username, recipients)
+    return Delivery(data, tuple(r for r in recipients if r not in blocked))
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+class ReportRequest(Request):
+    report: B64 = Field(description="An encoded AbuseReport (docs/franking.md)")
+
+
+class ReportResponse(BaseModel):
+    report_id: int
+    sender: str = Field(description="The username the server stamped the message with")
+    attachments: list[str] = Field(
+        description="Per reported attachment: ok, mismatch (FRANK-8) or gone (expired)"
+    )
+
+
+@router.post(
+    "/reports",
+    status_code=201,
+    response_model=ReportResponse,
+    responses=errors(*AUTHED, 400, 413, 422),
+)
+async def report(body: ReportRequest, me: Device, ctx: Ctx) -> ReportResponse:
+    """Report one message this device received: its franked content and the server's frank.
+
+    The server checks that it stamped exactly this content from this sender in this group
+    (its HMAC and signature over the franking tag) and files the report for the moderators.
+    ``400 report_expired``: the franking key of the message was deleted (docs/franking.md).
+    ``400 invalid_report``: the report does not verify (forged, edited, another server's).
+    """
+    try:
+        filed = await file_report(
+            ctx.franking,
+            ctx.storage,
+            ctx.blobs,
+            body.report,
+            reporter=(me.username, me.device_id),
+            now=ctx.now(),
+        )
+    except ReportExpired as exc:
+        raise ApiError(400, "report_expired", str(exc)) from None
+    except RemoteError as exc:
+        # The rule id only: nothing of the reported content goes into the answer or the log.
+        rule = getattr(exc, "rule", None) or type(exc).__name__
+        raise ApiError(400, "invalid_report", f"the report does not verify ({rule})") from None
+    log_event("report filed", report_id=filed.report_id, reason=filed.verified.reason.name)
+    return ReportResponse(
+        report_id=filed.report_id,
+        sender=filed.verified.sender.user_id.decode("ascii", "replace"),
+        attachments=list(filed.attachments),
+    )
+
+
+# --- blocks ----------------------------------------------------------------------------------
+
+
+class BlockList(BaseModel):
+    blocked: list[str] = Field(description="The users the caller's account blocks")
+
+
+@router.get("/blocks", response_model=BlockList, responses=errors(*AUTHED))
+async def list_blocks(me: Device, ctx: Ctx) -> BlockList:
+    """The users this account blocks (every device of the account reads the same list)."""
+    return BlockList(blocked=await ctx.storage.list_blocks(me.username))
+
+
+@router.put("/blocks/{username}", status_code=204, responses=errors(*AUTHED, 400, 422))
+async def block(username: UsernamePath, me: Device, ctx: Ctx) -> Response:
+    """Block a user for every device of this account: the server no longer queues their
+    application messages or Welcomes for them. The blocked user is not told."""
+    if username == me.username:
+        raise bad_request("an account cannot block itself")
+    await ctx.storage.set_block(me.username, username, True, ctx.now())
+    return Response(status_code=204)
+
+
+@router.delete("/blocks/{username}", status_code=204, responses=errors(*AUTHED, 422))
+async def unblock(username: UsernamePath, me: Device, ctx: Ctx) -> Response:
+    """Undo a block (idempotent)."""
+    await ctx.storage.set_block(me.username, username, False, ctx.now())
+    return Response(status_code=204)
