@@ -300,3 +300,18 @@ def test_lazy_group_info_is_the_new_epochs() -> None:
     assert signer is not None
     info.verify(SUITE, signer.signature_key)
     assert out.group_info == out.group_info  # computed once
+
+
+def test_long_overlay_chains_flatten_and_stay_right() -> None:
+    tree = RatchetTree.create(SUITE, _leaf(0))
+    for i in range(1, 8):
+        tree.add_leaf(_leaf(i))
+    tree.member_count()
+    for k in range(100):  # more than _TreeIndex.MAX_DEPTH overlays
+        tree = tree.copy()  # every epoch: a copy, then a change
+        target = k % 8
+        fdp = tree.filtered_direct_path(target)
+        tree.merge_path(target, _leaf(1000 + k), [_key("e", k, x) for x in fdp])
+        if k % 10 == 0:
+            _check_index(tree)
+    _check_index(tree)

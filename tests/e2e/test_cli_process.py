@@ -121,7 +121,7 @@ def test_the_doorless_program_end_to_end(server: ServerProcess, tmp_path: Path) 
         messages = [x["message"] for x in of_type(got, "message_received")]
         assert [m["kind"] for m in messages] == ["text", "file"]
         assert messages[0]["text"] == f"hello {canaries[0]}"
-        assert run_cli(p[device], "receive", json_output=True).stdout == ""  # once
+    assert run_cli(p["bob2"], "receive", json_output=True).stdout == ""  # each message once
     out = tmp_path / "downloaded.txt"
     r = run_cli(p["bob2"], "download", file_message["message_id"], "--output", out)
     assert r.returncode == 0, r.stderr
@@ -136,8 +136,6 @@ def test_the_doorless_program_end_to_end(server: ServerProcess, tmp_path: Path) 
     assert problems(r.stderr) == [f"error: wrong passphrase for profile {p['alice']}"]
     r = run_cli(p["alice"], "send", "@bob")  # no text, and an empty stdin
     assert (r.returncode, problems(r.stderr)) == (2, ["error: the message is empty"])
-    r = run_cli(p["alice"], "frobnicate")
-    assert r.returncode == 2
 
     server.stop()
     r = run_cli(p["alice"], "receive")

@@ -413,8 +413,11 @@ def _apply_proposals(
     proposals: Sequence[tuple[Proposal, Sender]],
 ) -> _Applied:
     """Apply in the order of §12.3: GroupContextExtensions, Updates, Removes, Adds, then note
-    PSKs, ExternalInit and ReInit. Works on a copy of ``tree``."""
-    new_tree = tree.copy()
+    PSKs, ExternalInit and ReInit. Works on a copy of ``tree`` if a proposal changes it;
+    otherwise ``applied.tree`` *is* ``tree`` (copy it before changing it): a copy touches
+    all n nodes, which a self-update of a large group should not pay."""
+    changes_tree = any(isinstance(p, (Update, Remove, Add)) for p, _ in proposals)
+    new_tree = tree.copy() if changes_tree else tree
     applied = _Applied(new_tree, extensions, [], [], [], [], None, None, set())
     for proposal, _ in proposals:
         applied.types.add(int(proposal.proposal_type))
@@ -1515,6 +1518,8 @@ class Group:
         added_leaves = [leaf for leaf, _ in applied.added]
         if external:
             assert path is not None
+            if tree is self.tree:  # not copied by _apply_proposals
+                tree = tree.copy()
             committer = tree.add_leaf(path.leaf_node)
             removed = [p for p, _ in listed if isinstance(p, Remove)]
             if removed and applied.removed[0].credential != path.leaf_node.credential:
@@ -1739,7 +1744,7 @@ class Group:
         proposals += [PreSharedKey(p) for p in psk_ids]
         sender = SenderNewMemberCommit()
         applied = _apply_proposals(tree, gc.extensions, [(p, sender) for p in proposals])
-        new_tree = applied.tree
+        new_tree = applied.tree if applied.tree is not tree else tree.copy()
         own_leaf = new_tree.add_leaf(leaf_node)
         prepared = prepare_commit_path(
             new_tree,

@@ -67,11 +67,21 @@ def _opaque(data: bytes) -> bytes:
 class _TreeIndex:
     """Counts over a tree's nodes, kept current by `RatchetTree.set_node`, so that the key
     uniqueness (§7.3) and credential rules cost O(1) per changed node instead of a scan of the
-    whole tree. Shared by a tree and its copies until one of them changes (copy on write)."""
+    whole tree.
+
+    A tree and its copies share an index until one of them changes; the one that changes then
+    gets an overlay (`child`) holding only its differences, so a commit does not copy the key
+    tables of a 10,000-member tree (touching every key costs milliseconds in a large heap). A
+    shared index is never changed. Chains are flattened after `MAX_DEPTH` overlays.
+    """
+
+    MAX_DEPTH = 32
 
     __slots__ = (
+        "base",
         "credential_support",
         "credential_use",
+        "depth",
         "duplicates",
         "encryption_keys",
         "members",
@@ -79,32 +89,68 @@ class _TreeIndex:
         "signature_keys",
     )
 
-    def __init__(self) -> None:
-        self.encryption_keys: dict[bytes, int] = {}  # key -> number of nodes holding it
-        self.signature_keys: dict[bytes, int] = {}  # key -> number of leaves holding it
-        self.duplicates = 0  # keys held more than once, in either map
-        self.members = 0
-        self.credential_use: dict[int, int] = {}  # credential type -> leaves using it
-        self.credential_support: dict[int, int] = {}  # type -> leaves whose capabilities list it
+    base: _TreeIndex | None
+    depth: int
+    encryption_keys: dict[bytes, int]
+    signature_keys: dict[bytes, int]
+    duplicates: int
+    members: int
+    credential_use: dict[int, int]
+    credential_support: dict[int, int]
+    shared: bool
+
+    def __init__(self, base: _TreeIndex | None = None) -> None:
+        self.base = base
+        self.depth = 0 if base is None else base.depth + 1
+        # key -> number of nodes (leaves) holding it; relative to `base` when there is one.
+        self.encryption_keys = {}
+        self.signature_keys = {}
+        self.duplicates = 0 if base is None else base.duplicates  # keys held more than once
+        self.members = 0 if base is None else base.members
+        # credential type -> leaves using it / listing it in their capabilities (a few types)
+        self.credential_use = {} if base is None else base.credential_use.copy()
+        self.credential_support = {} if base is None else base.credential_support.copy()
         self.shared = False
 
-    def copy(self) -> _TreeIndex:
-        other = _TreeIndex()
-        other.encryption_keys = self.encryption_keys.copy()
-        other.signature_keys = self.signature_keys.copy()
-        other.duplicates = self.duplicates
-        other.members = self.members
-        other.credential_use = self.credential_use.copy()
-        other.credential_support = self.credential_support.copy()
-        return other
+    def child(self) -> _TreeIndex:
+        """An overlay on this (shared, now frozen) index, or a flat copy past `MAX_DEPTH`."""
+        if self.depth < self.MAX_DEPTH:
+            return _TreeIndex(self)
+        flat = _TreeIndex()
+        flat.encryption_keys = self._flatten("encryption_keys")
+        flat.signature_keys = self._flatten("signature_keys")
+        flat.duplicates = self.duplicates
+        flat.members = self.members
+        flat.credential_use = self.credential_use.copy()
+        flat.credential_support = self.credential_support.copy()
+        return flat
 
-    def _count(self, table: dict[bytes, int], key: bytes, delta: int) -> None:
-        before = table.get(key, 0)
+    def _flatten(self, name: str) -> dict[bytes, int]:
+        chain: list[_TreeIndex] = []
+        index: _TreeIndex | None = self
+        while index is not None:
+            chain.append(index)
+            index = index.base
+        total: dict[bytes, int] = {}
+        for layer in reversed(chain):
+            for key, n in getattr(layer, name).items():
+                total[key] = total.get(key, 0) + n
+        return {key: n for key, n in total.items() if n}
+
+    def count(self, name: str, key: bytes) -> int:
+        """How many nodes (``encryption_keys``) or leaves (``signature_keys``) hold ``key``."""
+        n = 0
+        index: _TreeIndex | None = self
+        while index is not None:
+            n += getattr(index, name).get(key, 0)
+            index = index.base
+        return n
+
+    def _count(self, name: str, key: bytes, delta: int) -> None:
+        before = self.count(name, key)
         after = before + delta
-        if after:
-            table[key] = after
-        else:
-            del table[key]
+        table: dict[bytes, int] = getattr(self, name)
+        table[key] = table.get(key, 0) + delta
         if before < 2 <= after:
             self.duplicates += 1
         elif after < 2 <= before:
@@ -114,11 +160,11 @@ class _TreeIndex:
         """Count ``node`` at position ``x`` in (delta 1) or out (delta -1)."""
         if node is None:
             return
-        self._count(self.encryption_keys, node.encryption_key, delta)
+        self._count("encryption_keys", node.encryption_key, delta)
         if x & 1 == 0:
             assert isinstance(node, LeafNode)
             self.members += delta
-            self._count(self.signature_keys, node.signature_key, delta)
+            self._count("signature_keys", node.signature_key, delta)
             for table, types in (
                 (self.credential_use, (int(node.credential.credential_type),)),
                 (self.credential_support, set(node.capabilities.credentials)),
@@ -201,7 +247,7 @@ class RatchetTree:
     def _write_index(self) -> _TreeIndex | None:
         index = self._index
         if index is not None and index.shared:
-            index = self._index = index.copy()
+            index = self._index = index.child()
         return index
 
     # --- shape and access ---------------------------------------------------------------------
@@ -254,11 +300,11 @@ class RatchetTree:
 
     def encryption_key_in_use(self, key: bytes) -> bool:
         """Whether some node holds ``key`` (§7.3 uniqueness of encryption keys)."""
-        return key in self._read_index().encryption_keys
+        return self._read_index().count("encryption_keys", key) > 0
 
     def signature_key_users(self, key: bytes) -> int:
         """How many leaves hold the signature key ``key``."""
-        return self._read_index().signature_keys.get(key, 0)
+        return self._read_index().count("signature_keys", key)
 
     def credential_types_in_use(self) -> frozenset[int]:
         """The credential types of the members' credentials."""
