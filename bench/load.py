@@ -4,7 +4,7 @@ For each configuration it starts ``doorless server`` process(es) on a fresh data
 N devices (each in one of M groups, round robin), opens one push WebSocket per device, and
 then, for ``--duration`` seconds, sends application messages at ``--rate`` messages per second
 (a random device to the rest of its group; each message reaches ``group size - 1`` devices).
-Receivers ack in batches every 50 ms, as a real client would.
+Receivers ack in batches every 250 ms (one frame), as a real client would.
 
 Reported: delivered msgs/s (pushed frames received), latency from the start of the send to the
 receipt of the push (p50/p95/p99, over every delivery), the server processes' CPU (cores busy,
@@ -52,6 +52,7 @@ from doorless.server import protocol
 SECTION = "## Scale-out: delivery throughput and latency"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+ACK_INTERVAL = 0.25  # receivers ack what they got every this many seconds (one frame)
 
 
 # --- server processes ------------------------------------------------------------------------
@@ -200,7 +201,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
             async def acker() -> None:
                 while True:
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(ACK_INTERVAL)
                     if pending:
                         seqs = pending[:1000]
                         del pending[:1000]
@@ -247,7 +248,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
             pad = f"|{time.time():.6f}|".encode().rjust(40, b"#")
             body = json.dumps(
                 {
-                    "message_id": f"m{os.getpid()}-{n}",
+                    "message_id": f"msg-{os.getpid()}-{n:07d}",
                     "data": protocol.b64encode(message(device["group"], os.urandom(64) + pad)),
                     "recipients": recipients,
                 }

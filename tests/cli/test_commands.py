@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,16 @@ def test_text_output_of_receive(doorless: Doorless, trio: tuple[str, ...]) -> No
     out = doorless.ok(bob, "receive", json_output=False).stdout.splitlines()
     assert out[0] == f"joined @{alice} ({', '.join(sorted([alice, bob]))}) by {alice}"
     assert out[1].endswith(f"@{alice}  {alice}: plain text please")
+
+
+def test_receive_with_a_timeout_listens_then_exits(
+    doorless: Doorless, trio: tuple[str, ...]
+) -> None:
+    """``--timeout S`` fetches, then listens (WebSocket) until S seconds pass quietly."""
+    alice, bob, _ = trio
+    doorless.ok(alice, "send", f"@{bob}", "first")
+    started = time.monotonic()
+    lines = doorless.ok(bob, "receive", "--timeout", "1").lines
+    assert received(lines) == ["first"]
+    assert 1 <= time.monotonic() - started < 30
+    assert doorless.ok(bob, "receive", "--timeout", "0.5").lines == []

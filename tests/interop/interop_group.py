@@ -382,14 +382,13 @@ class MixedGroup:
         )
         assert header(commit) == (1, WF_PUBLIC)  # §12.4.3.2: always a PublicMessage
         receivers = [m for m in self.members if m != resync]
-        # Doorless reports an external joiner as the committer whose leaf came with the path
-        # (``updated``), not in ``added`` (which lists Add proposals); the sender type tells.
+        # Doorless reports an external joiner as an addition to the roster (I3).
         self._deliver_commit(
             None,
             commit,
             receivers=receivers,
+            added=[name],
             removed=[resync] if resync else [],
-            updated=[name],
             external=True,
         )
         peer.group = group

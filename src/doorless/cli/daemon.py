@@ -97,9 +97,12 @@ class Daemon:
     async def pump_events(self, events: AsyncIterator[Event]) -> None:
         cursor = receive_cursor(self.client)
         async for event in events:
-            delivered = await self.broadcast(event)
-            if delivered and isinstance(event, dl.MessageReceived):
-                await cursor.advance([event.message])
+            try:
+                delivered = await self.broadcast(event)
+                if delivered and isinstance(event, dl.MessageReceived):
+                    await cursor.advance([event.message])
+            except Exception:  # one bad event must not end the notifications
+                log.exception("could not pass on a %s event", type(event).__name__)
 
     async def close(self) -> None:
         for task in list(self._tasks):

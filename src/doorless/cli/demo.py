@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import secrets
 import shutil
 import socket
@@ -358,6 +359,9 @@ def demo(
     and what the server stored (ciphertext only), then clean up. Takes a few seconds."""
     st = state(ctx)
     console = Console(highlight=False)
+    # The demo talks to 127.0.0.1 only: never through a proxy the environment may name.
+    for name in ("NO_PROXY", "no_proxy"):
+        os.environ[name] = ",".join(filter(None, ["127.0.0.1,localhost", os.environ.get(name)]))
 
     async def main() -> None:
         with _workspace(keep) as root:

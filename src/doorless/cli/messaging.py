@@ -1,6 +1,6 @@
 """Messages: ``send``, ``send-file``, ``receive``, ``history``, ``download``, ``conversations``,
-and the daemon methods that do the same (``send``, ``sendFile``, ``history``, ``download``,
-``sync``, ``listConversations``, ``getConversation``).
+and the daemon methods that do the same (``send``, ``sendFile``, ``receive``, ``history``,
+``download``, ``sync``, ``listConversations``, ``getConversation``).
 
 ``receive`` shows every incoming message once: the profile keeps a cursor (the highest local
 message id shown, an app setting of the encrypted store), so messages that another command
@@ -126,7 +126,7 @@ def send(
     text: Annotated[
         str | None,
         typer.Argument(
-            metavar="[TEXT]", help="The message (read from stdin if omitted).", show_default=False
+            metavar="TEXT", help="The message (read from stdin if omitted).", show_default=False
         ),
     ] = None,
     group: GroupOption = None,

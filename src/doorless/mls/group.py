@@ -929,9 +929,9 @@ class Group:
         tree = self.tree
         # Signature keys of the members this list removes; the tree counts every member's key.
         removed_keys = [
-            leaf.signature_key
+            removed_leaf.signature_key
             for p, _ in proposals
-            if isinstance(p, Remove) and (leaf := tree.leaf_node(p.removed)) is not None
+            if isinstance(p, Remove) and (removed_leaf := tree.leaf_node(p.removed)) is not None
         ]
         new_keys: set[bytes] = set()
         for proposal, _ in proposals:

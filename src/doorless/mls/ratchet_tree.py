@@ -75,7 +75,7 @@ class _TreeIndex:
     shared index is never changed. Chains are flattened after `MAX_DEPTH` overlays.
     """
 
-    MAX_DEPTH = 32
+    MAX_DEPTH = 8
 
     __slots__ = (
         "base",
@@ -141,15 +141,20 @@ class _TreeIndex:
         """How many nodes (``encryption_keys``) or leaves (``signature_keys``) hold ``key``."""
         n = 0
         index: _TreeIndex | None = self
-        while index is not None:
-            n += getattr(index, name).get(key, 0)
-            index = index.base
+        if name == "encryption_keys":
+            while index is not None:
+                n += index.encryption_keys.get(key, 0)
+                index = index.base
+        else:
+            while index is not None:
+                n += index.signature_keys.get(key, 0)
+                index = index.base
         return n
 
     def _count(self, name: str, key: bytes, delta: int) -> None:
         before = self.count(name, key)
         after = before + delta
-        table: dict[bytes, int] = getattr(self, name)
+        table = self.encryption_keys if name == "encryption_keys" else self.signature_keys
         table[key] = table.get(key, 0) + delta
         if before < 2 <= after:
             self.duplicates += 1
