@@ -594,10 +594,12 @@ class Bench:
             lambda r: self.floor.plan_build(bundles[1:], len(r[1].group_info()), len(r[0].commit)),
         )
         tree_bytes = g.tree.encode()
+        welcome = out.welcome
+        assert welcome is not None
         j = self.measure(
             "join",
             lambda: Group.join_from_welcome(
-                out.welcome, b1, ratchet_tree=tree_bytes, now=NOW, config=config
+                welcome, b1, ratchet_tree=tree_bytes, now=NOW, config=config
             ),
             lambda _: self.floor.plan_join(g.tree, gid),
         )
@@ -643,12 +645,13 @@ class Bench:
         joiner = bundles[1]
         add = creator.commit([Add(joiner.key_package)], now=NOW)
         g = creator.merge_pending_commit(add.pending)
-        assert add.welcome is not None
+        welcome = add.welcome
+        assert welcome is not None
         tree_bytes = g.tree.encode()
         j = self.measure(
             "join_full_tree",
             lambda: Group.join_from_welcome(
-                add.welcome, joiner, ratchet_tree=tree_bytes, now=NOW, config=config
+                welcome, joiner, ratchet_tree=tree_bytes, now=NOW, config=config
             ),
             lambda _: self.floor.plan_join(g.tree, gid),
         )
@@ -724,22 +727,36 @@ def open_ts_mls() -> Any:
 # --- targets and output -----------------------------------------------------------------------
 
 
+def _ratios(r: dict[str, Any]) -> str:
+    cpu = r.get("ratio_cpu")
+    return f"{r['ratio']:.2f}x wall" + (f", {cpu:.2f}x CPU" if cpu is not None else "")
+
+
+def _verdict(r: dict[str, Any], bound: float) -> bool:
+    """Judged on the CPU-time ratio when there is one: on a shared machine a step's wall time
+    also counts other processes' time slices, more of them the longer the step."""
+    cpu = r.get("ratio_cpu")
+    return bool((cpu if cpu is not None else r["ratio"]) <= bound)
+
+
 def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     """The issue's targets, each (what, met, the numbers)."""
     by = {(r["op"], r["n"]): r for r in rows}
     out: list[tuple[str, bool, str]] = []
     for op in ("encrypt", "decrypt"):
-        for (o, n), r in sorted(by.items()):
-            if o == op:
-                rate = 1 / r["ratio"]
-                out.append(
-                    (
-                        f"{op} N={n}: >= 70% of the floor's rate",
-                        rate >= 0.7,
-                        f"{rate:.0%} ({r['doorless_ms'] * 1000:.0f} µs vs floor "
-                        f"{r['floor_ms'] * 1000:.0f} µs)",
-                    )
+        found = [r for (o, _), r in sorted(by.items()) if o == op]
+        if found:
+            rates = [1 / (r["ratio_cpu"] or r["ratio"]) for r in found]
+            worst = found[rates.index(min(rates))]
+            out.append(
+                (
+                    f"{op}: >= 70% of the floor's rate (every N)",
+                    min(rates) >= 0.7,
+                    f"{min(rates):.0%} to {max(rates):.0%} of the floor's rate (CPU); worst "
+                    f"N={worst['n']}: {worst['doorless_ms'] * 1000:.0f} µs vs floor "
+                    f"{worst['floor_ms'] * 1000:.0f} µs, {_ratios(worst)}",
                 )
+            )
     for op in ("commit", "process", "commit_full_tree", "process_full_tree"):
         for n in (1024, 10000):
             r = by.get((op, n))
@@ -747,8 +764,8 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
                 out.append(
                     (
                         f"{op} N={n}: within 3x of the floor",
-                        r["ratio"] <= 3,
-                        f"{r['ratio']:.2f}x ({r['doorless_ms']:.1f} vs {r['floor_ms']:.1f} ms)",
+                        _verdict(r, 3),
+                        f"{_ratios(r)} ({r['doorless_ms']:.1f} vs {r['floor_ms']:.1f} ms)",
                     )
                 )
     for op in ("join", "join_full_tree"):
@@ -757,8 +774,8 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
             out.append(
                 (
                     f"{op} N=10000: within 1.5x of the leaf-signature floor",
-                    r["ratio"] <= 1.5,
-                    f"{r['ratio']:.2f}x ({r['doorless_ms']:.0f} vs {r['floor_ms']:.0f} ms)",
+                    _verdict(r, 1.5),
+                    f"{_ratios(r)} ({r['doorless_ms']:.0f} vs {r['floor_ms']:.0f} ms)",
                 )
             )
     sizes = sorted(n for (o, n) in by if o == "commit_full_tree" and n >= 128)
@@ -819,8 +836,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{m['nproc']} × {m['cpu']} (load average {m['load']:.1f} at the start), "
         f"Python {m['python']}, cryptography {m['cryptography']}, suite 1 "
         f"(X25519, AES-128-GCM, SHA-256, Ed25519). Medians over {result['runs']} runs "
-        f"({result['messages']} messages per run for encrypt/decrypt); *ratio* is the median "
-        "of the per-run ratios doorless / floor, each measured back to back. Milliseconds.",
+        f"({result['messages']} messages per run for encrypt/decrypt; steps under 0.5 s "
+        f"repeated up to {REPEATS} times per run). *ratio* is the median of the ratios "
+        "doorless / floor, each pair measured back to back; *ratio (CPU)* the same in process "
+        "CPU time, which on a shared machine leaves out other processes' time slices (the "
+        "targets are judged on it). Wall-clock milliseconds.",
         "",
         "*fresh*: the issue's steps on a group just built by one Add commit (its parent nodes "
         "are blank, so a self-update encrypts to N-1 leaves, as in ts-mls's driver); "
@@ -828,15 +848,17 @@ def markdown(result: dict[str, Any]) -> str:
         "encryptions per path). The floor of each step and how it is measured are described "
         "at the top of `bench/mls_bench.py` and below.",
         "",
-        "| step | N | doorless | floor | ratio | ts-mls |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| step | N | doorless | floor | ratio | ratio (CPU) | ts-mls |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for op in OPS:
         for r in rows:
             if r["op"] == op:
+                cpu = r.get("ratio_cpu")
                 lines.append(
                     f"| {op} | {r['n']:,} | {fmt_ms(r['doorless_ms'])} | {fmt_ms(r['floor_ms'])} "
-                    f"| {r['ratio']:.2f} | {fmt_ms(r['ts_mls_ms'])} |"
+                    f"| {r['ratio']:.2f} | {'–' if cpu is None else f'{cpu:.2f}'} "
+                    f"| {fmt_ms(r['ts_mls_ms'])} |"
                 )
     lines += ["", "Targets:", ""]
     for what, met, numbers in targets(rows):
