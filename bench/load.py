@@ -82,10 +82,12 @@ def start_servers(root: Path, count: int, database: str | None, redis: str | Non
     servers = []
     for i in range(count):
         data_dir = root / f"node{i}"
+        profile = os.environ.get("DOORLESS_BENCH_PROFILE")  # cProfile output of node 0
+        wrap = ["-m", "cProfile", "-o", profile] if profile and i == 0 else []
         command = [
-            sys.executable, "-m", "doorless.cli.main", "server",
+            sys.executable, *wrap, "-m", "doorless.cli.main", "server",
             "--data-dir", str(data_dir), "--port", str(port := free_port()),
-            "--log-level", "warning",
+            "--log-level", os.environ.get("DOORLESS_BENCH_LOG_LEVEL", "warning"),
         ]  # fmt: skip
         if database:
             command += ["--database", database]
@@ -120,7 +122,9 @@ async def register_all(urls: list[str], devices: int, groups: int) -> list[dict[
     async def one(i: int) -> dict[str, Any]:
         identity = DeviceIdentity.generate()
         async with gate:
-            t = Transport(urls[i % len(urls)], identity, retries=3, timeout=60)
+            # One node registers everyone: concurrent KT log appends from several nodes
+            # contend (see the report); sockets and sends still spread over all nodes.
+            t = Transport(urls[0], identity, retries=3, timeout=60)
             address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
             t._http.headers["X-Forwarded-For"] = address  # one client address per device
             try:
@@ -160,20 +164,39 @@ class RawHttp:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        assert self.reader is not None
+        """One request; reconnects once if the server closed the idle connection."""
         head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        head += f"Content-Length: {len(body)}\r\n\r\n"
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await self.reader.readexactly(length)
-        return int(status_line.split()[1])
+        request = head.encode() + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for attempt in range(2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            assert self.reader is not None
+            self.writer.write(request)
+            status_line = await self.reader.readline()
+            if not status_line:  # closed by the server (keep-alive timeout): reconnect
+                self.close()
+                if attempt == 0:
+                    continue
+                raise ConnectionError("server closed the connection")
+            length = 0
+            keep = True
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+                elif name.lower() == b"connection" and value.strip().lower() == b"close":
+                    keep = False
+            await self.reader.readexactly(length)
+            if not keep:
+                self.close()
+            return int(status_line.split()[1])
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +211,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     delivered = 0
     measuring = False
     errors = 0
-    statuses: dict[int, int] = {}
+    statuses: dict[int | str, int] = {}
 
     async def receive(device: dict[str, Any], port: int) -> None:
         nonlocal delivered
@@ -261,9 +284,10 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
             if status != 201:
                 errors += 1
                 statuses[status] = statuses.get(status, 0) + 1
-        except (OSError, asyncio.IncompleteReadError):
+        except Exception as exc:  # counted, never silent
             errors += 1
-            conn.writer = None
+            statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+            conn.close()
         finally:
             free.put_nowait(conn)
 
@@ -314,7 +338,8 @@ def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
     schema = f"dl_load_{secrets.token_hex(4)}"
     database = None
     if backend == "postgres":
-        database = f"{args.postgres}{'&' if '?' in args.postgres else '?'}schema={schema}"
+        separator = "&" if "?" in args.postgres else "?"
+        database = f"{args.postgres}{separator}schema={schema}&pool_size={args.pool_size}"
     redis = args.redis if nodes > 1 else None
     servers = start_servers(root, nodes, database, redis)
     try:
@@ -339,9 +364,13 @@ def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
             p = ctx.Process(target=worker, args=(spec, out))
             p.start()
             procs.append(p)
-        for e in ready:
-            if not e.wait(300):
+        deadline = time.monotonic() + 300
+        while not all(e.is_set() for e in ready):
+            if not out.empty():  # a worker failed before it was ready
+                raise RuntimeError(f"worker failed: {out.get()}")
+            if time.monotonic() > deadline or any(p.exitcode for p in procs):
                 raise RuntimeError("workers did not connect")
+            time.sleep(0.1)
         cpu0 = sum(s.cpu_seconds() for s in servers)
         t0 = time.monotonic()
         go.set()
@@ -363,7 +392,8 @@ def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
         for s in servers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 s.process.wait(10)
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("DOORLESS_BENCH_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
         if backend == "postgres":
             asyncio.run(_drop(args.postgres, schema))
     seconds = statistics.mean(r["seconds"] for r in results)
@@ -453,6 +483,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--postgres", default=PG_DEFAULT)
     parser.add_argument("--redis", default=REDIS_DEFAULT)
+    parser.add_argument("--pool-size", type=int, default=20, help="PostgreSQL connections/node")
     parser.add_argument("--suite", action="store_true", help="SQLite 1, PostgreSQL 1 and 2 nodes")
     parser.add_argument("--update-doc", type=Path, metavar="MARKDOWN")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import secrets
 import signal
@@ -115,7 +116,7 @@ class Node:
             "--database",
             self.database,
             "--log-level",
-            "warning",
+            os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
         ]
         if self.redis is not None:
             command += ["--redis", self.redis]
@@ -155,7 +156,7 @@ class Node:
                 self.process.wait(10)
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 def make_nodes(

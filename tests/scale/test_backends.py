@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from doorless.errors import ConfigurationError
@@ -14,6 +16,8 @@ from doorless.server.fanout.redis import RedisFanout
 from doorless.server.storage import postgres, sqlite
 from doorless.server.storage.postgres import PostgresStorage
 from doorless.server.storage.sqlite import SQLiteStorage
+
+from .conftest import PgSchema
 
 
 def test_migrations_mirror_sqlite() -> None:
@@ -73,3 +77,37 @@ def test_split_options_keeps_other_parameters() -> None:
     )
     store = make_storage(ServerConfig(Path(".")), "postgresql://h/d?pool_size=3")
     assert isinstance(store, PostgresStorage) and store._max == 3
+
+
+def test_cli_invite_mints_codes_in_postgres(pg_schema_sync: PgSchema) -> None:
+    from typer.testing import CliRunner
+
+    from doorless.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["server", "invite", "--database", pg_schema_sync.url, "--count", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    codes = result.output.split()
+    assert len(codes) == 3
+
+    async def count() -> int:
+        conn = await asyncpg.connect(pg_schema_sync.dsn)
+        try:
+            return int(await conn.fetchval(f"SELECT COUNT(*) FROM {pg_schema_sync.schema}.invites"))
+        finally:
+            await conn.close()
+
+    assert asyncio.run(count()) == 3
+
+
+def test_cli_refuses_a_bad_database_url(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from doorless.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["server", "--data-dir", str(tmp_path), "--database", "mysql://h/d"]
+    )
+    assert result.exit_code == 2
+    assert "postgresql://" in result.output

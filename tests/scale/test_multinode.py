@@ -46,6 +46,10 @@ def cluster(pg_schema_sync: PgSchema, redis_url: str, tmp_path: Path) -> Iterato
     finally:
         for node in nodes:
             node.stop()
+        for node in nodes:  # shown if the test fails
+            for line in node.log_text().splitlines():
+                if '"level":"error"' in line or "Traceback" in line:
+                    print(node.name, line)
         for node in nodes:  # the fan-out never fell back to polling
             assert "fanout redis down" not in node.log_text(), node.log_text()
 
