@@ -217,7 +217,10 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
         nonlocal delivered
         headers = {"Authorization": f"Bearer {device['token']}", "X-Forwarded-For": device["addr"]}
         async with connect(
-            f"ws://127.0.0.1:{port}/v1/ws", additional_headers=headers, max_size=2**22
+            f"ws://127.0.0.1:{port}/v1/ws",
+            additional_headers=headers,
+            max_size=2**22,
+            open_timeout=120,  # 1000 handshakes at once on a busy server
         ) as ws:
             connected.append(1)
             pending: list[int] = []
