@@ -141,7 +141,8 @@ async def _next(stream: PushStream, timeout: float = 20.0) -> InboundMessage | K
 async def test_tls_push_and_key_package_top_up(
     tmp_path: Path, processes: list[ServerProcess]
 ) -> None:
-    trustme = pytest.importorskip("trustme")
+    import trustme  # a dev dependency: its absence is a failure, not a skip
+
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
