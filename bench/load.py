@@ -47,7 +47,7 @@ from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import encode
 from doorless.franking import FrankingAAD
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
-from doorless.server import protocol
+from doorless.wire import protocol
 
 SECTION = "## Scale-out: delivery throughput and latency"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"

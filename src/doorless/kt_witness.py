@@ -53,7 +53,7 @@ from doorless.kt.checkpoint import (
 )
 from doorless.kt.combined import AuditEntry, CombinedTree
 from doorless.kt.log_entry import LogEntry
-from doorless.server.kt_protocol import MAX_AUDIT_PAGE, KtAudit, KtHead, KtInfo
+from doorless.wire.kt import MAX_AUDIT_PAGE, KtAudit, KtHead, KtInfo
 
 log = logging.getLogger("doorless.witness")
 

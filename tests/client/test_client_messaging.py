@@ -37,8 +37,8 @@ from doorless.client import (
     UserUnavailable,
     WrongPassphrase,
 )
-from doorless.client.payload import text_payload
 from doorless.client.transport import DeviceIdentity, Transport
+from doorless.wire.payload import text_payload
 
 from .harness import (
     BASE_URL,

@@ -22,7 +22,14 @@ from doorless.client.conversations import (
     with_info,
 )
 from doorless.client.events import ConversationKind, DeviceRef
-from doorless.client.payload import (
+from doorless.client.records import OutgoingCommit, OutgoingMessage
+from doorless.client.transport import DeviceIdentity
+from doorless.codec import Writer, decode, encode
+from doorless.errors import ConfigurationError, DecodeError, ValidationError
+from doorless.franking import AttachmentDescriptor, seal_attachment
+from doorless.mls.credential import BasicCredential, X509Credential
+from doorless.mls.extensions import Extension
+from doorless.wire.payload import (
     MAX_TEXT_BYTES,
     FileBody,
     Payload,
@@ -33,13 +40,6 @@ from doorless.client.payload import (
     text_of,
     text_payload,
 )
-from doorless.client.records import OutgoingCommit, OutgoingMessage
-from doorless.client.transport import DeviceIdentity
-from doorless.codec import Writer, decode, encode
-from doorless.errors import ConfigurationError, DecodeError, ValidationError
-from doorless.franking import AttachmentDescriptor, seal_attachment
-from doorless.mls.credential import BasicCredential, X509Credential
-from doorless.mls.extensions import Extension
 
 DECODERS: dict[str, Any] = {
     "Payload": Payload,

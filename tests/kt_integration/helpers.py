@@ -31,12 +31,12 @@ from doorless.kt_witness import Witness, WitnessState
 from doorless.mls.credential import BasicCredential
 from doorless.mls.framing import MLSMessage
 from doorless.mls.group import generate_key_package
-from doorless.server import protocol
 from doorless.server.app import create_app
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
-from doorless.server.kt_protocol import credential_identity
 from doorless.server.storage.base import DeviceRecord, LinkRecord
+from doorless.wire import protocol
+from doorless.wire.kt import credential_identity
 
 BASE_URL = "http://testserver"
 WITNESS = "test-witness"

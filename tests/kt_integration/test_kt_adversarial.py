@@ -32,7 +32,7 @@ from doorless.kt_witness import WitnessRefused
 from doorless.mls.framing import MLSMessage
 from doorless.mls.key_package import KeyPackage
 from doorless.server.config import ServerConfig
-from doorless.server.kt_protocol import KtHead, KtInfo, KtSearch, user_label
+from doorless.wire.kt import KtHead, KtInfo, KtSearch, user_label
 
 from .helpers import BASE_URL, add_ghost_device, forked, key_package, network, sql
 

@@ -30,7 +30,7 @@ from doorless.mls.framing import MLSMessage
 from doorless.mls.group import Group, KeyPackageBundle, generate_key_package
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.proposals import Add
-from doorless.server.kt_protocol import credential_identity, user_label
+from doorless.wire.kt import credential_identity, user_label
 
 from .helpers import (
     BASE_URL,

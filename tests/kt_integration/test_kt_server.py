@@ -22,15 +22,15 @@ from doorless.kt.checkpoint import (
 from doorless.kt.combined import CombinedTree
 from doorless.kt.device_list import next_device_list
 from doorless.kt.merkle import verify_consistency
-from doorless.server import kt_protocol
-from doorless.server.kt_protocol import device_entry, user_label
+from doorless.wire import kt as kt_wire
+from doorless.wire.kt import device_entry, user_label
 
 from .helpers import BASE_URL, Net, network, running
 
 pytestmark = pytest.mark.asyncio
 
 
-async def _head(net: Net, since: int = 0) -> kt_protocol.KtHead:
+async def _head(net: Net, since: int = 0) -> kt_wire.KtHead:
     return await net.witness_transport().kt_head(since)
 
 

@@ -13,7 +13,7 @@ from doorless.client.transport import DeviceIdentity, Transport
 from doorless.kt.checkpoint import NoteVerifier, SignedCheckpoint, verify_checkpoint
 from doorless.kt_witness import Witness, WitnessRefused, WitnessState
 from doorless.server.config import ServerConfig
-from doorless.server.kt_protocol import user_label
+from doorless.wire.kt import user_label
 
 from .helpers import BASE_URL, WITNESS, Net, forked, network, sql
 

@@ -19,8 +19,7 @@ import pytest
 
 from client.harness import of_type, take_events
 from doorless.client import Client, DeliveryFailed, FailureReason, InvalidRequest
-from doorless.client.payload import PAYLOAD_MEDIA_TYPE, Payload, text_payload
-from doorless.client.transport import InboundMessage, MessagePage
+from doorless.client.transport import MessagePage
 from doorless.codec import decode, encode
 from doorless.franking import (
     AbuseReport,
@@ -34,6 +33,8 @@ from doorless.franking import (
     verify_received,
 )
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
+from doorless.wire.messages import QueuedMessage
+from doorless.wire.payload import PAYLOAD_MEDIA_TYPE, Payload, text_payload
 from server.helpers import scan
 
 from .harness import Clock, SafetyNetwork, canary, safety_network
@@ -248,7 +249,7 @@ async def test_a_tampered_frank_hides_the_message_and_is_counted(
             page = await real_fetch(after=after, limit=limit)
             return MessagePage(
                 [
-                    InboundMessage(m.seq, m.data, m.received_at, tamper(m.frank))
+                    QueuedMessage(m.seq, m.data, m.received_at, tamper(m.frank))
                     if m.frank is not None
                     else m
                     for m in page.messages
@@ -423,8 +424,8 @@ async def test_an_invisible_salamander_attachment_cannot_show_what_a_report_hide
     """One AES-GCM ciphertext that opens under two keys to two plaintexts (tests/test_franking.py
     builds it). Whatever the sender commits to in the franked content is exactly what the
     receiver can see and what a report reveals; the other opening is refused (FRANK-8)."""
-    from doorless.client.payload import FileBody, file_payload
     from doorless.franking import AttachmentDescriptor, AttachmentMismatch
+    from doorless.wire.payload import FileBody, file_payload
     from test_franking import K_ABUSIVE, K_BENIGN, NONCE, build_salamander
 
     ct, benign, abusive = build_salamander(

@@ -33,7 +33,7 @@ from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import decode, encode
 from doorless.franking import FrankingAAD
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
-from doorless.server import protocol
+from doorless.wire import protocol
 
 STARTUP_TIMEOUT = 60.0
 

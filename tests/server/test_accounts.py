@@ -16,9 +16,9 @@ from doorless.client.errors import (
 )
 from doorless.client.transport import DeviceIdentity, check_device_approvals
 from doorless.errors import InvalidSignature, ValidationError
-from doorless.server import protocol
 from doorless.server.auth import invite_hash
 from doorless.server.config import Registration
+from doorless.wire import protocol
 
 from .helpers import FakeClock, Harness, make_config, running
 

@@ -140,7 +140,7 @@ async def test_commit_over_http_status_codes(server: Harness) -> None:
     bob = await server.user("bob")
     await alice.send(commit(GROUP, 5), [device_id(bob)])
     async with server.http() as http:
-        from doorless.server import protocol
+        from doorless.wire import protocol
 
         statuses = []
         for i in range(2):

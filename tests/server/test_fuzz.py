@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doorless.client.transport import Transport
-from doorless.server import protocol
+from doorless.wire import protocol
 
 from .helpers import FakeClock, Harness, commit, make_config, running
 

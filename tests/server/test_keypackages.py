@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from doorless.client.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from doorless.server import protocol
 from doorless.server.fanout.base import Topic
+from doorless.wire import protocol
 
 from .helpers import FakeClock, Harness, key_package, make_config, private_message, running, welcome
 

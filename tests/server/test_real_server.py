@@ -26,11 +26,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from doorless.client.transport import (
     DeviceIdentity,
-    InboundMessage,
     KeyPackagesLow,
     PushStream,
     Transport,
 )
+from doorless.wire.messages import QueuedMessage
 
 from .helpers import commit, key_package, private_message
 
@@ -133,7 +133,7 @@ def _id(t: Transport) -> str:
     return t.device.device_id
 
 
-async def _next(stream: PushStream, timeout: float = 20.0) -> InboundMessage | KeyPackagesLow:
+async def _next(stream: PushStream, timeout: float = 20.0) -> QueuedMessage | KeyPackagesLow:
     async with asyncio.timeout(timeout):
         return await anext(stream)
 
@@ -173,15 +173,15 @@ async def test_tls_push_and_key_package_top_up(
             # Something queued before the socket opens arrives first.
             await alice.send(commit(GROUP, 0), [_id(bob)])
             first = await _next(stream)
-            assert isinstance(first, InboundMessage) and first.data == commit(GROUP, 0)
+            assert isinstance(first, QueuedMessage) and first.data == commit(GROUP, 0)
             # Then live pushes, in order.
             for i in range(3):
                 await alice.send(private_message(GROUP, 1, ciphertext=bytes([i]) * 40), [_id(bob)])
             live = [await _next(stream) for _ in range(3)]
-            assert [m.data for m in live if isinstance(m, InboundMessage)] == [
+            assert [m.data for m in live if isinstance(m, QueuedMessage)] == [
                 private_message(GROUP, 1, ciphertext=bytes([i]) * 40) for i in range(3)
             ]
-            await stream.ack([first.seq] + [m.seq for m in live if isinstance(m, InboundMessage)])
+            await stream.ack([first.seq] + [m.seq for m in live if isinstance(m, QueuedMessage)])
             # The ack went over the socket; the queue empties.
             async with asyncio.timeout(10):
                 while (await bob.fetch()).messages:
@@ -238,13 +238,13 @@ async def test_invite_restart_kill9_and_push_reconnect(
         async with bob.push(after=page.messages[-1].seq) as stream:
             await alice.send(commit(GROUP, 0), [_id(bob)])
             m1 = await _next(stream)
-            assert isinstance(m1, InboundMessage) and m1.data == commit(GROUP, 0)
+            assert isinstance(m1, QueuedMessage) and m1.data == commit(GROUP, 0)
 
             server.kill()
             server.start()
             await alice.send(private_message(GROUP, 1), [_id(bob)])
             m2 = await _next(stream, timeout=30)
-            assert isinstance(m2, InboundMessage) and m2.data == private_message(GROUP, 1)
+            assert isinstance(m2, QueuedMessage) and m2.data == private_message(GROUP, 1)
             assert m2.seq > m1.seq
         assert await alice.group_epoch(GROUP) == 1
 

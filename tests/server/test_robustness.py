@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from doorless.client.errors import PayloadTooLarge, RateLimited
-from doorless.server import protocol
+from doorless.wire import protocol
 
 from .helpers import FakeClock, Harness, commit, make_config, private_message, running
 

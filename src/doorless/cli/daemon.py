@@ -35,6 +35,7 @@ from doorless.cli.common import state
 from doorless.cli.messaging import receive_cursor
 from doorless.cli.output import event_json
 from doorless.cli.session import CliError, open_client, run, usage_error
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, Event
@@ -162,7 +163,7 @@ def _claim_socket_path(path: Path) -> None:
         return
     finally:
         probe.close()
-    raise CliError("socket_in_use", f"another process listens on {path}")
+    raise CliError(ErrorCode.SOCKET_IN_USE, f"another process listens on {path}")
 
 
 async def serve_socket(daemon: Daemon, path: Path) -> asyncio.AbstractServer:

@@ -36,6 +36,7 @@ from doorless import client as dl
 from doorless.cli.common import state
 from doorless.cli.output import emit_json, size
 from doorless.cli.session import CliError, run
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -100,12 +101,14 @@ class ServerProcess:
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise CliError("server_failed", f"the server exited: see {self.log_path}")
+                    raise CliError(
+                        ErrorCode.SERVER_FAILED, f"the server exited: see {self.log_path}"
+                    )
                 with contextlib.suppress(httpx.TransportError):
                     if (await http.get(f"{self.url}/v1/info", timeout=2)).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
-        raise CliError("server_failed", "the server did not start in time")
+        raise CliError(ErrorCode.SERVER_FAILED, "the server did not start in time")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -248,7 +251,9 @@ class Demo:
             else:
                 info = await client.send_file(conversation_id, data, name=FILE_NAME)
             if info.state is not dl.MessageState.SENT:
-                raise CliError("failed", f"the demo message was not sent ({info.state.value})")
+                raise CliError(
+                    ErrorCode.FAILED, f"the demo message was not sent ({info.state.value})"
+                )
             new = [s for pid, s in server_payloads(self.database) if pid not in before]
             line = Line(sender, text if data is None else file_text.strip(), info.message_id)
             line.stored = new[-1] if new else None
@@ -372,7 +377,7 @@ def demo(
         if st.json:
             emit_json(result)
         if result["plaintext_hits"] or not result["delivered_to_all"]:
-            raise CliError("failed", "the demo found a problem (see above)")
+            raise CliError(ErrorCode.FAILED, "the demo found a problem (see above)")
 
     run(st, main)
 

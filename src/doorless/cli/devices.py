@@ -28,6 +28,7 @@ from doorless.cli.session import (
     with_client,
     with_passphrase,
 )
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, DeviceInfo, DeviceLink, PendingLink
@@ -114,7 +115,7 @@ def link(
         except TimeoutError:
             await pending.cancel()
             raise CliError(
-                "timeout",
+                ErrorCode.TIMEOUT,
                 "not approved in time; run the same command again to keep waiting",
             ) from None
         except BaseException:
@@ -165,7 +166,7 @@ def approve(
         if expect is not None:
             if not _same_fingerprint(expect, pending.device_id):
                 raise CliError(
-                    "fingerprint_mismatch",
+                    ErrorCode.FINGERPRINT_MISMATCH,
                     f"the fingerprint is {pending.fingerprint()}, not the one given: not approved",
                 )
         elif not yes:
@@ -175,7 +176,7 @@ def approve(
                     "terminal"
                 )
             if not await asyncio.to_thread(_confirm, pending):
-                raise CliError("cancelled", "not approved")
+                raise CliError(ErrorCode.CANCELLED, "not approved")
         ref = await client.approve_link(pending)
         emit(
             st.json,
@@ -213,7 +214,7 @@ async def _device_id(client: Client, given: str) -> str:
     matches = [d.device_id for d in await client.devices() if d.device_id.startswith(wanted)]
     if len(wanted) < 8 or len(matches) != 1:
         raise CliError(
-            "not_found",
+            ErrorCode.NOT_FOUND,
             f"no device {given!r} of this account (give 8+ characters of its fingerprint)",
         )
     return matches[0]
@@ -268,7 +269,9 @@ async def rpc_approve_link(client: Client, params: rpc.Params) -> JSON:
     params.done()
     pending = await client.get_link(code)
     if not _same_fingerprint(expect, pending.device_id):
-        raise CliError("fingerprint_mismatch", "the fingerprint does not match: not approved")
+        raise CliError(
+            ErrorCode.FINGERPRINT_MISMATCH, "the fingerprint does not match: not approved"
+        )
     ref = await client.approve_link(pending)
     return {"device_id": ref.device_id, "fingerprint": fingerprint(ref.device_id)}
 

@@ -25,7 +25,7 @@ from doorless.cli import (
     witness,
 )
 from doorless.cli.common import State, default_profile
-from doorless.server.cli import server_app
+from doorless.cli.server import server_app
 
 app = typer.Typer(
     name="doorless",

@@ -49,6 +49,7 @@ from doorless.cli.session import (
     usage_error,
     with_client,
 )
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation, Event, MessageInfo
@@ -75,7 +76,7 @@ async def _check_sent(closed: Client, info: MessageInfo) -> None:
         async for event in closed.events():
             if isinstance(event, dl.DeliveryFailed) and event.message_id == info.message_id:
                 detail = f"{event.reason.value}: {event.detail}"
-        raise CliError("rejected", f"the message was not sent: {detail}")
+        raise CliError(ErrorCode.REJECTED, f"the message was not sent: {detail}")
     if info.state is dl.MessageState.PENDING:
         typer.echo(
             "warning: the server is unreachable; the message is kept and will be sent by the "
@@ -89,7 +90,7 @@ def _refused(info: MessageInfo) -> MessageInfo:
     ``delivery_failed`` notification)."""
     if info.state is dl.MessageState.FAILED:
         raise CliError(
-            "rejected", "the message was not sent (see the delivery_failed notification)"
+            ErrorCode.REJECTED, "the message was not sent (see the delivery_failed notification)"
         )
     return info
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from doorless.cli.session import CliError, Failure, Target, classify, usage_error
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -37,26 +38,26 @@ INTERNAL_ERROR = -32603
 # Failures of a method, by the stable code of `doorless.cli.session.Failure` (the same string
 # is in ``error.data.error``). The range -32000..-32099 is JSON-RPC's "server error" space.
 GENERIC_ERROR = -32000
-ERROR_CODES: dict[str, int] = {
-    "usage": INVALID_PARAMS,
-    "invalid": INVALID_PARAMS,
-    "server_unreachable": -32001,
-    "unknown_user": -32002,
-    "unknown_conversation": -32003,
-    "not_found": -32004,
-    "ambiguous": -32005,
-    "not_a_member": -32006,
-    "user_unavailable": -32007,
-    "rate_limited": -32008,
-    "rejected": -32009,
-    "conflict": -32009,
-    "forbidden": -32009,
-    "too_large": -32009,
-    "unauthorized": -32009,
-    "server_error": -32009,
-    "failed": -32010,
-    "invalid_state": -32011,
-    "fingerprint_mismatch": -32012,
+ERROR_CODES: dict[ErrorCode, int] = {
+    ErrorCode.USAGE: INVALID_PARAMS,
+    ErrorCode.INVALID: INVALID_PARAMS,
+    ErrorCode.SERVER_UNREACHABLE: -32001,
+    ErrorCode.UNKNOWN_USER: -32002,
+    ErrorCode.UNKNOWN_CONVERSATION: -32003,
+    ErrorCode.NOT_FOUND: -32004,
+    ErrorCode.AMBIGUOUS: -32005,
+    ErrorCode.NOT_A_MEMBER: -32006,
+    ErrorCode.USER_UNAVAILABLE: -32007,
+    ErrorCode.RATE_LIMITED: -32008,
+    ErrorCode.REJECTED: -32009,
+    ErrorCode.CONFLICT: -32009,
+    ErrorCode.FORBIDDEN: -32009,
+    ErrorCode.TOO_LARGE: -32009,
+    ErrorCode.UNAUTHORIZED: -32009,
+    ErrorCode.SERVER_ERROR: -32009,
+    ErrorCode.FAILED: -32010,
+    ErrorCode.INVALID_STATE: -32011,
+    ErrorCode.FINGERPRINT_MISMATCH: -32012,
 }
 
 Handler = Callable[["Client", "Params"], Awaitable[Any]]
@@ -87,7 +88,7 @@ def method(name: str) -> Callable[[H], H]:
 
 class InvalidParams(CliError):
     def __init__(self, message: str) -> None:
-        super().__init__("usage", message, 2)
+        super().__init__(ErrorCode.USAGE, message, 2)
 
 
 class Params:
@@ -185,7 +186,7 @@ async def call(client: Client, request: Any) -> dict[str, Any] | None:
             raise
         except Exception as exc:
             failure = classify(exc, client.profile_dir)
-            if failure.code == "internal":
+            if failure.code == ErrorCode.INTERNAL:
                 log.exception("method %s failed", name)
                 response = _error(id_, INTERNAL_ERROR, failure.message)
             else:

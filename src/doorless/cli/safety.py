@@ -33,6 +33,7 @@ from doorless.cli.session import (
     usage_error,
     with_client,
 )
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation, ReportReceipt
@@ -109,13 +110,13 @@ def _receipts_text(receipts: list[ReportReceipt]) -> str:
 
 
 def _report_failure(exc: dl.ServerError) -> CliError:
-    if exc.code == "report_expired":
+    if exc.code == ErrorCode.REPORT_EXPIRED:
         return CliError(
-            "report_expired",
+            ErrorCode.REPORT_EXPIRED,
             "the server can no longer verify this message: the franking key that stamped it "
             "was deleted (see docs/franking.md)",
         )
-    return CliError("rejected", f"the server refused the report: {exc.message}")
+    return CliError(ErrorCode.REJECTED, f"the server refused the report: {exc.message}")
 
 
 async def _report(
@@ -189,8 +190,10 @@ async def _find_request(client: Client, name: str) -> Conversation:
     if len(found) == 1:
         return found[0]
     if found:
-        raise CliError("ambiguous", f"{len(found)} requests match {name!r}: name one by its id")
-    raise CliError("not_found", f"no message request {name!r}")
+        raise CliError(
+            ErrorCode.AMBIGUOUS, f"{len(found)} requests match {name!r}: name one by its id"
+        )
+    raise CliError(ErrorCode.NOT_FOUND, f"no message request {name!r}")
 
 
 def _request_line(c: Conversation, me: str, count: int) -> str:
@@ -463,11 +466,11 @@ def _text(value: bytes) -> str:
 
 def report_view(record: ReportRecord) -> JSON:
     """What a moderator sees of a filed report (its message decoded)."""
-    from doorless.client.payload import PayloadKind, file_of, payload_of
     from doorless.codec import decode
     from doorless.errors import DecodeError
     from doorless.franking import AbuseReport, FrankedContent
     from doorless.server.franking import report_fingerprint
+    from doorless.wire.payload import PayloadKind, file_of, payload_of
 
     report = decode(AbuseReport, record.report)
     content = decode(FrankedContent, report.franked_content)

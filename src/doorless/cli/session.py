@@ -26,6 +26,7 @@ from doorless import client as dl
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
 from doorless.cli.output import emit_json, one_line
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
+from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation, MessageInfo
@@ -47,7 +48,7 @@ RECEIVE_CURSOR = "cli.receive_cursor"
 class Failure:
     """What went wrong, for people (``message``) and programs (``code``, the exit status)."""
 
-    code: str
+    code: ErrorCode
     message: str
     exit_code: int = EXIT_FAILED
 
@@ -55,34 +56,34 @@ class Failure:
 class CliError(Exception):
     """A failure the programs detect themselves (unknown group name, bad argument, ...)."""
 
-    def __init__(self, code: str, message: str, exit_code: int = EXIT_FAILED) -> None:
+    def __init__(self, code: ErrorCode, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.failure = Failure(code, message, exit_code)
 
 
 def usage_error(message: str) -> CliError:
-    return CliError("usage", message, EXIT_USAGE)
+    return CliError(ErrorCode.USAGE, message, EXIT_USAGE)
 
 
 def _server_error(exc: dl.ServerError) -> Failure:
-    by_class: list[tuple[type[dl.ServerError], str]] = [
-        (dl.NotFound, "not_found"),
-        (dl.RateLimited, "rate_limited"),
-        (dl.Conflict, "conflict"),
-        (dl.Forbidden, "forbidden"),
-        (dl.Unauthorized, "unauthorized"),
-        (dl.PayloadTooLarge, "too_large"),
-        (dl.InvalidRequest, "rejected"),
+    by_class: list[tuple[type[dl.ServerError], ErrorCode]] = [
+        (dl.NotFound, ErrorCode.NOT_FOUND),
+        (dl.RateLimited, ErrorCode.RATE_LIMITED),
+        (dl.Conflict, ErrorCode.CONFLICT),
+        (dl.Forbidden, ErrorCode.FORBIDDEN),
+        (dl.Unauthorized, ErrorCode.UNAUTHORIZED),
+        (dl.PayloadTooLarge, ErrorCode.TOO_LARGE),
+        (dl.InvalidRequest, ErrorCode.REJECTED),
     ]
-    code = next((c for cls, c in by_class if isinstance(exc, cls)), "server_error")
+    code = next((c for cls, c in by_class if isinstance(exc, cls)), ErrorCode.SERVER_ERROR)
     text = f"the server refused: {exc.message}"
     if isinstance(exc, dl.RateLimited):
         text = f"rate limited by the server; retry in {exc.retry_after:.0f} s"
     elif isinstance(exc, dl.PayloadTooLarge):
         text = f"too large for the server: {exc.message}"
-    elif exc.code == "invite_required":
+    elif exc.code == ErrorCode.INVITE_REQUIRED:
         text = "this server needs an invite code (--invite)"
-    elif exc.code == "username_taken":
+    elif exc.code == ErrorCode.USERNAME_TAKEN:
         text = "this username is taken"
     return Failure(code, text)
 
@@ -97,7 +98,7 @@ def classify(exc: BaseException, profile: Path | None = None) -> Failure:
 
 def _internal(exc: BaseException) -> Failure:
     return Failure(
-        "internal",
+        ErrorCode.INTERNAL,
         f"internal error: {type(exc).__name__}: {one_line(str(exc), 200)} "
         f"(set {DEBUG_ENV}=1 for details)",
     )
@@ -108,50 +109,52 @@ def _classify(exc: BaseException, profile: Path | None) -> Failure:
     if isinstance(exc, CliError):
         return exc.failure
     if isinstance(exc, dl.WrongPassphrase):
-        return Failure("wrong_passphrase", f"wrong passphrase for profile{where}")
+        return Failure(ErrorCode.WRONG_PASSPHRASE, f"wrong passphrase for profile{where}")
     if isinstance(exc, dl.ProfileLocked):
         return Failure(
-            "profile_locked",
+            ErrorCode.PROFILE_LOCKED,
             f"profile{where} is in use by another doorless process (a running daemon? talk to "
             "it through its socket)",
         )
     if isinstance(exc, dl.KeyUnavailable):
         return Failure(
-            "no_passphrase",
+            ErrorCode.NO_PASSPHRASE,
             f"profile{where} needs its passphrase: set {PASSPHRASE_ENV} or run in a terminal",
         )
     if isinstance(exc, dl.SetupIncomplete):
         return Failure(
-            "setup_incomplete",
+            ErrorCode.SETUP_INCOMPLETE,
             f"the setup of profile{where} did not finish: run the same 'account create' or "
             "'device link' command again",
         )
     if isinstance(exc, dl.ServerUnreachable):
-        return Failure("server_unreachable", f"cannot reach the server: {one_line(str(exc))}")
+        return Failure(
+            ErrorCode.SERVER_UNREACHABLE, f"cannot reach the server: {one_line(str(exc))}"
+        )
     if isinstance(exc, dl.UserUnavailable):
-        return Failure("user_unavailable", f"{exc} (no device of theirs can be added now)")
+        return Failure(ErrorCode.USER_UNAVAILABLE, f"{exc} (no device of theirs can be added now)")
     if isinstance(exc, dl.UnknownConversation):
-        return Failure("unknown_conversation", one_line(str(exc)))
+        return Failure(ErrorCode.UNKNOWN_CONVERSATION, one_line(str(exc)))
     if isinstance(exc, dl.NotAMember):
-        return Failure("not_a_member", "you are no longer a member of this conversation")
+        return Failure(ErrorCode.NOT_A_MEMBER, "you are no longer a member of this conversation")
     if isinstance(exc, dl.ServerError):
         return _server_error(exc)
     if isinstance(exc, dl.CommitFailed | dl.SendFailed):
-        return Failure("failed", one_line(str(exc)))
+        return Failure(ErrorCode.FAILED, one_line(str(exc)))
     if isinstance(exc, dl.StoreError):
-        return Failure("store_error", f"profile{where}: {one_line(str(exc))}")
+        return Failure(ErrorCode.STORE_ERROR, f"profile{where}: {one_line(str(exc))}")
     if isinstance(exc, ConfigurationError):
-        return Failure("invalid", one_line(str(exc)))
+        return Failure(ErrorCode.INVALID, one_line(str(exc)))
     if isinstance(exc, StateError):
-        return Failure("invalid_state", one_line(str(exc)))
+        return Failure(ErrorCode.INVALID_STATE, one_line(str(exc)))
     if isinstance(exc, RemoteError):
-        return Failure("remote_error", one_line(str(exc)))
+        return Failure(ErrorCode.REMOTE_ERROR, one_line(str(exc)))
     if isinstance(exc, DoorlessError):
-        return Failure("error", one_line(str(exc)))
+        return Failure(ErrorCode.ERROR, one_line(str(exc)))
     if isinstance(exc, TimeoutError):
-        return Failure("timeout", "timed out")
+        return Failure(ErrorCode.TIMEOUT, "timed out")
     if isinstance(exc, OSError):
-        return Failure("os_error", one_line(str(exc)))
+        return Failure(ErrorCode.OS_ERROR, one_line(str(exc)))
     return _internal(exc)
 
 
@@ -205,7 +208,7 @@ def run(st: State, main: Callable[[], Awaitable[None]]) -> None:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        fail(st, Failure("interrupted", "interrupted", EXIT_INTERRUPTED))
+        fail(st, Failure(ErrorCode.INTERRUPTED, "interrupted", EXIT_INTERRUPTED))
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
@@ -259,7 +262,7 @@ async def with_passphrase(
 def require_profile(profile: Path) -> None:
     if not profile.is_dir() or not any(profile.iterdir()):
         raise CliError(
-            "no_account",
+            ErrorCode.NO_ACCOUNT,
             f"no Doorless profile in {profile}: create one with 'doorless account create' or "
             "'doorless device link' (or choose one with --profile / DOORLESS_PROFILE)",
         )
@@ -276,7 +279,9 @@ async def open_client(st: State, *, push: bool = False) -> Client:
         return await with_passphrase(st.profile, open_with, new=False)
     except ConfigurationError as exc:
         if "no Doorless account" in str(exc):
-            raise CliError("no_account", f"no Doorless account in profile {st.profile}") from exc
+            raise CliError(
+                ErrorCode.NO_ACCOUNT, f"no Doorless account in profile {st.profile}"
+            ) from exc
         raise
 
 
@@ -335,7 +340,7 @@ async def resolve_users(client: Client, action: Callable[[], Awaitable[T]], user
     except dl.NotFound as exc:
         names = ", ".join(f"@{u}" for u in users)
         what = f"unknown user {names}" if len(users) == 1 else f"unknown user among {names}"
-        raise CliError("unknown_user", what) from exc
+        raise CliError(ErrorCode.UNKNOWN_USER, what) from exc
 
 
 def _find_group(conversations: list[Conversation], name: str) -> Conversation:
@@ -351,9 +356,10 @@ def _find_group(conversations: list[Conversation], name: str) -> Conversation:
         if len(pool) > 1:
             ids = ", ".join(c.id[:12] for c in pool)
             raise CliError(
-                "ambiguous", f"{len(pool)} groups match {name!r}: name one by its id ({ids})"
+                ErrorCode.AMBIGUOUS,
+                f"{len(pool)} groups match {name!r}: name one by its id ({ids})",
             )
-    raise CliError("unknown_conversation", f"no group named {name!r}")
+    raise CliError(ErrorCode.UNKNOWN_CONVERSATION, f"no group named {name!r}")
 
 
 def _find_direct(conversations: list[Conversation], me: str, user: str) -> Conversation | None:
@@ -378,7 +384,7 @@ async def resolve(client: Client, target: Target, *, create: bool = False) -> Co
         try:
             return _find_group(await client.conversations(), target.group)
         except CliError as exc:
-            if exc.failure.code != "unknown_conversation" or not create:
+            if exc.failure.code != ErrorCode.UNKNOWN_CONVERSATION or not create:
                 raise
         # Perhaps an invitation is waiting on the server: fetch, then look again.
         await client.sync()
@@ -396,7 +402,7 @@ async def resolve(client: Client, target: Target, *, create: bool = False) -> Co
     if existing is not None and (existing.status is dl.ConversationStatus.ACTIVE or not create):
         return existing
     if not create:
-        raise CliError("unknown_conversation", f"no conversation with @{user}")
+        raise CliError(ErrorCode.UNKNOWN_CONVERSATION, f"no conversation with @{user}")
     return await resolve_users(client, lambda: client.start_direct(user), [user])
 
 
@@ -415,8 +421,8 @@ async def find_message(client: Client, message_id: str) -> MessageInfo:
     if len(found) == 1:
         return found[0]
     if found:
-        raise CliError("ambiguous", f"{len(found)} messages start with {message_id}")
-    raise CliError("not_found", f"no message {message_id} in this profile")
+        raise CliError(ErrorCode.AMBIGUOUS, f"{len(found)} messages start with {message_id}")
+    raise CliError(ErrorCode.NOT_FOUND, f"no message {message_id} in this profile")
 
 
 __all__ = [

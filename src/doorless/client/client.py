@@ -107,17 +107,6 @@ from doorless.client.events import (
 )
 from doorless.client.keys import DEFAULT_ARGON2, Argon2Params, KeySource
 from doorless.client.kt import KeyNotInTransparencyLog, KtConfig, KtUnavailable, KtViolation
-from doorless.client.payload import (
-    FileBody,
-    Payload,
-    PayloadKind,
-    check_file_name,
-    file_of,
-    file_payload,
-    frank_payload,
-    text_of,
-    text_payload,
-)
 from doorless.client.records import (
     KIND_APPLICATION,
     KIND_COMMIT,
@@ -156,7 +145,6 @@ from doorless.client.transport import (
     ClaimedKeyPackage,
     DeviceIdentity,
     DeviceInfo,
-    InboundMessage,
     PendingLink,
     ProgressCallback,
     Transport,
@@ -199,7 +187,19 @@ from doorless.mls.proposals import Add, GroupContextExtensions, Proposal, Remove
 from doorless.mls.tree_math import LeafIndex
 from doorless.mls.welcome import Welcome
 from doorless.secret import PrivateKeyBytes
-from doorless.server import protocol
+from doorless.wire import protocol
+from doorless.wire.messages import QueuedMessage
+from doorless.wire.payload import (
+    FileBody,
+    Payload,
+    PayloadKind,
+    check_file_name,
+    file_of,
+    file_payload,
+    frank_payload,
+    text_of,
+    text_payload,
+)
 
 log = logging.getLogger("doorless.client")
 
@@ -2227,7 +2227,7 @@ class Client:
             if not page.more:
                 return count
 
-    async def _handle_inbound_locked(self, inbound: InboundMessage) -> None:
+    async def _handle_inbound_locked(self, inbound: QueuedMessage) -> None:
         """Process one queued message; afterwards it may be acknowledged (I5)."""
         key = str(inbound.seq)
         if await self._tx(lambda tx: tx.is_processed(key)):
@@ -2504,7 +2504,7 @@ class Client:
         stream = self._transport.push(after=0, max_reconnects=2)
         try:
             async for event in stream:
-                if isinstance(event, InboundMessage):
+                if isinstance(event, QueuedMessage):
                     async with self._lock:
                         await self._handle_inbound_locked(event)
                     await stream.ack([event.seq])

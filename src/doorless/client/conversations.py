@@ -2,10 +2,10 @@
 
 Identity
     Every device has one Ed25519 key. It authenticates the device to the server
-    (`doorless.server.protocol`) *and* is the device's MLS signature key (cipher suites with
+    (`doorless.wire.protocol`) *and* is the device's MLS signature key (cipher suites with
     Ed25519 signatures: 1 and 3). The MLS credential is a BasicCredential whose ``identity`` is
     ``SenderIdentity(user_id=username, device_id=device_id)`` encoded (`doorless.franking`).
-    Since a device id is a hash of the device key (`doorless.server.protocol.device_id_of`),
+    Since a device id is a hash of the device key (`doorless.wire.protocol.device_id_of`),
     a leaf binds its credential to its signature key locally (`check_binding`), and the
     server's approval chain for the user (`doorless.client.transport.check_device_approvals`)
     then vouches that the key belongs to the user: a device nobody approved cannot be slipped
@@ -42,7 +42,7 @@ from doorless.mls.extensions import Extension, find_extension
 from doorless.mls.group import Group
 from doorless.mls.leaf_node import LeafNode
 from doorless.mls.tree_math import LeafIndex
-from doorless.server import protocol
+from doorless.wire import protocol
 
 from .events import ConversationKind, DeviceRef
 
@@ -139,7 +139,7 @@ def device_ref_of(credential: Credential) -> DeviceRef:
 
 def check_binding(leaf: LeafNode) -> DeviceRef:
     """The leaf's (user, device), checked against its signature key: the device id must be the
-    id of that key (`doorless.server.protocol.device_id_of`)."""
+    id of that key (`doorless.wire.protocol.device_id_of`)."""
     ref = device_ref_of(leaf.credential)
     if protocol.device_id_of(leaf.signature_key) != ref.device_id:
         raise ValidationError(f"leaf of {ref} is signed with another device's key")

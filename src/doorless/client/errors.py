@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from doorless.errors import RemoteError
+from doorless.wire.errors import ErrorCode
 
 
 class ServerUnreachable(RemoteError):
@@ -102,7 +103,7 @@ _BY_STATUS: dict[int, type[ServerError]] = {
     413: PayloadTooLarge,
     422: InvalidRequest,
 }
-_BY_CODE: dict[str, type[ServerError]] = {"epoch_conflict": EpochConflict}
+_BY_CODE: dict[str, type[ServerError]] = {ErrorCode.EPOCH_CONFLICT: EpochConflict}
 
 
 def server_error(status: int, body: Any, retry_after: str | None = None) -> ServerError:

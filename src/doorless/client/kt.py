@@ -79,8 +79,8 @@ from doorless.kt.log_entry import LogEntry
 from doorless.kt.merkle import EMPTY_ROOT, verify_consistency
 from doorless.mls.credential import BasicCredential
 from doorless.mls.leaf_node import LeafNode
-from doorless.server import protocol
-from doorless.server.kt_protocol import (
+from doorless.wire import protocol
+from doorless.wire.kt import (
     DEFAULT_SUITE,
     KtHead,
     KtInfo,

@@ -34,7 +34,7 @@ from typing import Self
 
 from doorless.codec import Reader, Writer, pull_opaque_item, push_opaque_item
 from doorless.errors import DecodeError
-from doorless.server import protocol
+from doorless.wire import protocol
 
 KIND_APPLICATION = "application"
 KIND_COMMIT = "commit"

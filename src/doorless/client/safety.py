@@ -7,7 +7,7 @@ numbers.)
 
 Franking (``docs/franking.md``)
     Every application message is a `doorless.franking.FrankedContent` wrapping the
-    `doorless.client.payload.Payload`, its tag in the MLS ``authenticated_data``. The server
+    `doorless.wire.payload.Payload`, its tag in the MLS ``authenticated_data``. The server
     stamps it at delivery; `open_franked` checks everything a receiver can check (FRANK-1..5
     and that the franked fields agree with the payload). A message that fails is not shown:
     it is counted by error type (`Client.hidden_messages`) and reported as
@@ -59,8 +59,8 @@ from doorless.franking import (
 )
 from doorless.mls.extensions import Extension, find_extension
 from doorless.mls.group import Group
+from doorless.wire.payload import Payload, payload_of
 
-from .payload import Payload, payload_of
 from .store import Transaction
 
 DISAPPEARING_EXTENSION = 0xF0D2  # RFC 9420 §17.3: 0xF000-0xFFFF is for private use

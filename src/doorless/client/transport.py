@@ -50,7 +50,9 @@ from doorless.client.kt import (
 from doorless.errors import ConfigurationError, DecodeError, StateError, ValidationError
 from doorless.kt.device_list import DeviceList
 from doorless.secret import PrivateKeyBytes
-from doorless.server import kt_protocol, protocol
+from doorless.wire import kt as kt_wire
+from doorless.wire import protocol
+from doorless.wire.messages import QueuedMessage
 
 ProgressCallback = Callable[[int, int | None], None]
 """``progress(bytes_done, total_or_None)``, called after each chunk."""
@@ -166,14 +168,6 @@ class SendResult:
 
 
 @dataclass(frozen=True, slots=True)
-class InboundMessage:
-    seq: int
-    data: bytes
-    received_at: int
-    frank: bytes | None = None  # the server's ServerFrank of an application message
-
-
-@dataclass(frozen=True, slots=True)
 class ReportResult:
     report_id: int
     sender: str  # the username the server stamped the reported message with
@@ -182,7 +176,7 @@ class ReportResult:
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
-    messages: list[InboundMessage]
+    messages: list[QueuedMessage]
     more: bool
 
 
@@ -194,7 +188,7 @@ class KeyPackagesLow:
     low_watermark: int
 
 
-PushEvent = InboundMessage | KeyPackagesLow
+PushEvent = QueuedMessage | KeyPackagesLow
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,9 +269,9 @@ def _claimed(f: _Fields) -> ClaimedKeyPackage:
     return ClaimedKeyPackage(f.text("device_id"), f.blob("key_package"), f.flag("last_resort"))
 
 
-def _inbound(f: _Fields) -> InboundMessage:
+def _inbound(f: _Fields) -> QueuedMessage:
     frank = f.blob("frank") if f.opt_text("frank") is not None else None
-    return InboundMessage(f.integer("seq"), f.blob("data"), f.integer("received_at"), frank)
+    return QueuedMessage(f.integer("seq"), f.blob("data"), f.integer("received_at"), frank)
 
 
 def check_device_approvals(server_id: str, username: str, devices: Sequence[DeviceInfo]) -> None:
@@ -369,7 +363,7 @@ class Transport:
         # The client library sets its own (witnesses, persisted head); without one, a default
         # verifier with no witness quorum (and a loud warning) is made on first use.
         self.kt: KtVerifier | None = None
-        self.kt_cipher_suite = kt_protocol.DEFAULT_SUITE
+        self.kt_cipher_suite = kt_wire.DEFAULT_SUITE
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -539,7 +533,7 @@ class Transport:
             "username": username,
             "device_key": protocol.b64encode(device.public_key),
             "signature": protocol.b64encode(signature),
-            "device_list": kt_protocol.encode_device_list(device_list),
+            "device_list": kt_wire.encode_device_list(device_list),
         }
         if invite_code is not None:
             body["invite_code"] = invite_code
@@ -571,7 +565,7 @@ class Transport:
         body: dict[str, Any] = {}
         if device_list is not None:
             await self.kt_verifier().note_published(device_list)
-            body["device_list"] = kt_protocol.encode_device_list(device_list)
+            body["device_list"] = kt_wire.encode_device_list(device_list)
         await self._call(
             "DELETE", f"/v1/devices/{device_id}", json=body or None, retry_unanswered=True
         )
@@ -653,7 +647,7 @@ class Transport:
         if device_list is None:
             device_list = await self._next_own_list(
                 with_device(
-                    kt_protocol.device_entry(
+                    kt_wire.device_entry(
                         self.username, link.device_id, link.device_key, self.kt_cipher_suite
                     )
                 )
@@ -665,7 +659,7 @@ class Transport:
         }
         if device_list is not None:
             await self.kt_verifier().note_published(device_list)
-            body["device_list"] = kt_protocol.encode_device_list(device_list)
+            body["device_list"] = kt_wire.encode_device_list(device_list)
         f = await self._json("POST", f"/v1/links/{link.code}/approve", "approval", json=body)
         return _device_info(f)
 
@@ -699,33 +693,33 @@ class Transport:
         f = await self._json("GET", path, what, params=params, auth=auth, retry_unanswered=True)
         return f.raw()
 
-    async def kt_info(self) -> kt_protocol.KtInfo:
+    async def kt_info(self) -> kt_wire.KtInfo:
         data = await self._kt_json("/v1/kt/info", "kt info", {}, auth=False)
         try:
-            return kt_protocol.KtInfo.from_json(data)
+            return kt_wire.KtInfo.from_json(data)
         except DecodeError as exc:
             raise BadResponse(str(exc)) from None
 
-    async def kt_head(self, since: int) -> kt_protocol.KtHead:
+    async def kt_head(self, since: int) -> kt_wire.KtHead:
         data = await self._kt_json("/v1/kt/head", "kt head", {"since": since}, auth=False)
         try:
-            return kt_protocol.KtHead.from_json(data)
+            return kt_wire.KtHead.from_json(data)
         except DecodeError as exc:
             raise BadResponse(str(exc)) from None
 
-    async def kt_search(self, label: bytes, since: int, from_version: int) -> kt_protocol.KtSearch:
+    async def kt_search(self, label: bytes, since: int, from_version: int) -> kt_wire.KtSearch:
         params = {"label": label.hex(), "since": since, "from_version": from_version}
         data = await self._kt_json("/v1/kt/search", "kt search", params, auth=True)
         try:
-            return kt_protocol.KtSearch.from_json(data)
+            return kt_wire.KtSearch.from_json(data)
         except DecodeError as exc:
             raise BadResponse(str(exc)) from None
 
-    async def kt_audit(self, start: int, limit: int = 100) -> kt_protocol.KtAudit:
+    async def kt_audit(self, start: int, limit: int = 100) -> kt_wire.KtAudit:
         params = {"start": start, "limit": limit}
         data = await self._kt_json("/v1/kt/audit", "kt audit", params, auth=False)
         try:
-            return kt_protocol.KtAudit.from_json(data)
+            return kt_wire.KtAudit.from_json(data)
         except DecodeError as exc:
             raise BadResponse(str(exc)) from None
 
@@ -1114,7 +1108,6 @@ __all__ = [
     "ClaimedKeyPackage",
     "DeviceIdentity",
     "DeviceInfo",
-    "InboundMessage",
     "KeyPackageStatus",
     "KeyPackagesLow",
     "LinkTicket",

@@ -21,11 +21,12 @@ from fastapi import Request
 from starlette.requests import HTTPConnection
 
 from doorless.errors import InvalidSignature
-from doorless.server import protocol
 from doorless.server.context import ServerContext, get_context
 from doorless.server.errors import ApiError
 from doorless.server.ratelimit import RateLimiter, retry_after_header
 from doorless.server.storage.base import DeviceRecord
+from doorless.wire import protocol
+from doorless.wire.errors import ErrorCode
 
 NONCE_LENGTH = 32
 
@@ -55,7 +56,7 @@ class AuthedDevice:
 
 
 def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return ApiError(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
@@ -85,7 +86,7 @@ def rate_limit(limiter: RateLimiter, key: str) -> None:
     if wait is not None:
         raise ApiError(
             429,
-            "rate_limited",
+            ErrorCode.RATE_LIMITED,
             "too many requests, slow down",
             headers={"Retry-After": retry_after_header(wait)},
         )
@@ -119,7 +120,7 @@ async def issue_challenge(ctx: ServerContext) -> tuple[bytes, int]:
 async def issue_token(
     ctx: ServerContext, device_id: str, nonce: bytes, signature: bytes
 ) -> tuple[str, int, DeviceRecord]:
-    failed = ApiError(401, "auth_failed", "challenge response rejected")
+    failed = ApiError(401, ErrorCode.AUTH_FAILED, "challenge response rejected")
     # Consume the nonce first, whatever happens next: a challenge is good for one try.
     if not await ctx.storage.take_challenge(secret_hash(nonce), ctx.now()):
         raise failed

@@ -57,6 +57,7 @@ from doorless.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from doorless.wire.errors import ErrorCode
 
 log = logging.getLogger("doorless.server")
 
@@ -76,7 +77,7 @@ class ApiError(DoorlessError):
     def __init__(
         self,
         status: int,
-        code: str,
+        code: ErrorCode,
         message: str,
         *,
         headers: dict[str, str] | None = None,
@@ -92,7 +93,7 @@ class ApiError(DoorlessError):
 
 def error_response(
     status: int,
-    code: str,
+    code: ErrorCode,
     message: str,
     headers: dict[str, str] | None = None,
     **extra: Any,
@@ -103,35 +104,35 @@ def error_response(
 
 
 def bad_request(message: str) -> ApiError:
-    return ApiError(400, "invalid_request", message)
+    return ApiError(400, ErrorCode.INVALID_REQUEST, message)
 
 
 def malformed(message: str) -> ApiError:
-    return ApiError(400, "malformed_message", message)
+    return ApiError(400, ErrorCode.MALFORMED_MESSAGE, message)
 
 
 def not_found(message: str = "not found") -> ApiError:
-    return ApiError(404, "not_found", message)
+    return ApiError(404, ErrorCode.NOT_FOUND, message)
 
 
 def forbidden(message: str) -> ApiError:
-    return ApiError(403, "forbidden", message)
+    return ApiError(403, ErrorCode.FORBIDDEN, message)
 
 
 def too_large(message: str) -> ApiError:
-    return ApiError(413, "payload_too_large", message)
+    return ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, message)
 
 
 _STATUS_CODES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.RATE_LIMITED,
 }
 
 
@@ -151,34 +152,34 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid_request", _describe_validation(exc))
+    return error_response(422, ErrorCode.INVALID_REQUEST, _describe_validation(exc))
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _STATUS_CODES.get(exc.status_code, "error")
+    code = _STATUS_CODES.get(exc.status_code, ErrorCode.ERROR)
     message = exc.detail if isinstance(exc.detail, str) else code
     return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
 
 # Storage rejections (well-formed request, state does not allow it) -> (status, code).
-_REJECTIONS: dict[type[Rejected], tuple[int, str]] = {
-    UsernameTaken: (409, "username_taken"),
-    DeviceExists: (409, "device_exists"),
-    InviteInvalid: (403, "invite_required"),
-    UnknownAccount: (404, "not_found"),
-    UnknownDevice: (400, "unknown_recipient"),
-    LinkGone: (404, "not_found"),
-    EpochConflict: (409, "epoch_conflict"),
-    IdempotencyConflict: (409, "idempotency_conflict"),
-    TooManyKeyPackages: (409, "too_many_key_packages"),
+_REJECTIONS: dict[type[Rejected], tuple[int, ErrorCode]] = {
+    UsernameTaken: (409, ErrorCode.USERNAME_TAKEN),
+    DeviceExists: (409, ErrorCode.DEVICE_EXISTS),
+    InviteInvalid: (403, ErrorCode.INVITE_REQUIRED),
+    UnknownAccount: (404, ErrorCode.NOT_FOUND),
+    UnknownDevice: (400, ErrorCode.UNKNOWN_RECIPIENT),
+    LinkGone: (404, ErrorCode.NOT_FOUND),
+    EpochConflict: (409, ErrorCode.EPOCH_CONFLICT),
+    IdempotencyConflict: (409, ErrorCode.IDEMPOTENCY_CONFLICT),
+    TooManyKeyPackages: (409, ErrorCode.TOO_MANY_KEY_PACKAGES),
 }
 
 
 async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Rejected)
     status, code = next(
-        (v for cls, v in _REJECTIONS.items() if isinstance(exc, cls)), (409, "conflict")
+        (v for cls, v in _REJECTIONS.items() if isinstance(exc, cls)), (409, ErrorCode.CONFLICT)
     )
     extra: dict[str, Any] = {}
     if isinstance(exc, EpochConflict):
@@ -191,7 +192,7 @@ async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     # The type only: an exception's text could quote data.
     log.error("unhandled exception", extra={"fields": {"exception": type(exc).__name__}})
-    return error_response(500, "internal", "internal server error")
+    return error_response(500, ErrorCode.INTERNAL, "internal server error")
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """The server's key-transparency log (design notes §1.3 "KT-lite"; ``docs/protocol-http.md``).
 
 Each account's `DeviceList` is a versioned value under the label ``u:<username>``
-(`doorless.server.kt_protocol`). A new version reaches the log in two steps:
+(`doorless.wire.kt`). A new version reaches the log in two steps:
 
 1. the account/link/revoke route checks that the uploaded list follows the label's latest one
    (`doorless.kt.device_list.verify_successor`: signed by a device of the previous version) and
@@ -54,7 +54,8 @@ from doorless.kt.ladder import (
     prove_version,
 )
 from doorless.kt.prefix_tree import PrefixLeaf, PrefixProof
-from doorless.server.kt_protocol import (
+from doorless.server.storage.base import KtConflict, KtLogEntry, KtVersion, Storage
+from doorless.wire.kt import (
     MAX_AUDIT_PAGE,
     MAX_VERSIONS_PER_SEARCH,
     KtAudit,
@@ -67,7 +68,6 @@ from doorless.server.kt_protocol import (
     origin_of,
     user_label,
 )
-from doorless.server.storage.base import KtConflict, KtLogEntry, KtVersion, Storage
 
 log = logging.getLogger("doorless.server.kt")
 

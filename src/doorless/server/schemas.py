@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from doorless.server import protocol
 from doorless.server.config import Registration
+from doorless.wire import protocol
 
 
 def _from_base64(value: Any) -> Any:

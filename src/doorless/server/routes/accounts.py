@@ -17,13 +17,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 
 from doorless.errors import DecodeError, InvalidSignature, ValidationError
-from doorless.server import protocol
 from doorless.server.auth import invite_hash as invite_code_hash
 from doorless.server.auth import limit_anonymous
 from doorless.server.config import Registration
 from doorless.server.errors import ApiError, bad_request, forbidden, not_found
 from doorless.server.fanout.base import Topic
-from doorless.server.kt_protocol import expected_after_link, expected_after_revoke
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import (
     ApproveRequest,
@@ -38,6 +36,9 @@ from doorless.server.schemas import (
     RevokeRequest,
 )
 from doorless.server.storage.base import DeviceRecord, KtConflict, KtVersion, LinkRecord
+from doorless.wire import protocol
+from doorless.wire.errors import ErrorCode
+from doorless.wire.kt import expected_after_link, expected_after_revoke
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -59,7 +60,7 @@ def _check_signature(key: bytes, content: bytes, signature: bytes) -> None:
     try:
         protocol.verify(key, content, signature)
     except InvalidSignature:
-        raise ApiError(400, "invalid_signature", "signature does not verify") from None
+        raise ApiError(400, ErrorCode.INVALID_SIGNATURE, "signature does not verify") from None
 
 
 @contextmanager
@@ -70,12 +71,14 @@ def _kt_errors() -> Iterator[None]:
     except DecodeError:
         raise bad_request("device_list is not a DeviceList") from None
     except InvalidSignature:
-        raise ApiError(400, "invalid_signature", "device_list signature does not verify") from None
+        raise ApiError(
+            400, ErrorCode.INVALID_SIGNATURE, "device_list signature does not verify"
+        ) from None
     except ValidationError as exc:
         raise bad_request(f"device_list: {exc}") from None
     except KtConflict:
         raise ApiError(
-            409, "kt_conflict", "the account's device list changed: read it again and retry"
+            409, ErrorCode.KT_CONFLICT, "the account's device list changed: read it again and retry"
         ) from None
 
 
@@ -117,7 +120,9 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
     invite_hash: bytes | None = None
     if ctx.config.registration == Registration.invite:
         if body.invite_code is None:
-            raise ApiError(403, "invite_required", "registration on this server needs an invite")
+            raise ApiError(
+                403, ErrorCode.INVITE_REQUIRED, "registration on this server needs an invite"
+            )
         invite_hash = invite_code_hash(body.invite_code)
     _check_signature(
         body.device_key,
@@ -223,7 +228,7 @@ async def request_link(body: LinkRequest, ctx: Ctx) -> LinkCreated:
             return LinkCreated(
                 code=_display_code(code), device_id=device_id, expires_at=link.expires_at
             )
-    raise ApiError(429, "rate_limited", "could not allocate a link code, retry")
+    raise ApiError(429, ErrorCode.RATE_LIMITED, "could not allocate a link code, retry")
 
 
 async def _own_link(code: str, username: str, ctx: Ctx) -> LinkRecord:

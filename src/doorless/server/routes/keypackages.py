@@ -14,7 +14,6 @@ from fastapi import APIRouter, Path
 
 from doorless.errors import DoorlessError
 from doorless.mls.framing import WireFormat, peek_routing
-from doorless.server import protocol
 from doorless.server.context import ServerContext
 from doorless.server.errors import malformed, not_found, too_large
 from doorless.server.fanout.base import Topic
@@ -27,6 +26,7 @@ from doorless.server.schemas import (
 )
 from doorless.server.storage.base import ClaimedKeyPackage as StoredClaim
 from doorless.server.storage.base import KeyPackageCount
+from doorless.wire import protocol
 
 router = APIRouter(prefix="/v1", tags=["key packages"])
 

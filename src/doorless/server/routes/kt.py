@@ -25,10 +25,11 @@ from doorless.errors import DecodeError, InvalidSignature, ValidationError
 from doorless.server.auth import limit_anonymous
 from doorless.server.context import ServerContext
 from doorless.server.errors import ApiError, bad_request
-from doorless.server.kt_protocol import MAX_AUDIT_PAGE
 from doorless.server.kt_service import KtService
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import Request
+from doorless.wire.errors import ErrorCode
+from doorless.wire.kt import MAX_AUDIT_PAGE
 
 router = APIRouter(prefix="/v1/kt", tags=["key transparency"])
 
@@ -153,7 +154,7 @@ async def kt_cosign(body: CosignRequest, ctx: Ctx) -> CosignResponse:
     except DecodeError:
         raise bad_request("not a signed checkpoint note") from None
     except InvalidSignature:
-        raise ApiError(400, "invalid_signature", "a cosignature does not verify") from None
+        raise ApiError(400, ErrorCode.INVALID_SIGNATURE, "a cosignature does not verify") from None
     except ValidationError as exc:
         raise bad_request(str(exc)) from None
     return CosignResponse(accepted=accepted)

@@ -15,7 +15,6 @@ from doorless.codec import decode
 from doorless.errors import DecodeError, RemoteError
 from doorless.franking import ReportExpired
 from doorless.mls.framing import MLSMessage, PrivateMessage
-from doorless.server import protocol
 from doorless.server.auth import AuthedDevice
 from doorless.server.context import ServerContext
 from doorless.server.errors import ApiError, bad_request, malformed
@@ -24,6 +23,8 @@ from doorless.server.log import log_event
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import B64, Request
 from doorless.server.storage.base import Delivery
+from doorless.wire import protocol
+from doorless.wire.errors import ErrorCode
 
 router = APIRouter(prefix="/v1", tags=["safety"])
 
@@ -104,11 +105,13 @@ async def report(body: ReportRequest, me: Device, ctx: Ctx) -> ReportResponse:
             now=ctx.now(),
         )
     except ReportExpired as exc:
-        raise ApiError(400, "report_expired", str(exc)) from None
+        raise ApiError(400, ErrorCode.REPORT_EXPIRED, str(exc)) from None
     except RemoteError as exc:
         # The rule id only: nothing of the reported content goes into the answer or the log.
         rule = getattr(exc, "rule", None) or type(exc).__name__
-        raise ApiError(400, "invalid_report", f"the report does not verify ({rule})") from None
+        raise ApiError(
+            400, ErrorCode.INVALID_REPORT, f"the report does not verify ({rule})"
+        ) from None
     log_event("report filed", report_id=filed.report_id, reason=filed.verified.reason.name)
     return ReportResponse(
         report_id=filed.report_id,

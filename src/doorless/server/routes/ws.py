@@ -31,7 +31,6 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.responses import Response
 
-from doorless.server import protocol
 from doorless.server.auth import (
     AuthedDevice,
     authenticate,
@@ -44,6 +43,8 @@ from doorless.server.errors import ApiError, error_response
 from doorless.server.fanout.base import Subscription, Topic
 from doorless.server.log import device_tag, log_event
 from doorless.server.schemas import MAX_SEQ
+from doorless.wire import protocol
+from doorless.wire.errors import ErrorCode
 
 router = APIRouter(tags=["push"])
 
@@ -63,7 +64,7 @@ async def _refuse(websocket: WebSocket, exc: ApiError) -> None:
 def _after(websocket: WebSocket) -> int:
     raw = websocket.query_params.get("after", "0")
     if not raw.isdigit() or int(raw) > MAX_SEQ:
-        raise ApiError(422, "invalid_request", "after: must be a non-negative integer")
+        raise ApiError(422, ErrorCode.INVALID_REQUEST, "after: must be a non-negative integer")
     return int(raw)
 
 
@@ -149,16 +150,18 @@ def _parse_ack(text: str) -> list[int]:
     try:
         frame: Any = json.loads(text)
     except ValueError:
-        raise ApiError(400, "invalid_request", "frame is not JSON") from None
+        raise ApiError(400, ErrorCode.INVALID_REQUEST, "frame is not JSON") from None
     if not isinstance(frame, dict) or frame.get("type") != "ack":
-        raise ApiError(400, "invalid_request", 'expected {"type": "ack", "seqs": [...]}')
+        raise ApiError(400, ErrorCode.INVALID_REQUEST, 'expected {"type": "ack", "seqs": [...]}')
     seqs = frame.get("seqs")
     if (
         not isinstance(seqs, list)
         or len(seqs) > 1000
         or not all(type(s) is int and 1 <= s <= MAX_SEQ for s in seqs)
     ):
-        raise ApiError(400, "invalid_request", "seqs: a list of at most 1000 positive integers")
+        raise ApiError(
+            400, ErrorCode.INVALID_REQUEST, "seqs: a list of at most 1000 positive integers"
+        )
     return seqs
 
 
@@ -170,7 +173,7 @@ async def _receive_loop(ctx: ServerContext, websocket: WebSocket, me: AuthedDevi
         text = message.get("text")
         try:
             if text is None or len(text) > _MAX_FRAME:
-                raise ApiError(400, "invalid_request", "expected a JSON text frame")
+                raise ApiError(400, ErrorCode.INVALID_REQUEST, "expected a JSON text frame")
             rate_limit(ctx.device_limiter, me.device_id)
             seqs = _parse_ack(text)
         except ApiError as exc:

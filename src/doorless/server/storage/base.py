@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from doorless.errors import RemoteError
+from doorless.wire.messages import QueuedMessage
 
 # --- records -------------------------------------------------------------------------------
 
@@ -96,14 +97,6 @@ class DeliveryResult:
     message_id: str
     group_epoch: int | None  # the group's current epoch after this send
     duplicate: bool  # the same message id and content was already accepted
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    seq: int
-    data: bytes
-    received_at: int
-    frank: bytes | None = None  # the server's frank of an application message
 
 
 @dataclass(frozen=True, slots=True)

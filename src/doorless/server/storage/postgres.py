@@ -59,7 +59,6 @@ from doorless.server.storage.base import (
     KtVersion,
     LinkGone,
     LinkRecord,
-    QueuedMessage,
     ReportRecord,
     Storage,
     TooManyKeyPackages,
@@ -67,6 +66,7 @@ from doorless.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
 

@@ -42,7 +42,6 @@ from doorless.server.storage.base import (
     KtVersion,
     LinkGone,
     LinkRecord,
-    QueuedMessage,
     ReportRecord,
     Storage,
     TooManyKeyPackages,
@@ -50,6 +49,7 @@ from doorless.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
 

@@ -47,7 +47,7 @@ from doorless.kt.device_list import Device, DeviceList, account_label
 from doorless.kt.ladder import SearchResponse, VersionResponse
 from doorless.kt.log_entry import LogEntry
 from doorless.kt.prefix_tree import PrefixProof
-from doorless.server import protocol
+from doorless.wire import protocol
 
 T = TypeVar("T")
 
