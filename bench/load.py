@@ -287,7 +287,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
             if status != 201:
                 errors += 1
                 statuses[status] = statuses.get(status, 0) + 1
-        except Exception as exc:  # counted, never silent
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError) as exc:  # counted
             errors += 1
             statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
             conn.close()

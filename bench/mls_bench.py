@@ -719,7 +719,7 @@ def open_ts_mls() -> Any:
     try:
         tsmls.ensure_installed()
         return tsmls.TsMls(timeout=3600.0)
-    except Exception as exc:
+    except (tsmls.TsMlsUnavailable, OSError) as exc:
         log(f"ts-mls: unavailable ({exc}); skipped")
         return None
 

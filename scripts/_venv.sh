@@ -5,7 +5,7 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DOORLESS_VENV:-$ROOT/.venv}"
-EXTRAS="dev,server,client,postgres"
+EXTRAS="dev,postgres"
 
 _python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
 

@@ -27,7 +27,6 @@ from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import encode
 from doorless.crypto import cipher_suite
 from doorless.kt.checkpoint import NoteVerifier, SignatureType, ed25519_public_key
-from doorless.kt_witness import Witness, WitnessState
 from doorless.mls.credential import BasicCredential
 from doorless.mls.framing import MLSMessage
 from doorless.mls.group import generate_key_package
@@ -37,6 +36,7 @@ from doorless.server.context import ServerContext
 from doorless.server.storage.base import DeviceRecord, LinkRecord
 from doorless.wire import protocol
 from doorless.wire.kt import credential_identity
+from doorless.witness import Witness, WitnessState
 
 BASE_URL = "http://testserver"
 WITNESS = "test-witness"

@@ -3,7 +3,7 @@
 Scenario numbers are the issue's: (1) ghost device in the directory, (2) ghost member brought
 in by a commit or Welcome, (3) a key swapped in the directory, (4) split view, (5) rolled-back
 head, (6) a device-list version removed from the log. (7), the witness refusing, is in
-``test_kt_witness.py``. The same scenarios through the `Client` are in ``test_kt_client.py``.
+``test_witness.py``. The same scenarios through the `Client` are in ``test_kt_client.py``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from doorless.client.transport import DeviceIdentity, DeviceInfo, Transport
 from doorless.codec import decode
 from doorless.kt.commitment import search_key
 from doorless.kt.ladder import BinaryLadderStep, SearchResponse
-from doorless.kt_witness import WitnessRefused
 from doorless.mls.framing import MLSMessage
 from doorless.mls.key_package import KeyPackage
 from doorless.server.config import ServerConfig
 from doorless.wire.kt import KtHead, KtInfo, KtSearch, user_label
+from doorless.witness import WitnessRefused
 
 from .helpers import BASE_URL, add_ghost_device, forked, key_package, network, sql
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from doorless.cli.main import app
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.kt.checkpoint import NoteVerifier, SignedCheckpoint, verify_checkpoint
-from doorless.kt_witness import Witness, WitnessRefused, WitnessState
 from doorless.server.config import ServerConfig
 from doorless.wire.kt import user_label
+from doorless.witness import Witness, WitnessRefused, WitnessState
 
 from .helpers import BASE_URL, WITNESS, Net, forked, network, sql
 

@@ -53,7 +53,7 @@ class Failure:
     exit_code: int = EXIT_FAILED
 
 
-class CliError(Exception):
+class CliError(DoorlessError):
     """A failure the programs detect themselves (unknown group name, bad argument, ...)."""
 
     def __init__(self, code: ErrorCode, message: str, exit_code: int = EXIT_FAILED) -> None:
@@ -92,7 +92,7 @@ def classify(exc: BaseException, profile: Path | None = None) -> Failure:
     """One line (never a traceback, never message content) and a stable code for an error."""
     try:
         return _classify(exc, profile)
-    except Exception:  # e.g. the client library itself cannot be imported
+    except ImportError:  # the client library itself cannot be imported
         return _internal(exc)
 
 

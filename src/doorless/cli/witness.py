@@ -1,5 +1,5 @@
 """``doorless witness --server URL --state DIR``: run a key-transparency witness
-(`doorless.kt_witness`). It prints its verifier key first: give it to the server operator
+(`doorless.witness`). It prints its verifier key first: give it to the server operator
 (``doorless server --kt-witness KEY``) and to the clients that should require it."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def command(
     """Watch one server's transparency log and cosign its consistent checkpoints."""
     from doorless.client.transport import Transport
     from doorless.errors import ConfigurationError, RemoteError
-    from doorless.kt_witness import Witness, WitnessRefused, WitnessState
+    from doorless.witness import Witness, WitnessRefused, WitnessState
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     json_output = state(ctx).json

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from doorless.errors import ConfigurationError, DoorlessError
+
 Case = dict[str, Any]
 
 
-class VectorMismatch(AssertionError):
+class VectorMismatch(DoorlessError, AssertionError):
     """A computed value differs from the vector's."""
 
     def __init__(self, field: str, detail: str = "") -> None:
@@ -26,7 +28,7 @@ class VectorMismatch(AssertionError):
         self.field = field
 
 
-class VectorSkip(Exception):
+class VectorSkip(DoorlessError):
     """The case uses a feature this implementation does not support."""
 
 
@@ -74,7 +76,7 @@ KIND_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-class UnknownKind(KeyError):
+class UnknownKind(ConfigurationError, KeyError):
     """A file whose kind is neither in its name nor recognisable from its keys."""
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -171,7 +173,8 @@ def run_cases(kind: str, cases: list[Case]) -> Iterator[tuple[int, str, str]]:
             yield i, "skipped", str(exc)
         except VectorMismatch as exc:
             yield i, "failed", str(exc)
-        except Exception as exc:  # a crash on a vector is a failure to report, not to hide
+        except (DoorlessError, KeyError, ValueError, TypeError, IndexError) as exc:
+            # Bad input for a checker (a malformed case) is a failure to report, not to hide.
             yield i, "failed", f"{type(exc).__name__}: {exc}"
         else:
             yield i, "passed", ""
