@@ -4,11 +4,11 @@ transports and hand-made MLS messages, no client library logic)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import pytest_asyncio
@@ -48,6 +48,7 @@ from doorless.server.storage.base import (
     ReportRecord,
     Storage,
 )
+from doorless.server.storage.postgres import PostgresStorage
 from doorless.server.storage.sqlite import SQLiteStorage
 from server.helpers import (
     FakeClock,
@@ -58,6 +59,7 @@ from server.helpers import (
     running,
     welcome,
 )
+from support.services import PG_DSN, require_async
 
 pytestmark = pytest.mark.asyncio
 
@@ -261,21 +263,9 @@ async def test_block_requests_are_checked(server: Harness) -> None:
 # --- storage contract ---------------------------------------------------------------------------
 
 
-PG_DSN = os.environ.get("DOORLESS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 async def _postgres(schema: str) -> Storage:
-    """A PostgreSQL store in a fresh schema; skips when no PostgreSQL is reachable (the
-    scale-out suite, ``tests/scale``, decides whether that is an error)."""
-    try:
-        import asyncpg
-
-        from doorless.server.storage.postgres import PostgresStorage
-
-        conn = await asyncpg.connect(PG_DSN, timeout=3)
-        await conn.close()
-    except (ImportError, OSError, TimeoutError) as exc:
-        pytest.skip(f"no PostgreSQL at {PG_DSN}: {exc}")
+    """A PostgreSQL store in a fresh schema (skipped without PostgreSQL, a failure in CI)."""
+    await require_async("postgres")
     return PostgresStorage(PG_DSN, schema=schema)
 
 
@@ -294,8 +284,6 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     finally:
         await s.close()
         if request.param == "postgres":
-            import asyncpg
-
             conn = await asyncpg.connect(PG_DSN)
             try:
                 await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
