@@ -209,7 +209,7 @@ def run(st: State, main: Callable[[], Awaitable[None]]) -> None:
         raise
     except KeyboardInterrupt:
         fail(st, Failure(ErrorCode.INTERRUPTED, "interrupted", EXIT_INTERRUPTED))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the program's last boundary: one line, exit 1
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
         fail(st, classify(exc, st.profile))

@@ -216,9 +216,17 @@ class RedisFanout(Fanout):
         self._closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            # redis-py can swallow a cancellation that lands while `get_message` times out,
+            # so cancel until the task is done (and the loop also checks `_closed`).
+            while not listener.done():
+                listener.cancel()
+                await asyncio.wait({listener}, timeout=0.5)
+            if not listener.cancelled() and listener.exception() is not None:
+                log_event(
+                    "fanout listener failed",
+                    logging.WARNING,
+                    exception=type(listener.exception()).__name__,
+                )
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(RedisError, OSError):
@@ -295,7 +303,7 @@ class RedisFanout(Fanout):
                 await self._sync()  # every local channel ...
                 await pubsub.subscribe(self._marker)  # ... then the marker, confirmed last
                 last_heard = loop.time()
-                while not self._broken:
+                while not self._broken and not self._closed:
                     message = await pubsub.get_message(timeout=self._ping_interval)
                     now = loop.time()
                     if message is None:
