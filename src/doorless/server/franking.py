@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from doorless.codec import decode, encode
 from doorless.crypto import cipher_suite
-from doorless.errors import DecodeError, DoorlessError, RemoteError
+from doorless.errors import DecodeError, DoorlessError, RemoteError, StateError
 from doorless.franking import (
     DEFAULT_SIGNATURE_SUITE,
     AbuseReport,
@@ -134,7 +134,7 @@ class FrankingService:
     @property
     def keyring(self) -> FrankingKeyring:
         if self._keyring is None:
-            raise RuntimeError("FrankingService.load() was not called")
+            raise StateError("FrankingService.load() was not called")
         return self._keyring
 
     async def load(self) -> None:
