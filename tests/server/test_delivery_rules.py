@@ -8,7 +8,6 @@ live in ``server/delivery.py``, not in the routes, and the server imports no cli
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import pytest
 
 from doorless.codec import encode
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
-from doorless.server import delivery
 from doorless.wire import protocol
 
 from .helpers import (
@@ -32,7 +30,6 @@ from .helpers import (
 )
 
 GROUP = b"group-rules"
-SERVER = Path(delivery.__file__).resolve().parent
 
 
 def b64(data: bytes) -> str:
@@ -209,45 +206,3 @@ async def test_an_accepted_application_message_is_stamped_and_pushed(server: Har
     await alice.send(commit(GROUP, 0), [bob.device.device_id])
     commits = [m for m in (await bob.fetch()).messages if m.frank is None]
     assert len(commits) == 1  # only application messages are stamped
-
-
-# --- layering --------------------------------------------------------------------------------
-
-
-def _modules(path: Path) -> set[str]:
-    """The modules ``path`` imports from (``from m import x`` gives ``m``)."""
-    tree = ast.parse(path.read_text())
-    return {
-        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-    } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
-
-
-def _imports(path: Path) -> set[str]:
-    """Every imported module and name (``from m import x`` gives ``m`` and ``m.x``)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module is not None:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-    return names
-
-
-def test_routes_hold_no_delivery_rules() -> None:
-    for path in sorted((SERVER / "routes").glob("*.py")):
-        source = path.read_text()
-        assert "storage.deliver(" not in source, path.name
-        assert "blocking_devices" not in source, path.name
-        assert "stamper" not in source, path.name
-        # No route module imports another route module.
-        assert not any(
-            m.startswith("doorless.server.routes.") and m != "doorless.server.routes.common"
-            for m in _modules(path)
-        ), path.name
-
-
-def test_the_server_imports_no_client_code() -> None:
-    for path in sorted(SERVER.rglob("*.py")):
-        for name in _imports(path):
-            assert not name.startswith(("doorless.client", "doorless.cli")), (path, name)
