@@ -1,4 +1,5 @@
-"""`DECODERS`: one decoder per franking wire structure, for property tests and tooling."""
+"""`DECODERS`: one decoder per franking wire structure (``docs/franking.md`` §1, "Wire
+structures"), for property tests and tooling."""
 
 from __future__ import annotations
 
