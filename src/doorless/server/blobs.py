@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from doorless.errors import RemoteError
+from doorless.errors import ConfigurationError, RemoteError
 
 ATTACHMENT_ID_PATTERN = r"^[0-9a-f]{32}$"
 _ID_RE = re.compile(ATTACHMENT_ID_PATTERN)
@@ -24,7 +24,7 @@ CHUNK = 64 * 1024
 
 
 class BlobTooLarge(RemoteError):
-    pass
+    """An upload went past its size limit (the partial file is deleted)."""
 
 
 class BlobStore:
@@ -48,7 +48,7 @@ class BlobStore:
 
     def _path(self, attachment_id: str) -> Path:
         if _ID_RE.fullmatch(attachment_id) is None:  # never let an id name another path
-            raise ValueError("invalid attachment id")
+            raise ConfigurationError("invalid attachment id")
         return self.directory / attachment_id
 
     async def write(self, chunks: AsyncIterator[bytes], limit: int) -> tuple[str, int]:

@@ -1,8 +1,10 @@
 """HTTP errors of the API: every error response is JSON ``{"error": code, "message": text}``.
 
-`ApiError` is what routes raise; `install_handlers` maps it and every framework error (bad JSON,
-validation, unknown route, wrong method) onto that body, so no input produces anything but a
-typed 4xx. Messages never echo the request's content.
+`ApiError` is what routes raise; `install_handlers` maps it, the refusals of the delivery rules
+(`doorless.server.delivery.DeliveryRefused`), the storage's rejections
+(`doorless.server.storage.base.Rejected`) and every framework error (bad JSON, validation,
+unknown route, wrong method) onto that body, so no input produces anything but a typed 4xx.
+Messages never echo the request's content.
 
 Codes (stable; clients switch on them):
 
@@ -45,6 +47,12 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doorless.errors import DoorlessError
+from doorless.server.delivery import (
+    DeliveryRefused,
+    InvalidSend,
+    MalformedMessage,
+    MessageTooLarge,
+)
 from doorless.server.storage.base import (
     DeviceExists,
     EpochConflict,
@@ -162,6 +170,23 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
 
+# Delivery refusals (the message breaks a delivery rule) -> (status, code).
+_REFUSALS: dict[type[DeliveryRefused], tuple[int, ErrorCode]] = {
+    MalformedMessage: (400, ErrorCode.MALFORMED_MESSAGE),
+    InvalidSend: (400, ErrorCode.INVALID_REQUEST),
+    MessageTooLarge: (413, ErrorCode.PAYLOAD_TOO_LARGE),
+}
+
+
+async def _refused(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DeliveryRefused)
+    status, code = next(
+        (v for cls, v in _REFUSALS.items() if isinstance(exc, cls)),
+        (400, ErrorCode.INVALID_REQUEST),
+    )
+    return error_response(status, code, str(exc))
+
+
 # Storage rejections (well-formed request, state does not allow it) -> (status, code).
 _REJECTIONS: dict[type[Rejected], tuple[int, ErrorCode]] = {
     UsernameTaken: (409, ErrorCode.USERNAME_TAKEN),
@@ -197,6 +222,7 @@ async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(DeliveryRefused, _refused)
     app.add_exception_handler(Rejected, _rejected)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,4 +1,7 @@
-"""The server's part of message franking (``docs/franking.md``) and of contact safety.
+"""The server's part of message franking (``docs/franking.md`` §7): keys, stamps, reports.
+
+The delivery rules that use it (which messages must be franked, when they are stamped, who
+receives them, blocks) are in `doorless.server.delivery`; this module provides the pieces.
 
 * **Keys.** One Ed25519 franking signature key (clients pin its public key from
   ``GET /v1/info``) and a ring of HMAC keys (`doorless.franking.FrankingKeyring`), all in the
@@ -8,16 +11,15 @@
   ``doorless server rotate-franking-key``; a retired key verifies reports for
   ``franking_retention`` seconds more, then it is deleted and reports of the messages it
   stamped fail with ``report_expired``.
-* **Stamping.** An application message must carry a franking tag in its PrivateMessage
-  ``authenticated_data`` (in clear; `doorless.franking.franking_tag_from_aad`), else it is
-  refused. At delivery the server stamps the tag with the device it authenticated as the
-  sender, the group id of the header, its clock and the group's next sequence number; the
-  frank is stored with the ciphertext and fanned out with it.
+* **Stamping.** `application_tag` reads the franking tag of an application message from its
+  PrivateMessage ``authenticated_data`` (in clear; `doorless.franking.franking_tag_from_aad`)
+  and raises `Unfranked` when there is none. `FrankingService.stamper` makes the stamp the
+  storage applies in the delivery transaction: the tag, the device the server authenticated
+  as the sender (`sender_identity`), the group id of the header, the server clock and the
+  group's next sequence number.
 * **Reports.** `file_report` verifies an `AbuseReport` (`doorless.franking.verify_report`),
   checks each reported attachment against the stored blob (``ok``, ``mismatch``, ``gone``)
   and files it. Nothing is learnt about messages nobody reported.
-* **Blocks** are per user: the server drops application messages and Welcomes from a blocked
-  user to every device of the blocking user (`blocking_devices`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import BinaryIO
 
 from doorless.codec import decode, encode
 from doorless.crypto import cipher_suite
-from doorless.errors import DecodeError, DoorlessError, RemoteError
+from doorless.errors import DecodeError, DoorlessError, RemoteError, StateError
 from doorless.franking import (
     DEFAULT_SIGNATURE_SUITE,
     AbuseReport,
@@ -134,7 +136,7 @@ class FrankingService:
     @property
     def keyring(self) -> FrankingKeyring:
         if self._keyring is None:
-            raise RuntimeError("FrankingService.load() was not called")
+            raise StateError("FrankingService.load() was not called")
         return self._keyring
 
     async def load(self) -> None:

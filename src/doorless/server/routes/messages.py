@@ -1,37 +1,19 @@
-"""The delivery service: send to per-device queues, fetch, acknowledge.
+"""``/v1/messages`` and ``/v1/groups/{id}/epoch``: send to per-device queues, fetch, acknowledge.
 
-The server reads only the cleartext MLSMessage header (`doorless.mls.framing.peek_routing`):
-wire format, group id, epoch, content type. Recipients are named by the sender (the roster lives
-in MLS, not on the server). Per group the server keeps only the current epoch:
-
-* a commit for epoch ``e`` is accepted only if ``e`` is the group's current epoch, which then
-  becomes ``e + 1`` (in the same transaction as enqueuing it): exactly one commit per epoch, so
-  the group never forks; the loser gets ``409 epoch_conflict`` with ``current_epoch`` and
-  retries after processing the winning commit;
-* a proposal or application message must be for the current epoch (``409 epoch_conflict``
-  otherwise: the sender is behind and must catch up first);
-* the first message seen for a group fixes its epoch.
-
-A Welcome sent with its commit (``welcome`` field) is delivered if and only if the commit is.
-The response comes after the transaction that enqueued the message to every recipient queue is
-durably committed (I5). Queue entries stay until their device acknowledges them.
+HTTP only: a send is parsed here and handed to `doorless.server.delivery.send`, which holds
+every delivery rule (recipients, framing, epochs, franking stamp, blocks, Welcome, idempotency,
+push). Queue entries stay until their device acknowledges them.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from doorless.codec import Writer
-from doorless.errors import DoorlessError
-from doorless.mls.framing import ContentType, Routing, WireFormat, peek_routing
-from doorless.server.context import ServerContext
-from doorless.server.errors import bad_request, malformed, not_found, too_large
-from doorless.server.fanout.base import Topic
+from doorless.server import delivery
+from doorless.server.errors import not_found
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
-from doorless.server.routes.safety import application_delivery, welcome_delivery
 from doorless.server.schemas import (
     MAX_SEQ,
     AckRequest,
@@ -42,56 +24,10 @@ from doorless.server.schemas import (
     SendRequest,
     SendResponse,
 )
-from doorless.server.storage.base import EpochGate
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 
-# Epochs are stored in signed 64-bit columns; no real group gets near this.
-MAX_EPOCH = 2**63 - 2
-_GROUP_MESSAGES = (WireFormat.mls_public_message, WireFormat.mls_private_message)
-_SENDABLE = (*_GROUP_MESSAGES, WireFormat.mls_welcome, WireFormat.mls_group_info)
-
 GroupIdPath = Annotated[str, Path(pattern=r"^([0-9a-f]{2}){1,255}$")]
-
-
-def _peek(ctx: ServerContext, data: bytes, what: str) -> Routing:
-    if not data:
-        raise malformed(f"{what} is empty")
-    if len(data) > ctx.config.max_message_size:
-        raise too_large(f"{what} is larger than {ctx.config.max_message_size} bytes")
-    try:
-        return peek_routing(data)
-    except DoorlessError:
-        raise malformed(f"{what} is not an encoded MLSMessage") from None
-
-
-def _check_recipients(ctx: ServerContext, recipients: list[str], what: str) -> None:
-    if len(recipients) > ctx.config.max_recipients:
-        raise bad_request(f"{what}: at most {ctx.config.max_recipients} recipients")
-    if len(set(recipients)) != len(recipients):
-        raise bad_request(f"{what}: duplicate recipients")
-
-
-def _gate(routing: Routing) -> EpochGate | None:
-    if routing.wire_format not in _SENDABLE:
-        raise malformed("KeyPackages go to the directory (POST /v1/keypackages), not to queues")
-    if routing.wire_format not in _GROUP_MESSAGES:
-        return None
-    assert routing.group_id is not None and routing.epoch is not None
-    if routing.epoch > MAX_EPOCH:
-        raise malformed("epoch out of range")
-    return EpochGate(routing.group_id, routing.epoch, routing.content_type == ContentType.commit)
-
-
-def _digest(body: SendRequest) -> bytes:
-    """What the idempotency key protects: the messages and their recipients."""
-    w = Writer()
-    w.push_opaque(body.data)
-    w.push_vector(body.recipients, lambda w, r: w.push_opaque(r.encode()))
-    if body.welcome is not None:
-        w.push_opaque(body.welcome.data)
-        w.push_vector(body.welcome.recipients, lambda w, r: w.push_opaque(r.encode()))
-    return hashlib.sha256(w.getvalue()).digest()
 
 
 @router.post(
@@ -105,25 +41,18 @@ def _digest(body: SendRequest) -> bytes:
 )
 async def send(body: SendRequest, response: Response, me: Device, ctx: Ctx) -> SendResponse:
     """Enqueue an MLSMessage (and the Welcome of a commit) for the given devices."""
-    _check_recipients(ctx, body.recipients, "recipients")
-    gate = _gate(_peek(ctx, body.data, "data"))
-    parts = [await application_delivery(ctx, me, body.data, tuple(body.recipients))]
-    if body.welcome is not None:
-        if gate is None or not gate.is_commit:
-            raise bad_request("a welcome can only accompany a commit")
-        _check_recipients(ctx, body.welcome.recipients, "welcome.recipients")
-        if _peek(ctx, body.welcome.data, "welcome.data").wire_format != WireFormat.mls_welcome:
-            raise malformed("welcome.data is not an MLSMessage with wire format mls_welcome")
-        parts.append(
-            await welcome_delivery(ctx, me, body.welcome.data, tuple(body.welcome.recipients))
-        )
-    result = await ctx.storage.deliver(
-        me.device_id, body.message_id, _digest(body), parts, gate, ctx.now()
+    welcome = body.welcome
+    result = await delivery.send(
+        ctx,
+        me,
+        delivery.Send(
+            body.message_id,
+            delivery.Outgoing(body.data, tuple(body.recipients)),
+            None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
+        ),
     )
     if result.duplicate:
         response.status_code = 200
-    else:
-        await ctx.fanout.publish({r for p in parts for r in p.recipients}, Topic.queue)
     return SendResponse(
         message_id=result.message_id, group_epoch=result.group_epoch, duplicate=result.duplicate
     )

@@ -1,7 +1,7 @@
-"""Abuse reports (``/v1/reports``) and blocks (``/v1/blocks``); the franking and blocking
-steps of ``POST /v1/messages`` (`application_delivery`, `welcome_delivery`).
+"""Abuse reports (``/v1/reports``) and blocks (``/v1/blocks``).
 
-See `doorless.server.franking` and ``docs/franking.md``.
+Reports are verified and filed by `doorless.server.franking.file_report` (``docs/franking.md``);
+what a block does to delivery is a rule of `doorless.server.delivery`.
 """
 
 from __future__ import annotations
@@ -11,59 +11,19 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
-from doorless.codec import decode
-from doorless.errors import DecodeError, RemoteError
+from doorless.errors import RemoteError
 from doorless.franking import ReportExpired
-from doorless.mls.framing import MLSMessage, PrivateMessage
-from doorless.server.auth import AuthedDevice
-from doorless.server.context import ServerContext
-from doorless.server.errors import ApiError, bad_request, malformed
-from doorless.server.franking import Unfranked, application_tag, file_report, sender_identity
+from doorless.server.errors import ApiError, bad_request
+from doorless.server.franking import file_report
 from doorless.server.log import log_event
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import B64, Request
-from doorless.server.storage.base import Delivery
 from doorless.wire import protocol
 from doorless.wire.errors import ErrorCode
 
 router = APIRouter(prefix="/v1", tags=["safety"])
 
 UsernamePath = Annotated[str, Path(pattern=protocol.USERNAME_PATTERN)]
-
-
-# --- delivery --------------------------------------------------------------------------------
-
-
-async def application_delivery(
-    ctx: ServerContext, me: AuthedDevice, data: bytes, recipients: tuple[str, ...]
-) -> Delivery:
-    """The delivery of a group message: an application message must carry a franking tag
-    (``400 malformed_message`` otherwise); it is stamped at delivery with the device that
-    sent it, and it is not queued for devices whose user blocks the sender."""
-    try:
-        tag = application_tag(data)
-    except (Unfranked, DecodeError) as exc:
-        raise malformed(str(exc)) from None
-    if tag is None:
-        return Delivery(data, recipients)
-    body = decode(MLSMessage, data).body
-    assert isinstance(body, PrivateMessage)  # application_tag checked it
-    blocked = await ctx.storage.blocking_devices(me.username, recipients)
-    stamper = ctx.franking.stamper(
-        tag,
-        sender=sender_identity(me.username, me.device_id),
-        group_id=body.group_id,
-        accepted_at_ms=int(ctx.clock() * 1000),
-    )
-    return Delivery(data, tuple(r for r in recipients if r not in blocked), stamper)
-
-
-async def welcome_delivery(
-    ctx: ServerContext, me: AuthedDevice, data: bytes, recipients: tuple[str, ...]
-) -> Delivery:
-    """A Welcome is not queued for devices whose user blocks the sender."""
-    blocked = await ctx.storage.blocking_devices(me.username, recipients)
-    return Delivery(data, tuple(r for r in recipients if r not in blocked))
 
 
 # --- reports ---------------------------------------------------------------------------------
