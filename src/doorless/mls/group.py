@@ -544,7 +544,13 @@ class Group:
         commit that removed us, the result is this epoch's state marked `removed`."""
         if staged.self_removed:
             new = staged.group
-            if not (new.removed and new.epoch == self.epoch and new.group_id == self.group_id):
+            if not (
+                new.removed
+                and new.epoch == self.epoch
+                and new.group_id == self.group_id
+                and new.own_leaf == self.own_leaf
+                and new._signature_private_key == self._signature_private_key
+            ):
                 raise StateError("this staged commit was not made from this group state")
             return new
         if not self._is_next(staged.group):
