@@ -30,6 +30,7 @@ from doorless.mls.key_package import KeyPackage, make_key_package_ref
 from doorless.mls.leaf_node import LeafNode
 from doorless.mls.message_protection import membership_tag, sign_framed_content
 from doorless.mls.nodes import HPKECiphertext, UpdatePath
+from doorless.mls.proposal_application import AppliedProposals
 from doorless.mls.proposals import (
     Add,
     Commit,
@@ -42,7 +43,7 @@ from doorless.mls.proposals import (
     Remove,
     Update,
 )
-from doorless.mls.public_group import PATH_REQUIRED, AppliedProposals
+from doorless.mls.public_group import PATH_REQUIRED
 from doorless.mls.ratchet_tree import RatchetTree
 from doorless.mls.schedule import (
     EpochSecrets,

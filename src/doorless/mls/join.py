@@ -32,6 +32,7 @@ from doorless.mls.group_context import GroupContext
 from doorless.mls.key_packages import KeyPackageBundle
 from doorless.mls.leaf_node import LeafNode
 from doorless.mls.message_protection import sign_framed_content
+from doorless.mls.proposal_application import apply_proposals
 from doorless.mls.proposals import (
     Commit,
     ExternalInit,
@@ -43,7 +44,7 @@ from doorless.mls.proposals import (
     ResumptionPSK,
     ResumptionPSKUsage,
 )
-from doorless.mls.public_group import PublicGroup, apply_proposals, tree_for
+from doorless.mls.public_group import PublicGroup, tree_for
 from doorless.mls.schedule import (
     external_init_sender,
     interim_transcript_hash,

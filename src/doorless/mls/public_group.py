@@ -6,7 +6,8 @@ the interim transcript hash and the cached proposals of the epoch. It owns:
 
 * validation of KeyPackages (§10.1), leaf nodes (§7.3), single proposals (§12.1, through a
   table keyed by ProposalType) and proposal lists (§12.2);
-* applying a proposal list to the tree and extensions (§12.3, again a table keyed by type);
+* applying a proposal list to the tree and extensions (§12.3; the table keyed by type is in
+  `proposal_application`);
 * the sender's signature key of a PublicMessage and its signature check (§6.1, §12.1.8);
 * the public half of processing a commit (§12.4.2): resolving proposals, applying them,
   merging the UpdatePath with its parent-hash check (§7.9.2), the provisional GroupContext;
@@ -52,13 +53,12 @@ from doorless.mls.key_package import KeyPackage
 from doorless.mls.leaf_node import LeafNode, LeafNodeSource, check_leaf_node_capabilities
 from doorless.mls.message_protection import verify_signature
 from doorless.mls.nodes import UpdatePath
+from doorless.mls.proposal_application import AppliedProposals, apply_proposals
 from doorless.mls.proposals import (
     Add,
     Commit,
-    ExternalInit,
     GroupContextExtensions,
     PreSharedKey,
-    PreSharedKeyID,
     Proposal,
     ProposalType,
     ReInit,
@@ -96,102 +96,6 @@ EXTERNAL_SENDER_TYPES = frozenset(
 )
 DEFAULT_EXTENSIONS = frozenset(int(t) for t in ExtensionType)
 DEFAULT_PROPOSALS = frozenset(int(t) for t in ProposalType)
-
-
-# --- applying proposals (§12.3) ---------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class AppliedProposals:
-    """The effect of a proposal list on a copy of the tree and the GroupContext extensions."""
-
-    tree: RatchetTree
-    extensions: tuple[Extension, ...]
-    added: list[tuple[LeafIndex, KeyPackage]]
-    removed: list[Member]
-    updated: list[LeafIndex]
-    psk_ids: list[PreSharedKeyID]
-    external_init: ExternalInit | None
-    reinit: ReInit | None
-    types: set[int]
-
-
-def _apply_extensions(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, GroupContextExtensions)
-    a.extensions = p.extensions
-
-
-def _apply_update(a: AppliedProposals, p: Proposal, sender: Sender) -> None:
-    assert isinstance(p, Update) and isinstance(sender, SenderMember)
-    a.tree.update_leaf(sender.leaf_index, p.leaf_node)
-    a.updated.append(LeafIndex(sender.leaf_index))
-
-
-def _apply_remove(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, Remove)
-    a.removed.append(member_at(a.tree, p.removed))
-    a.tree.remove_leaf(p.removed)
-
-
-def _apply_add(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, Add)
-    a.added.append((a.tree.add_leaf(p.key_package.leaf_node), p.key_package))
-
-
-def _apply_psk(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, PreSharedKey)
-    a.psk_ids.append(p.psk)
-
-
-def _apply_external_init(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, ExternalInit)
-    a.external_init = p
-
-
-def _apply_reinit(a: AppliedProposals, p: Proposal, _: Sender) -> None:
-    assert isinstance(p, ReInit)
-    a.reinit = p
-
-
-_Applier = Callable[[AppliedProposals, Proposal, Sender], None]
-# §12.3: (stage, handler). Stages run in order (GroupContextExtensions, Updates, Removes, Adds,
-# then the rest); within a stage, proposals keep their order in the list.
-_APPLY: dict[ProposalType, tuple[int, _Applier]] = {
-    ProposalType.group_context_extensions: (0, _apply_extensions),
-    ProposalType.update: (1, _apply_update),
-    ProposalType.remove: (2, _apply_remove),
-    ProposalType.add: (3, _apply_add),
-    ProposalType.psk: (4, _apply_psk),
-    ProposalType.external_init: (4, _apply_external_init),
-    ProposalType.reinit: (4, _apply_reinit),
-}
-_STAGES = 5
-_CHANGES_TREE = frozenset({ProposalType.update, ProposalType.remove, ProposalType.add})
-
-
-def apply_proposals(
-    tree: RatchetTree,
-    extensions: tuple[Extension, ...],
-    proposals: Sequence[tuple[Proposal, Sender]],
-) -> AppliedProposals:
-    """Apply in the order of §12.3. Works on a copy of ``tree`` if a proposal changes it;
-    otherwise ``applied.tree`` *is* ``tree`` (copy it before changing it): a copy touches
-    all n nodes, which a self-update of a large group should not pay."""
-    stages: list[list[tuple[_Applier, Proposal, Sender]]] = [[] for _ in range(_STAGES)]
-    changes_tree = False
-    types: set[int] = set()
-    for proposal, sender in proposals:
-        kind = proposal.proposal_type
-        types.add(int(kind))
-        changes_tree = changes_tree or kind in _CHANGES_TREE
-        stage, handler = _APPLY[kind]
-        stages[stage].append((handler, proposal, sender))
-    new_tree = tree.copy() if changes_tree else tree
-    applied = AppliedProposals(new_tree, extensions, [], [], [], [], None, None, types)
-    for stage_items in stages:
-        for handler, proposal, sender in stage_items:
-            handler(applied, proposal, sender)
-    return applied
 
 
 # --- the public group -------------------------------------------------------------------------
