@@ -152,9 +152,11 @@ class Group:
         "removed",
         "resumption_psks",
         "secret_tree",
+        "suite",
         "update_keys",
     )
 
+    suite: CipherSuite  # the public group's, kept here too: read on every hot path
     public: PublicGroup
     own_leaf: LeafIndex
     private_keys: TreePrivateKeys
@@ -191,6 +193,7 @@ class Group:
         self.public = PublicGroup(
             suite, group_context, tree, interim_transcript_hash, confirmation_tag, proposals
         )
+        self.suite = suite
         self.own_leaf = LeafIndex(own_leaf)
         self.private_keys = private_keys
         self._signature_private_key = signature_private_key
@@ -209,6 +212,7 @@ class Group:
         new = Group.__new__(Group)
         public_changes = {k: changes.pop(k) for k in _PUBLIC_FIELDS & changes.keys()}
         new.public = replace(self.public, **public_changes) if public_changes else self.public  # type: ignore[arg-type]
+        new.suite = new.public.suite
         own_leaf = changes.pop("own_leaf", self.own_leaf)
         assert isinstance(own_leaf, int)
         new.own_leaf = LeafIndex(own_leaf)
@@ -231,6 +235,25 @@ class Group:
             raise TypeError(f"unknown Group fields: {sorted(changes)}")
         return new
 
+    def _with_secret_tree(self, secret_tree: SecretTree) -> Group:
+        """`_evolve(secret_tree=...)` without the generic machinery: the hot path of every
+        application message sent or received."""
+        new = Group.__new__(Group)
+        new.suite = self.suite
+        new.public = self.public
+        new.own_leaf = self.own_leaf
+        new.private_keys = self.private_keys
+        new._signature_private_key = self._signature_private_key
+        new.epoch_secrets = self.epoch_secrets
+        new.secret_tree = secret_tree
+        new.resumption_psks = self.resumption_psks
+        new.past_epochs = self.past_epochs
+        new.reinit = self.reinit
+        new.update_keys = self.update_keys
+        new.config = self.config
+        new.removed = self.removed
+        return new
+
     def __repr__(self) -> str:
         return (
             f"Group(group_id={self.group_id.hex()}, epoch={self.epoch}, leaf={self.own_leaf}, "
@@ -238,10 +261,6 @@ class Group:
         )
 
     # --- read-only views -------------------------------------------------------------------
-
-    @property
-    def suite(self) -> CipherSuite:
-        return self.public.suite
 
     @property
     def group_context(self) -> GroupContext:
@@ -392,9 +411,10 @@ class Group:
     def _frame(
         self, content: bytes | Proposal | Commit, authenticated_data: bytes
     ) -> FramedContent:
+        context = self.public.group_context
         return FramedContent(
-            self.group_id,
-            self.epoch,
+            context.group_id,
+            context.epoch,
             SenderMember(self.own_leaf),
             authenticated_data,
             content,
@@ -428,7 +448,7 @@ class Group:
             rng(4),
             pad_to=self.config.padding_block,
         )
-        return self._evolve(secret_tree=protected.tree), encode(MLSMessage(protected.message))
+        return self._with_secret_tree(protected.tree), encode(MLSMessage(protected.message))
 
     def propose(
         self, proposal: Proposal, *, authenticated_data: bytes = b"", rng: Rng = os.urandom

@@ -84,7 +84,7 @@ def process_private(
         verify_signature(group.suite, leaf.signature_key, auth, group.group_context)
     except CryptoError:
         raise rule("FramedContent signature is invalid", "6.1") from None
-    state = group._evolve(secret_tree=decrypted.tree)
+    state = group._with_secret_tree(decrypted.tree)
     content = auth.content.content
     if isinstance(content, bytes):
         return ApplicationMessage(
