@@ -604,6 +604,10 @@ def test_bad_update_path(case: str, wire_format: WireFormat) -> None:
     with patched(commit_module, "prepare_commit_path", tampered_path(make_change(h))):
         out = state(h, "a").commit()
     assert_rejected(state(h, "b"), out.commit, error, match)
+    if wire_format == WireFormat.mls_public_message:
+        # A delivery service holding only the public state rejects it too (no secret needed).
+        with pytest.raises(error, match=match):
+            state(h, "b").public_group.process_commit(out.commit, now=NOW)
     h.still_works("b")
 
 

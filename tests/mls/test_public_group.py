@@ -151,3 +151,12 @@ def test_key_package_validation() -> None:
     public.validate_proposal(Add(b_again), me, NOW)
     with pytest.raises(ValidationError, match="already in the group"):
         public.validate_proposal_list([(Add(b_again), me)], me, False, NOW)
+
+
+def test_every_proposal_type_has_a_rule_and_an_effect() -> None:
+    """The tables keyed by ProposalType cover every type we decode (none falls through)."""
+    from doorless.mls import proposal_application, public_group
+    from doorless.mls.proposals import ProposalType
+
+    assert set(public_group._VALIDATE) == set(ProposalType)
+    assert set(proposal_application._APPLY) == set(ProposalType)
