@@ -29,7 +29,8 @@ from doorless.errors import (
     StateError,
     ValidationError,
 )
-from doorless.mls import group as group_module
+from doorless.mls import commit as commit_module
+from doorless.mls import join as join_module
 from doorless.mls import treekem
 from doorless.mls.credential import BasicCredential, CredentialType, X509Credential
 from doorless.mls.extensions import (
@@ -68,6 +69,7 @@ from doorless.mls.proposals import (
     ResumptionPSKUsage,
     Update,
 )
+from doorless.mls.public_group import PublicGroup
 from doorless.mls.welcome import GroupInfo
 from doorless.secret import PrivateKeyBytes
 
@@ -599,9 +601,13 @@ def test_bad_update_path(case: str, wire_format: WireFormat) -> None:
     make_change, error, match = PATH_CASES[case]
     config = GroupConfig(private_handshakes=wire_format == WireFormat.mls_private_message)
     h = group(config=config)
-    with patched(group_module, "prepare_commit_path", tampered_path(make_change(h))):
+    with patched(commit_module, "prepare_commit_path", tampered_path(make_change(h))):
         out = state(h, "a").commit()
     assert_rejected(state(h, "b"), out.commit, error, match)
+    if wire_format == WireFormat.mls_public_message:
+        # A delivery service holding only the public state rejects it too (no secret needed).
+        with pytest.raises(error, match=match):
+            state(h, "b").public_group.process_commit(out.commit, now=NOW)
     h.still_works("b")
 
 
@@ -978,7 +984,7 @@ def external_commit(
 
         return make
 
-    with patched(group_module, "Commit", wrap):
+    with patched(join_module, "Commit", wrap):
         _, message = Group.join_external(
             h.ds.group_info,
             joiner.leaf_template(),
@@ -1289,7 +1295,7 @@ def test_group_context_extensions_unsupported_by_a_member(extension: Extension) 
     with pytest.raises(ValidationError):
         a.commit([GroupContextExtensions((extension,))])
     assert a.to_bytes() == before
-    with patched(Group, "_check_tree_after", lambda original: lambda *args: None):
+    with patched(PublicGroup, "check_tree_after", lambda original: lambda *args: None):
         out = a.commit([GroupContextExtensions((extension,))])
     assert_rejected(state(h, "b"), out.commit, ValidationError, "support|capabilit")
     h.still_works("b")
@@ -1411,7 +1417,7 @@ def test_welcome_with_reinit_resumption_psk(count: int) -> None:
     ]
     resumption = {(h.group_id, e): secret.value for e, secret in a.resumption_psks}
     d = h.client("d")
-    with patched(Group, "_validate_proposal_list", lambda original: lambda *a, **k: None):
+    with patched(PublicGroup, "validate_proposal_list", lambda original: lambda *a, **k: None):
         out = a.commit([Add(d.key_package()), *(PreSharedKey(i) for i in ids)])
     match = "epoch 1" if count == 1 else "several reinit/branch"
     with pytest.raises(ValidationError, match=match):
