@@ -367,7 +367,9 @@ class _Conflict:
 _CONFLICT = _Conflict()
 
 
-class _Unsupported(Exception):
+class _Unsupported(RemoteError):
+    """A payload kind this version does not know (a newer sender)."""
+
     def __init__(self, kind: int) -> None:
         super().__init__(f"message kind {kind} is not supported by this version")
 
@@ -2332,10 +2334,10 @@ class Client:
             # Not shown, counted (I7: no message is displayed that could not be reported).
             hidden = type(e.error).__name__
             failure = (FailureReason.INVALID_FRANK, str(e))
-        except (DecodeError, ValidationError) as e:
-            failure = (FailureReason.INVALID_PAYLOAD, str(e))
         except _Unsupported as e:
             failure = (FailureReason.UNSUPPORTED, str(e))
+        except (DecodeError, ValidationError) as e:
+            failure = (FailureReason.INVALID_PAYLOAD, str(e))
         me = self.me.user
 
         def write(tx: Transaction) -> Message | None:
