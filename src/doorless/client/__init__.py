@@ -91,12 +91,7 @@ from doorless.client.kt import (
 from doorless.client.kt_profile import SafetyStatus, Verification
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
 from doorless.client.safety_number import SafetyNumber
-from doorless.client.store import (
-    MessageState,
-    ProfileLocked,
-    StoreError,
-    WrongPassphrase,
-)
+from doorless.client.store import MessageState, ProfileLocked, StoreError, WrongPassphrase
 from doorless.client.transport import DeviceInfo, PendingLink
 
 __all__ = [
