@@ -119,6 +119,8 @@ class Client:
         client._core = session
         return client
 
+    # --- construction (doorless.client.setup) -------------------------------------------------
+
     @classmethod
     async def create_account(
         cls,
@@ -181,6 +183,8 @@ class Client:
         """Open an existing profile: everything is restored from its store (no network)."""
         return cls._wrap(await setup.open_profile(profile_dir, passphrase, options=options))
 
+    # --- identity and lifecycle (doorless.client.maintenance) ---------------------------------
+
     @property
     def me(self) -> DeviceRef:
         """This device (its user and device id)."""
@@ -226,6 +230,8 @@ class Client:
             if isinstance(event, MessageReceived):
                 yield event
 
+    # --- conversations (doorless.client.membership) -------------------------------------------
+
     async def conversations(self) -> list[Conversation]:
         return await membership.conversations(self._core)
 
@@ -252,6 +258,8 @@ class Client:
         """Change a group conversation's name (a commit: every member sees it)."""
         return await membership.rename(self._core, conversation_id, name)
 
+    # --- sending (doorless.client.outbox) -----------------------------------------------------
+
     async def send_text(self, conversation_id: str, text: str) -> MessageInfo:
         """Send a text to every other device of the conversation.
 
@@ -273,6 +281,8 @@ class Client:
         return await outbox.send_file(
             self._core, conversation_id, source, name=name, media_type=media_type, progress=progress
         )
+
+    # --- history and files (doorless.client.inbox) --------------------------------------------
 
     async def history(
         self,
@@ -302,6 +312,8 @@ class Client:
     ) -> Path:
         """`download` into ``path`` (written under a temporary name, then renamed)."""
         return await inbox.download_to(self._core, file, path, progress=progress)
+
+    # --- devices and key transparency (doorless.client.devices) -------------------------------
 
     async def devices(self) -> list[DeviceInfo]:
         """This account's devices on the server (revoked ones too), approval chain checked."""
@@ -348,10 +360,14 @@ class Client:
         scanning their QR code); a later change raises a `TransparencyAlarm`."""
         return await devices.confirm_safety_number(self._core, username)
 
+    # --- receiving (doorless.client.inbox) ----------------------------------------------------
+
     async def sync(self) -> int:
         """Process everything queued on the server for this device and retry pending sends.
         Returns how many queued messages were handled."""
         return await inbox.sync(self._core)
+
+    # --- contact safety (doorless.client.contact_safety) --------------------------------------
 
     async def report(
         self,
