@@ -152,6 +152,7 @@ async def block(s: Session, username: str) -> None:
 
 
 async def unblock(s: Session, username: str) -> None:
+    """Unblock a user for every device of this account."""
     (user,) = checked_users([username])
     await s.transport.unblock(user)
     now = s.now_ms()

@@ -125,10 +125,12 @@ class Conv:
 
     @classmethod
     def from_row(cls, row: StoredGroup) -> Conv:
+        """The in-memory state of a stored group row."""
         mls = Group.from_bytes(row.mls_state)
         return cls(row.group_id, mls, row.status, row.created_at, row.updated_at)
 
     def evolve(self, **changes: Any) -> Conv:
+        """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
     def stored(self) -> StoredGroup:
@@ -158,6 +160,7 @@ Claimed = dict[str, tuple[DeviceRef, KeyPackage]]
 
 
 def conversation_gid(conversation_id: str) -> bytes:
+    """The group id a conversation id names (`UnknownConversation` if it names none)."""
     try:
         gid = bytes.fromhex(conversation_id)
     except ValueError:
@@ -168,6 +171,7 @@ def conversation_gid(conversation_id: str) -> bytes:
 
 
 def checked_users(usernames: Iterable[str]) -> list[str]:
+    """The distinct usernames, sorted; `ConfigurationError` for an invalid one."""
     users = sorted(set(usernames))
     for user in users:
         if not protocol.is_username(user):
@@ -176,10 +180,12 @@ def checked_users(usernames: Iterable[str]) -> list[str]:
 
 
 def new_send_id() -> str:
+    """A fresh message id for an outgoing commit."""
     return secrets.token_urlsafe(16)
 
 
 def file_info(body: FileBody) -> FileInfo:
+    """The application's view of a file message's body."""
     a = body.attachment
     return FileInfo(
         name=body.name,
@@ -192,6 +198,7 @@ def file_info(body: FileBody) -> FileInfo:
 
 
 def message_info(m: Message) -> MessageInfo:
+    """The application's view of a stored message."""
     kind = MessageKind(m.content_type)
     text = m.body.decode("utf-8", "replace") if kind is MessageKind.TEXT else None
     file = file_info(decode(FileBody, m.body)) if kind is MessageKind.FILE else None
@@ -267,12 +274,15 @@ class Session:
         self.kt_checked: dict[str, int] = {}  # user -> device-list version compared
 
     def now_ms(self) -> int:
+        """The options' clock, in Unix milliseconds."""
         return int(self.options.clock() * 1000)
 
     def now_s(self) -> int:
+        """The options' clock, in Unix seconds."""
         return int(self.options.clock())
 
     async def tx(self, fn: Callable[[Transaction], T]) -> T:
+        """Run ``fn`` in one store transaction (on the store's worker thread)."""
         return await self.store.run_transaction(fn)
 
     async def save(self, new: Conv, fn: Callable[[Transaction], T]) -> T:
@@ -288,6 +298,7 @@ class Session:
         return result
 
     async def load(self, gid: bytes) -> Conv | None:
+        """A conversation (cached), or None if this profile has no such group."""
         conv = self.cache.get(gid)
         if conv is None:
             row = await self.tx(lambda tx: tx.get_group(gid))
@@ -298,6 +309,7 @@ class Session:
         return conv
 
     async def require_active(self, gid: bytes) -> Conv:
+        """A conversation this device is a member of (else `UnknownConversation`, `NotAMember`)."""
         conv = await self.load(gid)
         if conv is None:
             raise UnknownConversation(f"no conversation {gid.hex()}")
@@ -306,6 +318,7 @@ class Session:
         return conv
 
     def view(self, conv: Conv) -> Conversation:
+        """The application's snapshot of a conversation."""
         info = conversation_info(conv.mls)
         devices = tuple(sorted(safe_roster(conv.mls)))
         active = conv.status is GroupStatus.ACTIVE
@@ -324,16 +337,19 @@ class Session:
         )
 
     async def load_requests(self) -> dict[bytes, str]:
+        """The message requests (group -> inviter), read once and then kept in memory."""
         if self.requests is None:
             rows = await self.tx(lambda tx: tx.list_requests())
             self.requests = {r.group_id: r.inviter for r in rows}
         return self.requests
 
     def forget_request(self, gid: bytes) -> None:
+        """Drop a group's message request from memory (the store already dropped it)."""
         if self.requests is not None:
             self.requests.pop(gid, None)
 
     async def is_blocked(self, ref: DeviceRef | None) -> bool:
+        """Whether ``ref``'s user (never this user) is blocked by this account."""
         if ref is None or ref.user == self.me.user:
             return False
         contact = await self.tx(lambda tx: tx.get_contact(ref.user))
@@ -366,6 +382,7 @@ class Session:
         )
 
     def recipients(self, conv: Conv) -> tuple[str, ...]:
+        """Every device of the conversation except this one, sorted."""
         return tuple(r.device_id for r in sorted(safe_roster(conv.mls)) if r != self.me)
 
     def fail(
@@ -378,6 +395,7 @@ class Session:
         sender: DeviceRef | None = None,
         outgoing: bool = False,
     ) -> None:
+        """Log a delivery failure and emit it as `DeliveryFailed`."""
         log.info("delivery failed: %s (%s)", reason.value, detail)
         self.hub.emit(
             DeliveryFailed(
@@ -391,6 +409,7 @@ class Session:
         )
 
     def new_key_package(self) -> KeyPackageBundle:
+        """A new KeyPackage of this device, with its private keys."""
         return generate_key_package(
             self.suite,
             self.credential,

@@ -381,6 +381,7 @@ async def claim_device(s: Session, ref: DeviceRef, wait: float) -> KeyPackage | 
 
 
 async def active_groups(s: Session) -> list[Conv]:
+    """The conversations this device is a member of."""
     rows = await s.tx(lambda tx: tx.list_groups())
     return [
         s.cache.get(r.group_id) or Conv.from_row(r) for r in rows if r.status is GroupStatus.ACTIVE
@@ -404,6 +405,7 @@ async def add_own_device(s: Session, device_id: str, *, wait: float) -> None:
 
 
 async def remove_devices_everywhere(s: Session, device_ids: set[str]) -> None:
+    """Remove these devices of this account from every conversation that has them."""
     if not device_ids:
         return
 

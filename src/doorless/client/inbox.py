@@ -157,6 +157,7 @@ async def download_to(
 
 
 async def sync_locked(s: Session) -> int:
+    """Settle pending commits, then fetch, process and acknowledge every queued message."""
     await membership.resolve_commits_locked(s)
     count, after = 0, 0
     while True:
@@ -194,6 +195,7 @@ async def handle_inbound_locked(s: Session, inbound: QueuedMessage) -> None:
 
 
 async def mark(s: Session, key: str) -> None:
+    """Mark a queued message processed (nothing else changes)."""
     now = s.now_ms()
     await s.tx(lambda tx: tx.mark_processed(key, now))
 
@@ -205,6 +207,7 @@ async def on_group_message(
     body: PrivateMessage | PublicMessage,
     frank: bytes | None = None,
 ) -> None:
+    """A group's commit, proposal or application message."""
     gid, epoch = _group_of(body)
     await membership.resolve_commits_locked(s, gid)
     conv = await s.load(gid)
@@ -239,6 +242,8 @@ async def on_group_message(
 async def on_application(
     s: Session, key: str, conv: Conv, result: ApplicationMessage, frank: bytes | None
 ) -> None:
+    """Store a received application message with the new group state (or count and
+    report why it is not shown)."""
     now = s.now_ms()
     gid = conv.group_id
     new = conv.evolve(mls=result.group, updated_at=now)
@@ -317,6 +322,7 @@ async def on_application(
 
 async def on_proposal(s: Session, key: str, conv: Conv, result: ProposalMessage) -> None:
     # Cached in the new state; the next commit (anyone's) applies it.
+    """Keep a proposal in the group state until a commit applies it."""
     now = s.now_ms()
     new = conv.evolve(mls=result.group, updated_at=now)
 
@@ -328,6 +334,7 @@ async def on_proposal(s: Session, key: str, conv: Conv, result: ProposalMessage)
 
 
 async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> None:
+    """Merge another member's commit once every device it brings in checked out (I3)."""
     gid = conv.group_id
     by: DeviceRef | None = None
     after: set[DeviceRef] | None = None
@@ -366,6 +373,7 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
 
 
 async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome) -> None:
+    """Join a conversation from a Welcome addressed to one of our KeyPackages."""
     packages = await s.tx(lambda tx: tx.list_key_packages())
     match = next((kp for kp in packages if welcome.secrets_for(kp.ref) is not None), None)
     if match is None:

@@ -78,6 +78,8 @@ async def prune(s: Session) -> None:
 
 
 async def receive_loop(s: Session) -> None:
+    """Background: sync and flush the outbox, then follow the push stream (or poll);
+    back off while the server cannot be reached."""
     delay = s.options.backoff
     while True:
         try:
@@ -102,6 +104,7 @@ async def receive_loop(s: Session) -> None:
 
 
 async def push_session(s: Session) -> None:
+    """Process pushed messages as they come, acknowledging each after its transaction."""
     stream = s.transport.push(after=0, max_reconnects=2)
     try:
         async for event in stream:
@@ -116,6 +119,8 @@ async def push_session(s: Session) -> None:
 
 
 async def maintenance_loop(s: Session) -> None:
+    """Background: prune, sync devices and blocks, monitor key transparency, purge
+    expired messages, top up KeyPackages and retry due outbox items."""
     devices_checked = False
     blocks_read_at = -_BLOCKS_INTERVAL
     loop = asyncio.get_running_loop()

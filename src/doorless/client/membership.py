@@ -66,12 +66,14 @@ _CONFLICT = _Conflict()
 
 
 async def conversations(s: Session) -> list[Conversation]:
+    """Every conversation of this profile (message requests included)."""
     await s.load_requests()
     rows = await s.tx(lambda tx: tx.list_groups())
     return [s.view(s.cache.get(r.group_id) or Conv.from_row(r)) for r in rows]
 
 
 async def conversation(s: Session, conversation_id: str) -> Conversation:
+    """One conversation by its id (`UnknownConversation` if there is none)."""
     gid = conversation_gid(conversation_id)
     await s.load_requests()
     cached = s.cache.get(gid)
@@ -157,6 +159,9 @@ async def rename(s: Session, conversation_id: str, name: str) -> Conversation:
 
 
 async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> Conversation:
+    """Create a conversation with ``members`` (and this user's other devices) and commit
+    their adds. A refused commit deletes the new group again; one whose fate is unknown keeps
+    it (the outbox settles it)."""
     users = [u for u in checked_users(members) if u != s.me.user]
     claimed = await devices.claim_users(s, users)
     claimed.update(await devices.claim_users(s, [s.me.user]))  # our other devices
@@ -201,6 +206,7 @@ def adds(s: Session, claimed: Claimed) -> Builder:
 
 
 async def pending_commit_groups(s: Session) -> set[bytes]:
+    """The groups with a commit in the outbox (read once, then kept in memory)."""
     if s.pending_commits is None:
         items = await s.tx(lambda tx: tx.list_outbox())
         s.pending_commits = {

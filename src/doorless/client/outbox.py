@@ -96,6 +96,8 @@ async def send_file(
 
 
 async def send_payload(s: Session, gid: bytes, payload: Payload) -> MessageInfo:
+    """Under the lock: send older outbox messages first, then encrypt the payload, store
+    the message with its outbox item in one transaction, and send it."""
     async with s.lock:
         # Older messages still in the outbox go first, so that receivers see this
         # device's messages in the order they were written.
@@ -153,6 +155,7 @@ async def send_payload(s: Session, gid: bytes, payload: Payload) -> MessageInfo:
 
 
 async def no_plan(conv: Conv, excluded: frozenset[str]) -> Plan | None:
+    """A plan builder that adds nothing (the commit carries the pending proposals)."""
     return None
 
 
@@ -198,6 +201,7 @@ async def deliver_application_locked(s: Session, item: OutboxItem) -> MessageInf
 
 
 async def sent(s: Session, item: OutboxItem) -> MessageInfo:
+    """The server accepted an outbox message: dequeue it, mark it sent, emit `MessageSent`."""
     outbox_id, local_id = item.outbox_id, item.message_local_id
     assert outbox_id is not None
 
@@ -219,6 +223,8 @@ async def sent(s: Session, item: OutboxItem) -> MessageInfo:
 async def fail_outgoing(
     s: Session, item: OutboxItem, reason: FailureReason, detail: str
 ) -> MessageInfo:
+    """The server refused an outbox message for good: dequeue it, mark it failed, emit
+    `DeliveryFailed`."""
     outbox_id, local_id = item.outbox_id, item.message_local_id
     assert outbox_id is not None
 
@@ -245,6 +251,7 @@ async def fail_outgoing(
 
 
 async def replace_outbox(s: Session, item: OutboxItem, record: OutgoingMessage) -> OutboxItem:
+    """Replace an outbox item by one holding ``record`` (one transaction)."""
     old_id = item.outbox_id
     assert old_id is not None
     new_item = dataclasses.replace(item, payload=encode(record), outbox_id=None)

@@ -272,6 +272,8 @@ async def open_profile(
 
 
 async def finish_setup(s: Session, device_name: str) -> None:
+    """The last steps of a setup: publish KeyPackages, record the account's devices, pin
+    the franking key, persist the key-transparency state, and mark the profile ready."""
     await devices.top_up_key_packages(s)
     own = await s.transport.list_devices(s.me.user)
     await devices.record_own_devices(s, own, {s.me.device_id: device_name})
