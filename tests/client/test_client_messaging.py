@@ -36,6 +36,8 @@ from doorless.client import (
     ServerUnreachable,
     UserUnavailable,
     WrongPassphrase,
+    devices,
+    maintenance,
 )
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.wire.payload import text_payload
@@ -526,7 +528,7 @@ async def test_key_packages_rotate_expire_and_are_pruned(tmp_path: Path) -> None
         assert len(one_time) == 12
 
         clock.now += 50 * DAY  # past half the lifetime: fresh packages replace the old ones
-        await bob._top_up_key_packages()
+        await devices.top_up_key_packages(bob._core)
         local = await bob._tx(lambda tx: tx.list_key_packages())
         assert [k.last_resort for k in local].count(True) == 2  # old and new last resort
         fresh = {k.ref for k in local if not k.last_resort}
@@ -535,7 +537,7 @@ async def test_key_packages_rotate_expire_and_are_pruned(tmp_path: Path) -> None
         assert (status.count, status.last_resort) == (12, True)
 
         clock.now += 45 * DAY  # the first packages would have expired now
-        await bob._prune()
+        await maintenance.prune(bob._core)
         local = await bob._tx(lambda tx: tx.list_key_packages())
         assert {k.ref for k in local if not k.last_resort} == fresh
         assert [k.last_resort for k in local].count(True) == 1  # the replaced one is gone

@@ -27,6 +27,9 @@ a ``repr``.
 
 from __future__ import annotations
 
+import asyncio
+import collections
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -230,6 +233,42 @@ Event = (
     | TransparencyAlarm
 )
 
+# --- delivery to the application ---------------------------------------------------------
+
+
+class EventHub:
+    """Fan events out to every `Client.events` iterator; keep them while nobody listens."""
+
+    def __init__(self, backlog: int = 10_000) -> None:
+        self._subscribers: list[asyncio.Queue[Event | None]] = []
+        self._backlog: collections.deque[Event] = collections.deque(maxlen=backlog)
+        self._closed = False
+
+    def emit(self, event: Event) -> None:
+        if not self._subscribers:
+            self._backlog.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    async def stream(self) -> AsyncIterator[Event]:
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        while self._backlog:
+            queue.put_nowait(self._backlog.popleft())
+        if self._closed:
+            queue.put_nowait(None)
+        self._subscribers.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._subscribers.remove(queue)
+
+    def close(self) -> None:
+        self._closed = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+
+
 __all__ = [
     "AlarmKind",
     "Conversation",
@@ -242,6 +281,7 @@ __all__ = [
     "DeviceChanged",
     "DeviceRef",
     "Event",
+    "EventHub",
     "FailureReason",
     "FileInfo",
     "MembershipChanged",

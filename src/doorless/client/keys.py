@@ -20,6 +20,7 @@ parameters, or the keyring entry's name.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import importlib
 import json
@@ -301,7 +302,7 @@ class KeyringKey:
         key = StoreKey(secrets.token_bytes(KEY_LENGTH))
         try:
             backend.set_password(header.service, header.username, key.value.hex())
-        except Exception as e:  # keyring backends raise their own types; translate them
+        except _keyring_errors() as e:  # keyring backends raise their own types; translate them
             raise KeyUnavailable(
                 f"could not store the key in the OS keyring: {type(e).__name__}"
             ) from None
@@ -313,7 +314,7 @@ class KeyringKey:
         backend = self._backend()
         try:
             stored = backend.get_password(header.service, header.username)
-        except Exception as e:  # see create()
+        except _keyring_errors() as e:  # see create()
             raise KeyUnavailable(f"could not read the OS keyring: {type(e).__name__}") from None
         if stored is None:
             raise KeyUnavailable("the OS keyring holds no key for this profile")
@@ -329,7 +330,7 @@ class KeyringKey:
         """Remove the entry (after the profile moved to another key)."""
         try:
             self._backend().delete_password(header.service, header.username)
-        except Exception as e:  # see create()
+        except _keyring_errors() as e:  # see create()
             raise KeyUnavailable(f"could not update the OS keyring: {type(e).__name__}") from None
 
 
@@ -337,6 +338,15 @@ def _kind(header: KeyHeader) -> str:
     return {Argon2Header: "passphrase", KeyringHeader: "OS keyring", RawHeader: "raw key"}[
         type(header)
     ]
+
+
+def _keyring_errors() -> tuple[type[Exception], ...]:
+    """What keyring backends raise: the ``keyring`` package's own error tree, and the OS,
+    D-Bus and lookup failures backends let through (a missing entry is a `KeyError`)."""
+    errors: list[type[Exception]] = [OSError, RuntimeError, LookupError, ValueError]
+    with contextlib.suppress(ImportError):
+        errors.append(importlib.import_module("keyring.errors").KeyringError)
+    return tuple(errors)
 
 
 def system_keyring() -> Any | None:

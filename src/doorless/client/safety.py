@@ -131,7 +131,7 @@ def expires_at(group: Group, start_ms: int) -> int | None:
 # --- franking -----------------------------------------------------------------------------
 
 
-class FrankRejected(Exception):
+class FrankRejected(RemoteError):
     """A received application message failed a franking check; ``error`` says which."""
 
     def __init__(self, error: RemoteError) -> None:

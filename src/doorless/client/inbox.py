@@ -1,0 +1,451 @@
+"""Receiving: fetching the device's queue, processing each queued message (Welcome,
+commit, proposal, application message) in the server's order in one transaction each, and
+acknowledging only what was committed (I5). Also reading the stored history and downloading
+attachments."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from pathlib import Path
+
+from doorless.client import contact_safety, devices, maintenance, membership, outbox
+from doorless.client.conversations import device_ref_of, roster, safe_roster
+from doorless.client.core import (
+    MESSAGE_KIND,
+    NETWORK,
+    Conv,
+    Session,
+    conversation_gid,
+    message_info,
+    sender_identity,
+)
+from doorless.client.events import (
+    ConversationJoined,
+    DeviceRef,
+    FailureReason,
+    FileInfo,
+    MessageInfo,
+    MessageKind,
+    MessageReceived,
+)
+from doorless.client.safety import FrankRejected, count_hidden, expires_at, open_franked
+from doorless.client.store import GroupStatus, Message, MessageRequest, MessageState, Transaction
+from doorless.client.transport import ProgressCallback
+from doorless.codec import decode
+from doorless.errors import (
+    ConfigurationError,
+    DecodeError,
+    DoorlessError,
+    RemoteError,
+    StateError,
+    ValidationError,
+)
+from doorless.franking import AttachmentDescriptor, open_attachment
+from doorless.mls.framing import MLSMessage, PrivateMessage, PublicMessage
+from doorless.mls.group import (
+    ApplicationMessage,
+    Group,
+    KeyPackageBundle,
+    ProposalMessage,
+    StagedCommit,
+    open_welcome,
+)
+from doorless.mls.key_package import KeyPackage
+from doorless.mls.welcome import Welcome
+from doorless.wire.messages import QueuedMessage
+from doorless.wire.payload import Payload, file_of, text_of
+
+log = logging.getLogger("doorless.client")
+
+_FETCH_PAGE = 100
+
+
+class _Unsupported(RemoteError):
+    """A payload kind this version does not know (a newer sender)."""
+
+    def __init__(self, kind: int) -> None:
+        super().__init__(f"message kind {kind} is not supported by this version")
+
+
+def _content_kind(payload: Payload) -> MessageKind:
+    """The kind of a received payload, after checking its body; `DecodeError` if malformed."""
+    kind = MESSAGE_KIND.get(int(payload.kind))
+    if kind is None:
+        raise _Unsupported(int(payload.kind))
+    if kind is MessageKind.TEXT:
+        text_of(payload)
+    else:
+        file_of(payload)
+    return kind
+
+
+def _group_of(body: PrivateMessage | PublicMessage) -> tuple[bytes, int]:
+    if isinstance(body, PrivateMessage):
+        return body.group_id, body.epoch
+    return body.content.group_id, body.content.epoch
+
+
+def _drop_welcome(tx: Transaction, key: str, ref: bytes | None, now: int) -> None:
+    tx.mark_processed(key, now)
+    if ref is not None:
+        tx.delete_key_package(ref)
+
+
+async def sync(s: Session) -> int:
+    """Process everything queued on the server for this device and retry pending sends.
+    Returns how many queued messages were handled."""
+    await contact_safety.sync_blocks(s)
+    async with s.lock:
+        count = await sync_locked(s)
+        await outbox.flush_locked(s)
+    await maintenance.purge_expired(s)
+    return count
+
+
+async def history(
+    s: Session,
+    conversation_id: str,
+    *,
+    limit: int | None = 100,
+    before: int | None = None,
+    after: int | None = None,
+) -> list[MessageInfo]:
+    """Messages of a conversation, oldest first (``before``/``after``: local ids)."""
+    gid = conversation_gid(conversation_id)
+    rows = await s.tx(lambda tx: tx.list_messages(gid, after=after, before=before, limit=limit))
+    return [message_info(m) for m in rows]
+
+
+async def download(
+    s: Session, file: FileInfo | MessageInfo, *, progress: ProgressCallback | None = None
+) -> bytes:
+    """Download and decrypt a file; its size and SHA-256 are checked (FRANK-8)."""
+    info = file.file if isinstance(file, MessageInfo) else file
+    if info is None:
+        raise ConfigurationError("this message has no file")
+    ciphertext = await s.transport.download_attachment(info.attachment_id, progress=progress)
+    descriptor: AttachmentDescriptor = info.descriptor
+    return await asyncio.to_thread(open_attachment, descriptor, ciphertext)
+
+
+async def download_to(
+    s: Session,
+    file: FileInfo | MessageInfo,
+    path: str | os.PathLike[str],
+    *,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """`download` into ``path`` (written under a temporary name, then renamed)."""
+    data = await download(s, file, progress=progress)
+    target = Path(path)
+    tmp = target.with_name(target.name + ".part")
+
+    def write() -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    await asyncio.to_thread(write)
+    return target
+
+
+async def sync_locked(s: Session) -> int:
+    """Settle pending commits, then fetch, process and acknowledge every queued message."""
+    await membership.resolve_commits_locked(s)
+    count, after = 0, 0
+    while True:
+        page = await s.transport.fetch(after=after, limit=_FETCH_PAGE)
+        done: list[int] = []
+        for message in page.messages:
+            await handle_inbound_locked(s, message)
+            done.append(message.seq)
+            after = message.seq
+        count += len(done)
+        await s.transport.ack(done)
+        if not page.more:
+            return count
+
+
+async def handle_inbound_locked(s: Session, inbound: QueuedMessage) -> None:
+    """Process one queued message; afterwards it may be acknowledged (I5)."""
+    key = str(inbound.seq)
+    if await s.tx(lambda tx: tx.is_processed(key)):
+        return  # a repeat delivery (e.g. the ack was lost)
+    try:
+        message = decode(MLSMessage, inbound.data)
+    except DecodeError as e:
+        await mark(s, key)
+        s.fail(FailureReason.MALFORMED, str(e))
+        return
+    body = message.body
+    if isinstance(body, Welcome):
+        await on_welcome(s, key, message, body)
+    elif isinstance(body, PrivateMessage | PublicMessage):
+        await on_group_message(s, key, message, body, inbound.frank)
+    else:
+        await mark(s, key)
+        s.fail(FailureReason.MALFORMED, f"a {message.wire_format.name} is not for devices")
+
+
+async def mark(s: Session, key: str) -> None:
+    """Mark a queued message processed (nothing else changes)."""
+    now = s.now_ms()
+    await s.tx(lambda tx: tx.mark_processed(key, now))
+
+
+async def on_group_message(
+    s: Session,
+    key: str,
+    message: MLSMessage,
+    body: PrivateMessage | PublicMessage,
+    frank: bytes | None = None,
+) -> None:
+    """A group's commit, proposal or application message."""
+    gid, epoch = _group_of(body)
+    await membership.resolve_commits_locked(s, gid)
+    conv = await s.load(gid)
+    if conv is None:
+        await mark(s, key)
+        s.fail(
+            FailureReason.UNKNOWN_CONVERSATION,
+            "a message for a conversation this device is not in",
+            conversation=gid,
+        )
+        return
+    if conv.status is not GroupStatus.ACTIVE:
+        await mark(s, key)  # sent before our removal reached its senders
+        return
+    try:
+        result = conv.mls.process(message, now=s.now_s())
+    except DoorlessError as e:
+        await mark(s, key)
+        reason = (
+            FailureReason.MISSED_COMMITS if epoch > conv.mls.epoch else FailureReason.UNDECRYPTABLE
+        )
+        s.fail(reason, str(e), conversation=gid)
+        return
+    if isinstance(result, ApplicationMessage):
+        await on_application(s, key, conv, result, frank)
+    elif isinstance(result, StagedCommit):
+        await on_commit(s, key, conv, result)
+    else:
+        await on_proposal(s, key, conv, result)
+
+
+async def on_application(
+    s: Session, key: str, conv: Conv, result: ApplicationMessage, frank: bytes | None
+) -> None:
+    """Store a received application message with the new group state (or count and
+    report why it is not shown)."""
+    now = s.now_ms()
+    gid = conv.group_id
+    new = conv.evolve(mls=result.group, updated_at=now)
+    sender: DeviceRef | None = None
+    failure: tuple[FailureReason, str] | None = None
+    message: Message | None = None
+    payload: Payload | None = None
+    hidden: str | None = None  # the franking check that failed (counted)
+    server_key = await s.franking_key()
+    try:
+        sender = device_ref_of(result.credential)
+        opened = open_franked(
+            result.data,
+            result.authenticated_data,
+            frank,
+            server_public_key=server_key,
+            sender=sender_identity(sender),
+            group_id=gid,
+        )
+        payload = opened.payload
+        kind = _content_kind(payload)
+        message = Message(
+            group_id=gid,
+            sender_user=sender.user,
+            sender_device=sender.device_id,
+            outgoing=False,
+            content_type=kind.value,
+            body=payload.body,
+            sent_at=payload.sent_at_ms,
+            received_at=now,
+            expires_at=expires_at(result.group, now),
+            state=MessageState.RECEIVED,
+            server_id=payload.message_id.hex(),
+            franking=opened.franking,
+        )
+    except FrankRejected as e:
+        # Not shown, counted (I7: no message is displayed that could not be reported).
+        hidden = type(e.error).__name__
+        failure = (FailureReason.INVALID_FRANK, str(e))
+    except _Unsupported as e:
+        failure = (FailureReason.UNSUPPORTED, str(e))
+    except (DecodeError, ValidationError) as e:
+        failure = (FailureReason.INVALID_PAYLOAD, str(e))
+    me = s.me.user
+
+    def write(tx: Transaction) -> Message | None:
+        if not tx.mark_processed(key, now):
+            raise StateError("a queued message was processed twice")
+        tx.update_group(new.stored())  # the ratchet moved on, whatever the payload
+        if sender is not None and sender.user != me:
+            contact = tx.get_contact(sender.user)
+            if contact is not None and contact.blocked:
+                return None  # blocked: dropped, whatever it is
+        if hidden is not None:
+            count_hidden(tx, hidden)
+        if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
+            return None  # unusable, or a duplicate of a message already shown
+        if message.sender_user == me:
+            tx.delete_request(gid)  # we wrote in it (another device): accepted
+        return tx.insert_message(message)
+
+    stored = await s.save(new, write)
+    if stored is not None and stored.sender_user == s.me.user:
+        s.forget_request(gid)
+    if stored is not None:
+        s.hub.emit(MessageReceived(message_info(stored)))
+    elif failure is not None and not await s.is_blocked(sender):
+        s.fail(
+            failure[0],
+            failure[1],
+            conversation=gid,
+            message_id=payload.message_id.hex() if payload is not None else None,
+            sender=sender,
+        )
+
+
+async def on_proposal(s: Session, key: str, conv: Conv, result: ProposalMessage) -> None:
+    # Cached in the new state; the next commit (anyone's) applies it.
+    """Keep a proposal in the group state until a commit applies it."""
+    now = s.now_ms()
+    new = conv.evolve(mls=result.group, updated_at=now)
+
+    def write(tx: Transaction) -> None:
+        tx.mark_processed(key, now)
+        tx.update_group(new.stored())
+
+    await s.save(new, write)
+
+
+async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> None:
+    """Merge another member's commit once every device it brings in checked out (I3)."""
+    gid = conv.group_id
+    by: DeviceRef | None = None
+    after: set[DeviceRef] | None = None
+    try:
+        by = device_ref_of(staged.credential)
+        if staged.self_removed:
+            # We cannot follow the group further (RFC 9420 §12.4.2): keep the last state
+            # for the history and record the removal.
+            new_group = conv.mls
+            after = set(safe_roster(conv.mls))
+            after -= {device_ref_of(m.credential) for m in staged.removed}
+            after |= {device_ref_of(m.credential) for m in staged.added}
+        else:
+            new_group = conv.mls.merge_staged_commit(staged)
+            before = safe_roster(conv.mls)
+            members = roster(new_group)
+            await devices.check_devices(s, (e for ref, e in members.items() if ref not in before))
+    except NETWORK:
+        raise  # cannot check now: the message stays queued and is processed again
+    except DoorlessError as e:
+        # Refusing the commit leaves this device behind the group, visibly; merging it
+        # would accept a device nobody approved (I3).
+        await mark(s, key)
+        s.fail(FailureReason.INVALID_MEMBER, str(e), conversation=gid, sender=by)
+        return
+    now = s.now_ms()
+    status = GroupStatus.REMOVED if staged.self_removed else GroupStatus.ACTIVE
+    new = conv.evolve(mls=new_group, status=status, updated_at=now)
+
+    def write(tx: Transaction) -> None:
+        tx.mark_processed(key, now)
+        tx.update_group(new.stored())
+
+    await s.save(new, write)
+    membership.membership_events(s, conv, new, by, after)
+
+
+async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome) -> None:
+    """Join a conversation from a Welcome addressed to one of our KeyPackages."""
+    packages = await s.tx(lambda tx: tx.list_key_packages())
+    match = next((kp for kp in packages if welcome.secrets_for(kp.ref) is not None), None)
+    if match is None:
+        await mark(s, key)
+        s.fail(FailureReason.WELCOME_UNUSABLE, "addressed to no KeyPackage of ours")
+        return
+    try:
+        bundle = KeyPackageBundle(
+            decode(KeyPackage, match.key_package),
+            match.init_private_key,
+            match.encryption_private_key,
+            s.signature_key,
+        )
+        signer = open_welcome(message, bundle.ref, bundle.init_private_key).group_info.signer
+        # Lifetimes of the members' leaves are not checked here: a member who has not
+        # committed for months still has its KeyPackage leaf (RFC 9420 §7.3 RECOMMENDED).
+        group = Group.join_from_welcome(message, bundle)
+        members = roster(group)
+        if members.get(s.me) is None or members[s.me].leaf != group.own_leaf:
+            raise ValidationError("the Welcome puts us in another leaf")
+        await devices.check_devices(s, (e for ref, e in members.items() if ref != s.me))
+        by = next((ref for ref, e in members.items() if e.leaf == signer), None)
+    except NETWORK:
+        raise
+    except DoorlessError as e:
+        await mark(s, key)
+        s.fail(FailureReason.WELCOME_UNUSABLE, str(e))
+        return
+    gid = group.group_id
+    existing = await s.load(gid)
+    if existing is not None and existing.status is GroupStatus.ACTIVE:
+        await mark(s, key)  # already in it (a second Welcome): keep what we have
+        return
+    now = s.now_ms()
+    new = Conv(gid, group, GroupStatus.ACTIVE, existing.created_at if existing else now, now)
+    ref_to_delete = None if match.last_resort else match.ref
+    if await s.is_blocked(by):  # a blocked user's invitation is dropped, unseen
+        await s.tx(functools.partial(_drop_welcome, key=key, ref=ref_to_delete, now=now))
+        return
+    request = await request_of(s, gid, by, now)
+
+    def write(tx: Transaction) -> None:
+        tx.mark_processed(key, now)
+        if ref_to_delete is not None:
+            tx.delete_key_package(ref_to_delete)  # I6: a used key is deleted
+        if existing is None:
+            tx.insert_group(new.stored())
+        else:
+            tx.update_group(new.stored())
+        if request is not None:
+            tx.put_request(request)
+
+    await s.save(new, write)
+    if request is not None:
+        (await s.load_requests())[gid] = request.inviter
+    s.check_key_packages.set()
+    s.hub.emit(ConversationJoined(s.view(new), by))
+
+
+async def request_of(
+    s: Session, gid: bytes, by: DeviceRef | None, now: int
+) -> MessageRequest | None:
+    """The message request a Welcome from ``by`` makes, if ``by`` is not accepted: this
+    user, a contact accepted explicitly, or a member of a conversation that is not a
+    request."""
+    if by is not None and by.user == s.me.user:
+        return None
+    if by is not None:
+        contact = await s.tx(lambda tx: tx.get_contact(by.user))
+        if contact is not None and contact.accepted:
+            return None
+        for conv in await membership.conversations(s):
+            if not conv.is_request and by.user in conv.members and conv.id != gid.hex():
+                return None
+    return MessageRequest(group_id=gid, inviter=by.user if by else "", created_at=now)

@@ -1,0 +1,313 @@
+"""Sending: application messages are encrypted, stored with their ciphertext in the
+outbox in one transaction, then sent; a server that cannot be reached leaves them ``pending``
+(sent later, in creation order, encrypted again if the group moved on), a refusal fails them
+for good. Also the file upload that precedes a file message."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import mimetypes
+import os
+from pathlib import Path
+
+from doorless.client import inbox, membership
+from doorless.client.core import (
+    MAX_BACKOFF,
+    MESSAGE_KIND,
+    PAYLOAD_KIND,
+    QUEUE_BEHIND,
+    TRANSIENT,
+    Conv,
+    NotAMember,
+    Plan,
+    SendFailed,
+    Session,
+    conversation_gid,
+    message_info,
+)
+from doorless.client.errors import EpochConflict, InvalidRequest, ServerError
+from doorless.client.events import (
+    ConversationStatus,
+    FailureReason,
+    MessageInfo,
+    MessageKind,
+    MessageSent,
+)
+from doorless.client.records import KIND_APPLICATION, OutgoingMessage
+from doorless.client.safety import expires_at
+from doorless.client.store import GroupStatus, Message, MessageState, OutboxItem, Transaction
+from doorless.client.transport import ProgressCallback
+from doorless.codec import decode, encode
+from doorless.errors import StateError
+from doorless.franking import seal_attachment
+from doorless.wire.payload import FileBody, Payload, check_file_name, file_payload, text_payload
+
+log = logging.getLogger("doorless.client")
+
+SEND_ATTEMPTS = 6
+
+
+async def send_text(s: Session, conversation_id: str, text: str) -> MessageInfo:
+    """Send a text to every other device of the conversation.
+
+    The returned message is ``sent`` once the server accepted it, or ``pending`` if the
+    server could not be reached (it is sent later; `MessageSent` tells when).
+    """
+    gid = conversation_gid(conversation_id)
+    return await send_payload(s, gid, text_payload(text, s.now_ms()))
+
+
+async def send_file(
+    s: Session,
+    conversation_id: str,
+    source: bytes | str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    media_type: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> MessageInfo:
+    """Encrypt a file (fresh AES-256-GCM key), upload it, and send its descriptor."""
+    gid = conversation_gid(conversation_id)
+    if isinstance(source, bytes):
+        data, name = source, name or "file"
+    else:
+        path = Path(source)
+        data = await asyncio.to_thread(path.read_bytes)
+        name = name or path.name
+    check_file_name(name)
+    media_type = media_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    view = await membership.conversation(s, conversation_id)  # fail before uploading
+    if view.status is not ConversationStatus.ACTIVE:
+        raise NotAMember("this device is no longer in the conversation")
+    descriptor, ciphertext = await asyncio.to_thread(
+        seal_attachment,
+        data,
+        key=os.urandom(32),
+        nonce=os.urandom(12),
+        media_type=media_type.encode("utf-8"),
+    )
+    uploaded = await s.transport.upload_attachment(ciphertext, progress=progress)
+    descriptor = dataclasses.replace(descriptor, locator=uploaded.attachment_id.encode())
+    payload = file_payload(FileBody(name, descriptor), s.now_ms())
+    return await send_payload(s, gid, payload)
+
+
+async def send_payload(s: Session, gid: bytes, payload: Payload) -> MessageInfo:
+    """Under the lock: send older outbox messages first, then encrypt the payload, store
+    the message with its outbox item in one transaction, and send it."""
+    async with s.lock:
+        # Older messages still in the outbox go first, so that receivers see this
+        # device's messages in the order they were written.
+        try:
+            await flush_locked(s)
+            offline = False
+        except QUEUE_BEHIND:
+            offline = True
+        conv = await s.require_active(gid)
+        if conv.mls.proposals:  # §12.4: proposals must be committed before sending data
+            conv = await membership.commit_locked(s, gid, no_plan, force=True)
+        kind = MESSAGE_KIND[int(payload.kind)]
+        now = s.now_ms()
+        message = Message(
+            group_id=gid,
+            sender_user=s.me.user,
+            sender_device=s.me.device_id,
+            outgoing=True,
+            content_type=kind.value,
+            body=payload.body,
+            sent_at=payload.sent_at_ms,
+            expires_at=expires_at(conv.mls, now),
+            state=MessageState.PENDING,
+            server_id=payload.message_id.hex(),
+        )
+        new_group, data = s.encrypt_payload(conv, payload)
+        record = OutgoingMessage(payload.message_id.hex(), data, s.recipients(conv))
+        new = conv.evolve(mls=new_group, updated_at=now)
+
+        def write(tx: Transaction) -> tuple[Message, OutboxItem]:
+            tx.update_group(new.stored())
+            tx.delete_request(gid)  # writing in a message request accepts it
+            stored = tx.insert_message(message)
+            item = tx.enqueue(
+                OutboxItem(
+                    group_id=gid,
+                    kind=KIND_APPLICATION,
+                    payload=encode(record),
+                    message_local_id=stored.local_id,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+            return stored, item
+
+        stored, item = await s.save(new, write)
+        s.forget_request(gid)
+        if offline:
+            return message_info(stored)  # queued behind the older ones
+        try:
+            return await deliver_application_locked(s, item)
+        except TRANSIENT as e:
+            log.info("message queued, the server is not reachable: %s", type(e).__name__)
+            return message_info(stored)
+
+
+async def no_plan(conv: Conv, excluded: frozenset[str]) -> Plan | None:
+    """A plan builder that adds nothing (the commit carries the pending proposals)."""
+    return None
+
+
+async def deliver_application_locked(s: Session, item: OutboxItem) -> MessageInfo:
+    """Send an outbox message until the server accepts it or refuses it for good."""
+    assert item.outbox_id is not None and item.group_id is not None
+    record = decode(OutgoingMessage, item.payload)
+    for _ in range(SEND_ATTEMPTS):
+        try:
+            await s.transport.send(record.data, record.recipients, message_id=record.message_id)
+        except EpochConflict:
+            # The group moved to a new epoch we have not processed: catch up, encrypt again.
+            await inbox.sync_locked(s)
+            replaced = await reencrypt_locked(s, item)
+            if isinstance(replaced, MessageInfo):
+                return replaced
+            item, record = replaced
+            continue
+        except TRANSIENT as e:
+            delay = min(MAX_BACKOFF, 2.0 ** min(item.attempts, 6))
+            await s.tx(
+                functools.partial(
+                    Transaction.record_attempt,
+                    outbox_id=item.outbox_id or 0,
+                    next_attempt_at=s.now_ms() + int(1000 * delay),
+                    error=type(e).__name__,
+                )
+            )
+            raise
+        except InvalidRequest as e:
+            if not e.unknown_devices:
+                return await fail_outgoing(s, item, FailureReason.REJECTED, str(e))
+            gone = set(e.unknown_devices)  # revoked devices: send to the others
+            record = dataclasses.replace(
+                record, recipients=tuple(r for r in record.recipients if r not in gone)
+            )
+            item = await replace_outbox(s, item, record)
+            continue
+        except ServerError as e:
+            return await fail_outgoing(s, item, FailureReason.REJECTED, str(e))
+        return await sent(s, item)
+    raise SendFailed(f"the message could not be sent in {SEND_ATTEMPTS} attempts")
+
+
+async def sent(s: Session, item: OutboxItem) -> MessageInfo:
+    """The server accepted an outbox message: dequeue it, mark it sent, emit `MessageSent`."""
+    outbox_id, local_id = item.outbox_id, item.message_local_id
+    assert outbox_id is not None
+
+    def write(tx: Transaction) -> Message | None:
+        tx.dequeue(outbox_id)
+        if local_id is None:
+            return None
+        tx.update_message_state(local_id, MessageState.SENT)
+        return tx.get_message(local_id)
+
+    message = await s.tx(write)
+    if message is None:
+        raise StateError("the sent message is no longer in the store")
+    info = message_info(message)
+    s.hub.emit(MessageSent(info))
+    return info
+
+
+async def fail_outgoing(
+    s: Session, item: OutboxItem, reason: FailureReason, detail: str
+) -> MessageInfo:
+    """The server refused an outbox message for good: dequeue it, mark it failed, emit
+    `DeliveryFailed`."""
+    outbox_id, local_id = item.outbox_id, item.message_local_id
+    assert outbox_id is not None
+
+    def write(tx: Transaction) -> Message | None:
+        tx.dequeue(outbox_id)
+        if local_id is None:
+            return None
+        tx.update_message_state(local_id, MessageState.FAILED)
+        return tx.get_message(local_id)
+
+    message = await s.tx(write)
+    if message is None:
+        raise StateError("the failed message is no longer in the store")
+    info = message_info(message)
+    s.fail(
+        reason,
+        detail,
+        conversation=item.group_id,
+        message_id=info.message_id,
+        sender=s.me,
+        outgoing=True,
+    )
+    return info
+
+
+async def replace_outbox(s: Session, item: OutboxItem, record: OutgoingMessage) -> OutboxItem:
+    """Replace an outbox item by one holding ``record`` (one transaction)."""
+    old_id = item.outbox_id
+    assert old_id is not None
+    new_item = dataclasses.replace(item, payload=encode(record), outbox_id=None)
+
+    def write(tx: Transaction) -> OutboxItem:
+        tx.dequeue(old_id)
+        return tx.enqueue(new_item)
+
+    return await s.tx(write)
+
+
+async def reencrypt_locked(
+    s: Session, item: OutboxItem
+) -> tuple[OutboxItem, OutgoingMessage] | MessageInfo:
+    """Encrypt an outbox message again in the group's current epoch (same message id)."""
+    assert item.group_id is not None
+    gid, local_id = item.group_id, item.message_local_id
+    message = await s.tx(lambda tx: tx.get_message(local_id)) if local_id is not None else None
+    if message is None or message.server_id is None:
+        raise StateError("an outbox message without its stored message")
+    conv = await s.load(gid)
+    if conv is None or conv.status is not GroupStatus.ACTIVE:
+        return await fail_outgoing(
+            s, item, FailureReason.NOT_A_MEMBER, "no longer a member of the conversation"
+        )
+    if conv.mls.proposals:
+        conv = await membership.commit_locked(s, gid, no_plan, force=True)
+    payload = Payload(
+        bytes.fromhex(message.server_id),
+        message.sent_at,
+        PAYLOAD_KIND[MessageKind(message.content_type)],
+        message.body,
+    )
+    new_group, data = s.encrypt_payload(conv, payload)
+    record = OutgoingMessage(message.server_id, data, s.recipients(conv))
+    new = conv.evolve(mls=new_group, updated_at=s.now_ms())
+    old_id = item.outbox_id
+    assert old_id is not None
+    new_item = dataclasses.replace(item, payload=encode(record), outbox_id=None)
+
+    def write(tx: Transaction) -> OutboxItem:
+        tx.update_group(new.stored())
+        tx.dequeue(old_id)
+        return tx.enqueue(new_item)
+
+    return await s.save(new, write), record
+
+
+async def flush_locked(s: Session, *, due_only: bool = False) -> None:
+    """Send what the outbox holds: commits first, then messages in creation order."""
+    await membership.resolve_commits_locked(s)
+    now = s.now_ms()
+    items = await s.tx(lambda tx: tx.list_outbox(due_at=now if due_only else None))
+    messages = sorted(
+        (i for i in items if i.kind == KIND_APPLICATION),
+        key=lambda i: (i.message_local_id or 0, i.outbox_id or 0),
+    )
+    for item in messages:
+        await deliver_application_locked(s, item)
