@@ -16,8 +16,7 @@ added to an account changes its safety number, like Signal's when someone reinst
 
 The QR code carries ``"DLSN" || 0x01 || the two halves' 30-byte hashes (ordered like the
 digits)``; scanning the other's code and comparing (`matches_scanned`) replaces reading the
-60 digits aloud. `qr_text` renders it for a terminal (the ``qrcode`` package, ``client``
-extra).
+60 digits aloud. `qr_text` renders it for a terminal (the ``qrcode`` package).
 """
 
 from __future__ import annotations
@@ -26,6 +25,8 @@ import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import qrcode
 
 from doorless.codec import Writer
 from doorless.errors import ConfigurationError
@@ -122,13 +123,7 @@ def matches_scanned(number: SafetyNumber, scanned: bytes) -> bool:
 
 
 def qr_text(payload: bytes) -> str:
-    """Render ``payload`` as a QR code made of text (needs the ``qrcode`` package)."""
-    try:
-        import qrcode
-    except ImportError:
-        raise ConfigurationError(
-            "showing a QR code needs the 'qrcode' package: pip install 'doorless[client]'"
-        ) from None
+    """Render ``payload`` as a QR code made of text."""
     qr = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_M)
     qr.add_data(payload)
     qr.make(fit=True)
