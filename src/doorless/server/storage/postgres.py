@@ -224,11 +224,6 @@ class PostgresStorage(SqlStorage):
         # never losing what was acknowledged to the sender). Saves an fsync per ack.
         await ex.execute("SET LOCAL synchronous_commit TO off")
 
-    async def _drop_queue_entries(
-        self, ex: Executor, device_id: str, seqs: Sequence[int] | None
-    ) -> int:
-        return await _drop_queue_entries(ex, device_id, seqs)
-
     async def _lock_key_packages(self, ex: Executor, device_id: str) -> None:
         # Two racing uploads could each pass the limit check: lock the device row first.
         await ex.execute("SELECT true FROM devices WHERE device_id = $1 FOR UPDATE", device_id)
@@ -244,8 +239,131 @@ class PostgresStorage(SqlStorage):
             list(key_packages),
         )
 
+    # --- row locks and batches ----------------------------------------------------------
+
+    async def _drop_queue_entries(
+        self, ex: Executor, device_id: str, seqs: Sequence[int] | None
+    ) -> int:
+        """Delete queue entries (all of the device's if ``seqs`` is None) and release their
+        payloads; returns how many existed.
+
+        ``DELETE ... RETURNING`` hands each entry to one transaction only, so an entry acked twice
+        at once (two sockets, two nodes) releases its payload once. Each payload's ``remaining``
+        is decremented under its row lock, taken in id order (no deadlock between devices acking
+        the same payloads); READ COMMITTED applies each decrement to the newest value, so the
+        transaction that brings it to zero, and only that one, deletes the payload.
+        """
+        if seqs is None:
+            rows = await ex.fetch(
+                "DELETE FROM queue WHERE device_id = $1 RETURNING payload_id", device_id
+            )
+        else:
+            rows = await ex.fetch(
+                "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2::bigint[]) "
+                "RETURNING payload_id",
+                device_id,
+                seqs,
+            )
+        if not rows:
+            return 0
+        released = Counter(int(r[0]) for r in rows)
+        ids = sorted(released)
+        await ex.execute(
+            "WITH locked AS MATERIALIZED ("
+            "  SELECT id FROM payloads WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+            ") "
+            "UPDATE payloads p SET remaining = p.remaining - r.n "
+            "FROM unnest($1::bigint[], $2::int[]) AS r (id, n) "
+            "WHERE p.id = r.id AND p.id IN (SELECT id FROM locked)",
+            ids,
+            [released[i] for i in ids],
+        )
+        await ex.execute(
+            "DELETE FROM payloads WHERE id = ANY($1::bigint[]) AND remaining <= 0", ids
+        )
+        return len(rows)
+
     async def _claim_key_package(self, ex: Executor, device_id: str) -> ClaimedKeyPackage | None:
-        return await _claim_key_package(ex, device_id)
+        # SKIP LOCKED: two claimers racing for one device's packages take different ones
+        # instead of both getting (or waiting for) the same row.
+        row = await ex.fetchrow(
+            "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
+            "ORDER BY last_resort, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+            device_id,
+        )
+        if row is None:
+            row = await ex.fetchrow(  # only the (shared) last-resort package may be left
+                "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
+                "AND last_resort LIMIT 1",
+                device_id,
+            )
+            if row is None:
+                return None
+        if not row[2]:  # one-time packages are consumed; the last-resort one stays
+            await ex.execute("DELETE FROM key_packages WHERE id = $1", row[0])
+        return ClaimedKeyPackage(device_id, bytes(row[1]), bool(row[2]))
+
+    @staticmethod
+    async def _check_gate(ex: Executor, gate: EpochGate, stamps: int) -> tuple[int, int]:
+        """Apply the one-commit-per-epoch rule and reserve ``stamps`` franking sequence numbers
+        of the group; returns ``(the group's epoch after this message, first reserved number)``.
+
+        * Commit for epoch e: ``UPDATE ... SET epoch = e + 1 WHERE epoch = e``. Two commits for e
+          racing on two nodes both try it; the second waits for the first's row lock and, once the
+          first commits, READ COMMITTED re-checks ``epoch = e`` against the new row (e + 1): no row
+          matches, it is rejected. If the first rolls back, the second succeeds. Exactly one wins.
+        * Any other group message locks the group row too: exclusively when it reserves franking
+          numbers (an UPDATE, so numbers follow commit order), else shared (FOR SHARE). Either
+          way a racing commit waits for it: the message is queued before the commit in every
+          queue, never an epoch-e message after the e -> e + 1 commit. (A shared lock is never
+          upgraded later in the transaction, which could deadlock two senders.)
+        * First message of a group: ``INSERT ... ON CONFLICT DO NOTHING``; a racing first insert
+          waits for it and then takes the paths above.
+        """
+        after = gate.epoch + 1 if gate.is_commit else gate.epoch
+        if await ex.fetchval(
+            "INSERT INTO group_epochs (group_id, epoch, next_seq) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING RETURNING true",
+            gate.group_id,
+            after,
+            1 + stamps,
+        ):
+            return after, 1
+        if gate.is_commit:
+            first = await ex.fetchval(
+                "UPDATE group_epochs SET epoch = $3, next_seq = next_seq + $4 "
+                "WHERE group_id = $1 AND epoch = $2 RETURNING next_seq - $4",
+                gate.group_id,
+                gate.epoch,
+                after,
+                stamps,
+            )
+            if first is not None:
+                return after, int(first)
+            current = await ex.fetchval(
+                "SELECT epoch FROM group_epochs WHERE group_id = $1", gate.group_id
+            )
+        elif stamps:
+            row = await ex.fetchrow(
+                "UPDATE group_epochs SET next_seq = next_seq + $2 WHERE group_id = $1 "
+                "RETURNING epoch, next_seq - $2",
+                gate.group_id,
+                stamps,
+            )
+            assert row is not None
+            current = row[0]
+            if current == gate.epoch:  # (if not, the rollback returns the numbers)
+                return after, int(row[1])
+        else:
+            current = await ex.fetchval(
+                "SELECT epoch FROM group_epochs WHERE group_id = $1 FOR SHARE", gate.group_id
+            )
+            if current == gate.epoch:
+                return after, 0
+        what = "commit" if gate.is_commit else "message"
+        raise EpochConflict(
+            int(current), f"{what} is for epoch {gate.epoch}, the group is at epoch {current}"
+        )
 
     async def _deliver(
         self,
@@ -257,240 +375,106 @@ class PostgresStorage(SqlStorage):
         gate: EpochGate | None,
         now: int,
     ) -> DeliveryResult:
-        return await _deliver(ex, sender, message_id, digest, parts, gate, now)
+        """One transaction: the idempotency record, the epoch gate and every queue entry commit
+        together or not at all.
 
-
-# --- row locks and batches ------------------------------------------------------------------
-
-
-async def _drop_queue_entries(ex: Executor, device_id: str, seqs: Sequence[int] | None) -> int:
-    """Delete queue entries (all of the device's if ``seqs`` is None) and release their
-    payloads; returns how many existed.
-
-    ``DELETE ... RETURNING`` hands each entry to one transaction only, so an entry acked twice
-    at once (two sockets, two nodes) releases its payload once. Each payload's ``remaining``
-    is decremented under its row lock, taken in id order (no deadlock between devices acking
-    the same payloads); READ COMMITTED applies each decrement to the newest value, so the
-    transaction that brings it to zero, and only that one, deletes the payload.
-    """
-    if seqs is None:
-        rows = await ex.fetch(
-            "DELETE FROM queue WHERE device_id = $1 RETURNING payload_id", device_id
-        )
-    else:
-        rows = await ex.fetch(
-            "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2::bigint[]) "
-            "RETURNING payload_id",
-            device_id,
-            seqs,
-        )
-    if not rows:
-        return 0
-    released = Counter(int(r[0]) for r in rows)
-    ids = sorted(released)
-    await ex.execute(
-        "WITH locked AS MATERIALIZED ("
-        "  SELECT id FROM payloads WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE"
-        ") "
-        "UPDATE payloads p SET remaining = p.remaining - r.n "
-        "FROM unnest($1::bigint[], $2::int[]) AS r (id, n) "
-        "WHERE p.id = r.id AND p.id IN (SELECT id FROM locked)",
-        ids,
-        [released[i] for i in ids],
-    )
-    await ex.execute("DELETE FROM payloads WHERE id = ANY($1::bigint[]) AND remaining <= 0", ids)
-    return len(rows)
-
-
-async def _claim_key_package(ex: Executor, device_id: str) -> ClaimedKeyPackage | None:
-    # SKIP LOCKED: two claimers racing for one device's packages take different ones
-    # instead of both getting (or waiting for) the same row.
-    row = await ex.fetchrow(
-        "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
-        "ORDER BY last_resort, id LIMIT 1 FOR UPDATE SKIP LOCKED",
-        device_id,
-    )
-    if row is None:
-        row = await ex.fetchrow(  # only the (shared) last-resort package may be left
-            "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
-            "AND last_resort LIMIT 1",
-            device_id,
-        )
-        if row is None:
-            return None
-    if not row[2]:  # one-time packages are consumed; the last-resort one stays
-        await ex.execute("DELETE FROM key_packages WHERE id = $1", row[0])
-    return ClaimedKeyPackage(device_id, bytes(row[1]), bool(row[2]))
-
-
-async def _check_gate(ex: Executor, gate: EpochGate, stamps: int) -> tuple[int, int]:
-    """Apply the one-commit-per-epoch rule and reserve ``stamps`` franking sequence numbers
-    of the group; returns ``(the group's epoch after this message, first reserved number)``.
-
-    * Commit for epoch e: ``UPDATE ... SET epoch = e + 1 WHERE epoch = e``. Two commits for e
-      racing on two nodes both try it; the second waits for the first's row lock and, once the
-      first commits, READ COMMITTED re-checks ``epoch = e`` against the new row (e + 1): no row
-      matches, it is rejected. If the first rolls back, the second succeeds. Exactly one wins.
-    * Any other group message locks the group row too: exclusively when it reserves franking
-      numbers (an UPDATE, so numbers follow commit order), else shared (FOR SHARE). Either
-      way a racing commit waits for it: the message is queued before the commit in every
-      queue, never an epoch-e message after the e -> e + 1 commit. (A shared lock is never
-      upgraded later in the transaction, which could deadlock two senders.)
-    * First message of a group: ``INSERT ... ON CONFLICT DO NOTHING``; a racing first insert
-      waits for it and then takes the paths above.
-    """
-    after = gate.epoch + 1 if gate.is_commit else gate.epoch
-    if await ex.fetchval(
-        "INSERT INTO group_epochs (group_id, epoch, next_seq) VALUES ($1, $2, $3) "
-        "ON CONFLICT DO NOTHING RETURNING true",
-        gate.group_id,
-        after,
-        1 + stamps,
-    ):
-        return after, 1
-    if gate.is_commit:
+        1. The idempotency row is inserted *first*: a retry racing the original (the client gave up
+           waiting and resent through another node) blocks on its unique key until the original
+           commits, then finds it and answers ``duplicate`` (instead of, say, losing the epoch to
+           its own original). If the original rolled back, the retry proceeds as the first.
+        2. The epoch gate (`_check_gate`).
+        3. Recipient device rows are locked in id order (``FOR NO KEY UPDATE``) while their
+           ``next_seq`` is advanced. The lock is held until commit, so a device's seqs are
+           assigned in commit order: a reader that has seen seq n never later finds a newly
+           committed entry below n (the push loop's ``fetch(after=n)`` relies on this). Revoked or
+           unknown devices are not returned by the locking read: the send is refused whole.
+        """
         first = await ex.fetchval(
-            "UPDATE group_epochs SET epoch = $3, next_seq = next_seq + $4 "
-            "WHERE group_id = $1 AND epoch = $2 RETURNING next_seq - $4",
-            gate.group_id,
-            gate.epoch,
-            after,
-            stamps,
-        )
-        if first is not None:
-            return after, int(first)
-        current = await ex.fetchval(
-            "SELECT epoch FROM group_epochs WHERE group_id = $1", gate.group_id
-        )
-    elif stamps:
-        row = await ex.fetchrow(
-            "UPDATE group_epochs SET next_seq = next_seq + $2 WHERE group_id = $1 "
-            "RETURNING epoch, next_seq - $2",
-            gate.group_id,
-            stamps,
-        )
-        assert row is not None
-        current = row[0]
-        if current == gate.epoch:  # (if not, the rollback returns the numbers)
-            return after, int(row[1])
-    else:
-        current = await ex.fetchval(
-            "SELECT epoch FROM group_epochs WHERE group_id = $1 FOR SHARE", gate.group_id
-        )
-        if current == gate.epoch:
-            return after, 0
-    what = "commit" if gate.is_commit else "message"
-    raise EpochConflict(
-        int(current), f"{what} is for epoch {gate.epoch}, the group is at epoch {current}"
-    )
-
-
-async def _deliver(
-    ex: Executor,
-    sender: str,
-    message_id: str,
-    digest: bytes,
-    parts: tuple[Delivery, ...],
-    gate: EpochGate | None,
-    now: int,
-) -> DeliveryResult:
-    """One transaction: the idempotency record, the epoch gate and every queue entry commit
-    together or not at all.
-
-    1. The idempotency row is inserted *first*: a retry racing the original (the client gave up
-       waiting and resent through another node) blocks on its unique key until the original
-       commits, then finds it and answers ``duplicate`` (instead of, say, losing the epoch to
-       its own original). If the original rolled back, the retry proceeds as the first.
-    2. The epoch gate (`_check_gate`).
-    3. Recipient device rows are locked in id order (``FOR NO KEY UPDATE``) while their
-       ``next_seq`` is advanced. The lock is held until commit, so a device's seqs are
-       assigned in commit order: a reader that has seen seq n never later finds a newly
-       committed entry below n (the push loop's ``fetch(after=n)`` relies on this). Revoked or
-       unknown devices are not returned by the locking read: the send is refused whole.
-    """
-    first = await ex.fetchval(
-        "INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at) "
-        "VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING RETURNING true",
-        sender,
-        message_id,
-        digest,
-        now,
-    )
-    if not first:
-        row = await ex.fetchrow(
-            "SELECT digest, group_epoch FROM sent WHERE sender_device_id = $1 AND message_id = $2",
+            "INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at) "
+            "VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING RETURNING true",
             sender,
             message_id,
-        )
-        if row is None:  # purged between the two statements: let the retry insert it
-            raise asyncpg.SerializationError("idempotency record vanished")
-        if bytes(row[0]) != digest:
-            raise IdempotencyConflict("message id already used for different content")
-        return DeliveryResult(message_id, row[1], duplicate=True)
-
-    per_part = [tuple(dict.fromkeys(p.recipients)) for p in parts]
-    # Parts stamped with a franking number (application messages, which always have a gate);
-    # like SQLite, a part without recipients gets none.
-    stamped = [p.stamp is not None and bool(r) for p, r in zip(parts, per_part, strict=True)]
-    group_epoch: int | None = None
-    group_seq = 0
-    if gate is not None:
-        group_epoch, group_seq = await _check_gate(ex, gate, sum(stamped))
-
-    counts = Counter(d for recipients in per_part for d in recipients)
-    wanted = sorted(counts)
-    if wanted:
-        rows = await ex.fetch(
-            "WITH locked AS MATERIALIZED ("
-            "  SELECT device_id FROM devices WHERE device_id = ANY($1::text[]) "
-            "  AND revoked_at IS NULL ORDER BY device_id FOR NO KEY UPDATE"
-            ") "
-            "UPDATE devices d SET next_seq = d.next_seq + c.n "
-            "FROM unnest($1::text[], $2::int[]) AS c (device_id, n) "
-            "WHERE d.device_id = c.device_id AND d.device_id IN (SELECT device_id FROM locked) "
-            "RETURNING d.device_id, d.next_seq - c.n",
-            wanted,
-            [counts[d] for d in wanted],
-        )
-        next_seq = {str(r[0]): int(r[1]) for r in rows}
-        missing = [d for d in wanted if d not in next_seq]
-        if missing:
-            raise UnknownDevice(missing)
-        q_devices: list[str] = []
-        q_seqs: list[int] = []
-        q_payloads: list[int] = []
-        for part, recipients, is_stamped in zip(parts, per_part, stamped, strict=True):
-            if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
-                continue
-            frank = None
-            if is_stamped:
-                assert part.stamp is not None
-                frank = part.stamp(group_seq)
-                group_seq += 1
-            payload_id = await ex.fetchval(
-                "INSERT INTO payloads (data, remaining, frank) VALUES ($1, $2, $3) RETURNING id",
-                part.data,
-                len(recipients),
-                frank,
-            )
-            for device_id in recipients:
-                q_devices.append(device_id)
-                q_seqs.append(next_seq[device_id])
-                q_payloads.append(payload_id)
-                next_seq[device_id] += 1
-        await ex.execute(
-            "INSERT INTO queue (device_id, seq, payload_id, received_at) "
-            "SELECT d, s, p, $4 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS q (d, s, p)",
-            q_devices,
-            q_seqs,
-            q_payloads,
+            digest,
             now,
         )
-    if group_epoch is not None:
-        await ex.execute(
-            "UPDATE sent SET group_epoch = $3 WHERE sender_device_id = $1 AND message_id = $2",
-            sender,
-            message_id,
-            group_epoch,
-        )
-    return DeliveryResult(message_id, group_epoch, duplicate=False)
+        if not first:
+            row = await ex.fetchrow(
+                "SELECT digest, group_epoch FROM sent "
+                "WHERE sender_device_id = $1 AND message_id = $2",
+                sender,
+                message_id,
+            )
+            if row is None:  # purged between the two statements: let the retry insert it
+                raise asyncpg.SerializationError("idempotency record vanished")
+            if bytes(row[0]) != digest:
+                raise IdempotencyConflict("message id already used for different content")
+            return DeliveryResult(message_id, row[1], duplicate=True)
+
+        per_part = [tuple(dict.fromkeys(p.recipients)) for p in parts]
+        # Parts stamped with a franking number (application messages, which always have a gate);
+        # like SQLite, a part without recipients gets none.
+        stamped = [p.stamp is not None and bool(r) for p, r in zip(parts, per_part, strict=True)]
+        group_epoch: int | None = None
+        group_seq = 0
+        if gate is not None:
+            group_epoch, group_seq = await self._check_gate(ex, gate, sum(stamped))
+
+        counts = Counter(d for recipients in per_part for d in recipients)
+        wanted = sorted(counts)
+        if wanted:
+            rows = await ex.fetch(
+                "WITH locked AS MATERIALIZED ("
+                "  SELECT device_id FROM devices WHERE device_id = ANY($1::text[]) "
+                "  AND revoked_at IS NULL ORDER BY device_id FOR NO KEY UPDATE"
+                ") "
+                "UPDATE devices d SET next_seq = d.next_seq + c.n "
+                "FROM unnest($1::text[], $2::int[]) AS c (device_id, n) "
+                "WHERE d.device_id = c.device_id AND d.device_id IN (SELECT device_id FROM locked) "
+                "RETURNING d.device_id, d.next_seq - c.n",
+                wanted,
+                [counts[d] for d in wanted],
+            )
+            next_seq = {str(r[0]): int(r[1]) for r in rows}
+            missing = [d for d in wanted if d not in next_seq]
+            if missing:
+                raise UnknownDevice(missing)
+            q_devices: list[str] = []
+            q_seqs: list[int] = []
+            q_payloads: list[int] = []
+            for part, recipients, is_stamped in zip(parts, per_part, stamped, strict=True):
+                if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
+                    continue
+                frank = None
+                if is_stamped:
+                    assert part.stamp is not None
+                    frank = part.stamp(group_seq)
+                    group_seq += 1
+                payload_id = await ex.fetchval(
+                    "INSERT INTO payloads (data, remaining, frank) VALUES ($1, $2, $3) "
+                    "RETURNING id",
+                    part.data,
+                    len(recipients),
+                    frank,
+                )
+                for device_id in recipients:
+                    q_devices.append(device_id)
+                    q_seqs.append(next_seq[device_id])
+                    q_payloads.append(payload_id)
+                    next_seq[device_id] += 1
+            await ex.execute(
+                "INSERT INTO queue (device_id, seq, payload_id, received_at) "
+                "SELECT d, s, p, $4 "
+                "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS q (d, s, p)",
+                q_devices,
+                q_seqs,
+                q_payloads,
+                now,
+            )
+        if group_epoch is not None:
+            await ex.execute(
+                "UPDATE sent SET group_epoch = $3 WHERE sender_device_id = $1 AND message_id = $2",
+                sender,
+                message_id,
+                group_epoch,
+            )
+        return DeliveryResult(message_id, group_epoch, duplicate=False)
