@@ -72,7 +72,7 @@ class Transcript:
         return result
 
 
-async def _scenario(store: Storage) -> list[tuple[str, Any]]:  # noqa: PLR0915 - one script
+async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     t = Transcript()
     a, b, c = _device(1), _device(2), _device(3)
     t.lines.append(("server_id", len(await store.server_id())))

@@ -53,16 +53,15 @@ from doorless.server.storage.base import (
     IdempotencyConflict,
     UnknownDevice,
 )
-from doorless.server.storage.rows import Row
-from doorless.server.storage.schema import MIGRATIONS_TABLE, render
-from doorless.server.storage.sql import Executor, Op, SqlStorage, Tx
+from doorless.server.storage.executor import Executor, Op, Row, Tx
+from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
+from doorless.server.storage.sql import SqlStorage
 
 T = TypeVar("T")
 
 # Versioned migrations, the same versions as `doorless.server.storage.sqlite.MIGRATIONS`
 # (both rendered from `doorless.server.storage.schema`).
 MIGRATIONS = render("postgres")
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Lock contention the database resolves by aborting one transaction: retry it whole.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -95,8 +94,12 @@ class _Executor:
     async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, args)
 
+    def savepoint(self) -> Any:
+        """``async with``: a nested transaction (inside `_run`'s one)."""
+        return self._conn.transaction()
 
-async def _migrate(ex: Executor) -> str:
+
+async def _migrate(ex: _Executor) -> str:
     # Several server processes may start at once against a new database: a transaction-scoped
     # advisory lock (per schema) lets one of them migrate while the others wait, then find
     # nothing left to do. DDL is transactional in PostgreSQL, so a failed migration leaves
@@ -108,11 +111,10 @@ async def _migrate(ex: Executor) -> str:
         raise ConfigurationError(
             f"database schema version {current} is newer than this server ({SCHEMA_VERSION})"
         )
-    assert isinstance(ex, _Executor)
     for version, description, statements in MIGRATIONS:
         if version <= current:
             continue
-        async with ex._conn.transaction():  # a savepoint per version, as SQLite's one per version
+        async with ex.savepoint():  # one per version, as SQLite's transaction per version
             for statement in statements:
                 await ex.execute(statement)
             await ex.execute(

@@ -8,7 +8,7 @@ indexable sequence (an ``sqlite3`` tuple or an ``asyncpg.Record``); blobs come b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
 from doorless.server.storage.base import (
     AttachmentRecord,
@@ -19,9 +19,8 @@ from doorless.server.storage.base import (
     LinkRecord,
     ReportRecord,
 )
+from doorless.server.storage.executor import Row
 from doorless.wire.messages import QueuedMessage
-
-Row: TypeAlias = Sequence[Any]
 
 DEVICE_COLUMNS = (
     "device_id, username, device_key, approved_by, approval_signature, created_at, revoked_at"

@@ -19,11 +19,10 @@ a retried transaction is safe.
 
 from __future__ import annotations
 
-import enum
 import secrets
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from doorless.server.storage import rows
 from doorless.server.storage.base import (
@@ -49,38 +48,10 @@ from doorless.server.storage.base import (
     UnknownAccount,
     UsernameTaken,
 )
-from doorless.server.storage.rows import Row
+from doorless.server.storage.executor import Executor, Op, Tx
 from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
-
-
-class Executor(Protocol):
-    """Runs statements on the connection of the current operation (``$n`` placeholders)."""
-
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
-
-    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        """The first column of the first row, or None if there is no row."""
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        """Run a statement; returns how many rows it changed."""
-
-    async def executemany(self, sql: str, args: Iterable[Sequence[Any]]) -> None: ...
-
-
-class Tx(enum.Enum):
-    """What an operation needs from its transaction; each dialect maps it in `_run`."""
-
-    READ = "read"  # one read statement: no explicit transaction
-    SNAPSHOT = "snapshot"  # several reads that must agree (a transaction where they can race)
-    STATEMENT = "statement"  # one writing statement
-    WRITE = "write"  # several statements that commit together or not at all
-
-
-Op = Callable[..., Awaitable[T]]
 
 
 class SqlStorage(Storage):

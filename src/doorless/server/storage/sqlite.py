@@ -35,15 +35,14 @@ from doorless.server.storage.base import (
     IdempotencyConflict,
     UnknownDevice,
 )
-from doorless.server.storage.rows import Row
-from doorless.server.storage.schema import MIGRATIONS_TABLE, render
-from doorless.server.storage.sql import Executor, Op, SqlStorage, Tx
+from doorless.server.storage.executor import Executor, Op, Row, Tx
+from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
+from doorless.server.storage.sql import SqlStorage
 
 T = TypeVar("T")
 
 # Versioned migrations, applied in order, each in its own transaction (`schema`).
 MIGRATIONS = render("sqlite")
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Stay below SQLITE_MAX_VARIABLE_NUMBER on old builds when expanding IN (...).
 _CHUNK = 500
