@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -296,15 +296,31 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     return t.lines
 
 
-async def _run(store: Storage) -> list[tuple[str, Any]]:
-    await store.open()
-    try:
-        return await _scenario(store)
-    finally:
-        await store.close()
+class _Alternating:
+    """Several open stores over one database ("server processes"), used in turn per call."""
+
+    def __init__(self, stores: list[Storage]) -> None:
+        self._stores = stores
+        self._next = 0
+
+    def __getattr__(self, name: str) -> Any:
+        store = self._stores[self._next % len(self._stores)]
+        self._next += 1
+        return getattr(store, name)
 
 
 Make = Callable[[], Storage]
+
+
+async def _run(make: Make, handles: int) -> list[tuple[str, Any]]:
+    stores = [make() for _ in range(handles)]
+    for store in stores:
+        await store.open()
+    try:
+        return await _scenario(cast(Storage, _Alternating(stores)))
+    finally:
+        for store in stores:
+            await store.close()
 
 
 @pytest.fixture
@@ -315,9 +331,11 @@ def dialects(tmp_path: Path, pg_schema: PgSchema) -> dict[str, Make]:
     }
 
 
-async def test_both_dialects_give_the_same_results(dialects: dict[str, Make]) -> None:
-    sqlite = await _run(dialects["sqlite"]())
-    postgres = await _run(dialects["postgres"]())
+@pytest.mark.parametrize("handles", [1, 2], ids=["one-store", "two-stores"])
+async def test_both_dialects_give_the_same_results(dialects: dict[str, Make], handles: int) -> None:
+    """``two-stores``: each call goes to the next of two stores over the same database."""
+    transcripts = {name: await _run(make, handles) for name, make in dialects.items()}
+    sqlite, postgres = transcripts["sqlite"], transcripts["postgres"]
     assert [name for name, _ in sqlite] == [name for name, _ in postgres]
     for (name, got_sqlite), (_, got_postgres) in zip(sqlite, postgres, strict=True):
         assert got_sqlite == got_postgres, (
