@@ -1,8 +1,9 @@
 """The one storage interface of the server.
 
 Every method is one transaction: it either applies completely or raises and changes nothing
-(I4). Implementations: `doorless.server.storage.sqlite.SQLiteStorage` (embedded default);
-PostgreSQL comes later and implements the same methods with the same SQL shapes.
+(I4). Implementations: `doorless.server.storage.sqlite.SQLiteStorage` (embedded default) and
+`doorless.server.storage.postgres.PostgresStorage`, both `doorless.server.storage.sql.SqlStorage`
+(one SQL layer; only what truly differs is per dialect).
 
 Rejections of a well-formed request by the current state (name taken, epoch already committed,
 ...) are `Rejected` subclasses; the routes map each to one HTTP error.
