@@ -8,7 +8,7 @@ import pytest
 
 from doorless.conformance import KINDS, VectorSkip, checker, load_cases
 
-VECTORS = Path(__file__).parent / "vectors" / "mls"
+VECTORS = Path(__file__).parents[1] / "vectors" / "mls"
 
 
 def _params() -> list[object]:

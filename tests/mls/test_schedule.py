@@ -44,7 +44,7 @@ from doorless.secret import CommitSecret, EpochSecret, InitSecret, JoinerSecret,
 SUITE = cipher_suite(1)
 NH = SUITE.hash_length
 CONTEXT = b"serialized group context"
-VECTORS = Path(__file__).parent / "vectors" / "mls"
+VECTORS = Path(__file__).parents[1] / "vectors" / "mls"
 
 
 def _opaque(b: bytes) -> bytes:

@@ -78,7 +78,7 @@ from doorless.mls.treekem import (
 )
 from doorless.secret import PrivateKeyBytes
 
-VECTORS = Path(__file__).parent / "vectors" / "mls"
+VECTORS = Path(__file__).parents[1] / "vectors" / "mls"
 SUITE = cipher_suite(1)
 GROUP_ID = b"doorless test group"
 CONTEXT = b"provisional group context"

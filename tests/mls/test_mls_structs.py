@@ -83,7 +83,7 @@ from doorless.mls.welcome import (
     group_info_tbs,
 )
 
-MESSAGES = Path(__file__).parent / "vectors" / "mls" / "messages.json"
+MESSAGES = Path(__file__).parents[1] / "vectors" / "mls" / "messages.json"
 
 
 @cache

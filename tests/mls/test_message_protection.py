@@ -368,7 +368,7 @@ def test_checker_detects_tampering(field: str) -> None:
 
     from doorless.conformance import VectorMismatch, checker
 
-    path = Path(__file__).parent / "vectors" / "mls" / "message-protection.json"
+    path = Path(__file__).parents[1] / "vectors" / "mls" / "message-protection.json"
     case = json.loads(path.read_text())[0]
     b = bytearray.fromhex(case[field])
     b[-1] ^= 0x01

@@ -22,7 +22,7 @@ from doorless.cli.common import default_profile
 from doorless.cli.main import app
 from doorless.conformance import VectorMismatch, VectorSkip
 
-MLS_VECTORS = Path(__file__).parent / "vectors" / "mls"
+MLS_VECTORS = Path(__file__).parents[1] / "vectors" / "mls"
 runner = CliRunner()
 
 

@@ -322,7 +322,7 @@ def test_checker_detects_tampering(field: str) -> None:
 
     from doorless.conformance import VectorMismatch, checker
 
-    path = Path(__file__).parent / "vectors" / "mls" / "secret-tree.json"
+    path = Path(__file__).parents[1] / "vectors" / "mls" / "secret-tree.json"
     case = json.loads(path.read_text())[1]
     node = case["sender_data"] if field in ("key", "nonce") else case["leaves"][3][1]
     b = bytearray.fromhex(node[field])

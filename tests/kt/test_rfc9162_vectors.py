@@ -16,7 +16,7 @@ import pytest
 from doorless.conformance.rfc9162 import b64, check, is_inclusion, proof_of
 from doorless.kt.merkle import MerkleLog
 
-VECTORS = Path(__file__).parent / "vectors" / "rfc9162"
+VECTORS = Path(__file__).parents[1] / "vectors" / "rfc9162"
 FILES = sorted(VECTORS.rglob("*.json"))
 
 # The leaves of the RFC 6962 / certificate-transparency test tree, from which transparency-dev
