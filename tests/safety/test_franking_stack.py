@@ -421,12 +421,13 @@ async def test_the_server_rotates_its_franking_key_on_schedule(tmp_path: Path) -
 async def test_an_invisible_salamander_attachment_cannot_show_what_a_report_hides(
     tmp_path: Path,
 ) -> None:
-    """One AES-GCM ciphertext that opens under two keys to two plaintexts (tests/test_franking.py
-    builds it). Whatever the sender commits to in the franked content is exactly what the
-    receiver can see and what a report reveals; the other opening is refused (FRANK-8)."""
+    """One AES-GCM ciphertext that opens under two keys to two plaintexts
+    (tests/franking/test_franking.py builds it). Whatever the sender commits to in the franked
+    content is exactly what the receiver can see and what a report reveals; the other opening
+    is refused (FRANK-8)."""
     from doorless.franking import AttachmentDescriptor, AttachmentMismatch
     from doorless.wire.payload import FileBody, file_payload
-    from test_franking import K_ABUSIVE, K_BENIGN, NONCE, build_salamander
+    from franking.test_franking import K_ABUSIVE, K_BENIGN, NONCE, build_salamander
 
     ct, benign, abusive = build_salamander(
         K_BENIGN, K_ABUSIVE, NONCE, b"a cat".ljust(48, b"."), b"ABUSE".ljust(48, b"!")
