@@ -202,20 +202,7 @@ async def deliver_application_locked(s: Session, item: OutboxItem) -> MessageInf
 
 async def sent(s: Session, item: OutboxItem) -> MessageInfo:
     """The server accepted an outbox message: dequeue it, mark it sent, emit `MessageSent`."""
-    outbox_id, local_id = item.outbox_id, item.message_local_id
-    assert outbox_id is not None
-
-    def write(tx: Transaction) -> Message | None:
-        tx.dequeue(outbox_id)
-        if local_id is None:
-            return None
-        tx.update_message_state(local_id, MessageState.SENT)
-        return tx.get_message(local_id)
-
-    message = await s.tx(write)
-    if message is None:
-        raise StateError("the sent message is no longer in the store")
-    info = message_info(message)
+    info = await _settle(s, item, MessageState.SENT)
     s.hub.emit(MessageSent(info))
     return info
 
@@ -225,20 +212,7 @@ async def fail_outgoing(
 ) -> MessageInfo:
     """The server refused an outbox message for good: dequeue it, mark it failed, emit
     `DeliveryFailed`."""
-    outbox_id, local_id = item.outbox_id, item.message_local_id
-    assert outbox_id is not None
-
-    def write(tx: Transaction) -> Message | None:
-        tx.dequeue(outbox_id)
-        if local_id is None:
-            return None
-        tx.update_message_state(local_id, MessageState.FAILED)
-        return tx.get_message(local_id)
-
-    message = await s.tx(write)
-    if message is None:
-        raise StateError("the failed message is no longer in the store")
-    info = message_info(message)
+    info = await _settle(s, item, MessageState.FAILED)
     s.fail(
         reason,
         detail,
@@ -248,6 +222,25 @@ async def fail_outgoing(
         outgoing=True,
     )
     return info
+
+
+async def _settle(s: Session, item: OutboxItem, state: MessageState) -> MessageInfo:
+    """Dequeue an outbox message and give its stored message its final ``state`` (one
+    transaction)."""
+    outbox_id, local_id = item.outbox_id, item.message_local_id
+    assert outbox_id is not None
+
+    def write(tx: Transaction) -> Message | None:
+        tx.dequeue(outbox_id)
+        if local_id is None:
+            return None
+        tx.update_message_state(local_id, state)
+        return tx.get_message(local_id)
+
+    message = await s.tx(write)
+    if message is None:
+        raise StateError(f"the {state.value} message is no longer in the store")
+    return message_info(message)
 
 
 async def replace_outbox(s: Session, item: OutboxItem, record: OutgoingMessage) -> OutboxItem:

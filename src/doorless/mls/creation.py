@@ -12,11 +12,9 @@ from typing import TYPE_CHECKING
 
 from doorless.crypto import CipherSuite
 from doorless.errors import StateError
-from doorless.mls.credential import Credential
 from doorless.mls.extensions import Extension, RequiredCapabilities, parse_extension
 from doorless.mls.group_context import GroupContext
-from doorless.mls.key_packages import DEFAULT_LIFETIME_SECONDS, default_capabilities
-from doorless.mls.leaf_node import Capabilities, LeafNode, LeafNodeSource, Lifetime
+from doorless.mls.leaf_node import LeafNode
 from doorless.mls.ratchet_tree import RatchetTree
 from doorless.mls.schedule import derive_epoch_keys, interim_transcript_hash
 from doorless.mls.secret_tree import SecretTree
@@ -66,31 +64,3 @@ def create_group(
         resumption_psks=((0, keys.secrets.resumption_psk),),
         config=config,
     )
-
-
-def creator_leaf_node(
-    suite: CipherSuite,
-    credential: Credential,
-    signature_private_key: PrivateKeyBytes,
-    *,
-    now: int,
-    rng: Rng,
-    lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS,
-    capabilities: Capabilities | None = None,
-    leaf_extensions: Sequence[Extension] = (),
-) -> tuple[LeafNode, PrivateKeyBytes]:
-    """A signed leaf node for a group's creator (a KeyPackage-style leaf, §7.2) and its
-    encryption private key, derived from ``rng``."""
-    enc = suite.derive_key_pair(rng(suite.hash_length))
-    leaf = LeafNode(
-        encryption_key=enc.public_key,
-        signature_key=suite.signature_public_key(signature_private_key.value),
-        credential=credential,
-        capabilities=capabilities or default_capabilities(suite, credential),
-        leaf_node_source=LeafNodeSource.key_package,
-        lifetime=Lifetime(max(0, now - 3600), now + lifetime_seconds),
-        parent_hash=None,
-        extensions=tuple(leaf_extensions),
-        signature=b"",
-    ).signed(suite, signature_private_key)
-    return leaf, PrivateKeyBytes(enc.private_key)

@@ -34,6 +34,7 @@ from doorless.errors import StateError
 from doorless.mls import commit as _commit
 from doorless.mls import creation as _creation
 from doorless.mls import join as _join
+from doorless.mls import key_packages as _key_packages
 from doorless.mls import processing as _processing
 from doorless.mls import state as _state
 from doorless.mls.credential import Credential
@@ -379,7 +380,7 @@ class Group:
     ) -> Group:
         """A one-member group from a credential and signature key alone: the creator's leaf
         and its encryption key are made here (no throw-away KeyPackage)."""
-        leaf, encryption_private_key = _creation.creator_leaf_node(
+        leaf, encryption_private_key = _key_packages.key_package_leaf_node(
             suite,
             credential,
             signature_private_key,

@@ -65,6 +65,40 @@ def generate_key_package(
 ) -> KeyPackageBundle:
     """A signed KeyPackage with fresh init and encryption keys (§10)."""
     init = suite.derive_key_pair(rng(suite.hash_length))
+    leaf, encryption_private_key = key_package_leaf_node(
+        suite,
+        credential,
+        signature_private_key,
+        now=now,
+        rng=rng,
+        lifetime_seconds=lifetime_seconds,
+        capabilities=capabilities,
+        leaf_extensions=leaf_extensions,
+    )
+    kp = KeyPackage(
+        ProtocolVersion.mls10, suite.id, init.public_key, leaf, tuple(extensions), b""
+    ).signed(suite, signature_private_key)
+    return KeyPackageBundle(
+        kp,
+        PrivateKeyBytes(init.private_key),
+        encryption_private_key,
+        signature_private_key,
+    )
+
+
+def key_package_leaf_node(
+    suite: CipherSuite,
+    credential: Credential,
+    signature_private_key: PrivateKeyBytes,
+    *,
+    now: int,
+    rng: Rng,
+    lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS,
+    capabilities: Capabilities | None = None,
+    leaf_extensions: Sequence[Extension] = (),
+) -> tuple[LeafNode, PrivateKeyBytes]:
+    """A signed leaf node of source ``key_package`` (§7.2) and its encryption private key,
+    derived from ``rng``: the leaf of a KeyPackage, and a group creator's leaf (§11)."""
     enc = suite.derive_key_pair(rng(suite.hash_length))
     leaf = LeafNode(
         encryption_key=enc.public_key,
@@ -77,12 +111,4 @@ def generate_key_package(
         extensions=tuple(leaf_extensions),
         signature=b"",
     ).signed(suite, signature_private_key)
-    kp = KeyPackage(
-        ProtocolVersion.mls10, suite.id, init.public_key, leaf, tuple(extensions), b""
-    ).signed(suite, signature_private_key)
-    return KeyPackageBundle(
-        kp,
-        PrivateKeyBytes(init.private_key),
-        PrivateKeyBytes(enc.private_key),
-        signature_private_key,
-    )
+    return leaf, PrivateKeyBytes(enc.private_key)
