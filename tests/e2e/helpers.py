@@ -50,6 +50,7 @@ class ServerProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()  # more options of ``doorless server`` (e.g. --kt-witness)
 
     @property
     def url(self) -> str:
@@ -60,7 +61,7 @@ class ServerProcess:
         return self.data_dir / "doorless.sqlite3"
 
     def start(self) -> None:
-        args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*doorless_command(), *args, "--log-level", "debug"],

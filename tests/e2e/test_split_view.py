@@ -1,0 +1,175 @@
+"""Split view against a fresh client, through real processes: a real ``doorless server``
+(honest), a real ``doorless witness`` watching it, and a second real server process that the
+operator built from a copy of the honest one's database (same server id, same log key) and
+where "bob" is a device the operator controls. Carol, a fresh client, is served the fork.
+
+* Without a witness (the default, quorum 0) the attack works: carol's message to "bob" is
+  read by the operator's device, and carol's commands print the insecure-KT warning.
+* With the witness configured through the CLI (``account create --witness KEY``), the forked
+  log is refused before carol can send anything: no head of the fork is cosigned.
+* The same witness setting on the honest server works, and the warning is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from doorless.client import Client, MessageReceived
+
+from .helpers import PASSPHRASE, Devices, ServerProcess, doorless_command, options, run_cli
+
+INSECURE = "KEY TRANSPARENCY WITHOUT WITNESSES"
+
+
+def copy_server(src: ServerProcess, dst: Path) -> None:
+    """What the operator can do: a consistent copy of the running server's data."""
+    dst.mkdir(parents=True)
+    for item in src.data_dir.iterdir():
+        if item.is_dir():
+            shutil.copytree(item, dst / item.name)
+    source = sqlite3.connect(src.database)
+    target = sqlite3.connect(dst / src.database.name)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
+@pytest.fixture
+def witnessed(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
+    """The honest server, collecting the cosignatures of a witness that watches it."""
+    state = tmp_path / "witness"
+    key = run_cli(None, "witness", "--state", state, "--print-key").stdout.strip()
+    assert key.startswith("doorless-witness+")
+    honest = ServerProcess(tmp_path / "honest", tmp_path / "honest.log", args=("--kt-witness", key))
+    honest.start()
+    with (tmp_path / "witness.log").open("wb") as log:
+        witness = subprocess.Popen(
+            [
+                *doorless_command(),
+                "witness",
+                "--server",
+                honest.url,
+                "--state",
+                str(state),
+                "--interval",
+                "2",
+            ],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield honest, key
+    finally:
+        witness.terminate()
+        witness.wait(15)
+        honest.stop()
+
+
+def test_split_view_against_a_fresh_client(
+    witnessed: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    honest, key = witnessed
+    profiles = tmp_path / "profiles"
+    created = run_cli(
+        profiles / "alice",
+        "account",
+        "create",
+        "alice",
+        "--server",
+        honest.url,
+        "--witness",
+        key,
+    )
+    assert created.returncode == 0, created.stderr
+    assert INSECURE not in created.stderr  # the witness is required: no warning
+
+    # The operator forks the log here: the honest log gets the real bob, the fork a "bob"
+    # whose only device is the operator's.
+    fork = ServerProcess(tmp_path / "fork", tmp_path / "fork.log", args=("--kt-witness", key))
+    copy_server(honest, fork.data_dir)
+    fork.start()
+    try:
+        real_bob = run_cli(
+            profiles / "bob",
+            "account",
+            "create",
+            "bob",
+            "--server",
+            honest.url,
+            "--witness",
+            key,
+        )
+        assert real_bob.returncode == 0, real_bob.stderr
+        operator = Devices(fork.url, tmp_path / "operator")
+
+        async def operator_bob() -> None:
+            await operator.account("ghost", username="bob")
+            await operator.close_all()
+
+        asyncio.run(operator_bob())
+
+        # Carol without a witness (the default): the forked log is accepted, her secret goes
+        # to the operator's "bob", and only the warning says anything.
+        carol = profiles / "carol"
+        result = run_cli(carol, "account", "create", "carol", "--server", fork.url)
+        assert result.returncode == 0, result.stderr
+        sent = run_cli(carol, "send", "@bob", "the secret")
+        assert sent.returncode == 0, sent.stderr
+        assert INSECURE in result.stderr + sent.stderr
+
+        async def operator_reads() -> list[str]:
+            ghost = await Client.open(operator.profile("ghost"), PASSPHRASE, options=options())
+            await ghost.sync()
+            await ghost.close()
+            return [e.text or "" async for e in ghost.events() if isinstance(e, MessageReceived)]
+
+        assert asyncio.run(operator_reads()) == ["the secret"]
+
+        # Dave, the same fresh client, with the witness given on the command line: no head
+        # of the fork is cosigned, so nothing is accepted from it, and he sends nothing.
+        dave = profiles / "dave"
+        result = run_cli(
+            dave,
+            "account",
+            "create",
+            "dave",
+            "--server",
+            fork.url,
+            "--witness",
+            key,
+            "--witness-quorum",
+            "1",
+        )
+        # (The fork's older heads, copied from the honest log, are cosigned: the account may
+        # be created. Every head that shows the operator's "bob" is not.)
+        sent = run_cli(dave, "send", "@bob", "another secret")
+        assert sent.returncode != 0
+        assert "not witnessed" in sent.stderr, sent.stderr
+        assert run_cli(dave, "config", "get", "kt.witnesses").stdout.strip() == key
+        assert INSECURE not in result.stderr + sent.stderr
+        assert asyncio.run(operator_reads()) == []  # nothing more reached the operator
+
+        # The same setting through 'doorless config' on the honest server: it works, and
+        # the warning is gone.
+        erin = profiles / "erin"
+        assert run_cli(erin, "config", "set", "kt.witnesses", key).returncode == 0
+        assert run_cli(erin, "config", "get", "kt.witnesses").stdout.strip() == key
+        result = run_cli(erin, "account", "create", "erin", "--server", honest.url)
+        assert result.returncode == 0, result.stderr
+        sent = run_cli(erin, "send", "@bob", "hello bob")
+        assert sent.returncode == 0, sent.stderr
+        assert INSECURE not in result.stderr + sent.stderr
+        got = run_cli(profiles / "bob", "receive", json_output=True)
+        assert "hello bob" in got.stdout, got.stderr
+    finally:
+        fork.stop()
