@@ -26,6 +26,10 @@ rules (design notes §1.3 "Client rules"):
    devices the directory revoked that the list still holds, and versions signed with this
    device's key that this device did not make (`note_published` records the ones it made).
    The caller turns each into an alarm event and a CLI warning.
+5. **Gossip.** `check_gossip` compares a log checkpoint a contact verified (carried inside
+   their encrypted messages) with this device's: same size, same root; different sizes, a
+   consistency proof from the server; failing that, `KtFork` (the server showed the two
+   devices different logs). Only the log's signature is needed, no witness.
 
 `next_list` builds the next version for a link or a revocation from the *verified* current
 list, so a device never signs a successor of a list the server made up.
@@ -43,10 +47,12 @@ Error tree (all `doorless.errors.RemoteError`)::
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from doorless.errors import (
@@ -205,6 +211,13 @@ class VerifiedDeviceList:
         return self.device_list.device(device_id.encode("ascii"))
 
 
+class GossipResult(StrEnum):
+    """What `KtVerifier.check_gossip` found (a fork is `KtFork`, not a result)."""
+
+    CONSISTENT = "consistent"  # both heads are of one log
+    UNVERIFIABLE = "unverifiable"  # not a checkpoint of this log: proves nothing
+
+
 @dataclass(frozen=True, slots=True)
 class UnapprovedDevice:
     """A device of this account that none of its devices approved (an alarm)."""
@@ -234,6 +247,12 @@ class KtSource(Protocol):
 
 
 # --- the verifier ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    size: int
+    root: bytes
 
 
 @dataclass(slots=True)
@@ -282,6 +301,7 @@ class KtVerifier:
         self._lists: dict[str, VerifiedDeviceList] = {}
         self._history: dict[str, dict[int, DeviceList]] = {}
         self._warned = False
+        self._gossip_checked: set[bytes] = set()  # contacts' checkpoints within the trusted log
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -663,6 +683,89 @@ class KtVerifier:
                 )
         return alarms
 
+    # --- checkpoint gossip (rule 5) --------------------------------------------------------
+
+    async def check_gossip(self, checkpoint: bytes) -> GossipResult:
+        """Check a log checkpoint a contact verified (it travels inside their encrypted
+        message, docs/key-transparency.md) against this device's view of the log.
+
+        Returns ``UNVERIFIABLE`` when the note is not a checkpoint signed by the pinned log key
+        (the contact cannot be checked against this log: a bug, another server, or a contact
+        that lies; it proves nothing about the server). Raises `KtFork` when the two heads
+        cannot both belong to one log: the same size with another root, or a server that
+        cannot prove the smaller one is a prefix of the larger (both are signed by the log:
+        they are evidence against it). Needs no witness: the log's signature suffices. Network
+        errors propagate (retry later); nothing is persisted."""
+        if checkpoint in self._gossip_checked:
+            return GossipResult.CONSISTENT  # a prefix of the (append-only) trusted log
+        key = await self._key()
+        try:
+            signed = SignedCheckpoint.decode(checkpoint)
+            verify_checkpoint(signed, key)
+        except (DecodeError, InvalidSignature, ValidationError):
+            return GossipResult.UNVERIFIABLE
+        theirs = signed.checkpoint
+        mine = self.trusted if self.trusted is not None else await self.refresh()
+        result = await self._compare(theirs.size, theirs.root, mine, key)
+        if theirs.size <= mine.size:
+            self._gossip_checked.add(checkpoint)
+        return result
+
+    async def _compare(
+        self, size: int, root: bytes, mine: TrustedHead, key: NoteVerifier
+    ) -> GossipResult:
+        theirs = _Head(size, root)
+        if theirs.size == mine.size:
+            if not hmac.compare_digest(theirs.root, mine.root):
+                raise KtFork(
+                    f"a contact was shown another log of size {theirs.size} than this device "
+                    "(split view)"
+                )
+            return GossipResult.CONSISTENT
+        small, large = sorted([(theirs.size, theirs.root), (mine.size, mine.root)])
+        for _ in range(3):  # the log may grow between the two answers: ask again
+            size_a, root_a, proof_a = await self._signed_head(small[0], key)
+            size_b, root_b, proof_b = await self._signed_head(large[0], key)
+            if size_a == size_b:
+                break
+        else:
+            raise KtUnavailable("the log grew during the gossip check: retry later")
+        if not hmac.compare_digest(root_a, root_b):
+            raise KtFork(f"the server signed two different logs of size {size_a}")
+        if size_a < large[0]:
+            raise KtFork(
+                f"the server's log (size {size_a}) does not reach the head of size {large[0]} "
+                "that this device or a contact verified (split view or rollback)"
+            )
+        for (size, root), proof in ((small, proof_a), (large, proof_b)):
+            try:
+                if size == size_a:
+                    if not hmac.compare_digest(root, root_a):
+                        raise InvalidProof("another root")
+                elif size > 0:
+                    verify_consistency(size, size_a, root, root_a, proof)
+            except InvalidProof:
+                raise KtFork(
+                    f"the log head of size {size} that this device or a contact verified is "
+                    f"not part of the server's log of size {size_a} (split view)"
+                ) from None
+        return GossipResult.CONSISTENT
+
+    async def _signed_head(self, since: int, key: NoteVerifier) -> tuple[int, bytes, list[bytes]]:
+        """The server's latest (size, root) signed by the log, and its consistency proof from
+        ``since`` (no witness needed: this is only compared with other log-signed heads)."""
+        head = await self.source.kt_head(since)
+        try:
+            signed = SignedCheckpoint.decode(head.checkpoint)
+            verify_checkpoint(signed, key)
+        except DecodeError as exc:
+            raise KtViolation(f"malformed checkpoint: {exc}") from None
+        except (InvalidSignature, ValidationError) as exc:
+            raise KtViolation(f"checkpoint signature: {exc}") from None
+        if head.since != since:
+            raise KtViolation("the head answers for another size than asked")
+        return signed.checkpoint.size, signed.checkpoint.root, list(head.consistency)
+
     # --- building the next version ---------------------------------------------------------
 
     async def next_list(
@@ -724,6 +827,7 @@ def without_device(device_id: str) -> Callable[[list[Device]], list[Device]]:
 __all__ = [
     "INSECURE_WARNING",
     "DirectoryDevice",
+    "GossipResult",
     "KeyNotInTransparencyLog",
     "KtConfig",
     "KtError",
