@@ -19,9 +19,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from doorless.client import Client, MessageReceived
+from doorless.client import AlarmKind, Client, MessageReceived, TransparencyAlarm
 
 from .helpers import PASSPHRASE, Devices, ServerProcess, doorless_command, options, run_cli
 
@@ -173,3 +174,95 @@ def test_split_view_against_a_fresh_client(
         assert "hello bob" in got.stdout, got.stderr
     finally:
         fork.stop()
+
+
+# --- without a witness: checkpoint gossip ------------------------------------------------------
+
+
+class KtFrom(httpx.AsyncHTTPTransport):
+    """Carol's network as the operator routes it: her key-transparency requests go to the
+    fork once ``fork_port`` is set, everything else (directory, messages) to the honest
+    server."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fork_port: int | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.fork_port is not None and request.url.path.startswith("/v1/kt/"):
+            request.url = request.url.copy_with(port=self.fork_port)
+        return await super().handle_async_request(request)
+
+
+def alarms(client: Client) -> list[TransparencyAlarm]:
+    """The alarms emitted since the last call (the client's event backlog)."""
+    backlog = client._hub._backlog
+    found = [e for e in backlog if isinstance(e, TransparencyAlarm)]
+    backlog.clear()
+    return found
+
+
+@pytest.mark.asyncio
+async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None:
+    """No witness anywhere (quorum 0). The operator forks the log after carol's
+    registration: in carol's view "bob" is the operator's device. The first message carol
+    exchanges with alice, who sees the honest log, exposes the fork, on both sides."""
+    honest = ServerProcess(tmp_path / "honest", tmp_path / "honest.log")
+    honest.start()
+    fork = ServerProcess(tmp_path / "fork", tmp_path / "fork.log")
+    users = Devices(honest.url, tmp_path / "profiles")
+    operator = Devices(fork.url, tmp_path / "operator")
+    route = KtFrom()
+    try:
+        alice = await users.account("alice")
+        carol = users._add(
+            "carol",
+            await Client.create_account(
+                users.profile("carol"),
+                PASSPHRASE,
+                server_url=honest.url,
+                username="carol",
+                options=options(http_transport=route),
+            ),
+        )
+        # The fork: from here on, the honest log gets the real bob, carol's view the
+        # operator's.
+        copy_server(honest, fork.data_dir)
+        fork.start()
+        bob = await users.account("bob")
+        await operator.account("ghost", username="bob")
+        route.fork_port = fork.port
+
+        # An honest message raises nothing.
+        to_alice = await bob.start_direct("alice")
+        await bob.send_text(to_alice.id, "hello alice")
+        await alice.sync()
+        assert alarms(alice) == []
+
+        # Carol's view of the log now holds the operator's "bob" (and nothing in it
+        # contradicts itself: on its own, her client cannot tell).
+        assert set((await carol._core.kt.device_list("bob")).devices()) == {
+            operator.clients["ghost"].device_id
+        }
+        assert alarms(carol) == []
+        conv = await carol.start_direct("alice")
+        await carol.send_text(conv.id, "hi alice")
+
+        # Alice receives carol's message with the checkpoint carol verified: a log of the
+        # same server that the server cannot show to be her own.
+        await alice.sync()
+        (alarm,) = alarms(alice)
+        assert alarm.kind is AlarmKind.LOG_VIOLATION and "carol" in alarm.detail
+        assert "hi alice" in [m.text for m in await alice.history(conv.id)]
+
+        # Alice answers: carol's client sees alice's checkpoint, and raises the alarm too.
+        await alice.send_text(conv.id, "hi carol")
+        await carol.sync()
+        (alarm,) = alarms(carol)
+        assert alarm.kind is AlarmKind.LOG_VIOLATION and "alice" in alarm.detail
+        assert "split view" in alarm.detail
+    finally:
+        await users.close_all()
+        await operator.close_all()
+        fork.stop()
+        honest.stop()
