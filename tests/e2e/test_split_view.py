@@ -13,6 +13,7 @@ where "bob" is a device the operator controls. Carol, a fresh client, is served 
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -22,7 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from doorless.client import AlarmKind, Client, MessageReceived, TransparencyAlarm
+from doorless.client import (
+    AlarmKind,
+    Client,
+    GossipResult,
+    KtFork,
+    MessageReceived,
+    TransparencyAlarm,
+)
 
 from .helpers import PASSPHRASE, Devices, ServerProcess, doorless_command, options, run_cli
 
@@ -172,6 +180,21 @@ def test_split_view_against_a_fresh_client(
         assert INSECURE not in result.stderr + sent.stderr
         got = run_cli(profiles / "bob", "receive", json_output=True)
         assert "hello bob" in got.stdout, got.stderr
+
+        # 'doorless verify' shows the log key fingerprint and compares checkpoints: erin and
+        # bob see the same log; carol, served the fork, is shown to be on another one.
+        shown = json.loads(run_cli(erin, "verify", "@bob", json_output=True).stdout)
+        theirs = json.loads(run_cli(profiles / "bob", "verify", "@erin", json_output=True).stdout)
+        assert shown["log_key_fingerprint"] == theirs["log_key_fingerprint"]
+        same = run_cli(
+            erin, "verify", "@bob", "--checkpoint", theirs["checkpoint"], json_output=True
+        )
+        assert json.loads(same.stdout)["checkpoint_compared"] == "consistent", same.stderr
+        forked = run_cli(carol, "verify", "@bob", "--checkpoint", theirs["checkpoint"])
+        assert forked.returncode == 1
+        assert "KEY TRANSPARENCY ALARM" in forked.stderr, forked.stderr
+        bad = run_cli(erin, "verify", "@bob", "--checkpoint", "not base64!")
+        assert bad.returncode == 2 and "base64" in bad.stderr
     finally:
         fork.stop()
 
@@ -261,6 +284,12 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
         (alarm,) = alarms(carol)
         assert alarm.kind is AlarmKind.LOG_VIOLATION and "alice" in alarm.detail
         assert "split view" in alarm.detail
+
+        # The same comparison on demand (what 'doorless verify --checkpoint' does).
+        honest_view = await alice.log_view()
+        assert await bob.compare_checkpoint(honest_view.checkpoint) is GossipResult.CONSISTENT
+        with pytest.raises(KtFork):
+            await carol.compare_checkpoint(honest_view.checkpoint)
     finally:
         await users.close_all()
         await operator.close_all()

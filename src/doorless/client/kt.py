@@ -47,6 +47,7 @@ Error tree (all `doorless.errors.RemoteError`)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import time
@@ -209,6 +210,23 @@ class VerifiedDeviceList:
 
     def device(self, device_id: str) -> Device | None:
         return self.device_list.device(device_id.encode("ascii"))
+
+
+@dataclass(frozen=True, slots=True)
+class LogView:
+    """This device's view of the log, to compare out of band (``doorless verify``): the
+    pinned log key with its fingerprint, and the latest verified checkpoint."""
+
+    log_key: str
+    size: int
+    root: bytes
+    checkpoint: bytes  # the signed note, as `check_gossip` takes it
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the log key, first 128 bits in groups of four hex digits."""
+        digest = hashlib.sha256(self.log_key.encode("utf-8")).hexdigest()[:32]
+        return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
 
 
 class GossipResult(StrEnum):
@@ -751,6 +769,12 @@ class KtVerifier:
                 ) from None
         return GossipResult.CONSISTENT
 
+    async def view(self) -> LogView:
+        """The latest head (refreshed now) and the pinned log key."""
+        head = await self.refresh()
+        key = await self._key()
+        return LogView(key.vkey(), head.size, head.root, head.checkpoint)
+
     async def _signed_head(self, since: int, key: NoteVerifier) -> tuple[int, bytes, list[bytes]]:
         """The server's latest (size, root) signed by the log, and its consistency proof from
         ``since`` (no witness needed: this is only compared with other log-signed heads)."""
@@ -838,6 +862,7 @@ __all__ = [
     "KtUnavailable",
     "KtVerifier",
     "KtViolation",
+    "LogView",
     "TrustedHead",
     "UnapprovedDevice",
     "VerifiedDeviceList",
