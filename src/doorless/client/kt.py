@@ -712,8 +712,11 @@ class KtVerifier:
         that lies; it proves nothing about the server). Raises `KtFork` when the two heads
         cannot both belong to one log: the same size with another root, or a server that
         cannot prove the smaller one is a prefix of the larger (both are signed by the log:
-        they are evidence against it). Needs no witness: the log's signature suffices. Network
-        errors propagate (retry later); nothing is persisted."""
+        they are evidence against it). The comparison needs only the log's signature; when the
+        contact's head is newer than this device's, this device first catches up (`refresh`,
+        with its witness policy, persisting the new head as usual). Network errors and
+        `KtUnavailable` propagate (retry later). A checkpoint found to be a prefix of this
+        device's log is remembered, so the same one costs no request again."""
         if checkpoint in self._gossip_checked:
             return GossipResult.CONSISTENT  # a prefix of the (append-only) trusted log
         key = await self._key()
@@ -724,15 +727,17 @@ class KtVerifier:
             return GossipResult.UNVERIFIABLE
         theirs = signed.checkpoint
         mine = self.trusted if self.trusted is not None else await self.refresh()
-        result = await self._compare(theirs.size, theirs.root, mine, key)
+        if theirs.size > mine.size:
+            # Catch up first (a fully verified head, witnessed as configured, adopted as
+            # usual): the contact's head is then usually a prefix of this device's, which one
+            # answer of the server proves, and later messages carrying it cost nothing.
+            mine = await self.refresh()
+        result = await self._compare(_Head(theirs.size, theirs.root), mine, key)
         if theirs.size <= mine.size:
             self._gossip_checked.add(checkpoint)
         return result
 
-    async def _compare(
-        self, size: int, root: bytes, mine: TrustedHead, key: NoteVerifier
-    ) -> GossipResult:
-        theirs = _Head(size, root)
+    async def _compare(self, theirs: _Head, mine: TrustedHead, key: NoteVerifier) -> GossipResult:
         if theirs.size == mine.size:
             if not hmac.compare_digest(theirs.root, mine.root):
                 raise KtFork(
@@ -741,8 +746,12 @@ class KtVerifier:
                 )
             return GossipResult.CONSISTENT
         small, large = sorted([(theirs.size, theirs.root), (mine.size, mine.root)])
-        for _ in range(3):  # the log may grow between the two answers: ask again
+        proof_b: list[bytes]
+        for _ in range(3):  # the log may grow between two answers: ask again
             size_a, root_a, proof_a = await self._signed_head(small[0], key)
+            if size_a <= large[0]:
+                size_b, root_b, proof_b = size_a, root_a, []  # no second answer needed
+                break
             size_b, root_b, proof_b = await self._signed_head(large[0], key)
             if size_a == size_b:
                 break
