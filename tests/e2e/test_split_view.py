@@ -144,6 +144,16 @@ def test_split_view_against_a_fresh_client(
 
         assert asyncio.run(operator_reads()) == ["the secret"]
 
+        # The daemon's --witness applies the same policy for one run: carol's daemon then
+        # refuses the fork's heads (its logView needs a verified head); without it, it does not.
+        ask = '{"jsonrpc":"2.0","id":1,"method":"logView"}\n'
+        plain = run_cli(carol, "daemon", "--json-rpc", stdin=ask)
+        assert "result" in json.loads(plain.stdout.splitlines()[0]), plain.stderr
+        strict = run_cli(carol, "daemon", "--json-rpc", "--witness", key, stdin=ask)
+        answer = json.loads(strict.stdout.splitlines()[0])
+        assert "not witnessed" in answer["error"]["message"], strict
+        assert not (carol / "config.toml").exists()  # for that run only
+
         # Dave, the same fresh client, with the witness given on the command line: no head
         # of the fork is cosigned, so nothing is accepted from it, and he sends nothing.
         dave = profiles / "dave"
