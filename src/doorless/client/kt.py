@@ -103,8 +103,11 @@ T = TypeVar("T")
 
 INSECURE_WARNING = (
     "KEY TRANSPARENCY WITHOUT WITNESSES: no witness cosignature is required (quorum 0), so the "
-    "server could show this device a different log than everyone else's and go unnoticed. "
-    "Configure at least one independent witness."
+    "server could show this device a different log than everyone else's, noticed only "
+    "afterwards (at the first message exchanged with a contact who sees the real log). "
+    "Configure at least one independent witness (the CLI: 'doorless config set kt.witnesses "
+    "KEY', with a key you got from the witness itself, not from the server; "
+    "docs/key-transparency.md)."
 )
 
 
