@@ -294,6 +294,11 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
         (alarm,) = alarms(carol)
         assert alarm.kind is AlarmKind.LOG_VIOLATION and "alice" in alarm.detail
         assert "split view" in alarm.detail
+        # Reported once: the next message with the same checkpoint is shown without a new alarm.
+        await alice.send_text(conv.id, "still there?")
+        await carol.sync()
+        assert alarms(carol) == []
+        assert "still there?" in [m.text for m in await carol.history(conv.id)]
 
         # The same comparison on demand (what 'doorless verify --checkpoint' does).
         honest_view = await alice.log_view()

@@ -338,7 +338,10 @@ async def on_application(
 async def _gossip(s: Session, checkpoint: bytes, sender: DeviceRef) -> TransparencyAlarm | None:
     """Checkpoint gossip (rule 5 of `doorless.client.kt`): the log head the sender verified
     against this device's. A fork is an alarm (the message itself is authentic and shown);
-    network failures propagate, so the message stays queued and is checked again."""
+    network failures propagate, so the message stays queued and is checked again. A fork
+    already reported in this session is not reported again for every message."""
+    if s.kt.known_fork(checkpoint):
+        return None
     try:
         result = await s.kt.check_gossip(checkpoint)
     except KtViolation as e:

@@ -323,6 +323,7 @@ class KtVerifier:
         self._history: dict[str, dict[int, DeviceList]] = {}
         self._warned = False
         self._gossip_checked: set[bytes] = set()  # contacts' checkpoints within the trusted log
+        self._gossip_forks: dict[bytes, str] = {}  # contacts' checkpoints proven to be a fork
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -722,6 +723,8 @@ class KtVerifier:
         device's log is remembered, so the same one costs no request again."""
         if checkpoint in self._gossip_checked:
             return GossipResult.CONSISTENT  # a prefix of the (append-only) trusted log
+        if checkpoint in self._gossip_forks:
+            raise KtFork(self._gossip_forks[checkpoint])
         key = await self._key()
         try:
             signed = SignedCheckpoint.decode(checkpoint)
@@ -735,10 +738,18 @@ class KtVerifier:
             # usual): the contact's head is then usually a prefix of this device's, which one
             # answer of the server proves, and later messages carrying it cost nothing.
             mine = await self.refresh()
-        result = await self._compare(_Head(theirs.size, theirs.root), mine, key)
+        try:
+            result = await self._compare(_Head(theirs.size, theirs.root), mine, key)
+        except KtFork as exc:
+            self._gossip_forks[checkpoint] = str(exc)  # the next message costs no request
+            raise
         if theirs.size <= mine.size:
             self._gossip_checked.add(checkpoint)
         return result
+
+    def known_fork(self, checkpoint: bytes) -> bool:
+        """True when ``checkpoint`` was already proven a fork in this session."""
+        return checkpoint in self._gossip_forks
 
     async def _compare(self, theirs: _Head, mine: TrustedHead, key: NoteVerifier) -> GossipResult:
         if theirs.size == mine.size:
