@@ -204,6 +204,11 @@ def save(profile: Path, config: ProfileConfig) -> None:
     os.replace(tmp, path)
 
 
+def has_profile_data(profile: Path) -> bool:
+    """Whether the profile folder holds anything but its settings (a store, a lock)."""
+    return profile.is_dir() and any(p.name != CONFIG_FILE for p in profile.iterdir())
+
+
 def with_flags(
     config: ProfileConfig, witnesses: list[str] | None, quorum: int | None
 ) -> ProfileConfig:
@@ -336,6 +341,7 @@ __all__ = [
     "QuorumOption",
     "WitnessOption",
     "app",
+    "has_profile_data",
     "load",
     "parse_value",
     "save",

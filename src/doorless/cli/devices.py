@@ -84,7 +84,7 @@ def link(
     """
     st = state(ctx)
     name = username.removeprefix("@")
-    new = not (st.profile.is_dir() and any(st.profile.iterdir()))
+    new = not profile_config.has_profile_data(st.profile)
 
     async def main() -> None:
         config = profile_config.with_flags(profile_config.load(st.profile), witness, witness_quorum)

@@ -271,7 +271,7 @@ async def with_passphrase(
 
 
 def require_profile(profile: Path) -> None:
-    if not profile.is_dir() or not any(profile.iterdir()):
+    if not profile_config.has_profile_data(profile):
         raise CliError(
             ErrorCode.NO_ACCOUNT,
             f"no Doorless profile in {profile}: create one with 'doorless account create' or "
