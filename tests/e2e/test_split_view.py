@@ -1,13 +1,21 @@
 """Split view against a fresh client, through real processes: a real ``doorless server``
 (honest), a real ``doorless witness`` watching it, and a second real server process that the
 operator built from a copy of the honest one's database (same server id, same log key) and
-where "bob" is a device the operator controls. Carol, a fresh client, is served the fork.
+where "bob" is a device the operator controls.
+
+`test_split_view_against_a_fresh_client` (the CLI, as separate processes):
 
 * Without a witness (the default, quorum 0) the attack works: carol's message to "bob" is
   read by the operator's device, and carol's commands print the insecure-KT warning.
-* With the witness configured through the CLI (``account create --witness KEY``), the forked
-  log is refused before carol can send anything: no head of the fork is cosigned.
-* The same witness setting on the honest server works, and the warning is gone.
+* With the witness configured through the CLI (``account create --witness KEY``), dave, served
+  the same fork, cannot send anything to "bob": no head showing the operator's "bob" is
+  cosigned. The daemon's ``--witness`` does the same for one run.
+* The same witness setting (``doorless config set``) on the honest server works, the warning
+  is gone, and ``doorless verify --checkpoint`` tells the two views apart.
+
+`test_split_view_is_caught_by_checkpoint_gossip` (library clients, no witness): carol's
+key-transparency requests go to the fork, everything else to the honest server; the first
+message she exchanges with alice raises the alarm on both sides.
 """
 
 from __future__ import annotations
