@@ -286,6 +286,7 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
             operator.clients["ghost"].device_id
         }
         assert alarms(carol) == []
+        forked_size = (await carol.log_view()).size
         conv = await carol.start_direct("alice")
         await carol.send_text(conv.id, "hi alice")
 
@@ -307,6 +308,18 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
         await carol.sync()
         assert alarms(carol) == []
         assert "still there?" in [m.text for m in await carol.history(conv.id)]
+
+        # Commits carry the checkpoint too (in their authenticated data): the fork grows,
+        # carol verifies its new head, and her next commit in a group with alice shows it.
+        await operator.account("ghost2", username="mallory")
+        assert (await carol.log_view()).size > forked_size  # carol verifies the new head
+        group = await carol.create_group("plans", ["alice"])
+        await alice.sync()  # joins by Welcome (no checkpoint in a Welcome)
+        assert alarms(alice) == []
+        await carol.rename(group.id, "plans v2")
+        await alice.sync()
+        (alarm,) = alarms(alice)
+        assert alarm.kind is AlarmKind.LOG_VIOLATION and "carol" in alarm.detail
 
         # The same comparison on demand (what 'doorless verify --checkpoint' does).
         honest_view = await alice.log_view()

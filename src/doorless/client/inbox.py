@@ -378,6 +378,7 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
     gid = conv.group_id
     by: DeviceRef | None = None
     after: set[DeviceRef] | None = None
+    alarm = await _commit_gossip(s, staged)  # NETWORK: the commit stays queued
     try:
         by = device_ref_of(staged.credential)
         if staged.self_removed:
@@ -398,6 +399,8 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
         # Refusing the commit leaves this device behind the group, visibly; merging it
         # would accept a device nobody approved (I3).
         await mark(s, key)
+        if alarm is not None:
+            s.hub.emit(alarm)
         s.fail(FailureReason.INVALID_MEMBER, str(e), conversation=gid, sender=by)
         return
     now = s.now_ms()
@@ -409,7 +412,20 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
         tx.update_group(new.stored())
 
     await s.save(new, write)
+    if alarm is not None:
+        s.hub.emit(alarm)
     membership.membership_events(s, conv, new, by, after)
+
+
+async def _commit_gossip(s: Session, staged: StagedCommit) -> TransparencyAlarm | None:
+    """The log checkpoint a commit carries in its authenticated data (`_gossip`)."""
+    if not staged.authenticated_data:
+        return None
+    try:
+        by = device_ref_of(staged.credential)
+    except DoorlessError:
+        return None  # no device to name: `on_commit` refuses the commit itself
+    return await _gossip(s, staged.authenticated_data, by)
 
 
 async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome) -> None:
