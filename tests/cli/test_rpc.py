@@ -189,3 +189,39 @@ def test_every_error_code_is_documented() -> None:
     text = DOCS.read_text()
     for name, code in rpc.ERROR_CODES.items():
         assert f"`{name}`" in text and str(code) in text, name
+
+
+def test_log_view_and_compare_checkpoint() -> None:
+    """What the KT methods answer and how a fork and bad input become errors."""
+    from doorless.client import GossipResult, KtFork, LogView
+
+    class KtClient(FakeClient):
+        outcome: Any = GossipResult.CONSISTENT
+
+        async def log_view(self) -> LogView:
+            return LogView("log+01234567+AAAA", 7, bytes(32), b"note\n")
+
+        async def compare_checkpoint(self, checkpoint: bytes) -> GossipResult:
+            assert checkpoint == b"note\n"
+            if isinstance(self.outcome, Exception):
+                raise self.outcome
+            return cast(GossipResult, self.outcome)
+
+    fake = KtClient()
+
+    def call(method: str, params: Any = None) -> Any:
+        return json.loads(asyncio.run(rpc.dispatch(cast(Client, fake), request(method, params))))
+
+    view = call("logView")["result"]
+    assert view["log_size"] == 7 and view["checkpoint"] == "bm90ZQo="
+    assert len(view["log_key_fingerprint"].split()) == 8
+    params = {"user": "bob", "checkpoint": "bm90ZQo="}
+    assert call("compareCheckpoint", params)["result"] == {"result": "consistent"}
+    fake.outcome = KtFork("two different logs of size 7 (split view)")
+    error = call("compareCheckpoint", params)["error"]
+    assert error["data"]["error"] == "remote_error"
+    assert error["message"].startswith("KEY TRANSPARENCY ALARM")
+    fake.outcome = GossipResult.UNVERIFIABLE
+    assert call("compareCheckpoint", params)["error"]["data"]["error"] == "invalid"
+    bad = call("compareCheckpoint", {"user": "bob", "checkpoint": "not base64!"})
+    assert bad["error"]["data"]["error"] == "usage"

@@ -24,8 +24,8 @@ FAST_ARGON2 = Argon2Params(time_cost=1, memory_cost_kib=8, parallelism=1)
 class ServerProcess(servers.ServerProcess):
     """``doorless server`` at debug level (the most it ever writes, for the canary scans)."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
-        super().__init__(data_dir=data_dir, log_path=log_path, log_level="debug")
+    def __init__(self, data_dir: Path, log_path: Path, *, args: tuple[str, ...] = ()) -> None:
+        super().__init__(data_dir=data_dir, log_path=log_path, log_level="debug", args=args)
 
     @property
     def database(self) -> Path:

@@ -30,6 +30,7 @@ from doorless.franking import AttachmentDescriptor, seal_attachment
 from doorless.mls.credential import BasicCredential, X509Credential
 from doorless.mls.extensions import Extension
 from doorless.wire.payload import (
+    MAX_CHECKPOINT_BYTES,
     MAX_TEXT_BYTES,
     FileBody,
     Payload,
@@ -83,6 +84,39 @@ def test_payload_encoding_is_pinned() -> None:
     )
 
 
+def test_payload_with_a_checkpoint_is_version_2_and_pinned() -> None:
+    """Checkpoint gossip (docs/key-transparency.md): the sender's verified log head."""
+    p = Payload(bytes(range(16)), 0x0102030405060708, PayloadKind.text, b"hi", b"cp")
+    assert encode(p).hex() == (
+        "02"  # version
+        "000102030405060708090a0b0c0d0e0f"  # message_id[16]
+        "0102030405060708"  # sent_at_ms
+        "0001"  # kind = text
+        "02"
+        + b"hi".hex()  # body<V>
+        + "02"
+        + b"cp".hex()  # checkpoint<V>
+    )
+    assert decode(Payload, encode(p)) == p
+    # A version-1 payload (an older sender) is still read, without a checkpoint.
+    old = decode(Payload, bytes.fromhex("01" + "00" * 16 + "00" * 8 + "0001" + "00"))
+    assert old.checkpoint == b""
+
+
+def test_payload_checkpoint_size_is_bounded() -> None:
+    with pytest.raises(ConfigurationError):
+        Payload(bytes(16), 0, PayloadKind.text, b"", bytes(MAX_CHECKPOINT_BYTES + 1))
+    w = Writer()
+    w.push_uint8(2)
+    w.push_bytes(bytes(16))
+    w.push_uint64(0)
+    w.push_uint16(1)
+    w.push_opaque(b"")
+    w.push_opaque(bytes(MAX_CHECKPOINT_BYTES + 1))
+    with pytest.raises(DecodeError):
+        decode(Payload, w.getvalue())
+
+
 @given(
     message_id=st.binary(min_size=16, max_size=16),
     sent_at=st.integers(0, 2**64 - 1),
@@ -100,7 +134,13 @@ def test_payload_round_trips(message_id: bytes, sent_at: int, kind: int, body: b
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(b"\x02" + bytes(16) + bytes(8) + b"\x00\x01\x00", id="version-2"),
+        pytest.param(b"\x03" + bytes(16) + bytes(8) + b"\x00\x01\x00", id="version-3"),
+        pytest.param(
+            b"\x02" + bytes(16) + bytes(8) + b"\x00\x01\x00", id="version-2-no-checkpoint"
+        ),
+        pytest.param(
+            b"\x02" + bytes(16) + bytes(8) + b"\x00\x01\x00\x00", id="version-2-empty-checkpoint"
+        ),
         pytest.param(b"\x01" + bytes(15), id="short-message-id"),
         pytest.param(b"\x01" + bytes(16) + bytes(8) + b"\x00\x01\x05ab", id="body-too-short"),
         pytest.param(b"\x01" + bytes(16) + bytes(8) + b"\x00\x01\x00\x00", id="trailing-byte"),

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from doorless import client as dl
+from doorless.cli import config as profile_config
 from doorless.cli import rpc
 from doorless.cli.common import state
+from doorless.cli.config import QuorumOption, WitnessOption
 from doorless.cli.output import JSON, emit, fingerprint
 from doorless.cli.session import client_options, open_client, run, with_passphrase
 
@@ -70,16 +72,22 @@ def create(
         typer.Option("--invite", metavar="CODE", help="Invite code, if the server needs one."),
     ] = None,
     device_name: DeviceNameOption = "",
+    witness: WitnessOption = None,
+    witness_quorum: QuorumOption = None,
 ) -> None:
     """Register USERNAME on the server, with this profile as its first device.
 
     The profile (--profile, $DOORLESS_PROFILE or ~/.doorless) is encrypted with a key from
-    the passphrase in $DOORLESS_PASSPHRASE, or asked for on the terminal.
+    the passphrase in $DOORLESS_PASSPHRASE, or asked for on the terminal. With --witness, every
+    log head this device accepts (from the registration on) must be cosigned by those
+    witnesses; the keys are saved in the profile's config.toml ('doorless config').
     """
     st = state(ctx)
     name = username.removeprefix("@")
 
     async def main() -> None:
+        config = profile_config.with_flags(profile_config.load(st.profile), witness, witness_quorum)
+
         async def open_with(passphrase: str | None) -> Client:
             return await dl.Client.create_account(
                 st.profile,
@@ -88,12 +96,14 @@ def create(
                 username=name,
                 invite_code=invite,
                 device_name=device_name,
-                options=client_options(),
+                options=client_options(config=config),
             )
 
         client = await with_passphrase(st.profile, open_with, new=True)
         async with client:
             info = account_json(client)
+        if witness or witness_quorum is not None:
+            profile_config.save(st.profile, config)
         emit(st.json, info, lambda: "created " + _account_text(info))
 
     run(st, main)

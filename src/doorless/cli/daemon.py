@@ -30,6 +30,7 @@ import typer
 
 from doorless import __version__
 from doorless import client as dl
+from doorless.cli import config as profile_config
 from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.messaging import receive_cursor
@@ -249,6 +250,26 @@ def daemon(
     log_level: Annotated[
         str, typer.Option(help="Log level on stderr: debug, info, warning or error.")
     ] = "warning",
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            metavar="VKEY",
+            help=(
+                "Require this witness's cosignatures for this run (repeatable; instead of "
+                "kt.witnesses of the profile's config.toml, which is not changed)."
+            ),
+        ),
+    ] = None,
+    witness_quorum: Annotated[
+        int | None,
+        typer.Option(
+            "--witness-quorum",
+            min=0,
+            metavar="N",
+            help="How many witnesses must cosign (default: kt.quorum, else all).",
+        ),
+    ] = None,
 ) -> None:
     """Keep the client running and serve JSON-RPC 2.0 (for bots and other programs).
 
@@ -269,7 +290,12 @@ def daemon(
     )
 
     async def main() -> None:
-        client = await open_client(st, push=True)
+        config = None
+        if witness or witness_quorum is not None:
+            config = profile_config.with_flags(
+                profile_config.load(st.profile), witness, witness_quorum
+            )
+        client = await open_client(st, push=True, config=config)
         async with client:
             await run_daemon(client, stdio=json_rpc, socket_path=socket_path)
 

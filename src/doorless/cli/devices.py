@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from doorless import client as dl
+from doorless.cli import config as profile_config
 from doorless.cli import rpc
 from doorless.cli.account import DeviceNameOption, ServerOption, account_json
 from doorless.cli.common import state
+from doorless.cli.config import QuorumOption, WitnessOption
 from doorless.cli.output import JSON, clock, device_json, emit, emit_json, fingerprint
 from doorless.cli.session import (
     CliError,
@@ -71,6 +73,8 @@ def link(
             help="Give up after S seconds (default: wait until the code expires).",
         ),
     ] = None,
+    witness: WitnessOption = None,
+    witness_quorum: QuorumOption = None,
 ) -> None:
     """Make this (new, empty) profile another device of USERNAME.
 
@@ -80,9 +84,11 @@ def link(
     """
     st = state(ctx)
     name = username.removeprefix("@")
-    new = not (st.profile.is_dir() and any(st.profile.iterdir()))
+    new = not profile_config.has_profile_data(st.profile)
 
     async def main() -> None:
+        config = profile_config.with_flags(profile_config.load(st.profile), witness, witness_quorum)
+
         async def open_with(passphrase: str | None) -> DeviceLink:
             return await dl.Client.begin_link(
                 st.profile,
@@ -90,10 +96,12 @@ def link(
                 server_url=server,
                 username=name,
                 device_name=device_name,
-                options=client_options(),
+                options=client_options(config=config),
             )
 
         pending = await with_passphrase(st.profile, open_with, new=new)
+        if witness or witness_quorum is not None:
+            profile_config.save(st.profile, config)  # kept for a resumed link and afterwards
         shown = {
             "code": pending.code,
             "device_id": pending.device_id,

@@ -24,6 +24,7 @@ from doorless.cli import (
     verify,
     witness,
 )
+from doorless.cli import config as profile_config
 from doorless.cli.common import State, default_profile
 from doorless.cli.server import server_app
 
@@ -95,6 +96,7 @@ app.command("verify", help=verify.HELP, short_help="Show and confirm a safety nu
 # The messenger (docs/cli.md). Each module holds its commands and the matching JSON-RPC methods
 # of the daemon; registering a module here is all a new command needs.
 app.add_typer(account.app, name="account")
+app.add_typer(profile_config.app, name="config")
 app.add_typer(devices.app, name="device")
 app.add_typer(groups.app, name="group")
 app.command("send", short_help="Send a text to @USER or --group NAME.")(messaging.send)

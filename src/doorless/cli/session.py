@@ -23,12 +23,14 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import typer
 
 from doorless import client as dl
+from doorless.cli import config as profile_config
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
 from doorless.cli.output import emit_json, one_line
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
+    from doorless.cli.config import ProfileConfig
     from doorless.client import Client, Conversation, MessageInfo
 
 T = TypeVar("T")
@@ -227,11 +229,20 @@ async def _as_coroutine(main: Callable[[], Awaitable[None]]) -> None:
 base_options: dl.ClientOptions | None = None
 
 
-def client_options(*, push: bool = False) -> dl.ClientOptions:
+def client_options(
+    *, push: bool = False, profile: Path | None = None, config: ProfileConfig | None = None
+) -> dl.ClientOptions:
     """One-shot commands fetch by hand (`Client.sync`); long-running ones (``receive
-    --timeout``, the daemon) use the WebSocket."""
+    --timeout``, the daemon) use the WebSocket. The key-transparency settings (witnesses,
+    quorum) come from ``config``, else from the profile's ``config.toml``
+    (`doorless.cli.config`); without either, the base options' are kept."""
     base = base_options if base_options is not None else dl.ClientOptions()
-    return dataclasses.replace(base, push=push)
+    options = dataclasses.replace(base, push=push)
+    if config is None and profile is not None:
+        config = profile_config.load(profile)
+    if config is not None and config.values:
+        options = dataclasses.replace(options, kt=config.kt_config())
+    return options
 
 
 def _prompt(profile: Path, new: bool) -> str:
@@ -260,7 +271,7 @@ async def with_passphrase(
 
 
 def require_profile(profile: Path) -> None:
-    if not profile.is_dir() or not any(profile.iterdir()):
+    if not profile_config.has_profile_data(profile):
         raise CliError(
             ErrorCode.NO_ACCOUNT,
             f"no Doorless profile in {profile}: create one with 'doorless account create' or "
@@ -268,9 +279,13 @@ def require_profile(profile: Path) -> None:
         )
 
 
-async def open_client(st: State, *, push: bool = False) -> Client:
+async def open_client(
+    st: State, *, push: bool = False, config: ProfileConfig | None = None
+) -> Client:
+    """Open the profile's client with its settings (``config``: instead of its
+    ``config.toml``)."""
     require_profile(st.profile)
-    options = client_options(push=push)
+    options = client_options(push=push, profile=st.profile, config=config)
 
     async def open_with(passphrase: str | None) -> Client:
         return await dl.Client.open(st.profile, passphrase, options=options)

@@ -1,6 +1,9 @@
 """``doorless witness --server URL --state DIR``: run a key-transparency witness
 (`doorless.witness`). It prints its verifier key first: give it to the server operator
-(``doorless server --kt-witness KEY``) and to the clients that should require it."""
+(``doorless server --kt-witness KEY``) and to the clients that should require it
+(``doorless account create --witness KEY`` or ``doorless config set kt.witnesses KEY``).
+``--print-key`` prints the key (creating the witness's state if needed) without contacting
+any server, so the server can be started with it before the witness runs."""
 
 from __future__ import annotations
 
@@ -22,7 +25,10 @@ HELP = (
 
 def command(
     ctx: typer.Context,
-    server: Annotated[str, typer.Option("--server", metavar="URL", help="The server to watch.")],
+    server: Annotated[
+        str | None, typer.Option("--server", metavar="URL", help="The server to watch.")
+    ] = None,
+    *,
     state_dir: Annotated[
         Path,
         typer.Option(
@@ -40,16 +46,38 @@ def command(
         float, typer.Option(min=0.1, metavar="SECONDS", help="Polling interval.")
     ] = 10.0,
     once: Annotated[bool, typer.Option("--once", help="Poll once and exit.")] = False,
+    print_key: Annotated[
+        bool,
+        typer.Option(
+            "--print-key", help="Print this witness's key and exit (no server is contacted)."
+        ),
+    ] = False,
 ) -> None:
     """Watch one server's transparency log and cosign its consistent checkpoints."""
     from doorless.client.transport import Transport
     from doorless.errors import ConfigurationError, RemoteError
+    from doorless.kt.checkpoint import NoteVerifier, SignatureType, ed25519_public_key
     from doorless.witness import Witness, WitnessRefused, WitnessState
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     json_output = state(ctx).json
+    if print_key:
+        store = WitnessState(state_dir)
+        try:
+            seed = store.seed()
+        finally:
+            store.close()
+        try:
+            vkey = NoteVerifier(name, SignatureType.COSIGNATURE_V1, ed25519_public_key(seed)).vkey()
+        except ConfigurationError as exc:
+            fail_usage(str(exc))
+        typer.echo(json.dumps({"witness_key": vkey}) if json_output else vkey)
+        return
+    if server is None:
+        fail_usage("say which server to watch: --server URL")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def main() -> int:
+        assert server is not None
         transport = Transport(server)
         store = WitnessState(state_dir)
         try:

@@ -80,6 +80,7 @@ from doorless.client.keys import (
     RawKey,
 )
 from doorless.client.kt import (
+    GossipResult,
     KeyNotInTransparencyLog,
     KtConfig,
     KtError,
@@ -87,6 +88,7 @@ from doorless.client.kt import (
     KtRollback,
     KtUnavailable,
     KtViolation,
+    LogView,
 )
 from doorless.client.kt_profile import SafetyStatus, Verification
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
@@ -119,6 +121,7 @@ __all__ = [
     "FailureReason",
     "FileInfo",
     "Forbidden",
+    "GossipResult",
     "InvalidRequest",
     "KeyNotInTransparencyLog",
     "KeyUnavailable",
@@ -129,6 +132,7 @@ __all__ = [
     "KtRollback",
     "KtUnavailable",
     "KtViolation",
+    "LogView",
     "MembershipChanged",
     "MessageInfo",
     "MessageKind",

@@ -85,6 +85,7 @@ from doorless.client.events import (
     MessageReceived,
     TransparencyAlarm,
 )
+from doorless.client.kt import GossipResult, LogView
 from doorless.client.options import ED25519_SUITES, ClientOptions, PassphraseArg
 from doorless.client.safety import ReportReceipt
 from doorless.client.setup import DeviceLink
@@ -359,6 +360,16 @@ class Client:
         """Record that the safety number with ``username`` was compared (in person, or by
         scanning their QR code); a later change raises a `TransparencyAlarm`."""
         return await devices.confirm_safety_number(self._core, username)
+
+    async def log_view(self) -> LogView:
+        """This device's view of the key-transparency log (the pinned log key and its
+        fingerprint, the latest verified checkpoint), to compare with a contact's."""
+        return await self._core.kt.view()
+
+    async def compare_checkpoint(self, checkpoint: bytes) -> GossipResult:
+        """Compare a contact's log checkpoint (their `log_view().checkpoint`) with this
+        device's view; `KtFork` when the server showed the two different logs."""
+        return await self._core.kt.check_gossip(checkpoint)
 
     # --- receiving (doorless.client.inbox) ----------------------------------------------------
 

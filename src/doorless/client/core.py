@@ -370,7 +370,11 @@ class Session:
         return self.franking_public_key
 
     def encrypt_payload(self, conv: Conv, payload: Payload) -> tuple[Group, bytes]:
-        """Frank ``payload`` (docs/franking.md) and encrypt it as an application message."""
+        """Frank ``payload`` (docs/franking.md) and encrypt it as an application message.
+        The latest log checkpoint this device verified goes inside it (checkpoint gossip,
+        docs/key-transparency.md), covered by the franking commitment like the rest."""
+        if self.kt.trusted is not None and not payload.checkpoint:
+            payload = dataclasses.replace(payload, checkpoint=self.kt.trusted.checkpoint)
         franked = frank_payload(
             payload,
             sender=sender_identity(self.me),

@@ -11,7 +11,14 @@ import logging
 import os
 from pathlib import Path
 
-from doorless.client import contact_safety, devices, maintenance, membership, outbox
+from doorless.client import (
+    contact_safety,
+    devices,
+    kt_profile,
+    maintenance,
+    membership,
+    outbox,
+)
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
     MESSAGE_KIND,
@@ -30,7 +37,9 @@ from doorless.client.events import (
     MessageInfo,
     MessageKind,
     MessageReceived,
+    TransparencyAlarm,
 )
+from doorless.client.kt import GossipResult, KtViolation
 from doorless.client.safety import FrankRejected, count_hidden, expires_at, open_franked
 from doorless.client.store import GroupStatus, Message, MessageRequest, MessageState, Transaction
 from doorless.client.transport import ProgressCallback
@@ -288,6 +297,10 @@ async def on_application(
     except (DecodeError, ValidationError) as e:
         failure = (FailureReason.INVALID_PAYLOAD, str(e))
     me = s.me.user
+    alarm = None
+    if payload is not None and payload.checkpoint and message is not None:
+        assert sender is not None
+        alarm = await _gossip(s, payload.checkpoint, sender)  # NETWORK: stays queued
 
     def write(tx: Transaction) -> Message | None:
         if not tx.mark_processed(key, now):
@@ -308,6 +321,8 @@ async def on_application(
     stored = await s.save(new, write)
     if stored is not None and stored.sender_user == s.me.user:
         s.forget_request(gid)
+    if alarm is not None:
+        s.hub.emit(alarm)
     if stored is not None:
         s.hub.emit(MessageReceived(message_info(stored)))
     elif failure is not None and not await s.is_blocked(sender):
@@ -318,6 +333,31 @@ async def on_application(
             message_id=payload.message_id.hex() if payload is not None else None,
             sender=sender,
         )
+
+
+async def _gossip(s: Session, checkpoint: bytes, sender: DeviceRef) -> TransparencyAlarm | None:
+    """Checkpoint gossip (rule 5 of `doorless.client.kt`): the log head the sender verified
+    against this device's. A fork is an alarm (the message itself is authentic and shown);
+    network failures propagate, so the message stays queued and is checked again. A fork
+    already reported in this session is not reported again for every message."""
+    if s.kt.known_fork(checkpoint):
+        return None
+    try:
+        result = await s.kt.check_gossip(checkpoint)
+    except KtViolation as e:
+        return kt_profile.violation(
+            f"a device of {sender.user} was shown another key-transparency log than this "
+            f"device ({e}): the server is showing different people different logs. Devices "
+            "and keys it showed may not be real: compare safety numbers in person "
+            "('doorless verify') before sending anything sensitive"
+        )
+    if result is GossipResult.UNVERIFIABLE:
+        log.warning(
+            "a message from %s carried a log checkpoint that is not signed by this server's "
+            "log key: it could not be compared",
+            sender.user,
+        )
+    return None
 
 
 async def on_proposal(s: Session, key: str, conv: Conv, result: ProposalMessage) -> None:
@@ -338,6 +378,7 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
     gid = conv.group_id
     by: DeviceRef | None = None
     after: set[DeviceRef] | None = None
+    alarm = await _commit_gossip(s, staged)  # NETWORK: the commit stays queued
     try:
         by = device_ref_of(staged.credential)
         if staged.self_removed:
@@ -358,6 +399,8 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
         # Refusing the commit leaves this device behind the group, visibly; merging it
         # would accept a device nobody approved (I3).
         await mark(s, key)
+        if alarm is not None:
+            s.hub.emit(alarm)
         s.fail(FailureReason.INVALID_MEMBER, str(e), conversation=gid, sender=by)
         return
     now = s.now_ms()
@@ -369,7 +412,20 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
         tx.update_group(new.stored())
 
     await s.save(new, write)
+    if alarm is not None:
+        s.hub.emit(alarm)
     membership.membership_events(s, conv, new, by, after)
+
+
+async def _commit_gossip(s: Session, staged: StagedCommit) -> TransparencyAlarm | None:
+    """The log checkpoint a commit carries in its authenticated data (`_gossip`)."""
+    if not staged.authenticated_data:
+        return None
+    try:
+        by = device_ref_of(staged.credential)
+    except DoorlessError:
+        return None  # no device to name: `on_commit` refuses the commit itself
+    return await _gossip(s, staged.authenticated_data, by)
 
 
 async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome) -> None:

@@ -26,6 +26,10 @@ rules (design notes §1.3 "Client rules"):
    devices the directory revoked that the list still holds, and versions signed with this
    device's key that this device did not make (`note_published` records the ones it made).
    The caller turns each into an alarm event and a CLI warning.
+5. **Gossip.** `check_gossip` compares a log checkpoint a contact verified (carried inside
+   their encrypted messages) with this device's: same size, same root; different sizes, a
+   consistency proof from the server; failing that, `KtFork` (the server showed the two
+   devices different logs). Only the log's signature is needed, no witness.
 
 `next_list` builds the next version for a link or a revocation from the *verified* current
 list, so a device never signs a successor of a list the server made up.
@@ -43,10 +47,13 @@ Error tree (all `doorless.errors.RemoteError`)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from doorless.errors import (
@@ -96,8 +103,11 @@ T = TypeVar("T")
 
 INSECURE_WARNING = (
     "KEY TRANSPARENCY WITHOUT WITNESSES: no witness cosignature is required (quorum 0), so the "
-    "server could show this device a different log than everyone else's and go unnoticed. "
-    "Configure at least one independent witness."
+    "server could show this device a different log than everyone else's, noticed only "
+    "afterwards (at the first message exchanged with a contact who sees the real log). "
+    "Configure at least one independent witness (the CLI: 'doorless config set kt.witnesses "
+    "KEY', with a key you got from the witness itself, not from the server; "
+    "docs/key-transparency.md)."
 )
 
 
@@ -206,6 +216,30 @@ class VerifiedDeviceList:
 
 
 @dataclass(frozen=True, slots=True)
+class LogView:
+    """This device's view of the log, to compare out of band (``doorless verify``): the
+    pinned log key with its fingerprint, and the latest verified checkpoint."""
+
+    log_key: str
+    size: int
+    root: bytes
+    checkpoint: bytes  # the signed note, as `check_gossip` takes it
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the log key, first 128 bits in groups of four hex digits."""
+        digest = hashlib.sha256(self.log_key.encode("utf-8")).hexdigest()[:32]
+        return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
+class GossipResult(StrEnum):
+    """What `KtVerifier.check_gossip` found (a fork is `KtFork`, not a result)."""
+
+    CONSISTENT = "consistent"  # both heads are of one log
+    UNVERIFIABLE = "unverifiable"  # not a checkpoint of this log: proves nothing
+
+
+@dataclass(frozen=True, slots=True)
 class UnapprovedDevice:
     """A device of this account that none of its devices approved (an alarm)."""
 
@@ -234,6 +268,12 @@ class KtSource(Protocol):
 
 
 # --- the verifier ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    size: int
+    root: bytes
 
 
 @dataclass(slots=True)
@@ -282,6 +322,8 @@ class KtVerifier:
         self._lists: dict[str, VerifiedDeviceList] = {}
         self._history: dict[str, dict[int, DeviceList]] = {}
         self._warned = False
+        self._gossip_checked: set[bytes] = set()  # contacts' checkpoints within the trusted log
+        self._gossip_forks: dict[bytes, str] = {}  # contacts' checkpoints proven to be a fork
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -663,6 +705,114 @@ class KtVerifier:
                 )
         return alarms
 
+    # --- checkpoint gossip (rule 5) --------------------------------------------------------
+
+    async def check_gossip(self, checkpoint: bytes) -> GossipResult:
+        """Check a log checkpoint a contact verified (it travels inside their encrypted
+        message, docs/key-transparency.md) against this device's view of the log.
+
+        Returns ``UNVERIFIABLE`` when the note is not a checkpoint signed by the pinned log key
+        (the contact cannot be checked against this log: a bug, another server, or a contact
+        that lies; it proves nothing about the server). Raises `KtFork` when the two heads
+        cannot both belong to one log: the same size with another root, or a server that
+        cannot prove the smaller one is a prefix of the larger (both are signed by the log:
+        they are evidence against it). The comparison needs only the log's signature; when the
+        contact's head is newer than this device's, this device first catches up (`refresh`,
+        with its witness policy, persisting the new head as usual). Network errors and
+        `KtUnavailable` propagate (retry later). A checkpoint found to be a prefix of this
+        device's log is remembered, so the same one costs no request again."""
+        if checkpoint in self._gossip_checked:
+            return GossipResult.CONSISTENT  # a prefix of the (append-only) trusted log
+        if checkpoint in self._gossip_forks:
+            raise KtFork(self._gossip_forks[checkpoint])
+        key = await self._key()
+        try:
+            signed = SignedCheckpoint.decode(checkpoint)
+            verify_checkpoint(signed, key)
+        except (DecodeError, InvalidSignature, ValidationError):
+            return GossipResult.UNVERIFIABLE
+        theirs = signed.checkpoint
+        mine = self.trusted if self.trusted is not None else await self.refresh()
+        if theirs.size > mine.size:
+            # Catch up first (a fully verified head, witnessed as configured, adopted as
+            # usual): the contact's head is then usually a prefix of this device's, which one
+            # answer of the server proves, and later messages carrying it cost nothing.
+            mine = await self.refresh()
+        try:
+            result = await self._compare(_Head(theirs.size, theirs.root), mine, key)
+        except KtFork as exc:
+            self._gossip_forks[checkpoint] = str(exc)  # the next message costs no request
+            raise
+        if theirs.size <= mine.size:
+            self._gossip_checked.add(checkpoint)
+        return result
+
+    def known_fork(self, checkpoint: bytes) -> bool:
+        """True when ``checkpoint`` was already proven a fork in this session."""
+        return checkpoint in self._gossip_forks
+
+    async def _compare(self, theirs: _Head, mine: TrustedHead, key: NoteVerifier) -> GossipResult:
+        if theirs.size == mine.size:
+            if not hmac.compare_digest(theirs.root, mine.root):
+                raise KtFork(
+                    f"a contact was shown another log of size {theirs.size} than this device "
+                    "(split view)"
+                )
+            return GossipResult.CONSISTENT
+        small, large = sorted([(theirs.size, theirs.root), (mine.size, mine.root)])
+        proof_b: list[bytes]
+        for _ in range(3):  # the log may grow between two answers: ask again
+            size_a, root_a, proof_a = await self._signed_head(small[0], key)
+            if size_a <= large[0]:
+                size_b, root_b, proof_b = size_a, root_a, []  # no second answer needed
+                break
+            size_b, root_b, proof_b = await self._signed_head(large[0], key)
+            if size_a == size_b:
+                break
+        else:
+            raise KtUnavailable("the log grew during the gossip check: retry later")
+        if not hmac.compare_digest(root_a, root_b):
+            raise KtFork(f"the server signed two different logs of size {size_a}")
+        if size_a < large[0]:
+            raise KtFork(
+                f"the server's log (size {size_a}) does not reach the head of size {large[0]} "
+                "that this device or a contact verified (split view or rollback)"
+            )
+        for (size, root), proof in ((small, proof_a), (large, proof_b)):
+            try:
+                if size == size_a:
+                    if not hmac.compare_digest(root, root_a):
+                        raise InvalidProof("another root")
+                elif size > 0:
+                    verify_consistency(size, size_a, root, root_a, proof)
+            except InvalidProof:
+                raise KtFork(
+                    f"the log head of size {size} that this device or a contact verified is "
+                    f"not part of the server's log of size {size_a} (split view)"
+                ) from None
+        return GossipResult.CONSISTENT
+
+    async def view(self) -> LogView:
+        """The latest head (refreshed now) and the pinned log key."""
+        head = await self.refresh()
+        key = await self._key()
+        return LogView(key.vkey(), head.size, head.root, head.checkpoint)
+
+    async def _signed_head(self, since: int, key: NoteVerifier) -> tuple[int, bytes, list[bytes]]:
+        """The server's latest (size, root) signed by the log, and its consistency proof from
+        ``since`` (no witness needed: this is only compared with other log-signed heads)."""
+        head = await self.source.kt_head(since)
+        try:
+            signed = SignedCheckpoint.decode(head.checkpoint)
+            verify_checkpoint(signed, key)
+        except DecodeError as exc:
+            raise KtViolation(f"malformed checkpoint: {exc}") from None
+        except (InvalidSignature, ValidationError) as exc:
+            raise KtViolation(f"checkpoint signature: {exc}") from None
+        if head.since != since:
+            raise KtViolation("the head answers for another size than asked")
+        return signed.checkpoint.size, signed.checkpoint.root, list(head.consistency)
+
     # --- building the next version ---------------------------------------------------------
 
     async def next_list(
@@ -724,6 +874,7 @@ def without_device(device_id: str) -> Callable[[list[Device]], list[Device]]:
 __all__ = [
     "INSECURE_WARNING",
     "DirectoryDevice",
+    "GossipResult",
     "KeyNotInTransparencyLog",
     "KtConfig",
     "KtError",
@@ -734,6 +885,7 @@ __all__ = [
     "KtUnavailable",
     "KtVerifier",
     "KtViolation",
+    "LogView",
     "TrustedHead",
     "UnapprovedDevice",
     "VerifiedDeviceList",

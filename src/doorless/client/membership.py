@@ -225,7 +225,10 @@ async def commit_locked(s: Session, gid: bytes, build: Builder, *, force: bool =
         if plan is None and not force and not conv.mls.proposals:
             return conv
         proposals = plan.proposals if plan is not None else ()
-        out = conv.mls.commit(proposals, now=s.now_s())
+        # Checkpoint gossip (docs/key-transparency.md): the latest verified log head rides
+        # in the commit's authenticated data, which every member checks.
+        gossip = s.kt.trusted.checkpoint if s.kt.trusted is not None else b""
+        out = conv.mls.commit(proposals, now=s.now_s(), authenticated_data=gossip)
         record = OutgoingCommit(
             message_id=new_send_id(),
             commit=out.commit,

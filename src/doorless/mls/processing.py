@@ -201,6 +201,7 @@ def process_commit(
             (),
             True,
             applied.reinit,
+            auth.content.authenticated_data,
         )
     commit_secret = CommitSecret(bytes(suite.hash_length))
     if path is not None:
@@ -252,4 +253,5 @@ def process_commit(
         tuple(member_at(tree, u) for u in updated if tree.leaf_node(u) is not None),
         False,
         applied.reinit,
+        auth.content.authenticated_data,
     )

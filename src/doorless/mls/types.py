@@ -195,6 +195,7 @@ class StagedCommit:
     updated: tuple[Member, ...]
     self_removed: bool
     reinit: ReInit | None
+    authenticated_data: bytes = b""  # the commit's FramedContent.authenticated_data (§6)
 
     def __repr__(self) -> str:
         return (

@@ -6,11 +6,15 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
     enum { text(1), file(2), (65535) } PayloadKind;
 
     struct {
-        uint8 version = 1;
+        uint8 version;              // 1 or 2
         opaque message_id[16];      // random; the same on every device, used to drop duplicates
         uint64 sent_at_ms;          // the sender's clock, informational
         PayloadKind kind;
         opaque body<V>;             // by kind: see below
+        select (version) {
+            case 1: struct {};
+            case 2: opaque checkpoint<V>;   // checkpoint gossip, see below
+        };
     } Payload;
 
     // kind = text: body is the UTF-8 text.
@@ -20,6 +24,11 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
         AttachmentDescriptor attachment;    // doorless.franking: locator = attachment id,
                                             // media_type = MIME type, key, nonce, hashes, size
     } FileBody;
+
+Checkpoint gossip (version 2, docs/key-transparency.md): ``checkpoint`` is the signed note of
+the latest key-transparency log head the sender verified (1..8192 bytes), so that the receiver
+can check that both were shown the same log. A payload without one is still written as
+version 1, and version 1 payloads stay readable (``checkpoint`` empty).
 
 An unknown ``kind`` decodes (its raw number is kept) so that a newer client's messages are
 reported as unsupported rather than as garbage.
@@ -50,7 +59,8 @@ from doorless.franking import (
     frank_content,
 )
 
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # the newest; 1 (no checkpoint) is still read and written
+MAX_CHECKPOINT_BYTES = 8192
 MESSAGE_ID_LENGTH = 16
 MAX_TEXT_BYTES = 256 * 1024
 MAX_FILE_NAME_BYTES = 255
@@ -78,6 +88,7 @@ class Payload:
     sent_at_ms: int
     kind: PayloadKind | int
     body: bytes
+    checkpoint: bytes = b""  # the sender's latest verified log checkpoint (empty: none)
 
     def __post_init__(self) -> None:
         if len(self.message_id) != MESSAGE_ID_LENGTH:
@@ -86,6 +97,10 @@ class Payload:
             raise ConfigurationError("sent_at_ms is out of range")
         if not 0 <= int(self.kind) <= 0xFFFF:
             raise ConfigurationError("payload kind is out of range")
+        if len(self.checkpoint) > MAX_CHECKPOINT_BYTES:
+            raise ConfigurationError(
+                f"a gossiped checkpoint is at most {MAX_CHECKPOINT_BYTES} bytes"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -94,23 +109,27 @@ class Payload:
         )
 
     def push(self, w: Writer) -> None:
-        w.push_uint8(PAYLOAD_VERSION)
+        w.push_uint8(2 if self.checkpoint else 1)
         w.push_bytes(self.message_id)
         w.push_uint64(self.sent_at_ms)
         w.push_uint16(self.kind)
         w.push_opaque(self.body)
+        if self.checkpoint:
+            w.push_opaque(self.checkpoint)
 
     @classmethod
     def pull(cls, r: Reader) -> Self:
         version = r.pull_uint8()
-        if version != PAYLOAD_VERSION:
+        if version not in (1, 2):
             raise DecodeError(f"unknown payload version {version}")
-        return cls(
-            message_id=r.pull_bytes(MESSAGE_ID_LENGTH),
-            sent_at_ms=r.pull_uint64(),
-            kind=payload_kind_of(r.pull_uint16()),
-            body=r.pull_opaque(),
-        )
+        message_id = r.pull_bytes(MESSAGE_ID_LENGTH)
+        sent_at_ms = r.pull_uint64()
+        kind = payload_kind_of(r.pull_uint16())
+        body = r.pull_opaque()
+        checkpoint = r.pull_opaque() if version == 2 else b""
+        if version == 2 and not 0 < len(checkpoint) <= MAX_CHECKPOINT_BYTES:
+            raise DecodeError(f"a gossiped checkpoint is 1..{MAX_CHECKPOINT_BYTES} bytes")
+        return cls(message_id, sent_at_ms, kind, body, checkpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +238,7 @@ def payload_of(content: FrankedContent) -> Payload:
 
 
 __all__ = [
+    "MAX_CHECKPOINT_BYTES",
     "MAX_TEXT_BYTES",
     "MESSAGE_ID_LENGTH",
     "PAYLOAD_MEDIA_TYPE",
