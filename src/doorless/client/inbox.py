@@ -15,6 +15,7 @@ from doorless.client import contact_safety, devices, maintenance, membership, ou
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
     MESSAGE_KIND,
+    MLS_CONFIG,
     NETWORK,
     Conv,
     Session,
@@ -390,7 +391,7 @@ async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome
         signer = open_welcome(message, bundle.ref, bundle.init_private_key).group_info.signer
         # Lifetimes of the members' leaves are not checked here: a member who has not
         # committed for months still has its KeyPackage leaf (RFC 9420 §7.3 RECOMMENDED).
-        group = Group.join_from_welcome(message, bundle)
+        group = Group.join_from_welcome(message, bundle, config=MLS_CONFIG)
         members = roster(group)
         if members.get(s.me) is None or members[s.me].leaf != group.own_leaf:
             raise ValidationError("the Welcome puts us in another leaf")

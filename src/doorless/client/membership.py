@@ -22,6 +22,7 @@ from doorless.client.conversations import (
     with_info,
 )
 from doorless.client.core import (
+    MLS_CONFIG,
     TRANSIENT,
     Builder,
     Claimed,
@@ -174,7 +175,10 @@ async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> 
         bundle.encryption_private_key,
         s.signature_key,
         extensions=[info.extension()],
+        config=MLS_CONFIG,
     )
+    # The server validates the group's handshakes from now on (doorless.server.groups).
+    await s.transport.register_group(group.group_info(), group.ratchet_tree())
     now = s.now_ms()
     conv = Conv(gid, group, GroupStatus.ACTIVE, now, now)
     async with s.lock:
@@ -273,6 +277,8 @@ async def deliver_commit_locked(
         await s.tx(lambda tx: tx.dequeue(outbox_id))
         (await pending_commit_groups(s)).discard(conv.group_id)
 
+    if pending is None:
+        pending = Group.from_bytes(record.pending_state, MLS_CONFIG)
     try:
         await s.transport.send(
             record.commit,
@@ -280,6 +286,7 @@ async def deliver_commit_locked(
             message_id=record.message_id,
             welcome=record.welcome,
             welcome_recipients=record.welcome_recipients,
+            group_info=pending.group_info(),  # deterministic: a resend has the same digest
         )
     except EpochConflict:
         await drop()
@@ -294,7 +301,7 @@ async def deliver_commit_locked(
     except ServerError:
         await drop()
         raise
-    new_group = pending if pending is not None else Group.from_bytes(record.pending_state)
+    new_group = pending
     if new_group.group_id != conv.group_id or new_group.epoch != conv.mls.epoch + 1:
         raise StateError("the pending commit does not follow the stored group state")
     new = conv.evolve(mls=new_group, updated_at=s.now_ms())
