@@ -1,0 +1,267 @@
+"""Issue #12, group integrity, against the real server process: nobody can stall a group with a
+handshake the server lets through. A removed member, a never-member who knows the group id, a
+current member with a commit that is well-formed but invalid (bad signature, an UpdatePath
+that does not match, a proposal that breaks a rule, a GroupInfo that does not match) and the
+replay of an old commit are each refused with a typed 4xx, and the honest members go on:
+messages and commits keep working (`doorless.server.groups`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from doorless.client import Client
+from doorless.client.errors import ServerError
+from doorless.codec import decode, encode
+from doorless.mls.framing import MLSMessage, PublicMessage
+from doorless.mls.group import Group
+from doorless.mls.message_protection import sign_framed_content
+from doorless.mls.proposals import Commit, Remove
+from doorless.mls.types import CommitOutput
+
+from .helpers import Devices, ServerProcess
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest_asyncio.fixture
+async def net(server: ServerProcess, tmp_path: Path) -> AsyncIterator[Devices]:
+    devices = Devices(server.url, tmp_path / "profiles")
+    try:
+        yield devices
+    finally:
+        await devices.close_all()
+
+
+async def group_of(net: Devices, *others: str) -> str:
+    """alice's group with ``others``, synced everywhere; returns its id."""
+    alice = net.clients["alice"]
+    group = await alice.create_group("integrity", list(others))
+    await net.sync_all()
+    return group.id
+
+
+async def goes_on(net: Devices, conversation_id: str, text: str) -> None:
+    """The honest members still message and commit: alice sends, bob reads it; bob renames,
+    alice sees the new name; everyone is at the same epoch."""
+    alice, bob = net.clients["alice"], net.clients["bob"]
+    await alice.send_text(conversation_id, text)
+    await bob.sync()
+    assert text in [m.text for m in await bob.history(conversation_id)]
+    await bob.rename(conversation_id, f"renamed {text}")
+    await alice.sync()
+    a, b = await alice.conversation(conversation_id), await bob.conversation(conversation_id)
+    assert a.name == b.name == f"renamed {text}"
+    assert a.epoch == b.epoch
+
+
+async def own_commit(client: Client, conversation_id: str) -> tuple[CommitOutput, tuple[str, ...]]:
+    """A valid commit of ``client`` for its current epoch (not sent, not adopted)."""
+    conv = await client._load(bytes.fromhex(conversation_id))
+    assert conv is not None
+    return conv.mls.commit([], now=None), client._recipients(conv)
+
+
+def public(data: bytes) -> PublicMessage:
+    body = decode(MLSMessage, data).body
+    assert isinstance(body, PublicMessage)
+    return body
+
+
+def resigned(
+    client: Client, conversation_id: str, message: PublicMessage, conv_mls: object
+) -> bytes:
+    """``message`` with a valid signature of ``client`` over its (changed) content."""
+    from doorless.mls.group import Group
+
+    assert isinstance(conv_mls, Group)
+    signature = sign_framed_content(
+        client._suite,
+        client._core.signature_key.value,
+        message.authenticated_content().wire_format,
+        message.content,
+        conv_mls.group_context,
+    )
+    auth = dataclasses.replace(message.auth, signature=signature)
+    return encode(MLSMessage(dataclasses.replace(message, auth=auth)))
+
+
+async def refused(
+    client: Client,
+    data: bytes,
+    recipients: tuple[str, ...],
+    group_info: bytes | None,
+    status: int,
+    code: str,
+) -> None:
+    with pytest.raises(ServerError) as info:
+        await client._transport.send(data, recipients, group_info=group_info)
+    assert (info.value.status, info.value.code) == (status, code), info.value
+
+
+# --- outsiders ---------------------------------------------------------------------------------
+
+
+async def test_removed_member_cannot_post_to_the_group(net: Devices) -> None:
+    await net.account("alice")
+    await net.account("bob")
+    mallory = await net.account("mallory")
+    gid = await group_of(net, "bob", "mallory")
+    # mallory prepares a commit while still a member, then is removed.
+    out, recipients = await own_commit(mallory, gid)
+    await net.clients["alice"].remove_members(gid, ["mallory"])
+    await net.sync_all()
+    current = (await net.clients["alice"].conversation(gid)).epoch
+    # Her commit relabelled for the current epoch (the server's epoch check alone let that in).
+    forged = public(out.commit)
+    forged = dataclasses.replace(forged, content=dataclasses.replace(forged.content, epoch=current))
+    await refused(
+        mallory, encode(MLSMessage(forged)), recipients, out.group_info, 403, "not_group_member"
+    )
+    # She left the server's member set: no GroupInfo (to rejoin by) for her either.
+    with pytest.raises(ServerError) as info:
+        await mallory._transport.group_info(bytes.fromhex(gid))
+    assert (info.value.status, info.value.code) == (403, "not_group_member")
+    await goes_on(net, gid, "after mallory")
+
+
+async def test_never_member_who_knows_the_group_id_cannot_post(net: Devices) -> None:
+    await net.account("alice")
+    await net.account("bob")
+    eve = await net.account("eve")
+    gid = await group_of(net, "bob")
+    current = (await net.clients["alice"].conversation(gid)).epoch
+    # eve's own group's commit, relabelled with the victim group's id and epoch.
+    own = await eve.create_group("eve's", [])
+    out, _ = await own_commit(eve, own.id)
+    forged = public(out.commit)
+    forged = dataclasses.replace(
+        forged,
+        content=dataclasses.replace(forged.content, group_id=bytes.fromhex(gid), epoch=current),
+    )
+    recipients = (net.clients["alice"].device_id, net.clients["bob"].device_id)
+    await refused(
+        eve, encode(MLSMessage(forged)), recipients, out.group_info, 403, "not_group_member"
+    )
+    # She cannot register the id as a group of hers, nor read its GroupInfo.
+    with pytest.raises(ServerError) as info:
+        await eve._transport.group_info(bytes.fromhex(gid))
+    assert (info.value.status, info.value.code) == (403, "not_group_member")
+    await goes_on(net, gid, "after eve")
+
+
+# --- a current member ------------------------------------------------------------------------
+
+
+async def test_member_commit_with_a_bad_signature_is_refused(net: Devices) -> None:
+    await net.account("alice")
+    bob = await net.account("bob")
+    gid = await group_of(net, "bob")
+    out, recipients = await own_commit(bob, gid)
+    msg = public(out.commit)
+    bad = bytearray(msg.auth.signature)
+    bad[0] ^= 1
+    tampered = dataclasses.replace(msg, auth=dataclasses.replace(msg.auth, signature=bytes(bad)))
+    await refused(
+        bob, encode(MLSMessage(tampered)), recipients, out.group_info, 400, "invalid_handshake"
+    )
+    await goes_on(net, gid, "after a bad signature")
+
+
+async def test_member_commit_whose_path_does_not_match_is_refused(net: Devices) -> None:
+    """Signed correctly, but the UpdatePath's parent node key is not the one the leaf's
+    parent hash commits to: the parent-hash check (§7.9.2) fails."""
+    await net.account("alice")
+    bob = await net.account("bob")
+    await net.account("carol")
+    gid = await group_of(net, "bob", "carol")
+    conv = await bob._load(bytes.fromhex(gid))
+    assert conv is not None
+    out, recipients = await own_commit(bob, gid)
+    msg = public(out.commit)
+    commit = msg.content.content
+    assert isinstance(commit, Commit) and commit.path is not None and commit.path.nodes
+    node = commit.path.nodes[-1]
+    other = bytearray(node.encryption_key)
+    other[-1] ^= 1
+    path = dataclasses.replace(
+        commit.path,
+        nodes=(*commit.path.nodes[:-1], dataclasses.replace(node, encryption_key=bytes(other))),
+    )
+    content = dataclasses.replace(msg.content, content=dataclasses.replace(commit, path=path))
+    data = resigned(bob, dataclasses.replace(msg, content=content), conv.mls)
+    await refused(bob, data, recipients, out.group_info, 400, "invalid_handshake")
+    await goes_on(net, gid, "after a bad path")
+
+
+async def test_member_commit_with_a_proposal_that_breaks_a_rule_is_refused(
+    net: Devices,
+) -> None:
+    """Signed correctly, but it removes a leaf that does not exist (§12.2)."""
+    await net.account("alice")
+    bob = await net.account("bob")
+    gid = await group_of(net, "bob")
+    conv = await bob._load(bytes.fromhex(gid))
+    assert conv is not None
+    out, recipients = await own_commit(bob, gid)
+    msg = public(out.commit)
+    commit = msg.content.content
+    assert isinstance(commit, Commit)
+    content = dataclasses.replace(
+        msg.content, content=dataclasses.replace(commit, proposals=(Remove(57),))
+    )
+    data = resigned(bob, dataclasses.replace(msg, content=content), conv.mls)
+    await refused(bob, data, recipients, out.group_info, 400, "invalid_handshake")
+    await goes_on(net, gid, "after a bad proposal")
+
+
+async def test_member_commit_with_a_group_info_that_does_not_match_is_refused(
+    net: Devices,
+) -> None:
+    """A valid commit, but the GroupInfo is the current epoch's, not the new one's (so a
+    member rejoining from it would land in another state than the group's)."""
+    await net.account("alice")
+    bob = await net.account("bob")
+    gid = await group_of(net, "bob")
+    conv = await bob._load(bytes.fromhex(gid))
+    assert conv is not None
+    out, recipients = await own_commit(bob, gid)
+    await refused(bob, out.commit, recipients, conv.mls.group_info(), 400, "invalid_handshake")
+    await refused(bob, out.commit, recipients, None, 400, "invalid_handshake")
+    await goes_on(net, gid, "after a wrong GroupInfo")
+
+
+async def test_replayed_old_commit_is_refused(net: Devices) -> None:
+    await net.account("alice")
+    bob = await net.account("bob")
+    gid = await group_of(net, "bob")
+    seen: list[tuple[bytes, tuple[str, ...], bytes | None]] = []
+    transport = bob._transport
+    original = transport.send
+
+    async def record(data: bytes, recipients: object, **kwargs: object) -> object:
+        seen.append((data, tuple(recipients), kwargs.get("group_info")))  # type: ignore[arg-type]
+        return await original(data, recipients, **kwargs)  # type: ignore[arg-type]
+
+    transport.send = record  # type: ignore[method-assign,assignment]
+    await bob.rename(gid, "first")
+    transport.send = original  # type: ignore[method-assign]
+    await net.sync_all()
+    ((data, recipients, group_info),) = seen
+    assert group_info is not None
+    await refused(bob, data, recipients, group_info, 409, "epoch_conflict")
+    await goes_on(net, gid, "after a replay")
