@@ -82,13 +82,8 @@ def public(data: bytes) -> PublicMessage:
     return body
 
 
-def resigned(
-    client: Client, conversation_id: str, message: PublicMessage, conv_mls: object
-) -> bytes:
+def resigned(client: Client, message: PublicMessage, conv_mls: Group) -> bytes:
     """``message`` with a valid signature of ``client`` over its (changed) content."""
-    from doorless.mls.group import Group
-
-    assert isinstance(conv_mls, Group)
     signature = sign_framed_content(
         client._suite,
         client._core.signature_key.value,
