@@ -8,6 +8,7 @@ messages and commits keep working (`doorless.server.groups`)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from doorless.mls.message_protection import sign_framed_content
 from doorless.mls.proposals import Commit, Remove
 from doorless.mls.types import CommitOutput
 
-from .helpers import Devices, ServerProcess
+from .helpers import PASSPHRASE, Devices, ServerProcess, options
 
 pytestmark = pytest.mark.asyncio
 
@@ -260,3 +261,59 @@ async def test_replayed_old_commit_is_refused(net: Devices) -> None:
     assert group_info is not None
     await refused(bob, data, recipients, group_info, 409, "epoch_conflict")
     await goes_on(net, gid, "after a replay")
+
+
+# --- rejoin and catch-up -------------------------------------------------------------------------
+
+
+async def reopen(net: Devices, name: str, restore_from: Path | None = None) -> Client:
+    """Close ``name``'s client and open it again (from a copy of its profile, if given)."""
+    await net.close(name)
+    if restore_from is not None:
+        shutil.rmtree(net.profile(name))
+        shutil.copytree(restore_from, net.profile(name))
+    client = await Client.open(net.profile(name), PASSPHRASE, options=options())
+    net.clients[name] = client
+    return client
+
+
+async def test_member_restored_from_an_old_copy_rejoins_and_reads_new_messages(
+    net: Devices, tmp_path: Path
+) -> None:
+    alice = await net.account("alice")
+    await net.account("bob")
+    gid = await group_of(net, "bob")
+    backup = tmp_path / "bob-backup"
+    await net.close("bob")
+    shutil.copytree(net.profile("bob"), backup)
+    bob = net.clients["bob"] = await Client.open(net.profile("bob"), PASSPHRASE, options=options())
+    for n in range(3):  # the group moves on; bob follows, then loses it all
+        await alice.rename(gid, f"name {n}")
+        await alice.send_text(gid, f"before {n}")
+    await bob.sync()
+    bob = await reopen(net, "bob", restore_from=backup)
+    old_epoch = (await bob.conversation(gid)).epoch
+    assert old_epoch < (await alice.conversation(gid)).epoch
+    # The next message shows bob's client that the group moved past it: it rejoins.
+    await alice.send_text(gid, "lost to the old copy")
+    await bob.sync()
+    rejoined = await bob.conversation(gid)
+    assert rejoined.epoch == (await alice.conversation(gid)).epoch + 1
+    assert rejoined.name == "name 2"
+    await alice.sync()  # alice sees bob's external commit as a roster event by bob
+    assert (await alice.conversation(gid)).epoch == rejoined.epoch
+    await goes_on(net, gid, "after the rejoin")
+
+
+async def test_member_that_missed_many_epochs_catches_up(net: Devices) -> None:
+    alice = await net.account("alice")
+    await net.account("bob")
+    await net.account("carol")
+    gid = await group_of(net, "bob", "carol")
+    for n in range(8):  # bob is offline for eight epochs
+        await alice.rename(gid, f"name {n}")
+        await alice.send_text(gid, f"while away {n}")
+    await net.clients["carol"].sync()
+    await goes_on(net, gid, "back")
+    texts = [m.text for m in await net.clients["bob"].history(gid)]
+    assert all(f"while away {n}" in texts for n in range(8))

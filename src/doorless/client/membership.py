@@ -18,6 +18,7 @@ from doorless.client.conversations import (
     ConversationInfo,
     conversation_info,
     device_ref_of,
+    roster,
     safe_roster,
     with_info,
 )
@@ -50,9 +51,10 @@ from doorless.client.records import KIND_COMMIT, OutgoingCommit
 from doorless.client.safety import disappearing_seconds
 from doorless.client.store import GroupStatus, OutboxItem, Transaction
 from doorless.codec import decode, encode
-from doorless.errors import ConfigurationError, StateError
+from doorless.errors import ConfigurationError, StateError, ValidationError
 from doorless.mls.group import Group
 from doorless.mls.proposals import Add, GroupContextExtensions, Remove
+from doorless.mls.public_group import PublicGroup
 
 log = logging.getLogger("doorless.client")
 
@@ -336,6 +338,49 @@ async def resolve_commits_locked(s: Session, gid: bytes | None = None) -> None:
             pending.discard(item.group_id)
             continue
         await deliver_commit_locked(s, conv, item, decode(OutgoingCommit, item.payload), None)
+
+
+REJOIN_ATTEMPTS = 3
+
+
+async def rejoin_locked(s: Session, gid: bytes) -> Conv:
+    """Rejoin a conversation whose state is lost, corrupt or too far behind, by external
+    commit (RFC 9420 §12.4.3.2) from the GroupInfo and ratchet tree the server keeps for its
+    members (``GET /v1/groups/{id}/info``, `doorless.server.groups`). Every other member is
+    checked against key transparency first, as for a Welcome (I3); our old leaf, if any, is
+    replaced (resync). The others see it as a roster change by us. Raises `ServerError`
+    (e.g. ``not_group_member``: we were removed; ``not_found``: a group from before
+    validation, which cannot be rejoined), `ValidationError`, or `CommitFailed`."""
+    conv = await s.require_active(gid)
+    for _ in range(REJOIN_ATTEMPTS):
+        _, group_info, tree = await s.transport.group_info(gid)
+        public = PublicGroup.from_group_info(group_info, ratchet_tree=tree)
+        if public.group_id != gid:
+            raise ValidationError("the server's GroupInfo is for another group")
+        members = roster(public)
+        await devices.check_devices(s, (e for ref, e in members.items() if ref != s.me))
+        old = members.get(s.me)
+        bundle = await asyncio.to_thread(s.new_key_package)
+        group, commit = Group.join_external(
+            group_info,
+            bundle.key_package.leaf_node,
+            s.signature_key,
+            ratchet_tree=tree,
+            resync_leaf=None if old is None else old.leaf,
+            config=MLS_CONFIG,
+        )
+        new = conv.evolve(mls=group, updated_at=s.now_ms())
+        try:
+            await s.transport.send(
+                commit, s.recipients(new), message_id=new_send_id(), group_info=group.group_info()
+            )
+        except EpochConflict:
+            continue  # a commit came first: read the new GroupInfo
+        await s.save(new, functools.partial(Transaction.update_group, group=new.stored()))
+        log.info("rejoined a conversation by external commit at epoch %d", group.epoch)
+        membership_events(s, conv, new, s.me)
+        return new
+    raise CommitFailed(f"could not rejoin the conversation in {REJOIN_ATTEMPTS} attempts")
 
 
 def membership_events(
