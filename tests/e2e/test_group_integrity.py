@@ -23,6 +23,7 @@ from doorless.mls.group import Group
 from doorless.mls.message_protection import sign_framed_content
 from doorless.mls.proposals import Commit, Remove
 from doorless.mls.types import CommitOutput
+from doorless.mls.welcome import GroupInfo
 
 from .helpers import PASSPHRASE, Devices, ServerProcess, options
 
@@ -317,3 +318,46 @@ async def test_member_that_missed_many_epochs_catches_up(net: Devices) -> None:
     await goes_on(net, gid, "back")
     texts = [m.text for m in await net.clients["bob"].history(gid)]
     assert all(f"while away {n}" in texts for n in range(8))
+
+
+async def test_commit_the_server_cannot_judge_members_rejoin_and_go_on(net: Devices) -> None:
+    """The limit of validation: bob posts a commit with a wrong confirmation tag (it needs
+    epoch secrets to check) and a GroupInfo to match. The server accepts it; alice and carol
+    refuse it, and then, stuck behind the server's epoch, rejoin from that GroupInfo by
+    external commit instead of failing for good. bob's client, which never adopted its
+    commit, rejoins too."""
+    alice = await net.account("alice")
+    bob = await net.account("bob")
+    carol = await net.account("carol")
+    gid = await group_of(net, "bob", "carol")
+    out, recipients = await own_commit(bob, gid)
+    msg = public(out.commit)
+    assert msg.auth.confirmation_tag is not None
+    tag = bytearray(msg.auth.confirmation_tag)
+    tag[0] ^= 1
+    bad = dataclasses.replace(msg, auth=dataclasses.replace(msg.auth, confirmation_tag=bytes(tag)))
+    gi = decode(MLSMessage, out.group_info).body
+    assert isinstance(gi, GroupInfo)
+    forged_info = GroupInfo.sign(
+        bob._suite,
+        bob._core.signature_key.value,
+        gi.group_context,
+        gi.extensions,
+        bytes(tag),
+        gi.signer,
+    )
+    await bob._transport.send(
+        encode(MLSMessage(bad)), recipients, group_info=encode(MLSMessage(forged_info))
+    )
+    before = (await alice.conversation(gid)).epoch
+    await carol.sync()  # refuses the commit (DeliveryFailed), stays behind
+    assert (await carol.conversation(gid)).epoch == before
+    # alice's next message conflicts with the server's epoch: her client rejoins and sends.
+    await alice.send_text(gid, "still here")
+    assert (await alice.conversation(gid)).epoch == before + 2  # bob's epoch + her rejoin
+    await net.sync_all(rounds=3)
+    epochs = {(await c.conversation(gid)).epoch for c in (alice, bob, carol)}
+    assert len(epochs) == 1
+    await goes_on(net, gid, "after the bad tag")
+    await carol.sync()
+    assert "after the bad tag" in [m.text for m in await carol.history(gid)]

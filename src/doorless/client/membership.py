@@ -61,11 +61,11 @@ log = logging.getLogger("doorless.client")
 COMMIT_ATTEMPTS = 6
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Conflict:
-    """Verdict: another commit took the epoch."""
+    """Verdict: another commit took the epoch (the server's epoch, if it said)."""
 
-
-_CONFLICT = _Conflict()
+    current_epoch: int | None = None
 
 
 async def conversations(s: Session) -> list[Conversation]:
@@ -263,9 +263,13 @@ async def commit_locked(s: Session, gid: bytes, build: Builder, *, force: bool =
             return verdict
         if isinstance(verdict, _Conflict):
             await inbox.sync_locked(s)
+            await rejoin_if_behind_locked(s, gid, verdict.current_epoch)
         else:
             excluded |= verdict
-    raise CommitFailed(f"the change could not be committed in {COMMIT_ATTEMPTS} attempts")
+    raise CommitFailed(
+        f"the change could not be committed in {COMMIT_ATTEMPTS} attempts (other members kept "
+        "committing first): try again"
+    )
 
 
 async def deliver_commit_locked(
@@ -290,9 +294,9 @@ async def deliver_commit_locked(
             welcome_recipients=record.welcome_recipients,
             group_info=pending.group_info(),  # deterministic: a resend has the same digest
         )
-    except EpochConflict:
+    except EpochConflict as e:
         await drop()
-        return _CONFLICT
+        return _Conflict(e.current_epoch)
     except TRANSIENT:
         raise  # no verdict: the commit stays in the outbox and is sent again
     except InvalidRequest as e:
@@ -341,6 +345,16 @@ async def resolve_commits_locked(s: Session, gid: bytes | None = None) -> None:
 
 
 REJOIN_ATTEMPTS = 3
+
+
+async def rejoin_if_behind_locked(s: Session, gid: bytes, current_epoch: int | None) -> None:
+    """After a sync that followed an ``epoch_conflict``: if the server's epoch is still ahead
+    of ours, this device cannot follow the group (it missed or refused commits): rejoin."""
+    conv = await s.load(gid)
+    if current_epoch is None or conv is None or conv.status is not GroupStatus.ACTIVE:
+        return
+    if conv.mls.epoch < current_epoch:
+        await rejoin_locked(s, gid)
 
 
 async def rejoin_locked(s: Session, gid: bytes) -> Conv:
