@@ -35,6 +35,7 @@ epoch-only rules: nothing is validated for them, and they cannot be registered a
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from doorless.codec import decode, encode
@@ -196,6 +197,17 @@ async def _commit(
     body: PublicMessage,
     group_info: bytes | None,
 ) -> GroupUpdate:
+    if group_info is not None:
+        _check_size(ctx, group_info, "group_info")
+    # O(N) in the group's size (decode, tree hash, encode): off the event loop.
+    return await asyncio.to_thread(judge_commit, stored, body, group_info, sender)
+
+
+def judge_commit(
+    stored: GroupState, body: PublicMessage, group_info: bytes | None, sender: Sender
+) -> GroupUpdate:
+    """The state a commit by ``sender`` leads the stored group to, or `InvalidHandshake`
+    (pure: what `check` runs for a commit for the stored epoch; `bench/validate_bench.py`)."""
     content = body.content
     old = PublicGroup.from_bytes(stored.state)
     who = content.sender
@@ -218,7 +230,6 @@ async def _commit(
         raise InvalidHandshake(f"invalid commit: {exc}") from None
     if group_info is None:
         raise InvalidHandshake("a commit must come with the GroupInfo of the new epoch")
-    _check_size(ctx, group_info, "group_info")
     gi = _group_info(group_info, "group_info")
     signer = new.tree.leaf_node(gi.signer)
     if signer is None or not _is_device_leaf(signer, sender):
@@ -239,4 +250,12 @@ async def _commit(
     )
 
 
-__all__ = ["Checked", "check", "latest_group_info", "leaf_device", "member_devices", "register"]
+__all__ = [
+    "Checked",
+    "check",
+    "judge_commit",
+    "latest_group_info",
+    "leaf_device",
+    "member_devices",
+    "register",
+]
