@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from doorless.client import Client
+from doorless.client.core import MLS_CONFIG
 from doorless.client.errors import ServerError
 from doorless.codec import decode, encode
 from doorless.mls.framing import MLSMessage, PublicMessage
@@ -154,10 +155,20 @@ async def test_never_member_who_knows_the_group_id_cannot_post(net: Devices) -> 
     await refused(
         eve, encode(MLSMessage(forged)), recipients, out.group_info, 403, "not_group_member"
     )
-    # She cannot register the id as a group of hers, nor read its GroupInfo.
+    # She cannot read its GroupInfo; and with one leaked by a member, her (valid) external
+    # commit is refused too: external commits are for members rejoining.
     with pytest.raises(ServerError) as info:
         await eve._transport.group_info(bytes.fromhex(gid))
     assert (info.value.status, info.value.code) == (403, "not_group_member")
+    _, leaked, tree = await net.clients["alice"]._transport.group_info(bytes.fromhex(gid))
+    joined, external = Group.join_external(
+        leaked,
+        eve._core.new_key_package().key_package.leaf_node,
+        eve._core.signature_key,
+        ratchet_tree=tree,
+        config=MLS_CONFIG,
+    )
+    await refused(eve, external, recipients, joined.group_info(), 403, "not_group_member")
     await goes_on(net, gid, "after eve")
 
 

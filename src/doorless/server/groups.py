@@ -11,8 +11,9 @@ the latest GroupInfo and the set of member devices (``Storage.group_state``,
   authenticated device (its credential identity is ``credential_identity(user, device)`` and
   its signature key is the device's key). Only an id the server never saw can be registered.
 * **Who may post.** Only a device whose key is the signature key of a leaf of the group may
-  send to it (application messages included): one indexed lookup per message. The exception
-  is an external commit (§12.4.3.2), whose new leaf must be the sender's.
+  send to it (application messages and commits included): one indexed lookup per message.
+  So an external commit (§12.4.3.2), whose new leaf must be the sender's, is a member device
+  rejoining; new members are added by Welcome.
 * **Handshakes are PublicMessages.** A commit is accepted for an epoch only if `PublicGroup.
   process_commit` accepts it for the stored state of that epoch: the signature by the
   committer's leaf (which must be the sending device's), every proposal and proposal-list
@@ -178,9 +179,9 @@ async def check(
         raise InvalidHandshake("standalone proposals are not accepted: commit them by value")
     body = decode(MLSMessage, data).body  # peek_routing decoded it already
     assert isinstance(body, PublicMessage)
-    if isinstance(body.content.sender, SenderMember) and not await ctx.storage.is_group_member(
-        routing.group_id, sender.device_id
-    ):
+    # An external commit too: Doorless adds new members by Welcome, so an external commit is
+    # a member device rejoining (its old leaf is in the member set until it is removed).
+    if not await ctx.storage.is_group_member(routing.group_id, sender.device_id):
         raise NotGroupMember("this device is not a member of the group")
     if routing.epoch != stored.epoch:
         # Not for the current epoch: the storage answers a retry of an accepted commit as a
