@@ -37,6 +37,9 @@ epoch-only rules: nothing is validated for them, and they cannot be registered a
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from doorless.codec import decode, encode
@@ -204,13 +207,52 @@ async def _commit(
     return await asyncio.to_thread(judge_commit, stored, body, group_info, sender)
 
 
+class StateCache:
+    """Decoded `PublicGroup` states by the SHA-256 of their stored bytes (a bounded LRU, per
+    process): decoding a stored state and recomputing its tree hash are O(N) and most of the
+    cost of validating a commit, and the next commit of a group usually comes to the process
+    that stored its state. Keyed by content, so a state written by another process is simply
+    a miss; `PublicGroup` is immutable, so sharing one is safe."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._states: OrderedDict[bytes, PublicGroup] = OrderedDict()
+        self._lock = threading.Lock()  # judge_commit runs on worker threads
+
+    def load(self, data: bytes) -> PublicGroup:
+        key = hashlib.sha256(data).digest()
+        with self._lock:
+            group = self._states.get(key)
+            if group is not None:
+                self._states.move_to_end(key)
+                return group
+        group = PublicGroup.from_bytes(data)
+        self.remember(data, group)
+        return group
+
+    def remember(self, data: bytes, group: PublicGroup) -> None:
+        key = hashlib.sha256(data).digest()
+        with self._lock:
+            self._states[key] = group
+            self._states.move_to_end(key)
+            while len(self._states) > self._size:
+                self._states.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+
+
+STATES = StateCache()
+
+
 def judge_commit(
     stored: GroupState, body: PublicMessage, group_info: bytes | None, sender: Sender
 ) -> GroupUpdate:
     """The state a commit by ``sender`` leads the stored group to, or `InvalidHandshake`
     (pure: what `check` runs for a commit for the stored epoch; `bench/validate_bench.py`)."""
     content = body.content
-    old = PublicGroup.from_bytes(stored.state)
+    old = STATES.load(stored.state)
     who = content.sender
     if isinstance(who, SenderMember):
         leaf = old.tree.leaf_node(who.leaf_index)
@@ -244,8 +286,10 @@ def judge_commit(
     except (CryptoError, DecodeError):
         raise InvalidHandshake("the GroupInfo signature is invalid") from None
     before, after = member_devices(old), member_devices(new)
+    state = new.to_bytes()
+    STATES.remember(state, new)
     return GroupUpdate(
-        GroupState(new.group_id, new.epoch, new.to_bytes(), group_info),
+        GroupState(new.group_id, new.epoch, state, group_info),
         added=tuple(sorted(after - before)),
         removed=tuple(sorted(before - after)),
     )
