@@ -171,21 +171,19 @@ async def check(
     stored = await ctx.storage.group_state(routing.group_id)
     if stored is None:
         return Checked(None)  # a group from before validation: epoch rules only
-    is_commit = routing.content_type == ContentType.commit
+    # Every message, an external commit too: Doorless adds new members by Welcome, so an
+    # external commit is a member device rejoining (its leaf is in the member set until it
+    # is removed).
+    if not await ctx.storage.is_group_member(routing.group_id, sender.device_id):
+        raise NotGroupMember("this device is not a member of the group")
     if routing.content_type == ContentType.application:
-        if not await ctx.storage.is_group_member(routing.group_id, sender.device_id):
-            raise NotGroupMember("this device is not a member of the group")
         return Checked(None)
     if routing.wire_format != WireFormat.mls_public_message:
         raise InvalidHandshake("handshake messages to this group must be PublicMessages")
-    if not is_commit:
+    if routing.content_type != ContentType.commit:
         raise InvalidHandshake("standalone proposals are not accepted: commit them by value")
     body = decode(MLSMessage, data).body  # peek_routing decoded it already
     assert isinstance(body, PublicMessage)
-    # An external commit too: Doorless adds new members by Welcome, so an external commit is
-    # a member device rejoining (its old leaf is in the member set until it is removed).
-    if not await ctx.storage.is_group_member(routing.group_id, sender.device_id):
-        raise NotGroupMember("this device is not a member of the group")
     if routing.epoch != stored.epoch:
         # Not for the current epoch: the storage answers a retry of an accepted commit as a
         # duplicate and refuses anything else (``epoch_conflict``; a commit to a registered
