@@ -19,13 +19,13 @@ from doorless.client.transport import Transport
 from doorless.client.transport.types import DeviceIdentity
 from doorless.codec import decode, encode
 from doorless.crypto import cipher_suite
-from doorless.mls.framing import MLSMessage
+from doorless.mls.framing import ContentType, MLSMessage
 from doorless.mls.group import Group, generate_key_package
 from doorless.mls.types import GroupConfig
 from doorless.mls.welcome import GroupInfo
 from doorless.wire import protocol
 
-from .helpers import Harness
+from .helpers import Harness, private_message
 
 pytestmark = pytest.mark.asyncio
 SUITE = cipher_suite(1)
@@ -148,3 +148,19 @@ async def test_handshakes_the_server_cannot_judge_are_refused(server: Harness) -
         r = await post(server, alice, "/v1/messages", body)
         assert (r.status_code, r.json()["error"]) == (400, "invalid_handshake"), name
     assert server.db_dump() == before
+
+
+async def test_only_member_devices_post_application_messages(server: Harness) -> None:
+    alice = await server.user("alice")
+    eve = await server.user("eve")
+    assert alice.device is not None and eve.device is not None
+    group = new_group("alice", alice.device)
+    await alice.register_group(group.group_info(), group.ratchet_tree())
+    message = private_message(group.group_id, 0)
+    before = server.db_dump()
+    for data in (message, private_message(group.group_id, 0, ContentType.commit)):
+        body = {"message_id": "m" * 10, "data": protocol.b64encode(data), "recipients": []}
+        r = await post(server, eve, "/v1/messages", body)
+        assert (r.status_code, r.json()["error"]) == (403, "not_group_member")
+    assert server.db_dump() == before
+    await alice.send(message, [eve.device.device_id])  # a member may
