@@ -75,7 +75,8 @@ async def test_messages_and_files_reach_every_device_once_in_order(
         alice = net.clients["alice"]
 
         direct = await alice.start_direct("bob")
-        group = await alice.create_group(f"group {canary('group-name')}", ["bob", "carol"])
+        group_name = f"group canary-group-name-{secrets.token_hex(12)}"
+        group = await alice.create_group(group_name, ["bob", "carol"])
         members[direct.id] = {"alice", "bob1", "bob2"}
         members[group.id] = {"alice", "bob1", "bob2", "carol"}
         assert len(direct.devices) == 3 and len(group.devices) == 4
@@ -167,9 +168,12 @@ async def test_messages_and_files_reach_every_device_once_in_order(
     needles = [c.encode() for c in canary.values]
     assert server.log_path.stat().st_size > 0
     assert scan([server.data_dir, server.log_path], needles) == []
+    # The group's name is in its GroupContext, which the server validates (PublicMessage
+    # handshakes, docs/threat-model.md "Validated groups"): in its database, never its log.
+    assert scan([server.log_path], [group_name.encode()]) == []
     profiles = [net.profile(name) for name in net.events]
     assert all(any(p.iterdir()) for p in profiles)
-    assert scan(profiles, needles) == []
+    assert scan(profiles, [*needles, group_name.encode()]) == []
 
 
 async def test_a_restarted_client_resends_what_was_pending(

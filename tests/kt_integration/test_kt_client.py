@@ -114,6 +114,7 @@ async def test_2_commit_adding_a_ghost_is_refused(tmp_path: Path) -> None:
             [alice.device_id, bob.device_id],
             welcome=out.welcome,
             welcome_recipients=[ghost.device_id],
+            group_info=out.group_info,
         )
         for honest in (alice, bob):
             take_events(honest)

@@ -21,6 +21,8 @@ from doorless.server.storage.base import (
     EpochGate,
     FrankingKeyRecord,
     FrankingKeys,
+    GroupState,
+    GroupUpdate,
     KtLogEntry,
     KtVersion,
     LinkRecord,
@@ -195,6 +197,35 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     t.lines.append(("stamps", list(stamped)))
     await t("group epoch", store.group_epoch(g))
     await t("group epoch none", store.group_epoch(b"none"))
+
+    # validated groups: registration, member set, a commit's update behind the epoch gate
+    v = b"validated"
+    s0 = GroupState(v, 0, b"state0", b"info0")
+    await t("register", store.register_group(s0, [b.device_id, a.device_id]))
+    await t("register again", store.register_group(s0, [a.device_id]))
+    await t("register used group", store.register_group(GroupState(g, 0, b"s", b"i"), []))
+    await t("group state", store.group_state(v))
+    await t("group state none", store.group_state(b"none"))
+    await t("member a", store.is_group_member(v, a.device_id))
+    await t("member c", store.is_group_member(v, c.device_id))
+    s1 = GroupState(v, 1, b"state1", b"info1")
+    update = GroupUpdate(s1, added=(c.device_id,), removed=(b.device_id,))
+    await t(
+        "unvalidated commit",
+        store.deliver(a.device_id, "v0", b"v0", [], EpochGate(v, 0, True), 26),
+    )
+    await t(
+        "validated commit",
+        store.deliver(a.device_id, "v1", b"v1", [], EpochGate(v, 0, True, update), 26),
+    )
+    await t(
+        "stale validated commit",
+        store.deliver(c.device_id, "v2", b"v2", [], EpochGate(v, 0, True, update), 26),
+    )
+    await t("group state after", store.group_state(v))
+    await t("group epoch after", store.group_epoch(v))
+    for d in everyone:
+        await t(f"member {d[-1]} after", store.is_group_member(v, d))
     for d in everyone:
         await t(f"fetch {d[-1]}", store.fetch(d, 0, 100))
     await t("fetch after", store.fetch(b.device_id, 1, 1))
@@ -345,6 +376,14 @@ async def test_both_dialects_give_the_same_results(dialects: dict[str, Make], ha
     results = dict(sqlite)
     assert results["commit 0"].group_epoch == 1 and results["duplicate"].duplicate
     assert results["stale commit"][0] == "EpochConflict"
+    assert results["register again"][0] == results["register used group"][0] == "GroupExists"
+    assert (
+        results["unvalidated commit"][0]
+        == results["stale validated commit"][0]
+        == ("EpochConflict")
+    )
+    assert results["group state after"] == GroupState(b"validated", 1, b"state1", b"info1")
+    assert [results[f"member {d} after"] for d in "123"] == [True, False, True]
     assert results["stamps"] == [1, 2, 3]
     assert results["ack"] == 2
     assert results["delete reports"] == 2

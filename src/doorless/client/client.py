@@ -74,6 +74,7 @@ from doorless.client.core import (
     SetupIncomplete,
     UnknownConversation,
     UserUnavailable,
+    conversation_gid,
 )
 from doorless.client.events import (
     Conversation,
@@ -258,6 +259,15 @@ class Client:
     async def rename(self, conversation_id: str, name: str) -> Conversation:
         """Change a group conversation's name (a commit: every member sees it)."""
         return await membership.rename(self._core, conversation_id, name)
+
+    async def rejoin(self, conversation_id: str) -> Conversation:
+        """Rejoin a conversation by external commit from the GroupInfo the server keeps (when
+        this device's state is lost or behind; done automatically when a message shows that
+        the group moved past this device's epoch)."""
+        gid = conversation_gid(conversation_id)
+        async with self._core.lock:
+            conv = await membership.rejoin_locked(self._core, gid)
+        return self._core.view(conv)
 
     # --- sending (doorless.client.outbox) -----------------------------------------------------
 

@@ -41,6 +41,7 @@ from doorless.mls.credential import BasicCredential, Credential
 from doorless.mls.extensions import Extension, find_extension
 from doorless.mls.group import Group
 from doorless.mls.leaf_node import LeafNode
+from doorless.mls.public_group import PublicGroup
 from doorless.mls.tree_math import LeafIndex
 from doorless.wire import protocol
 
@@ -153,7 +154,7 @@ class RosterEntry:
     signature_key: bytes
 
 
-def roster(group: Group) -> dict[DeviceRef, RosterEntry]:
+def roster(group: Group | PublicGroup) -> dict[DeviceRef, RosterEntry]:
     """Every member of ``group`` by (user, device); `ValidationError` if a leaf does not bind
     to its key or one device appears twice."""
     entries: dict[DeviceRef, RosterEntry] = {}

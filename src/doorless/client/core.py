@@ -59,6 +59,7 @@ from doorless.mls.group_context import ProtocolVersion
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.leaf_node import Capabilities
 from doorless.mls.proposals import Proposal
+from doorless.mls.types import GroupConfig
 from doorless.secret import PrivateKeyBytes
 from doorless.wire import protocol
 from doorless.wire.payload import FileBody, Payload, PayloadKind, frank_payload
@@ -71,6 +72,9 @@ T = TypeVar("T")
 KEY_PACKAGE_LIFETIME_MS = DEFAULT_LIFETIME_SECONDS * 1000
 MAX_BACKOFF = 60.0
 _SETTING_FRANKING_KEY = "franking_public_key"  # the server's, pinned (hex)
+# Handshakes travel as PublicMessage so the server can validate them (`doorless.server.groups`);
+# application messages are PrivateMessages.
+MLS_CONFIG = GroupConfig(private_handshakes=False)
 
 
 # Server answers that say "try again later" rather than "no": an outbox item stays.
@@ -126,7 +130,7 @@ class Conv:
     @classmethod
     def from_row(cls, row: StoredGroup) -> Conv:
         """The in-memory state of a stored group row."""
-        mls = Group.from_bytes(row.mls_state)
+        mls = Group.from_bytes(row.mls_state, MLS_CONFIG)
         return cls(row.group_id, mls, row.status, row.created_at, row.updated_at)
 
     def evolve(self, **changes: Any) -> Conv:

@@ -22,7 +22,9 @@ from doorless.client import (
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
     MESSAGE_KIND,
+    MLS_CONFIG,
     NETWORK,
+    TRANSIENT,
     Conv,
     Session,
     conversation_gid,
@@ -235,10 +237,22 @@ async def on_group_message(
         result = conv.mls.process(message, now=s.now_s())
     except DoorlessError as e:
         await mark(s, key)
-        reason = (
-            FailureReason.MISSED_COMMITS if epoch > conv.mls.epoch else FailureReason.UNDECRYPTABLE
-        )
-        s.fail(reason, str(e), conversation=gid)
+        if epoch <= conv.mls.epoch:
+            s.fail(FailureReason.UNDECRYPTABLE, str(e), conversation=gid)
+            return
+        # The group moved past our epoch (commits we missed or could not process): rejoin
+        # by external commit from the GroupInfo the server keeps.
+        s.fail(FailureReason.MISSED_COMMITS, str(e), conversation=gid)
+        try:
+            await membership.rejoin_locked(s, gid)
+        except TRANSIENT:
+            raise  # no verdict: a later message of the group triggers it again
+        except DoorlessError as rejoin_error:
+            s.fail(
+                FailureReason.MISSED_COMMITS,
+                f"could not rejoin ({rejoin_error}); ask a member to add this device again",
+                conversation=gid,
+            )
         return
     if isinstance(result, ApplicationMessage):
         await on_application(s, key, conv, result, frank)
@@ -446,7 +460,7 @@ async def on_welcome(s: Session, key: str, message: MLSMessage, welcome: Welcome
         signer = open_welcome(message, bundle.ref, bundle.init_private_key).group_info.signer
         # Lifetimes of the members' leaves are not checked here: a member who has not
         # committed for months still has its KeyPackage leaf (RFC 9420 §7.3 RECOMMENDED).
-        group = Group.join_from_welcome(message, bundle)
+        group = Group.join_from_welcome(message, bundle, config=MLS_CONFIG)
         members = roster(group)
         if members.get(s.me) is None or members[s.me].leaf != group.own_leaf:
             raise ValidationError("the Welcome puts us in another leaf")

@@ -18,10 +18,12 @@ from doorless.client.conversations import (
     ConversationInfo,
     conversation_info,
     device_ref_of,
+    roster,
     safe_roster,
     with_info,
 )
 from doorless.client.core import (
+    MLS_CONFIG,
     TRANSIENT,
     Builder,
     Claimed,
@@ -49,20 +51,21 @@ from doorless.client.records import KIND_COMMIT, OutgoingCommit
 from doorless.client.safety import disappearing_seconds
 from doorless.client.store import GroupStatus, OutboxItem, Transaction
 from doorless.codec import decode, encode
-from doorless.errors import ConfigurationError, StateError
+from doorless.errors import ConfigurationError, StateError, ValidationError
 from doorless.mls.group import Group
 from doorless.mls.proposals import Add, GroupContextExtensions, Remove
+from doorless.mls.public_group import PublicGroup
 
 log = logging.getLogger("doorless.client")
 
 COMMIT_ATTEMPTS = 6
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
 class _Conflict:
-    """Verdict: another commit took the epoch."""
+    """Verdict: another commit took the epoch (the server's epoch, if it said)."""
 
-
-_CONFLICT = _Conflict()
+    current_epoch: int | None = None
 
 
 async def conversations(s: Session) -> list[Conversation]:
@@ -174,7 +177,10 @@ async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> 
         bundle.encryption_private_key,
         s.signature_key,
         extensions=[info.extension()],
+        config=MLS_CONFIG,
     )
+    # The server validates the group's handshakes from now on (doorless.server.groups).
+    await s.transport.register_group(group.group_info(), group.ratchet_tree())
     now = s.now_ms()
     conv = Conv(gid, group, GroupStatus.ACTIVE, now, now)
     async with s.lock:
@@ -260,9 +266,13 @@ async def commit_locked(s: Session, gid: bytes, build: Builder, *, force: bool =
             return verdict
         if isinstance(verdict, _Conflict):
             await inbox.sync_locked(s)
+            await rejoin_if_behind_locked(s, gid, verdict.current_epoch)
         else:
             excluded |= verdict
-    raise CommitFailed(f"the change could not be committed in {COMMIT_ATTEMPTS} attempts")
+    raise CommitFailed(
+        f"the change could not be committed in {COMMIT_ATTEMPTS} attempts (other members kept "
+        "committing first): try again"
+    )
 
 
 async def deliver_commit_locked(
@@ -276,6 +286,8 @@ async def deliver_commit_locked(
         await s.tx(lambda tx: tx.dequeue(outbox_id))
         (await pending_commit_groups(s)).discard(conv.group_id)
 
+    if pending is None:
+        pending = Group.from_bytes(record.pending_state, MLS_CONFIG)
     try:
         await s.transport.send(
             record.commit,
@@ -283,10 +295,11 @@ async def deliver_commit_locked(
             message_id=record.message_id,
             welcome=record.welcome,
             welcome_recipients=record.welcome_recipients,
+            group_info=pending.group_info(),  # deterministic: a resend has the same digest
         )
-    except EpochConflict:
+    except EpochConflict as e:
         await drop()
-        return _CONFLICT
+        return _Conflict(e.current_epoch)
     except TRANSIENT:
         raise  # no verdict: the commit stays in the outbox and is sent again
     except InvalidRequest as e:
@@ -297,7 +310,7 @@ async def deliver_commit_locked(
     except ServerError:
         await drop()
         raise
-    new_group = pending if pending is not None else Group.from_bytes(record.pending_state)
+    new_group = pending
     if new_group.group_id != conv.group_id or new_group.epoch != conv.mls.epoch + 1:
         raise StateError("the pending commit does not follow the stored group state")
     new = conv.evolve(mls=new_group, updated_at=s.now_ms())
@@ -332,6 +345,59 @@ async def resolve_commits_locked(s: Session, gid: bytes | None = None) -> None:
             pending.discard(item.group_id)
             continue
         await deliver_commit_locked(s, conv, item, decode(OutgoingCommit, item.payload), None)
+
+
+REJOIN_ATTEMPTS = 3
+
+
+async def rejoin_if_behind_locked(s: Session, gid: bytes, current_epoch: int | None) -> None:
+    """After a sync that followed an ``epoch_conflict``: if the server's epoch is still ahead
+    of ours, this device cannot follow the group (it missed or refused commits): rejoin."""
+    conv = await s.load(gid)
+    if current_epoch is None or conv is None or conv.status is not GroupStatus.ACTIVE:
+        return
+    if conv.mls.epoch < current_epoch:
+        await rejoin_locked(s, gid)
+
+
+async def rejoin_locked(s: Session, gid: bytes) -> Conv:
+    """Rejoin a conversation whose state is lost, corrupt or too far behind, by external
+    commit (RFC 9420 §12.4.3.2) from the GroupInfo and ratchet tree the server keeps for its
+    members (``GET /v1/groups/{id}/info``, `doorless.server.groups`). Every other member is
+    checked against key transparency first, as for a Welcome (I3); our old leaf, if any, is
+    replaced (resync). The others see it as a roster change by us. Raises `ServerError`
+    (e.g. ``not_group_member``: we were removed; ``not_found``: a group from before
+    validation, which cannot be rejoined), `ValidationError`, or `CommitFailed`."""
+    conv = await s.require_active(gid)
+    for _ in range(REJOIN_ATTEMPTS):
+        _, group_info, tree = await s.transport.group_info(gid)
+        public = PublicGroup.from_group_info(group_info, ratchet_tree=tree)
+        if public.group_id != gid:
+            raise ValidationError("the server's GroupInfo is for another group")
+        members = roster(public)
+        await devices.check_devices(s, (e for ref, e in members.items() if ref != s.me))
+        old = members.get(s.me)
+        bundle = await asyncio.to_thread(s.new_key_package)
+        group, commit = Group.join_external(
+            group_info,
+            bundle.key_package.leaf_node,
+            s.signature_key,
+            ratchet_tree=tree,
+            resync_leaf=None if old is None else old.leaf,
+            config=MLS_CONFIG,
+        )
+        new = conv.evolve(mls=group, updated_at=s.now_ms())
+        try:
+            await s.transport.send(
+                commit, s.recipients(new), message_id=new_send_id(), group_info=group.group_info()
+            )
+        except EpochConflict:
+            continue  # a commit came first: read the new GroupInfo
+        await s.save(new, functools.partial(Transaction.update_group, group=new.stored()))
+        log.info("rejoined a conversation by external commit at epoch %d", group.epoch)
+        membership_events(s, conv, new, s.me)
+        return new
+    raise CommitFailed(f"could not rejoin the conversation in {REJOIN_ATTEMPTS} attempts")
 
 
 def membership_events(

@@ -166,9 +166,11 @@ async def deliver_application_locked(s: Session, item: OutboxItem) -> MessageInf
     for _ in range(SEND_ATTEMPTS):
         try:
             await s.transport.send(record.data, record.recipients, message_id=record.message_id)
-        except EpochConflict:
-            # The group moved to a new epoch we have not processed: catch up, encrypt again.
+        except EpochConflict as e:
+            # The group moved to a new epoch we have not processed: catch up (or rejoin, if
+            # we cannot follow it), encrypt again.
             await inbox.sync_locked(s)
+            await membership.rejoin_if_behind_locked(s, item.group_id, e.current_epoch)
             replaced = await reencrypt_locked(s, item)
             if isinstance(replaced, MessageInfo):
                 return replaced
@@ -197,7 +199,10 @@ async def deliver_application_locked(s: Session, item: OutboxItem) -> MessageInf
         except ServerError as e:
             return await fail_outgoing(s, item, FailureReason.REJECTED, str(e))
         return await sent(s, item)
-    raise SendFailed(f"the message could not be sent in {SEND_ATTEMPTS} attempts")
+    raise SendFailed(
+        f"the message could not be sent in {SEND_ATTEMPTS} attempts (the group kept moving "
+        "on): it stays in the outbox and is sent again with the next sync"
+    )
 
 
 async def sent(s: Session, item: OutboxItem) -> MessageInfo:

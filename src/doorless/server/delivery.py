@@ -17,6 +17,11 @@
    epoch, so the group never forks; the loser gets ``409 epoch_conflict`` with
    ``current_epoch``); a proposal or application message must be for the current epoch; the
    first message seen for a group fixes its epoch.
+   **Validation** (`doorless.server.groups`): for a group the server keeps the public state
+   of, only member devices may post, handshakes must be PublicMessage commits valid for the
+   stored state, each with the committer's GroupInfo of the new epoch (``group_info``); the
+   new state is stored in the delivery transaction (``400 invalid_handshake``,
+   ``403 not_group_member``).
 4. **Franking** (``docs/franking.md`` §7). An application message must be a PrivateMessage
    carrying a franking tag in its ``authenticated_data`` (`MalformedMessage` otherwise). It is
    stamped (`doorless.server.franking.FrankingService.stamper`) with the device that sent it,
@@ -38,12 +43,12 @@ onto HTTP statuses and `doorless.wire.errors.ErrorCode` values, as it does for t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
 
 from doorless.codec import Writer, decode
-from doorless.errors import DecodeError, DoorlessError, RemoteError
+from doorless.errors import DecodeError, DoorlessError
 from doorless.mls.framing import (
     ContentType,
     MLSMessage,
@@ -52,9 +57,17 @@ from doorless.mls.framing import (
     WireFormat,
     peek_routing,
 )
+from doorless.server import groups
 from doorless.server.context import ServerContext
 from doorless.server.fanout.base import Topic
 from doorless.server.franking import Unfranked, application_tag, sender_identity
+from doorless.server.refusals import (
+    DeliveryRefused,
+    InvalidSend,
+    MalformedMessage,
+    MessageTooLarge,
+    Sender,
+)
 from doorless.server.storage.base import Delivery, DeliveryResult, EpochGate
 
 # Epochs are stored in signed 64-bit columns; no real group gets near this.
@@ -63,37 +76,7 @@ _GROUP_MESSAGES = (WireFormat.mls_public_message, WireFormat.mls_private_message
 _SENDABLE = (*_GROUP_MESSAGES, WireFormat.mls_welcome, WireFormat.mls_group_info)
 
 
-# --- refusals --------------------------------------------------------------------------------
-
-
-class DeliveryRefused(RemoteError):
-    """A send breaks a delivery rule; nothing was queued."""
-
-
-class MalformedMessage(DeliveryRefused):
-    """The bytes are not an MLSMessage of a kind that may be sent (``malformed_message``)."""
-
-
-class InvalidSend(DeliveryRefused):
-    """The recipients or the combination of parts break a rule (``invalid_request``)."""
-
-
-class MessageTooLarge(DeliveryRefused):
-    """A message is larger than ``max_message_size`` (``payload_too_large``)."""
-
-
 # --- what a send is --------------------------------------------------------------------------
-
-
-class Sender(Protocol):
-    """The device the server authenticated on the submitting connection
-    (`doorless.server.auth.AuthedDevice`); never a value read from the message."""
-
-    @property
-    def username(self) -> str: ...
-
-    @property
-    def device_id(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +94,7 @@ class Send:
     message_id: str
     message: Outgoing
     welcome: Outgoing | None = None
+    group_info: bytes | None = None  # a commit's GroupInfo of the new epoch (`groups`)
 
 
 # --- the rules -------------------------------------------------------------------------------
@@ -155,6 +139,8 @@ def digest(send: Send) -> bytes:
     if send.welcome is not None:
         w.push_opaque(send.welcome.data)
         w.push_vector(send.welcome.recipients, lambda w, r: w.push_opaque(r.encode()))
+    if send.group_info is not None:
+        w.push_opaque(send.group_info)
     return hashlib.sha256(w.getvalue()).digest()
 
 
@@ -202,7 +188,14 @@ async def send(ctx: ServerContext, sender: Sender, request: Send) -> DeliveryRes
     """
     message, welcome = request.message, request.welcome
     _check_recipients(ctx, message.recipients, "recipients")
-    gate = _gate(_peek(ctx, message.data, "data"))
+    routing = _peek(ctx, message.data, "data")
+    gate = _gate(routing)
+    if request.group_info is not None and (gate is None or not gate.is_commit):
+        raise InvalidSend("a group_info can only accompany a commit")
+    if gate is not None:
+        checked = await groups.check(ctx, sender, routing, message.data, request.group_info)
+        if checked.update is not None:
+            gate = dataclasses.replace(gate, update=checked.update)
     parts = [await group_message(ctx, sender, message)]
     if welcome is not None:
         if gate is None or not gate.is_commit:

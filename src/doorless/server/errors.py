@@ -47,15 +47,19 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doorless.errors import DoorlessError
-from doorless.server.delivery import (
+from doorless.server.refusals import (
     DeliveryRefused,
+    InvalidHandshake,
     InvalidSend,
     MalformedMessage,
     MessageTooLarge,
+    NotGroupMember,
+    UnknownGroup,
 )
 from doorless.server.storage.base import (
     DeviceExists,
     EpochConflict,
+    GroupExists,
     IdempotencyConflict,
     InviteInvalid,
     LinkGone,
@@ -175,6 +179,9 @@ _REFUSALS: dict[type[DeliveryRefused], tuple[int, ErrorCode]] = {
     MalformedMessage: (400, ErrorCode.MALFORMED_MESSAGE),
     InvalidSend: (400, ErrorCode.INVALID_REQUEST),
     MessageTooLarge: (413, ErrorCode.PAYLOAD_TOO_LARGE),
+    InvalidHandshake: (400, ErrorCode.INVALID_HANDSHAKE),
+    NotGroupMember: (403, ErrorCode.NOT_GROUP_MEMBER),
+    UnknownGroup: (404, ErrorCode.NOT_FOUND),
 }
 
 
@@ -196,6 +203,7 @@ _REJECTIONS: dict[type[Rejected], tuple[int, ErrorCode]] = {
     UnknownDevice: (400, ErrorCode.UNKNOWN_RECIPIENT),
     LinkGone: (404, ErrorCode.NOT_FOUND),
     EpochConflict: (409, ErrorCode.EPOCH_CONFLICT),
+    GroupExists: (409, ErrorCode.GROUP_EXISTS),
     IdempotencyConflict: (409, ErrorCode.IDEMPOTENCY_CONFLICT),
     TooManyKeyPackages: (409, ErrorCode.TOO_MANY_KEY_PACKAGES),
 }

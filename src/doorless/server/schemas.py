@@ -212,6 +212,11 @@ class SendRequest(Request):
     welcome: WelcomePart | None = Field(
         None, description="Welcome of this commit: delivered if and only if the commit is"
     )
+    group_info: B64 | None = Field(
+        None,
+        description="MLSMessage(mls_group_info) of the epoch this commit starts, signed by the "
+        "committer: required for commits to registered groups",
+    )
 
 
 class SendResponse(BaseModel):
@@ -240,6 +245,18 @@ class AckRequest(Request):
 
 class AckResponse(BaseModel):
     acknowledged: int
+
+
+class RegisterGroupRequest(Request):
+    group_info: B64 = Field(description="MLSMessage(mls_group_info) signed by this device's leaf")
+    ratchet_tree: B64 = Field(description="The encoded ratchet_tree extension value")
+
+
+class GroupInfoResponse(BaseModel):
+    group_id: str = Field(description="hex")
+    epoch: int
+    group_info: B64 = Field(description="MLSMessage(mls_group_info) of the current epoch")
+    ratchet_tree: B64 = Field(description="The encoded ratchet_tree extension value")
 
 
 class GroupEpoch(BaseModel):

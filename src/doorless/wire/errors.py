@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     MALFORMED_MESSAGE = "malformed_message"  # [400] not a valid MLSMessage of the right kind
     INVALID_REQUEST = "invalid_request"  # [400/422] a field breaks a rule or the schema
     INVALID_SIGNATURE = "invalid_signature"  # [400] a signature in the body does not verify
+    INVALID_HANDSHAKE = "invalid_handshake"  # [400] a commit/GroupInfo is invalid for the group
     UNKNOWN_RECIPIENT = "unknown_recipient"  # [400] a recipient is not a live device
     INVALID_REPORT = "invalid_report"  # [400] an abuse report does not verify
     REPORT_EXPIRED = "report_expired"  # [400] the frank's key was retired
@@ -23,12 +24,14 @@ class ErrorCode(StrEnum):
     AUTH_FAILED = "auth_failed"  # [401] challenge unknown/expired/used, or bad signature
     FORBIDDEN = "forbidden"  # [403] not allowed for this device
     INVITE_REQUIRED = "invite_required"  # [403] registration needs a valid invite
+    NOT_GROUP_MEMBER = "not_group_member"  # [403] this device is not a member of the group
     NOT_FOUND = "not_found"  # [404] no such route, user, device, link, attachment
     METHOD_NOT_ALLOWED = "method_not_allowed"  # [405]
     CONFLICT = "conflict"  # [409] the state does not allow it
     USERNAME_TAKEN = "username_taken"  # [409]
     DEVICE_EXISTS = "device_exists"  # [409] this device key is already registered
     EPOCH_CONFLICT = "epoch_conflict"  # [409] another commit took this epoch
+    GROUP_EXISTS = "group_exists"  # [409] the server already knows a group with this id
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"  # [409] message id reused for other content
     TOO_MANY_KEY_PACKAGES = "too_many_key_packages"  # [409]
     KT_CONFLICT = "kt_conflict"  # [409] the device list changed: read it again and retry

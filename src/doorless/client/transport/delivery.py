@@ -70,11 +70,13 @@ class DeliveryEndpoints(HttpBase):
         message_id: str | None = None,
         welcome: bytes | None = None,
         welcome_recipients: Sequence[str] = (),
+        group_info: bytes | None = None,
     ) -> SendResult:
         """Send an MLSMessage to these devices (and a commit's Welcome, atomically).
 
         Retried with the same ``message_id`` when no answer came, so a message is enqueued
-        once. Raises `EpochConflict` when another commit won the epoch.
+        once. Raises `EpochConflict` when another commit won the epoch. ``group_info``: a
+        commit's GroupInfo of the new epoch (the server validates commits against it).
         """
         body: dict[str, Any] = {
             "message_id": message_id or secrets.token_urlsafe(16),
@@ -86,8 +88,28 @@ class DeliveryEndpoints(HttpBase):
                 "data": protocol.b64encode(welcome),
                 "recipients": list(welcome_recipients),
             }
+        if group_info is not None:
+            body["group_info"] = protocol.b64encode(group_info)
         f = await self._json("POST", "/v1/messages", "send", json=body, retry_unanswered=True)
         return SendResult(f.text("message_id"), f.opt_integer("group_epoch"), f.flag("duplicate"))
+
+    async def register_group(self, group_info: bytes, ratchet_tree: bytes) -> int:
+        """Register a new group (its GroupInfo signed by this device and its ratchet tree): the
+        server validates its handshakes from now on. Returns the group's epoch."""
+        body = {
+            "group_info": protocol.b64encode(group_info),
+            "ratchet_tree": protocol.b64encode(ratchet_tree),
+        }
+        f = await self._json("POST", "/v1/groups", "group", json=body, retry_unanswered=True)
+        return f.integer("epoch")
+
+    async def group_info(self, group_id: bytes) -> tuple[int, bytes, bytes]:
+        """``(epoch, GroupInfo, ratchet tree)`` of a registered group this device is in."""
+        check_path_value(0 < len(group_id) <= 255, "group id")
+        f = await self._json(
+            "GET", f"/v1/groups/{group_id.hex()}/info", "group info", retry_unanswered=True
+        )
+        return f.integer("epoch"), f.blob("group_info"), f.blob("ratchet_tree")
 
     async def fetch(self, after: int = 0, limit: int = 100) -> MessagePage:
         """Queued messages with ``seq > after``, oldest first (for devices that were offline)."""

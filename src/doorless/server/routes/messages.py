@@ -11,7 +11,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
-from doorless.server import delivery
+from doorless.mls.public_group import PublicGroup
+from doorless.server import delivery, groups
 from doorless.server.errors import not_found
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
 from doorless.server.schemas import (
@@ -19,8 +20,10 @@ from doorless.server.schemas import (
     AckRequest,
     AckResponse,
     GroupEpoch,
+    GroupInfoResponse,
     MessagePage,
     QueuedMessage,
+    RegisterGroupRequest,
     SendRequest,
     SendResponse,
 )
@@ -36,7 +39,7 @@ GroupIdPath = Annotated[str, Path(pattern=r"^([0-9a-f]{2}){1,255}$")]
     response_model=SendResponse,
     responses={
         200: {"model": SendResponse, "description": "Repeat of an accepted message id"},
-        **errors(*AUTHED, 400, 409, 413, 422),
+        **errors(*AUTHED, 400, 403, 409, 413, 422),
     },
 )
 async def send(body: SendRequest, response: Response, me: Device, ctx: Ctx) -> SendResponse:
@@ -49,6 +52,7 @@ async def send(body: SendRequest, response: Response, me: Device, ctx: Ctx) -> S
             body.message_id,
             delivery.Outgoing(body.data, tuple(body.recipients)),
             None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
+            body.group_info,
         ),
     )
     if result.duplicate:
@@ -94,3 +98,33 @@ async def group_epoch(group_id: GroupIdPath, _me: Device, ctx: Ctx) -> GroupEpoc
     if epoch is None:
         raise not_found("the server has seen no message of this group")
     return GroupEpoch(group_id=group_id, epoch=epoch)
+
+
+@router.post(
+    "/groups",
+    status_code=201,
+    response_model=GroupEpoch,
+    responses=errors(*AUTHED, 400, 409, 413, 422),
+)
+async def register_group(body: RegisterGroupRequest, me: Device, ctx: Ctx) -> GroupEpoch:
+    """Register a new group: from now on the server validates its handshakes and lets only
+    its member devices post to it (`doorless.server.groups`)."""
+    state = await groups.register(ctx, me, body.group_info, body.ratchet_tree)
+    return GroupEpoch(group_id=state.group_id.hex(), epoch=state.epoch)
+
+
+@router.get(
+    "/groups/{group_id}/info",
+    response_model=GroupInfoResponse,
+    responses=errors(*AUTHED, 403, 404, 422),
+)
+async def group_info(group_id: GroupIdPath, me: Device, ctx: Ctx) -> GroupInfoResponse:
+    """The latest GroupInfo and ratchet tree of a registered group, for its members (to rejoin
+    by external commit)."""
+    state = await groups.latest_group_info(ctx, me, bytes.fromhex(group_id))
+    return GroupInfoResponse(
+        group_id=group_id,
+        epoch=state.epoch,
+        group_info=state.group_info,
+        ratchet_tree=PublicGroup.from_bytes(state.state).ratchet_tree(),
+    )

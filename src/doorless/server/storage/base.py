@@ -81,16 +81,39 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupState:
+    """What the server keeps of a registered group (`doorless.server.groups`): its public MLS
+    state (``PublicGroup.to_bytes``, no secret) and the latest GroupInfo, both of ``epoch``."""
+
+    group_id: bytes
+    epoch: int
+    state: bytes
+    group_info: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupUpdate:
+    """A validated commit's effect on a registered group: the state of the next epoch and the
+    devices that join or leave its member set."""
+
+    state: GroupState
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EpochGate:
     """The group and epoch of a handshake or application message (from its cleartext header).
 
     A commit is accepted only for ``epoch == current_epoch`` and advances the group to
-    ``epoch + 1``; any other group message must be for the current epoch.
+    ``epoch + 1``; any other group message must be for the current epoch. ``update`` (commits
+    to registered groups): the new state, written in the same transaction.
     """
 
     group_id: bytes
     epoch: int
     is_commit: bool
+    update: GroupUpdate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +252,10 @@ class EpochConflict(Rejected):
     def __init__(self, current_epoch: int, message: str) -> None:
         super().__init__(message)
         self.current_epoch = current_epoch
+
+
+class GroupExists(Rejected):
+    """A group with this id is already known to the server (registered or used)."""
 
 
 class IdempotencyConflict(Rejected):
@@ -372,6 +399,20 @@ class Storage(ABC):
 
     @abstractmethod
     async def group_epoch(self, group_id: bytes) -> int | None: ...
+
+    # validated groups (doorless.server.groups)
+    @abstractmethod
+    async def register_group(self, state: GroupState, members: Sequence[str]) -> None:
+        """Start keeping a new group's state and member devices; `GroupExists` if any message
+        of the group was accepted or it is registered already."""
+
+    @abstractmethod
+    async def group_state(self, group_id: bytes) -> GroupState | None:
+        """The stored state of a registered group (None: not registered)."""
+
+    @abstractmethod
+    async def is_group_member(self, group_id: bytes, device_id: str) -> bool:
+        """Whether the device is in the member set of the registered group."""
 
     # attachments
     @abstractmethod

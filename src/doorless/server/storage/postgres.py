@@ -420,6 +420,7 @@ class PostgresStorage(SqlStorage):
         group_seq = 0
         if gate is not None:
             group_epoch, group_seq = await self._check_gate(ex, gate, sum(stamped))
+            await self._apply_group_update(ex, gate)
 
         counts = Counter(d for recipients in per_part for d in recipients)
         wanted = sorted(counts)

@@ -192,6 +192,26 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
             "CREATE INDEX blocks_by_blocked ON blocks (blocked)",
         ),
     ),
+    (
+        4,
+        "validated groups: public MLS state, latest GroupInfo, member devices",
+        (
+            # `doorless.server.groups`: the public state (PublicGroup.to_bytes) of each
+            # registered group and the latest GroupInfo its committer signed.
+            """CREATE TABLE group_states (
+                group_id {blob} PRIMARY KEY,
+                epoch {int} NOT NULL,
+                state {blob} NOT NULL,
+                group_info {blob} NOT NULL
+            )""",
+            # The devices of the group's leaves: who may post to it (one lookup per message).
+            """CREATE TABLE group_members (
+                group_id {blob} NOT NULL,
+                device_id TEXT NOT NULL,
+                PRIMARY KEY (group_id, device_id)
+            )""",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = _MIGRATIONS[-1][0]

@@ -32,9 +32,12 @@ from doorless.server.storage.base import (
     DeliveryResult,
     DeviceExists,
     DeviceRecord,
+    EpochConflict,
     EpochGate,
     FrankingKeyRecord,
     FrankingKeys,
+    GroupExists,
+    GroupState,
     InviteInvalid,
     KeyPackageCount,
     KtConflict,
@@ -450,6 +453,95 @@ class SqlStorage(Storage):
             return None if epoch is None else int(epoch)
 
         return await self._run(Tx.READ, op)
+
+    # --- validated groups (doorless.server.groups) -----------------------------------------
+
+    async def register_group(self, state: GroupState, members: Sequence[str]) -> None:
+        async def op(ex: Executor) -> None:
+            if not await ex.fetchval(
+                "INSERT INTO group_epochs (group_id, epoch) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING RETURNING true",
+                state.group_id,
+                state.epoch,
+            ):
+                raise GroupExists("the server already knows a group with this id")
+            await ex.execute(
+                "INSERT INTO group_states (group_id, epoch, state, group_info) "
+                "VALUES ($1, $2, $3, $4)",
+                state.group_id,
+                state.epoch,
+                state.state,
+                state.group_info,
+            )
+            await ex.executemany(
+                "INSERT INTO group_members (group_id, device_id) VALUES ($1, $2)",
+                [(state.group_id, d) for d in sorted(set(members))],
+            )
+
+        await self._run(Tx.WRITE, op)
+
+    async def group_state(self, group_id: bytes) -> GroupState | None:
+        async def op(ex: Executor) -> GroupState | None:
+            row = await ex.fetchrow(
+                "SELECT epoch, state, group_info FROM group_states WHERE group_id = $1", group_id
+            )
+            if row is None:
+                return None
+            return GroupState(group_id, int(row[0]), bytes(row[1]), bytes(row[2]))
+
+        return await self._run(Tx.READ, op)
+
+    async def is_group_member(self, group_id: bytes, device_id: str) -> bool:
+        async def op(ex: Executor) -> bool:
+            return bool(
+                await ex.fetchval(
+                    "SELECT true FROM group_members WHERE group_id = $1 AND device_id = $2",
+                    group_id,
+                    device_id,
+                )
+            )
+
+        return await self._run(Tx.READ, op)
+
+    @staticmethod
+    async def _apply_group_update(ex: Executor, gate: EpochGate) -> None:
+        """Inside `deliver`, after the gate let a message for ``gate.epoch`` through: store a
+        registered group's next state (conditional on the stored epoch, like the gate). A
+        commit without a validated update is refused for a registered group."""
+        update = gate.update
+        if update is None:
+            if (
+                gate.is_commit
+                and await ex.fetchval(
+                    "SELECT epoch FROM group_states WHERE group_id = $1", gate.group_id
+                )
+                is not None
+            ):
+                raise EpochConflict(gate.epoch, "the group's state moved on; read it again")
+            return
+        new = update.state
+        changed = await ex.execute(
+            "UPDATE group_states SET epoch = $3, state = $4, group_info = $5 "
+            "WHERE group_id = $1 AND epoch = $2",
+            new.group_id,
+            gate.epoch,
+            new.epoch,
+            new.state,
+            new.group_info,
+        )
+        if changed != 1:
+            raise EpochConflict(gate.epoch, "the group's state moved on; read it again")
+        if update.removed:
+            await ex.executemany(
+                "DELETE FROM group_members WHERE group_id = $1 AND device_id = $2",
+                [(new.group_id, d) for d in update.removed],
+            )
+        if update.added:
+            await ex.executemany(
+                "INSERT INTO group_members (group_id, device_id) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                [(new.group_id, d) for d in update.added],
+            )
 
     # --- attachments -----------------------------------------------------------------------
 

@@ -312,6 +312,8 @@ class SQLiteStorage(SqlStorage):
                 raise IdempotencyConflict("message id already used for different content")
             return DeliveryResult(message_id, row[1], duplicate=True)
         group_epoch = await self._check_gate(ex, gate) if gate is not None else None
+        if gate is not None:
+            await self._apply_group_update(ex, gate)
         wanted = sorted({r for p in parts for r in p.recipients})
         live: set[str] = set()
         for condition, args in self._any_of("device_id", 1, wanted, "text"):
