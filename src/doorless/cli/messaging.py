@@ -34,8 +34,10 @@ from doorless.cli.output import (
     message_json,
     message_text,
     progress_bar,
+    safe,
     size,
     stderr_is_terminal,
+    users,
 )
 from doorless.cli.session import (
     RECEIVE_CURSOR,
@@ -96,7 +98,7 @@ def _refused(info: MessageInfo) -> MessageInfo:
 
 
 def _sent_text(info: MessageInfo, label: str) -> str:
-    what = f"file {info.file.name} ({size(info.file.size)})" if info.file else "message"
+    what = f"file {safe(info.file.name)} ({size(info.file.size)})" if info.file else "message"
     verb = "queued" if info.state is dl.MessageState.PENDING else "sent"
     return f"{verb} {what} to {label} (message {info.message_id[:8]})"
 
@@ -257,7 +259,7 @@ class _Printer:
             self.conversations.get(m.conversation_id), self.me, m.conversation_id
         )
         line = message_text(m, label)
-        typer.echo(line + (f" -> saved to {saved}" if saved is not None else ""))
+        typer.echo(line + (f" -> saved to {safe(str(saved))}" if saved is not None else ""))
 
     def event(self, event: Event) -> None:
         if isinstance(event, dl.MessageReceived):
@@ -488,7 +490,11 @@ def download(
         with progress_bar(f"downloading {m.file.name}", show) as progress:
             await client.download_to(m, target, progress=progress)
         result = {"path": str(target), **message_json(m)}
-        emit(st.json, result, f"saved {m.file.name} ({size(m.file.size)}) to {target}")
+        emit(
+            st.json,
+            result,
+            f"saved {safe(m.file.name)} ({size(m.file.size)}) to {safe(str(target))}",
+        )
 
     with_client(st, main)
 
@@ -496,7 +502,7 @@ def download(
 def _conversation_line(c: Conversation, me: str) -> str:
     label = conversation_label(c, me)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
-    return f"{c.id[:12]}  {label:<24}  {', '.join(c.members)}{status}"
+    return f"{c.id[:12]}  {label:<24}  {users(c.members)}{status}"
 
 
 def conversations(ctx: typer.Context) -> None:

@@ -11,8 +11,10 @@ that ``doorless --help`` and commands that do not need it start fast.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,10 +94,11 @@ def conversation_json(c: Conversation) -> JSON:
     }
 
 
-def device_json(d: DeviceInfo, me: str | None = None) -> JSON:
+def device_json(d: DeviceInfo, me: str | None = None, name: str = "") -> JSON:
     return {
         "device_id": d.device_id,
         "fingerprint": fingerprint(d.device_id),
+        "name": name,
         "approved_by": d.approved_by,
         "created_at": d.created_at,
         "revoked_at": d.revoked_at,
@@ -195,9 +198,60 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+# --- peer-controlled text on a terminal -------------------------------------------------------
+#
+# Every string another party chose (message text, group and file names, media types, device
+# names, report notes, usernames, error details quoting them) goes through `safe` (one line) or
+# `safe_text` (a message body) before it reaches a terminal. Nothing that can move the cursor,
+# start a new line, drive the terminal (ESC/CSI/OSC, C1) or reorder what is shown (bidi
+# overrides and isolates) is printed as itself: it is shown as a visible escape (``\x1b``,
+# ``\n``, ``<U+202E>``). The ``--json`` output is never rendered: it is exact.
+
+# Continuation lines of a multi-line message start with this, so they can never pass for a line
+# of their own (those start with a time, an event word or ``!``).
+CONTINUATION = "    | "
+# Invisible format characters (Unicode category Cf) that are kept: they join letters (Persian,
+# Indic scripts) and emoji sequences, and cannot reorder text or fake a line.
+_KEPT_FORMAT = frozenset({"\u200c", "\u200d"})
+_ESCAPE_NAMES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
+_LINE_BREAK = re.compile(r"\r\n|\n")
+_JSON_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _hidden(ch: str) -> bool:
+    """Control characters (C0, DEL, C1), surrogates, line and paragraph separators, and format
+    characters (bidi embeddings/overrides/isolates/marks, zero-width and other invisible ones)."""
+    category = unicodedata.category(ch)
+    if category in ("Cc", "Cs", "Zl", "Zp"):
+        return True
+    return category == "Cf" and ch not in _KEPT_FORMAT
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return _ESCAPE_NAMES.get(ch, f"\\x{code:02x}")
+    return f"<U+{code:04X}>"
+
+
+def safe(text: str) -> str:
+    """A peer-controlled string as one line a terminal shows as it is: every control, line
+    separator and invisible format character (bidi overrides, isolates...) is replaced by a
+    visible escape (``\\x1b``, ``\\n``, ``<U+202E>``). Markup means nothing to `typer.echo`;
+    text for Rich must also go through ``rich.markup.escape``."""
+    return "".join(_visible(ch) if _hidden(ch) else ch for ch in text)
+
+
+def safe_text(text: str) -> str:
+    """A message body: like `safe`, but its line breaks are kept, each continuation line
+    marked with `CONTINUATION` (it belongs to the same message, never looks like a new one)."""
+    return ("\n" + CONTINUATION).join(safe(line) for line in _LINE_BREAK.split(text))
+
+
 def one_line(text: str, limit: int = 500) -> str:
+    """Whitespace collapsed, at most ``limit`` characters, rendered `safe`."""
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return safe(line if len(line) <= limit else line[: limit - 3] + "...")
 
 
 def conversation_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
@@ -206,19 +260,20 @@ def conversation_label(c: Conversation | None, me: str, conversation_id: str = "
         return f"#{conversation_id[:8]}"
     if c.kind is dl.ConversationKind.DIRECT:
         peers = [m for m in c.members if m != me]
-        return "@" + (peers[0] if peers else me)
-    return f"#{c.name}" if c.name else f"#{c.id[:8]}"
+        return "@" + safe(peers[0] if peers else me)
+    return f"#{safe(c.name)}" if c.name else f"#{c.id[:8]}"
 
 
 def message_text(m: MessageInfo, label: str) -> str:
-    who = "me" if m.outgoing else m.sender.user
+    who = "me" if m.outgoing else safe(m.sender.user)
     if m.kind is dl.MessageKind.FILE and m.file is not None:
         f = m.file
         body = (
-            f"[file] {f.name} ({size(f.size)}, {f.media_type}) - doorless download {m.message_id}"
+            f"[file] {safe(f.name)} ({size(f.size)}, {safe(f.media_type)}) - "
+            f"doorless download {m.message_id}"
         )
     else:
-        body = m.text or ""
+        body = safe_text(m.text or "")
     return f"{clock(m.sent_at)}  {label}  {who}: {body}"
 
 
@@ -235,15 +290,20 @@ class _TextContext:
 
 
 def _by(ref: DeviceRef | None) -> str:
-    return f" by {ref.user}" if ref is not None else ""
+    return f" by {safe(ref.user)}" if ref is not None else ""
+
+
+def users(names: tuple[str, ...] | list[str]) -> str:
+    """Usernames, comma-separated, each rendered `safe`."""
+    return ", ".join(safe(n) for n in names)
 
 
 def _membership_text(e: Any, ctx: _TextContext) -> str:
     parts = []
     if e.added_users:
-        parts.append("added " + ", ".join(e.added_users))
+        parts.append("added " + users(e.added_users))
     if e.removed_users:
-        parts.append("removed " + ", ".join(e.removed_users))
+        parts.append("removed " + users(e.removed_users))
     if not parts:
         parts.append(f"{len(e.added)} device(s) in, {len(e.removed)} out")
     return f"{conversation_label(e.conversation, ctx.me)}: {'; '.join(parts)}{_by(e.by)}"
@@ -257,11 +317,11 @@ def _device_text(e: Any, ctx: _TextContext) -> str:
         if e.change == "linked" and d.user == ctx.me
         else ""
     )
-    return f"device {d.user}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
+    return f"device {safe(d.user)}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
 
 
 def _alarm_text(e: Any, ctx: _TextContext) -> str:
-    who = f" ({e.device.user}/{fingerprint(e.device.device_id)})" if e.device else ""
+    who = f" ({safe(e.device.user)}/{fingerprint(e.device.device_id)})" if e.device else ""
     return f"!! KEY TRANSPARENCY ALARM: {e.kind.value}{who}: {one_line(e.detail, 300)}"
 
 
@@ -280,7 +340,7 @@ _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
     ),
     "ConversationJoined": lambda e, ctx: (
         f"joined {conversation_label(e.conversation, ctx.me)} "
-        f"({', '.join(e.conversation.members)}){_by(e.by)}"
+        f"({users(e.conversation.members)}){_by(e.by)}"
     ),
     "ConversationUpdated": lambda e, ctx: (
         f"{conversation_label(e.conversation, ctx.me)} renamed{_by(e.by)}"
@@ -306,7 +366,12 @@ def event_text(event: Event, me: str, conversations: dict[str, Conversation] | N
 def emit_json(obj: Any, stream: TextIO | None = None) -> None:
     """One JSON object on one line (flushed: readers of a pipe see it at once)."""
     out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+    line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # JSON leaves these unescaped, but line readers (str.splitlines, some terminals) break on
+    # them: escaped, one object stays one line (and the same value once parsed).
+    for ch in _JSON_LINE_BREAKS:
+        line = line.replace(ch, f"\\u{ord(ch):04x}")
+    out.write(line + "\n")
     out.flush()
 
 
@@ -332,6 +397,7 @@ def progress_bar(
         yield None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -349,7 +415,7 @@ def progress_bar(
         transient=True,
     )
     with progress:
-        task = progress.add_task(description, total=None)
+        task = progress.add_task(escape(safe(description)), total=None)
 
         def update(done: int, total: int | None) -> None:
             progress.update(task, completed=done, total=total or None)
@@ -375,6 +441,9 @@ __all__ = [
     "message_text",
     "one_line",
     "progress_bar",
+    "safe",
+    "safe_text",
     "size",
     "stderr_is_terminal",
+    "users",
 ]

@@ -22,7 +22,16 @@ import typer
 from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, clock, conversation_label, emit, emit_json, size
+from doorless.cli.output import (
+    JSON,
+    clock,
+    conversation_label,
+    emit,
+    emit_json,
+    safe,
+    safe_text,
+    size,
+)
 from doorless.cli.session import (
     CliError,
     Target,
@@ -102,9 +111,11 @@ def request_json(c: Conversation) -> JSON:
 def _receipts_text(receipts: list[ReportReceipt]) -> str:
     lines = []
     for r in receipts:
-        files = f", attachments: {', '.join(r.attachments)}" if r.attachments else ""
+        attached = ", ".join(safe(a) for a in r.attachments)
+        files = f", attachments: {attached}" if r.attachments else ""
         lines.append(
-            f"reported message {r.message_id[:8]} from @{r.sender} (report {r.report_id}{files})"
+            f"reported message {r.message_id[:8]} from @{safe(r.sender)} "
+            f"(report {r.report_id}{files})"
         )
     return "\n".join(lines) or "nothing reported"
 
@@ -198,7 +209,7 @@ async def _find_request(client: Client, name: str) -> Conversation:
 
 def _request_line(c: Conversation, me: str, count: int) -> str:
     where = "direct" if c.kind is dl.ConversationKind.DIRECT else f"group {c.name!r}"
-    return f"{c.id[:12]}  from @{c.request_from or '?'}  ({where}, {count} messages)"
+    return f"{c.id[:12]}  from @{safe(c.request_from or '?')}  ({where}, {count} messages)"
 
 
 @requests_app.command("list")
@@ -245,7 +256,7 @@ def requests_block(ctx: typer.Context, request: RequestArg) -> None:
     async def main(client: Client) -> None:
         conv = await _find_request(client, request)
         user = await client.block_request(conv.id)
-        emit(st.json, {"blocked": user, "conversation_id": conv.id}, f"blocked @{user}")
+        emit(st.json, {"blocked": user, "conversation_id": conv.id}, f"blocked @{safe(user)}")
 
     with_client(st, main)
 
@@ -269,7 +280,7 @@ def requests_report(
         emit(
             st.json,
             {"reports": [receipt_json(r) for r in receipts], "blocked": conv.request_from},
-            _receipts_text(receipts) + f"\nblocked @{conv.request_from}",
+            _receipts_text(receipts) + f"\nblocked @{safe(conv.request_from or '?')}",
         )
 
     with_client(st, main)
@@ -314,7 +325,7 @@ def blocked(ctx: typer.Context) -> None:
         emit(
             st.json,
             {"blocked": users},
-            lambda: "\n".join(f"@{u}" for u in users) or "nobody is blocked",
+            lambda: "\n".join(f"@{safe(u)}" for u in users) or "nobody is blocked",
         )
 
     with_client(st, main)
@@ -515,22 +526,23 @@ def report_view(record: ReportRecord) -> JSON:
 def _report_text(v: JSON) -> str:
     sender, reporter = v["sender"], v["reporter"]
     lines = [
-        f"report {v['report_id']}  {clock(v['created_at'] * 1000)}  reason: {v['reason']}",
-        f"  from @{sender['user']} (device {sender['device_id'][:8]}), "
-        f"reported by @{reporter['user']}",
+        f"report {v['report_id']}  {clock(v['created_at'] * 1000)}  reason: {safe(v['reason'])}",
+        f"  from @{safe(sender['user'])} (device {safe(sender['device_id'][:8])}), "
+        f"reported by @{safe(reporter['user'])}",
         f"  sent {clock(v['accepted_at_ms'])} in group {v['group_id'][:12]} "
         f"(message {v['message']})",
     ]
     if v["kind"] == "file":
-        lines.append(f"  [file] {v.get('file_name')}")
+        lines.append(f"  [file] {safe(str(v.get('file_name')))}")
     if v["text"] is not None:
-        lines.append("  | " + "\n  | ".join(str(v["text"]).splitlines() or [""]))
+        lines.append("  | " + safe_text(str(v["text"])))
     for a in v["attachments"]:
         lines.append(
-            f"  attachment {a['attachment_id']} {a['media_type']} {size(a['size'])}: {a['verdict']}"
+            f"  attachment {safe(a['attachment_id'])} {safe(a['media_type'])} "
+            f"{size(a['size'])}: {a['verdict']}"
         )
     if v["note"]:
-        lines.append(f"  note: {v['note']}")
+        lines.append(f"  note: {safe_text(v['note'])}")
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ import typer
 
 from doorless import client as dl
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
-from doorless.cli.output import emit_json, one_line
+from doorless.cli.output import emit_json, one_line, safe
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
 from doorless.wire.errors import ErrorCode
 
@@ -163,7 +163,7 @@ def fail(st: State, failure: Failure) -> NoReturn:
     if st.json:
         emit_json({"error": failure.code, "message": failure.message}, sys.stderr)
     else:
-        typer.echo(f"error: {failure.message}", err=True)
+        typer.echo(f"error: {safe(failure.message)}", err=True)
     raise typer.Exit(failure.exit_code)
 
 

@@ -319,6 +319,11 @@ class Client:
         """This account's devices on the server (revoked ones too), approval chain checked."""
         return await devices.list_devices(self._core)
 
+    async def device_names(self) -> dict[str, str]:
+        """The names this profile knows for the account's devices (device id -> name; a name
+        is given when a device is set up and kept on that device, so others are often "")."""
+        return await self._core.tx(lambda tx: {d.device_id: d.name for d in tx.list_devices()})
+
     async def get_link(self, code: str) -> PendingLink:
         """The pending request of a new device (show its fingerprint before approving)."""
         return await devices.get_link(self._core, code)
