@@ -14,6 +14,7 @@ import asyncio
 import base64
 import sys
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -328,44 +329,58 @@ def receive_cursor(client: Client) -> ReceiveCursor:
     return cursor
 
 
-async def _drain(client: Client) -> list[Event]:
-    """The events a closed client still holds (it keeps them while nobody listens)."""
-    return [event async for event in client.events()]
+async def _show(client: Client, printer: _Printer, cursor: ReceiveCursor, m: MessageInfo) -> None:
+    """Show one incoming message, then mark it shown: a ``receive`` killed while printing a
+    backlog shows the rest next time (and at most the one message it was printing again)."""
+    await printer.save_file(client, m)
+    printer.message(m)
+    await cursor.advance([m])
+
+
+async def _show_missed(client: Client, printer: _Printer, cursor: ReceiveCursor) -> None:
+    """The messages stored but not shown yet (fetched by another command, or by a ``receive``
+    that was stopped while printing), oldest first."""
+    for m in await cursor.unseen():
+        await _show(client, printer, cursor, m)
+
+
+async def _queued(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The events already emitted, without waiting for more (nothing emits while this runs:
+    no background task in this mode). A queued event is taken without suspending, so a step
+    still pending after one turn of the loop means there is none left."""
+    while True:
+        step = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        if not step.done():
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+            return
+        yield step.result()
 
 
 async def _receive_once(client: Client, printer: _Printer) -> None:
     cursor = receive_cursor(client)
     await printer.refresh(client)
-    shown = await cursor.value()
-    missed = await cursor.unseen()  # fetched by another command, not shown yet
-    for m in missed:
-        await printer.save_file(client, m)
-        printer.message(m)
-    await cursor.advance(missed)
+    await _show_missed(client, printer, cursor)
+    events = client.events()  # from now on, the events of this sync, in order
     await client.sync()
     # What the background task of a long-running client does: add this account's new devices
     # to the conversations, and report devices this one has not seen (I3).
     await client.sync_devices()
-    await printer.refresh(client)
-    for m in (new := await cursor.unseen()):
-        await printer.save_file(client, m)
-    await cursor.advance(new)
-    await client.close()  # ends the event stream after the events of this sync
-    for event in await _drain(client):
-        if isinstance(event, dl.MessageReceived) and event.message.local_id <= shown:
+    async for event in _queued(events):
+        if isinstance(event, dl.MessageReceived):
+            if event.message.local_id > await cursor.value():
+                await _show(client, printer, cursor, event.message)
             continue
         printer.event(event)
+    await _show_missed(client, printer, cursor)  # anything stored without an event
 
 
 async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> None:
     cursor = receive_cursor(client)
     await printer.refresh(client)
+    await _show_missed(client, printer, cursor)
     shown = await cursor.value()
-    missed = await cursor.unseen()
-    for m in missed:
-        await printer.save_file(client, m)
-        printer.message(m)
-    await cursor.advance(missed)
     events = client.events()
     await client.sync()  # the first round in the foreground, so that errors are reported
     await client.start()
@@ -382,9 +397,7 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
         if isinstance(event, dl.MessageReceived):
             if event.message.local_id <= shown:
                 continue
-            await printer.save_file(client, event.message)
-            printer.event(event)
-            await cursor.advance([event.message])
+            await _show(client, printer, cursor, event.message)
         else:
             printer.event(event)
 
