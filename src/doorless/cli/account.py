@@ -10,7 +10,14 @@ from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.output import JSON, emit, fingerprint
-from doorless.cli.session import client_options, open_client, run, with_passphrase
+from doorless.cli.session import (
+    checked,
+    client_options,
+    open_client,
+    parse_user,
+    run,
+    with_passphrase,
+)
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -77,7 +84,8 @@ def create(
     the passphrase in $DOORLESS_PASSPHRASE, or asked for on the terminal.
     """
     st = state(ctx)
-    name = username.removeprefix("@")
+    with checked(st):
+        name = parse_user(username)
 
     async def main() -> None:
         async def open_with(passphrase: str | None) -> Client:

@@ -22,7 +22,9 @@ from doorless.cli.common import state
 from doorless.cli.output import JSON, clock, device_json, emit, emit_json, fingerprint, safe
 from doorless.cli.session import (
     CliError,
+    checked,
     client_options,
+    parse_user,
     run,
     usage_error,
     with_client,
@@ -79,7 +81,8 @@ def link(
     two lines: {"type": "link_requested", ...} at once, {"type": "linked", ...} once approved.
     """
     st = state(ctx)
-    name = username.removeprefix("@")
+    with checked(st):
+        name = parse_user(username)
     new = not (st.profile.is_dir() and any(st.profile.iterdir()))
 
     async def main() -> None:

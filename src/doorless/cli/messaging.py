@@ -266,12 +266,12 @@ class _Printer:
         if isinstance(event, dl.MessageReceived):
             self.message(event.message)
             return
-        if isinstance(event, dl.ConversationJoined | dl.ConversationUpdated | dl.MembershipChanged):
-            self.conversations[event.conversation.id] = event.conversation
         if self.st.json:
             emit_json(event_json(event))
-        else:
+        else:  # the text says what changed, from the conversation as known before
             typer.echo(event_text(event, self.me, self.conversations))
+        if isinstance(event, dl.ConversationJoined | dl.ConversationUpdated | dl.MembershipChanged):
+            self.conversations[event.conversation.id] = event.conversation
 
 
 async def _unseen(client: Client, cursor: int) -> list[MessageInfo]:
@@ -464,6 +464,7 @@ def history(
 
     async def main(client: Client) -> None:
         conv = await resolve(client, target)
+        await client.purge_expired()  # disappearing messages whose time has come (no network)
         messages = await client.history(conv.id, limit=limit)
         label = conversation_label(conv, client.username)
         emit(
@@ -545,6 +546,8 @@ async def rpc_send(client: Client, params: rpc.Params) -> JSON:
     Result: the message (``state`` is ``pending`` if the server was unreachable)."""
     target, text = params.target(), params.string("text")
     params.done()
+    if not text:
+        raise usage_error("the message is empty")  # as 'doorless send' refuses it
     conv = await resolve(client, target, create=True)
     return message_json(_refused(await client.send_text(conv.id, text)))
 
@@ -572,6 +575,7 @@ async def rpc_history(client: Client, params: rpc.Params) -> JSON:
     before, after = params.opt_int("before"), params.opt_int("after")
     params.done()
     conv = await resolve(client, target)
+    await client.purge_expired()  # disappearing messages whose time has come
     messages = await client.history(
         conv.id, limit=100 if limit is None else limit, before=before, after=after
     )

@@ -248,6 +248,16 @@ def safe_text(text: str) -> str:
     return ("\n" + CONTINUATION).join(safe(line) for line in _LINE_BREAK.split(text))
 
 
+def duration_text(seconds: int | None) -> str:
+    """A disappearing-message timer: ``off``, ``30s``, ``5m``, ``1h``, ``2d``, ``1w``."""
+    if seconds is None:
+        return "off"
+    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % length == 0:
+            return f"{seconds // length}{unit}"
+    return f"{seconds}s"
+
+
 def one_line(text: str, limit: int = 500) -> str:
     """Whitespace collapsed, at most ``limit`` characters, rendered `safe`."""
     line = " ".join(text.split())
@@ -298,6 +308,21 @@ def users(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(safe(n) for n in names)
 
 
+def _updated_text(e: Any, ctx: _TextContext) -> str:
+    """What changed, from the conversation as it was known before (``ctx.conversations``):
+    the name, the disappearing-message timer, or both."""
+    new = e.conversation
+    old = ctx.conversations.get(new.id)
+    label = conversation_label(new, ctx.me)
+    old_name, old_timer = (old.name, old.disappearing_seconds) if old else ("", None)
+    changes = []
+    if new.kind is dl.ConversationKind.GROUP and old_name != new.name:
+        changes.append(f"renamed to #{safe(new.name)}" if new.name else "name removed")
+    if old_timer != new.disappearing_seconds:
+        changes.append(f"disappearing messages {duration_text(new.disappearing_seconds)}")
+    return f"{label}: {'; '.join(changes) or 'updated'}{_by(e.by)}"
+
+
 def _membership_text(e: Any, ctx: _TextContext) -> str:
     parts = []
     if e.added_users:
@@ -342,9 +367,7 @@ _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
         f"joined {conversation_label(e.conversation, ctx.me)} "
         f"({users(e.conversation.members)}){_by(e.by)}"
     ),
-    "ConversationUpdated": lambda e, ctx: (
-        f"{conversation_label(e.conversation, ctx.me)} renamed{_by(e.by)}"
-    ),
+    "ConversationUpdated": _updated_text,
     "MembershipChanged": _membership_text,
     "DeviceChanged": _device_text,
     "TransparencyAlarm": _alarm_text,
@@ -430,6 +453,7 @@ __all__ = [
     "conversation_label",
     "device_json",
     "device_ref_json",
+    "duration_text",
     "emit",
     "emit_json",
     "event_json",

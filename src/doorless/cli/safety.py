@@ -26,6 +26,7 @@ from doorless.cli.output import (
     JSON,
     clock,
     conversation_label,
+    duration_text,
     emit,
     emit_json,
     safe,
@@ -77,15 +78,6 @@ def parse_duration(value: str) -> int | None:
     if not 0 < seconds < 2**32:
         raise usage_error("a timer is 1 second to 136 years")
     return seconds
-
-
-def duration_text(seconds: int | None) -> str:
-    if seconds is None:
-        return "off"
-    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % length == 0:
-            return f"{seconds // length}{unit}"
-    return f"{seconds}s"
 
 
 def receipt_json(r: ReportReceipt) -> JSON:

@@ -26,6 +26,7 @@ from doorless import client as dl
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
 from doorless.cli.output import emit_json, one_line, safe
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
+from doorless.wire import protocol
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -301,12 +302,20 @@ def with_client(
 # --- naming conversations ---------------------------------------------------------------------
 
 
+USERNAME_HINT = (
+    "usernames are 2 to 32 lowercase ASCII letters, digits, '.', '_' or '-', starting with a "
+    "letter or digit"
+)
+
+
 def parse_user(value: str) -> str:
-    """``@bob`` or ``bob`` -> ``bob`` (the client library checks the name itself)."""
+    """``@bob`` or ``bob`` -> ``bob``. Usernames are lowercase ASCII, so ``@Bob`` can only mean
+    ``bob``: ASCII capitals are lowered; anything else that is not a username is refused with a
+    hint (never folded: a non-ASCII look-alike such as the Kelvin sign must not become ``k``)."""
     name = value[1:] if value.startswith("@") else value
-    if not name:
-        raise usage_error(f"not a user: {value!r}")
-    return name
+    if name.isascii() and protocol.is_username(name.lower()):
+        return name.lower()
+    raise usage_error(f"not a username: {safe(value)!r} ({USERNAME_HINT})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +438,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "PASSPHRASE_ENV",
     "RECEIVE_CURSOR",
+    "USERNAME_HINT",
     "CliError",
     "Failure",
     "Target",
