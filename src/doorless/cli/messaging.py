@@ -384,22 +384,29 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
     events = client.events()
     await client.sync()  # the first round in the foreground, so that errors are reported
     await client.start()
-    while True:
-        step = asyncio.ensure_future(anext(events))
-        done, _ = await asyncio.wait({step}, timeout=None if timeout < 0 else timeout)
-        if not done:
+    step: asyncio.Future[Event] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({step}, timeout=None if timeout < 0 else timeout)
+            if not done:
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            if isinstance(event, dl.MessageReceived):
+                if event.message.local_id <= shown:
+                    continue
+                await _show(client, printer, cursor, event.message)
+            else:
+                printer.event(event)
+    finally:
+        # Timed out or interrupted (Ctrl-C): the pending wait ends here, before the client
+        # closes (else it would end on its own, with an exception nobody retrieves).
+        if step is not None and not step.done():
             step.cancel()
-            return
-        try:
-            event = step.result()
-        except StopAsyncIteration:
-            return
-        if isinstance(event, dl.MessageReceived):
-            if event.message.local_id <= shown:
-                continue
-            await _show(client, printer, cursor, event.message)
-        else:
-            printer.event(event)
+            await asyncio.gather(step, return_exceptions=True)
 
 
 def receive(

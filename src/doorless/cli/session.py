@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import typer
 
 from doorless import client as dl
+from doorless.cli import EXIT_INTERRUPTED
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
 from doorless.cli.output import emit_json, one_line, safe
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 PASSPHRASE_ENV = "DOORLESS_PASSPHRASE"
 DEBUG_ENV = "DOORLESS_DEBUG"
 LOG_LEVEL_ENV = "DOORLESS_LOG_LEVEL"
