@@ -35,6 +35,7 @@ from doorless.cli.output import (
     message_json,
     message_text,
     progress_bar,
+    request_label,
     safe,
     size,
     stderr_is_terminal,
@@ -250,15 +251,16 @@ class _Printer:
 
     def message(self, m: MessageInfo) -> None:
         saved = self._saved_to(m)
+        conv = self.conversations.get(m.conversation_id)
         if self.st.json:
-            data = {"type": "message_received", "message": message_json(m)}
+            data: JSON = {"type": "message_received", "message": message_json(m)}
             if saved is not None:
                 data["saved_to"] = str(saved)
+            if conv is not None and conv.is_request:
+                data["request"] = True
             emit_json(data)
             return
-        label = conversation_label(
-            self.conversations.get(m.conversation_id), self.me, m.conversation_id
-        )
+        label = request_label(conv, self.me, m.conversation_id)
         line = message_text(m, label)
         typer.echo(line + (f" -> saved to {safe(str(saved))}" if saved is not None else ""))
 
@@ -473,7 +475,7 @@ def history(
         conv = await resolve(client, target)
         await client.purge_expired()  # disappearing messages whose time has come (no network)
         messages = await client.history(conv.id, limit=limit)
-        label = conversation_label(conv, client.username)
+        label = request_label(conv, client.username)
         emit(
             st.json,
             {
@@ -521,7 +523,7 @@ def download(
 
 
 def _conversation_line(c: Conversation, me: str) -> str:
-    label = conversation_label(c, me)
+    label = request_label(c, me)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
     return f"{c.id[:12]}  {label:<24}  {users(c.members)}{status}"
 

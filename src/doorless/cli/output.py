@@ -274,6 +274,28 @@ def conversation_label(c: Conversation | None, me: str, conversation_id: str = "
     return f"#{safe(c.name)}" if c.name else f"#{c.id[:8]}"
 
 
+REQUEST_MARK = " (request)"
+
+
+def request_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
+    """`conversation_label`, marked `` (request)`` for a message request (a conversation
+    started by someone not accepted yet)."""
+    label = conversation_label(c, me, conversation_id)
+    return label + REQUEST_MARK if c is not None and c.is_request else label
+
+
+def _joined_text(e: Any, ctx: _TextContext) -> str:
+    c = e.conversation
+    if c.is_request:
+        who = safe(c.request_from or "?")
+        return (
+            f"message request from @{who} in {conversation_label(c, ctx.me)}: nothing is "
+            f"answered until you accept ('doorless requests accept @{who}'; or block them: "
+            f"'doorless requests block @{who}')"
+        )
+    return f"joined {conversation_label(c, ctx.me)} ({users(c.members)}){_by(e.by)}"
+
+
 def message_text(m: MessageInfo, label: str) -> str:
     who = "me" if m.outgoing else safe(m.sender.user)
     if m.kind is dl.MessageKind.FILE and m.file is not None:
@@ -358,15 +380,15 @@ def _failure_text(e: Any, ctx: _TextContext) -> str:
 
 # Event class name -> its line of text (by name, like `_EVENT_FIELDS`).
 _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
-    "MessageReceived": lambda e, ctx: message_text(e.message, ctx.label(e.conversation_id)),
+    "MessageReceived": lambda e, ctx: message_text(
+        e.message,
+        request_label(ctx.conversations.get(e.conversation_id), ctx.me, e.conversation_id),
+    ),
     "MessageSent": lambda e, ctx: (
         f"{clock(e.message.sent_at)}  {ctx.label(e.message.conversation_id)}  "
         f"sent {e.message.message_id[:8]}"
     ),
-    "ConversationJoined": lambda e, ctx: (
-        f"joined {conversation_label(e.conversation, ctx.me)} "
-        f"({users(e.conversation.members)}){_by(e.by)}"
-    ),
+    "ConversationJoined": lambda e, ctx: _joined_text(e, ctx),
     "ConversationUpdated": _updated_text,
     "MembershipChanged": _membership_text,
     "DeviceChanged": _device_text,
@@ -465,6 +487,7 @@ __all__ = [
     "message_text",
     "one_line",
     "progress_bar",
+    "request_label",
     "safe",
     "safe_text",
     "size",
