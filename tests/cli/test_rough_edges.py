@@ -4,10 +4,13 @@ from ``history`` without the network, errors free of library names, device names
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 
-from .conftest import Doorless
+from doorless.client import Client, ClientOptions
+
+from .conftest import FAST_ARGON2, PASSPHRASE, Doorless
 
 
 def unique(name: str) -> str:
@@ -94,3 +97,38 @@ def test_device_list_shows_the_device_name(doorless: Doorless) -> None:
     assert out.startswith("* ") and out.rstrip().endswith("  active  phone")
     (device,) = doorless.ok(name, "device", "list").json["devices"]
     assert device["name"] == "phone"
+
+
+async def _link(doorless: Doorless, owner: str, new: str) -> str:
+    """A second device of ``owner`` in profile ``new`` (linked with the client library);
+    its device id."""
+    options = ClientOptions(argon2=FAST_ARGON2, key_package_target=5)
+    link = await Client.begin_link(
+        doorless.profile(new),
+        PASSPHRASE,
+        server_url=doorless.server_url,
+        username=owner,
+        options=options,
+    )
+    async with await Client.open(doorless.profile(owner), PASSPHRASE, options=options) as old:
+        pending = await old.get_link(link.code)
+        device, _ = await asyncio.gather(
+            link.complete(timeout=30, poll_interval=0.05),
+            old.approve_link(pending, key_package_timeout=30),
+        )
+    device_id: str = device.device_id
+    await device.close()
+    return device_id
+
+
+def test_a_revoked_device_is_told_it_was_revoked(doorless: Doorless) -> None:
+    alice = unique("alice")
+    doorless.account(alice)
+    phone = asyncio.run(_link(doorless, alice, f"{alice}-phone"))
+    doorless.ok(f"{alice}-phone", "receive")
+    doorless.ok(alice, "device", "revoke", phone)
+    r = doorless(f"{alice}-phone", "receive")
+    assert r.exit_code == 1
+    assert r.error["error"] == "device_revoked"
+    text = doorless(f"{alice}-phone", "receive", json_output=False)
+    assert text.stderr.startswith("error: this device was revoked from its account")

@@ -86,6 +86,13 @@ def _server_error(exc: dl.ServerError) -> Failure:
         text = "this server needs an invite code (--invite)"
     elif exc.code == ErrorCode.USERNAME_TAKEN:
         text = "this username is taken"
+    elif exc.code == ErrorCode.DEVICE_REVOKED:
+        return Failure(
+            ErrorCode.DEVICE_REVOKED,
+            "this device was revoked from its account (by another of its devices): it can no "
+            "longer send or receive; what it received stays readable here ('doorless history'). "
+            "To use it again, link it anew from a fresh profile ('doorless device link')",
+        )
     return Failure(code, text)
 
 

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     REPORT_EXPIRED = "report_expired"  # [400] the frank's key was retired
     UNAUTHORIZED = "unauthorized"  # [401] missing, unknown or expired bearer token
     AUTH_FAILED = "auth_failed"  # [401] challenge unknown/expired/used, or bad signature
+    DEVICE_REVOKED = "device_revoked"  # [401] to the device itself (its key or token): revoked
     FORBIDDEN = "forbidden"  # [403] not allowed for this device
     INVITE_REQUIRED = "invite_required"  # [403] registration needs a valid invite
     NOT_FOUND = "not_found"  # [404] no such route, user, device, link, attachment
