@@ -242,7 +242,8 @@ def requests_accept(ctx: typer.Context, request: RequestArg) -> None:
 
 @requests_app.command("block")
 def requests_block(ctx: typer.Context, request: RequestArg) -> None:
-    """Decline a request: block its sender (all your devices) and delete it here."""
+    """Decline a request: block its sender (all your devices); its messages are deleted and
+    it stays hidden while they are blocked."""
     st = state(ctx)
 
     async def main(client: Client) -> None:
@@ -402,7 +403,8 @@ async def rpc_accept_request(client: Client, params: rpc.Params) -> JSON:
 
 @rpc.method("blockRequest")
 async def rpc_block_request(client: Client, params: rpc.Params) -> JSON:
-    """Decline a message request: block its sender and delete it. Params: ``request``."""
+    """Decline a message request: block its sender, delete its messages, hide it while they
+    stay blocked. Params: ``request``."""
     name = params.string("request")
     params.done()
     conv = await _find_request(client, name)

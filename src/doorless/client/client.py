@@ -233,7 +233,9 @@ class Client:
     # --- conversations (doorless.client.membership) -------------------------------------------
 
     async def conversations(self) -> list[Conversation]:
-        return await membership.conversations(self._core)
+        """Every conversation, but the message requests of users this account blocks."""
+        hidden = await contact_safety.hidden_requests(self._core)
+        return [c for c in await membership.conversations(self._core) if c.id not in hidden]
 
     async def conversation(self, conversation_id: str) -> Conversation:
         return await membership.conversation(self._core, conversation_id)
