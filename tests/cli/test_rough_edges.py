@@ -8,6 +8,8 @@ import asyncio
 import secrets
 import time
 
+import pytest
+
 from doorless.client import Client, ClientOptions
 
 from .conftest import FAST_ARGON2, PASSPHRASE, Doorless
@@ -29,10 +31,21 @@ def test_a_username_in_capitals_names_the_same_user(doorless: Doorless) -> None:
     assert [m["text"] for m in history] == ["one", "two"]
 
 
-def test_a_look_alike_username_is_refused_with_a_hint(doorless: Doorless) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "@\u212aarl", "hi"],  # Kelvin sign, not K
+        ["verify", "@b\u00f6b"],
+        ["history", "@bob smith"],
+        ["block", "@\u212aarl"],
+        ["group", "create", "g", "-m", "@x"],
+    ],
+    ids=["send", "verify", "history", "block", "group"],
+)
+def test_a_look_alike_username_is_refused_with_a_hint(doorless: Doorless, args: list[str]) -> None:
     alice = unique("alice")
     doorless.account(alice)
-    r = doorless(alice, "send", "@\u212aarl", "hi", json_output=False)  # Kelvin sign, not K
+    r = doorless(alice, *args, json_output=False)
     assert r.exit_code == 2
     assert r.stderr.startswith("error: not a username") and "lowercase ASCII" in r.stderr
 

@@ -15,7 +15,7 @@ import typer
 
 from doorless.cli.common import state
 from doorless.cli.output import emit
-from doorless.cli.session import parse_user, with_client
+from doorless.cli.session import checked, parse_user, with_client
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -37,7 +37,8 @@ def command(
 ) -> None:
     """The safety number with a contact (see the module docstring)."""
     st = state(ctx)
-    username = parse_user(user)
+    with checked(st):
+        username = parse_user(user)
 
     async def main(client: Client) -> None:
         from doorless.client import SafetyStatus
