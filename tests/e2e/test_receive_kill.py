@@ -1,8 +1,9 @@
 """A ``doorless receive`` killed (SIGKILL) while it prints a backlog of 200 messages, three
-times, then run to the end: every message is shown, and none twice but the one being printed
-at the instant of a kill (shown, killed before its mark was saved: shown again rather than
-lost). Before each message was marked as it was shown, 60 of 200 came twice. The real server
-process and the real ``doorless`` program."""
+times, then run to the end: every message is shown, none twice. (The one exception the design
+allows: a kill after a message's mark was saved but before its line was written; that message
+is then only in ``history``. The test accepts it only for the message after each kill's last
+line, and checks it is in ``history``.) Before each message was marked as it was shown, 187 of
+200 came twice here. The real server process and the real ``doorless`` program."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 
 from doorless.client import Client
 
-from .helpers import PASSPHRASE, ServerProcess, doorless_command, options
+from .helpers import PASSPHRASE, ServerProcess, doorless_command, options, run_cli
 
 MESSAGES = 200
 KILLS = 3
@@ -85,12 +86,13 @@ async def test_a_receive_killed_mid_backlog_shows_the_rest_next_time(
             assert await bob.sync() > 0
 
     shown: list[str] = []
-    in_flight: set[str] = set()  # the message each kill interrupted (its line just read)
+    in_flight: set[str] = set()  # the message after each kill's last line
     for _ in range(KILLS):
         texts, status = receive(tmp_path / "bob", KILL_AFTER)
         assert status == -signal.SIGKILL, "the receive ended before it could be killed"
         assert len(texts) >= KILL_AFTER
-        in_flight.add(texts[KILL_AFTER - 1])
+        last = sent.index(texts[-1])
+        in_flight.update(sent[last + 1 : last + 2])
         shown += texts
     assert len(set(shown)) < MESSAGES  # the kills did interrupt the backlog
     texts, status = receive(tmp_path / "bob", None)
@@ -99,6 +101,10 @@ async def test_a_receive_killed_mid_backlog_shows_the_rest_next_time(
 
     counts = Counter(shown)
     twice = sorted(t for t, n in counts.items() if n > 1)
-    assert sorted(counts) == sent  # every message shown, nothing else
-    assert set(twice) <= in_flight, f"{len(twice)} shown twice: {twice}"
+    assert twice == [], f"{len(twice)} shown twice: {twice}"
+    missing = set(sent) - set(counts)
+    assert missing <= in_flight and set(counts) <= set(sent), sorted(missing)
     assert receive(tmp_path / "bob", None) == ([], 0)  # and nothing more afterwards
+    history = run_cli(tmp_path / "bob", "history", "@alice", "--limit", "1000", json_output=True)
+    stored = [m["text"] for m in json.loads(history.stdout)["messages"]]
+    assert stored == sent  # nothing lost from the profile either

@@ -332,11 +332,14 @@ def receive_cursor(client: Client) -> ReceiveCursor:
 
 
 async def _show(client: Client, printer: _Printer, cursor: ReceiveCursor, m: MessageInfo) -> None:
-    """Show one incoming message, then mark it shown: a ``receive`` killed while printing a
-    backlog shows the rest next time (and at most the one message it was printing again)."""
+    """Show one incoming message, marked shown just before its line is written: a ``receive``
+    killed while printing a backlog shows the rest next time and never one twice. (Saving the
+    mark takes a disk write, writing the line does not: a kill lands in the former, when
+    the message counts as not shown yet, far more often than between the two, the one moment
+    where a message would count as shown without its line; it stays in ``history`` then.)"""
     await printer.save_file(client, m)
-    printer.message(m)
     await cursor.advance([m])
+    printer.message(m)
 
 
 async def _show_missed(client: Client, printer: _Printer, cursor: ReceiveCursor) -> None:
