@@ -260,8 +260,26 @@ def test_text_output_of_receive(doorless: Doorless, trio: tuple[str, ...]) -> No
     alice, bob, _ = trio
     doorless.ok(alice, "send", f"@{bob}", "plain text please")
     out = doorless.ok(bob, "receive", json_output=False).stdout.splitlines()
-    assert out[0] == f"joined @{alice} ({', '.join(sorted([alice, bob]))}) by {alice}"
-    assert out[1].endswith(f"@{alice}  {alice}: plain text please")
+    # alice is a stranger to bob: her first message is a message request, marked as one.
+    assert out[0].startswith(f"message request from @{alice} in @{alice}: ")
+    assert f"doorless requests accept @{alice}" in out[0]
+    assert out[1].endswith(f"@{alice} (request)  {alice}: plain text please")
+    doorless.ok(bob, "requests", "accept", f"@{alice}")
+    doorless.ok(alice, "send", f"@{bob}", "accepted now")
+    out = doorless.ok(bob, "receive", json_output=False).stdout.splitlines()
+    assert out[-1].endswith(f"@{alice}  {alice}: accepted now")
+
+
+def test_a_strangers_first_message_is_a_request_in_json_too(
+    doorless: Doorless, trio: tuple[str, ...]
+) -> None:
+    alice, bob, _ = trio
+    doorless.ok(alice, "send", f"@{bob}", "hello stranger")
+    lines = doorless.ok(bob, "receive").lines
+    (joined,) = [x for x in lines if x["type"] == "conversation_joined"]
+    assert joined["conversation"]["request_from"] == alice
+    (message,) = [x for x in lines if x["type"] == "message_received"]
+    assert message["request"] is True
 
 
 def test_receive_with_a_timeout_listens_then_exits(

@@ -142,7 +142,7 @@ def test_text_lines() -> None:
     assert "#team  alice: [file] report.pdf (1.2 MB, application/pdf)" in file_line
     assert file_line.endswith("doorless download " + "1f" * 16)
     direct = output.message_text(message(conversation=DIRECT), "@alice")
-    assert direct.endswith("@alice  alice: hello\nthere")
+    assert direct.endswith("@alice  alice: hello\n    | there")  # a marked continuation
     joined = output.event_text(EXAMPLES["ConversationJoined"], "bob")
     assert joined == "joined #team (alice, bob) by alice"
     linked = output.event_text(EXAMPLES["DeviceChanged"], "bob")

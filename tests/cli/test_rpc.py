@@ -225,3 +225,25 @@ def test_log_view_and_compare_checkpoint() -> None:
     assert call("compareCheckpoint", params)["error"]["data"]["error"] == "invalid"
     bad = call("compareCheckpoint", {"user": "bob", "checkpoint": "not base64!"})
     assert bad["error"]["data"]["error"] == "usage"
+
+
+@pytest.mark.parametrize("text", ["", None])
+def test_the_daemon_refuses_an_empty_message(text: str | None) -> None:
+    """As ``doorless send`` does: before anything is looked up or sent (the fake client has
+    no conversation to send to)."""
+    params = {"user": "bob"} if text is None else {"user": "bob", "text": text}
+    answer = ask(request("send", params))
+    assert answer["error"]["code"] == rpc.INVALID_PARAMS
+    assert answer["error"]["data"] == {"error": "usage"}
+
+
+@pytest.mark.parametrize(("given", "user"), [("@Bob", "bob"), ("BOB", "bob"), ("@bob", "bob")])
+def test_usernames_in_capitals_are_lowered(given: str, user: str) -> None:
+    assert rpc.Params({"user": given}).target().user == user
+
+
+@pytest.mark.parametrize("given", ["@\u212aarl", "@b", "@bob smith", "@b\u00f6b", "@"])
+def test_what_is_not_a_username_is_refused_with_a_hint(given: str) -> None:
+    answer = ask(request("history", {"user": given}))
+    assert answer["error"]["data"] == {"error": "usage"}
+    assert "lowercase ASCII" in answer["error"]["message"]

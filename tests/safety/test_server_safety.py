@@ -205,6 +205,11 @@ async def test_report_endpoint_verifies_and_files(server: Harness) -> None:
     assert record.report_id == filed.report_id and record.server_seq == frank.server_seq
     assert record.reason == "threat" and decode(AbuseReport, record.report) == report
 
+    # Replayed: recognised as the same report (same id), not filed twice.
+    again = await bob.report(encode(report))
+    assert again.report_id == filed.report_id
+    assert len(await server.ctx.storage.list_reports(0, 10)) == 1
+
     # Forged: another server's frank (a keyring this server never had) of the same content.
     forged = dataclasses.replace(report, frank=dataclasses.replace(frank, key_id=7))
     with pytest.raises(InvalidRequest) as refused:
@@ -364,7 +369,15 @@ async def test_blocks_and_reports_in_storage(storage: Storage) -> None:
 
     report = ReportRecord("bob", "b1", "alice", "a1", GROUP, 4, "spam", b"\x01", ("ok", "gone"), 9)
     first = await storage.add_report(report)
-    second = await storage.add_report(dataclasses.replace(report, reason="other"))
+    # The same message reported again by the same user (a replay, or their other device): the
+    # same report, nothing filed twice; by another user: a report of its own.
+    replay = dataclasses.replace(report, reporter_device_id="b2", reason="other", created_at=10)
+    assert await storage.add_report(replay) == first
+    by_carol = dataclasses.replace(report, reporter_username="carol", reporter_device_id="c1")
+    carols = await storage.add_report(by_carol)
+    assert carols != first
+    assert await storage.delete_reports([carols]) == 1
+    second = await storage.add_report(dataclasses.replace(report, server_seq=5, reason="other"))
     listed = await storage.list_reports(0, 10)
     assert [r.report_id for r in listed] == [first, second]
     assert listed[0] == dataclasses.replace(report, report_id=first)

@@ -407,8 +407,14 @@ async def test_revoke_own_device(server: Harness) -> None:
         await mallory.revoke_device(laptop.device.device_id)
 
     await alice.revoke_device(laptop.device.device_id)
-    with pytest.raises(Unauthorized):  # its token is gone, and it cannot log in again
+    with pytest.raises(Unauthorized) as refused:  # its token is gone, it cannot log in again
         await laptop.fetch()
+    assert refused.value.code == "device_revoked"  # and it is told why (it proved its key)
+    # Without its key, nobody learns it: a wrong signature is the usual auth_failed.
+    nonce = await _challenge(server)
+    dev = laptop.device.device_id
+    wrong = mallory.device.sign(protocol.auth_content(server.ctx.server_id, nonce, dev))  # type: ignore[union-attr]
+    assert await _token(server, dev, nonce, wrong) == 401
     revoked = {d.device_id: d.revoked_at is not None for d in await alice.list_devices("alice")}
     assert revoked == {alice.device.device_id: False, laptop.device.device_id: True}  # type: ignore[union-attr]
     with pytest.raises(NotFound):

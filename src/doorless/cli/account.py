@@ -12,7 +12,14 @@ from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.config import QuorumOption, WitnessOption
 from doorless.cli.output import JSON, emit, fingerprint
-from doorless.cli.session import client_options, open_client, run, with_passphrase
+from doorless.cli.session import (
+    checked,
+    client_options,
+    open_client,
+    parse_user,
+    run,
+    with_passphrase,
+)
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -83,7 +90,8 @@ def create(
     witnesses; the keys are saved in the profile's config.toml ('doorless config').
     """
     st = state(ctx)
-    name = username.removeprefix("@")
+    with checked(st):
+        name = parse_user(username)
 
     async def main() -> None:
         config = profile_config.with_flags(profile_config.load(st.profile), witness, witness_quorum)

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from doorless import client as dl
 from doorless.cli.common import state
-from doorless.cli.output import emit_json, size
+from doorless.cli.output import emit_json, safe_text, size
 from doorless.cli.session import CliError, run
 from doorless.wire.errors import ErrorCode
 
@@ -293,7 +294,9 @@ class Demo:
                 if stored is not None
                 else "(not readable)"
             )
-            table.add_row(str(i), *(line.read.get(u, "-") for u in USERS), cell)
+            # What the clients read is peer text: rendered safe, and a Text (never markup).
+            read = (Text(safe_text(line.read.get(u, "-"))) for u in USERS)
+            table.add_row(str(i), *read, cell)
         if not self.quiet:
             self.console.print()
             self.console.print(table)

@@ -21,10 +21,12 @@ from doorless.cli import rpc
 from doorless.cli.account import DeviceNameOption, ServerOption, account_json
 from doorless.cli.common import state
 from doorless.cli.config import QuorumOption, WitnessOption
-from doorless.cli.output import JSON, clock, device_json, emit, emit_json, fingerprint
+from doorless.cli.output import JSON, clock, device_json, emit, emit_json, fingerprint, safe
 from doorless.cli.session import (
     CliError,
+    checked,
     client_options,
+    parse_user,
     run,
     usage_error,
     with_client,
@@ -83,7 +85,8 @@ def link(
     two lines: {"type": "link_requested", ...} at once, {"type": "linked", ...} once approved.
     """
     st = state(ctx)
-    name = username.removeprefix("@")
+    with checked(st):
+        name = parse_user(username)
     new = not profile_config.has_profile_data(st.profile)
 
     async def main() -> None:
@@ -141,7 +144,7 @@ def link(
 
 
 def _confirm(pending: PendingLink) -> bool:
-    typer.echo(f"new device of @{pending.username}")
+    typer.echo(f"new device of @{safe(pending.username)}")
     typer.echo(f"fingerprint: {pending.fingerprint()}")
     return typer.confirm("Does the new device show the same fingerprint? Approve it")
 
@@ -195,10 +198,13 @@ def approve(
     with_client(st, main)
 
 
-def _device_line(d: DeviceInfo, me: str) -> str:
+def _device_line(d: DeviceInfo, me: str, name: str) -> str:
     mark = "*" if d.device_id == me else " "
     state_ = f"revoked {clock(d.revoked_at * 1000)}" if d.revoked_at else "active"
-    return f"{mark} {fingerprint(d.device_id)}  linked {clock(d.created_at * 1000)}  {state_}"
+    shown = f"  {safe(name)}" if name else ""
+    return (
+        f"{mark} {fingerprint(d.device_id)}  linked {clock(d.created_at * 1000)}  {state_}{shown}"
+    )
 
 
 @app.command("list")
@@ -208,10 +214,17 @@ def list_(ctx: typer.Context) -> None:
 
     async def main(client: Client) -> None:
         devices = await client.devices()
+        names = await client.device_names()
         emit(
             st.json,
-            {"devices": [device_json(d, client.device_id) for d in devices]},
-            lambda: "\n".join(_device_line(d, client.device_id) for d in devices),
+            {
+                "devices": [
+                    device_json(d, client.device_id, names.get(d.device_id, "")) for d in devices
+                ]
+            },
+            lambda: "\n".join(
+                _device_line(d, client.device_id, names.get(d.device_id, "")) for d in devices
+            ),
         )
 
     with_client(st, main)
@@ -257,7 +270,11 @@ def revoke(
 async def rpc_list_devices(client: Client, params: rpc.Params) -> JSON:
     """This account's devices (approval chain checked). Result: ``{devices}``."""
     params.done()
-    return {"devices": [device_json(d, client.device_id) for d in await client.devices()]}
+    devices = await client.devices()
+    names = await client.device_names()
+    return {
+        "devices": [device_json(d, client.device_id, names.get(d.device_id, "")) for d in devices]
+    }
 
 
 @rpc.method("getLink")

@@ -13,7 +13,8 @@ import typer
 
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, conversation_json, emit, fingerprint
+from doorless.cli.output import JSON, conversation_json, emit, fingerprint, safe
+from doorless.cli.output import users as usernames
 from doorless.cli.session import Target, checked, parse_user, resolve, resolve_users, with_client
 
 if TYPE_CHECKING:
@@ -46,10 +47,10 @@ def members_json(conv: Conversation) -> JSON:
 
 
 def _members_text(conv: Conversation) -> str:
-    lines = [f"#{conv.name} ({len(conv.members)} members, {len(conv.devices)} devices)"]
+    lines = [f"#{safe(conv.name)} ({len(conv.members)} members, {len(conv.devices)} devices)"]
     for user in conv.members:
         devices = [fingerprint(d.device_id)[:9] for d in conv.devices if d.user == user]
-        lines.append(f"  @{user}  devices: {', '.join(devices)}")
+        lines.append(f"  @{safe(user)}  devices: {', '.join(devices)}")
     return "\n".join(lines)
 
 
@@ -72,7 +73,9 @@ def create(
         emit(
             st.json,
             conversation_json(conv),
-            lambda: f"created group #{conv.name} ({conv.id[:12]}) with {', '.join(conv.members)}",
+            lambda: (
+                f"created group #{safe(conv.name)} ({conv.id[:12]}) with {usernames(conv.members)}"
+            ),
         )
 
     with_client(st, main)
@@ -132,7 +135,7 @@ def rename(
     async def main(client: Client) -> None:
         conv = await resolve(client, Target(group=group))
         conv = await client.rename(conv.id, new_name)
-        emit(st.json, conversation_json(conv), f"renamed to #{conv.name}")
+        emit(st.json, conversation_json(conv), f"renamed to #{safe(conv.name)}")
 
     with_client(st, main)
 

@@ -6,13 +6,15 @@ Each command is a small module of this package; this one only wires them togethe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from doorless import __version__
 from doorless.cli import (
+    EXIT_INTERRUPTED,
     account,
     daemon,
     demo,
@@ -28,7 +30,20 @@ from doorless.cli import config as profile_config
 from doorless.cli.common import State, default_profile
 from doorless.cli.server import server_app
 
-app = typer.Typer(
+
+class _Program(typer.Typer):
+    """The app, as the ``doorless`` script calls it: a Ctrl-C before a command handles it
+    (while the commands are being set up) is an exit 130 with one line, like any other."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+app = _Program(
     name="doorless",
     help=(
         "Doorless: end-to-end encrypted messaging with no back door, built on our own "

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import sys
 import weakref
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,8 +35,11 @@ from doorless.cli.output import (
     message_json,
     message_text,
     progress_bar,
+    request_label,
+    safe,
     size,
     stderr_is_terminal,
+    users,
 )
 from doorless.cli.session import (
     RECEIVE_CURSOR,
@@ -96,7 +100,7 @@ def _refused(info: MessageInfo) -> MessageInfo:
 
 
 def _sent_text(info: MessageInfo, label: str) -> str:
-    what = f"file {info.file.name} ({size(info.file.size)})" if info.file else "message"
+    what = f"file {safe(info.file.name)} ({size(info.file.size)})" if info.file else "message"
     verb = "queued" if info.state is dl.MessageState.PENDING else "sent"
     return f"{verb} {what} to {label} (message {info.message_id[:8]})"
 
@@ -247,28 +251,29 @@ class _Printer:
 
     def message(self, m: MessageInfo) -> None:
         saved = self._saved_to(m)
+        conv = self.conversations.get(m.conversation_id)
         if self.st.json:
-            data = {"type": "message_received", "message": message_json(m)}
+            data: JSON = {"type": "message_received", "message": message_json(m)}
             if saved is not None:
                 data["saved_to"] = str(saved)
+            if conv is not None and conv.is_request:
+                data["request"] = True
             emit_json(data)
             return
-        label = conversation_label(
-            self.conversations.get(m.conversation_id), self.me, m.conversation_id
-        )
+        label = request_label(conv, self.me, m.conversation_id)
         line = message_text(m, label)
-        typer.echo(line + (f" -> saved to {saved}" if saved is not None else ""))
+        typer.echo(line + (f" -> saved to {safe(str(saved))}" if saved is not None else ""))
 
     def event(self, event: Event) -> None:
         if isinstance(event, dl.MessageReceived):
             self.message(event.message)
             return
-        if isinstance(event, dl.ConversationJoined | dl.ConversationUpdated | dl.MembershipChanged):
-            self.conversations[event.conversation.id] = event.conversation
         if self.st.json:
             emit_json(event_json(event))
-        else:
+        else:  # the text says what changed, from the conversation as known before
             typer.echo(event_text(event, self.me, self.conversations))
+        if isinstance(event, dl.ConversationJoined | dl.ConversationUpdated | dl.MembershipChanged):
+            self.conversations[event.conversation.id] = event.conversation
 
 
 async def _unseen(client: Client, cursor: int) -> list[MessageInfo]:
@@ -326,65 +331,87 @@ def receive_cursor(client: Client) -> ReceiveCursor:
     return cursor
 
 
-async def _drain(client: Client) -> list[Event]:
-    """The events a closed client still holds (it keeps them while nobody listens)."""
-    return [event async for event in client.events()]
+async def _show(client: Client, printer: _Printer, cursor: ReceiveCursor, m: MessageInfo) -> None:
+    """Show one incoming message, marked shown just before its line is written: a ``receive``
+    killed while printing a backlog shows the rest next time and never one twice. (Saving the
+    mark takes a disk write, writing the line does not: a kill lands in the former, when
+    the message counts as not shown yet, far more often than between the two, the one moment
+    where a message would count as shown without its line; it stays in ``history`` then.)"""
+    await printer.save_file(client, m)
+    await cursor.advance([m])
+    printer.message(m)
+
+
+async def _show_missed(client: Client, printer: _Printer, cursor: ReceiveCursor) -> None:
+    """The messages stored but not shown yet (fetched by another command, or by a ``receive``
+    that was stopped while printing), oldest first."""
+    for m in await cursor.unseen():
+        await _show(client, printer, cursor, m)
+
+
+async def _queued(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """The events already emitted, without waiting for more (nothing emits while this runs:
+    no background task in this mode). A queued event is taken without suspending, so a step
+    still pending after one turn of the loop means there is none left."""
+    while True:
+        step = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        if not step.done():
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
+            return
+        yield step.result()
 
 
 async def _receive_once(client: Client, printer: _Printer) -> None:
     cursor = receive_cursor(client)
     await printer.refresh(client)
-    shown = await cursor.value()
-    missed = await cursor.unseen()  # fetched by another command, not shown yet
-    for m in missed:
-        await printer.save_file(client, m)
-        printer.message(m)
-    await cursor.advance(missed)
+    await _show_missed(client, printer, cursor)
+    events = client.events()  # from now on, the events of this sync, in order
     await client.sync()
     # What the background task of a long-running client does: add this account's new devices
     # to the conversations, and report devices this one has not seen (I3).
     await client.sync_devices()
-    await printer.refresh(client)
-    for m in (new := await cursor.unseen()):
-        await printer.save_file(client, m)
-    await cursor.advance(new)
-    await client.close()  # ends the event stream after the events of this sync
-    for event in await _drain(client):
-        if isinstance(event, dl.MessageReceived) and event.message.local_id <= shown:
+    async for event in _queued(events):
+        if isinstance(event, dl.MessageReceived):
+            if event.message.local_id > await cursor.value():
+                await _show(client, printer, cursor, event.message)
             continue
         printer.event(event)
+    await _show_missed(client, printer, cursor)  # anything stored without an event
 
 
 async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> None:
     cursor = receive_cursor(client)
     await printer.refresh(client)
+    await _show_missed(client, printer, cursor)
     shown = await cursor.value()
-    missed = await cursor.unseen()
-    for m in missed:
-        await printer.save_file(client, m)
-        printer.message(m)
-    await cursor.advance(missed)
     events = client.events()
     await client.sync()  # the first round in the foreground, so that errors are reported
     await client.start()
-    while True:
-        step = asyncio.ensure_future(anext(events))
-        done, _ = await asyncio.wait({step}, timeout=None if timeout < 0 else timeout)
-        if not done:
+    step: asyncio.Future[Event] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({step}, timeout=None if timeout < 0 else timeout)
+            if not done:
+                return
+            try:
+                event = step.result()
+            except StopAsyncIteration:
+                return
+            if isinstance(event, dl.MessageReceived):
+                if event.message.local_id <= shown:
+                    continue
+                await _show(client, printer, cursor, event.message)
+            else:
+                printer.event(event)
+    finally:
+        # Timed out or interrupted (Ctrl-C): the pending wait ends here, before the client
+        # closes (else it would end on its own, with an exception nobody retrieves).
+        if step is not None and not step.done():
             step.cancel()
-            return
-        try:
-            event = step.result()
-        except StopAsyncIteration:
-            return
-        if isinstance(event, dl.MessageReceived):
-            if event.message.local_id <= shown:
-                continue
-            await printer.save_file(client, event.message)
-            printer.event(event)
-            await cursor.advance([event.message])
-        else:
-            printer.event(event)
+            await asyncio.gather(step, return_exceptions=True)
 
 
 def receive(
@@ -449,8 +476,9 @@ def history(
 
     async def main(client: Client) -> None:
         conv = await resolve(client, target)
+        await client.purge_expired()  # disappearing messages whose time has come (no network)
         messages = await client.history(conv.id, limit=limit)
-        label = conversation_label(conv, client.username)
+        label = request_label(conv, client.username)
         emit(
             st.json,
             {
@@ -488,15 +516,19 @@ def download(
         with progress_bar(f"downloading {m.file.name}", show) as progress:
             await client.download_to(m, target, progress=progress)
         result = {"path": str(target), **message_json(m)}
-        emit(st.json, result, f"saved {m.file.name} ({size(m.file.size)}) to {target}")
+        emit(
+            st.json,
+            result,
+            f"saved {safe(m.file.name)} ({size(m.file.size)}) to {safe(str(target))}",
+        )
 
     with_client(st, main)
 
 
 def _conversation_line(c: Conversation, me: str) -> str:
-    label = conversation_label(c, me)
+    label = request_label(c, me)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
-    return f"{c.id[:12]}  {label:<24}  {', '.join(c.members)}{status}"
+    return f"{c.id[:12]}  {label:<24}  {users(c.members)}{status}"
 
 
 def conversations(ctx: typer.Context) -> None:
@@ -526,6 +558,8 @@ async def rpc_send(client: Client, params: rpc.Params) -> JSON:
     Result: the message (``state`` is ``pending`` if the server was unreachable)."""
     target, text = params.target(), params.string("text")
     params.done()
+    if not text:
+        raise usage_error("the message is empty")  # as 'doorless send' refuses it
     conv = await resolve(client, target, create=True)
     return message_json(_refused(await client.send_text(conv.id, text)))
 
@@ -553,6 +587,7 @@ async def rpc_history(client: Client, params: rpc.Params) -> JSON:
     before, after = params.opt_int("before"), params.opt_int("after")
     params.done()
     conv = await resolve(client, target)
+    await client.purge_expired()  # disappearing messages whose time has come
     messages = await client.history(
         conv.id, limit=100 if limit is None else limit, before=before, after=after
     )

@@ -11,8 +11,10 @@ that ``doorless --help`` and commands that do not need it start fast.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,10 +94,11 @@ def conversation_json(c: Conversation) -> JSON:
     }
 
 
-def device_json(d: DeviceInfo, me: str | None = None) -> JSON:
+def device_json(d: DeviceInfo, me: str | None = None, name: str = "") -> JSON:
     return {
         "device_id": d.device_id,
         "fingerprint": fingerprint(d.device_id),
+        "name": name,
         "approved_by": d.approved_by,
         "created_at": d.created_at,
         "revoked_at": d.revoked_at,
@@ -195,9 +198,70 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+# --- peer-controlled text on a terminal -------------------------------------------------------
+#
+# Every string another party chose (message text, group and file names, media types, device
+# names, report notes, usernames, error details quoting them) goes through `safe` (one line) or
+# `safe_text` (a message body) before it reaches a terminal. Nothing that can move the cursor,
+# start a new line, drive the terminal (ESC/CSI/OSC, C1) or reorder what is shown (bidi
+# overrides and isolates) is printed as itself: it is shown as a visible escape (``\x1b``,
+# ``\n``, ``<U+202E>``). The ``--json`` output is never rendered: it is exact.
+
+# Continuation lines of a multi-line message start with this, so they can never pass for a line
+# of their own (those start with a time, an event word or ``!``).
+CONTINUATION = "    | "
+# Invisible format characters (Unicode category Cf) that are kept: they join letters (Persian,
+# Indic scripts) and emoji sequences, and cannot reorder text or fake a line.
+_KEPT_FORMAT = frozenset({"\u200c", "\u200d"})
+_ESCAPE_NAMES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\x1b"}
+_LINE_BREAK = re.compile(r"\r\n|\n")
+_JSON_LINE_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _hidden(ch: str) -> bool:
+    """Control characters (C0, DEL, C1), surrogates, line and paragraph separators, and format
+    characters (bidi embeddings/overrides/isolates/marks, zero-width and other invisible ones)."""
+    category = unicodedata.category(ch)
+    if category in ("Cc", "Cs", "Zl", "Zp"):
+        return True
+    return category == "Cf" and ch not in _KEPT_FORMAT
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x20 or 0x7F <= code <= 0x9F:
+        return _ESCAPE_NAMES.get(ch, f"\\x{code:02x}")
+    return f"<U+{code:04X}>"
+
+
+def safe(text: str) -> str:
+    """A peer-controlled string as one line a terminal shows as it is: every control, line
+    separator and invisible format character (bidi overrides, isolates...) is replaced by a
+    visible escape (``\\x1b``, ``\\n``, ``<U+202E>``). Markup means nothing to `typer.echo`;
+    text for Rich must also go through ``rich.markup.escape``."""
+    return "".join(_visible(ch) if _hidden(ch) else ch for ch in text)
+
+
+def safe_text(text: str) -> str:
+    """A message body: like `safe`, but its line breaks are kept, each continuation line
+    marked with `CONTINUATION` (it belongs to the same message, never looks like a new one)."""
+    return ("\n" + CONTINUATION).join(safe(line) for line in _LINE_BREAK.split(text))
+
+
+def duration_text(seconds: int | None) -> str:
+    """A disappearing-message timer: ``off``, ``30s``, ``5m``, ``1h``, ``2d``, ``1w``."""
+    if seconds is None:
+        return "off"
+    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % length == 0:
+            return f"{seconds // length}{unit}"
+    return f"{seconds}s"
+
+
 def one_line(text: str, limit: int = 500) -> str:
+    """Whitespace collapsed, at most ``limit`` characters, rendered `safe`."""
     line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return safe(line if len(line) <= limit else line[: limit - 3] + "...")
 
 
 def conversation_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
@@ -206,19 +270,42 @@ def conversation_label(c: Conversation | None, me: str, conversation_id: str = "
         return f"#{conversation_id[:8]}"
     if c.kind is dl.ConversationKind.DIRECT:
         peers = [m for m in c.members if m != me]
-        return "@" + (peers[0] if peers else me)
-    return f"#{c.name}" if c.name else f"#{c.id[:8]}"
+        return "@" + safe(peers[0] if peers else me)
+    return f"#{safe(c.name)}" if c.name else f"#{c.id[:8]}"
+
+
+REQUEST_MARK = " (request)"
+
+
+def request_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
+    """`conversation_label`, marked `` (request)`` for a message request (a conversation
+    started by someone not accepted yet)."""
+    label = conversation_label(c, me, conversation_id)
+    return label + REQUEST_MARK if c is not None and c.is_request else label
+
+
+def _joined_text(e: Any, ctx: _TextContext) -> str:
+    c = e.conversation
+    if c.is_request:
+        who = safe(c.request_from or "?")
+        return (
+            f"message request from @{who} in {conversation_label(c, ctx.me)}: nothing is "
+            f"answered until you accept ('doorless requests accept @{who}'; or block them: "
+            f"'doorless requests block @{who}')"
+        )
+    return f"joined {conversation_label(c, ctx.me)} ({users(c.members)}){_by(e.by)}"
 
 
 def message_text(m: MessageInfo, label: str) -> str:
-    who = "me" if m.outgoing else m.sender.user
+    who = "me" if m.outgoing else safe(m.sender.user)
     if m.kind is dl.MessageKind.FILE and m.file is not None:
         f = m.file
         body = (
-            f"[file] {f.name} ({size(f.size)}, {f.media_type}) - doorless download {m.message_id}"
+            f"[file] {safe(f.name)} ({size(f.size)}, {safe(f.media_type)}) - "
+            f"doorless download {m.message_id}"
         )
     else:
-        body = m.text or ""
+        body = safe_text(m.text or "")
     return f"{clock(m.sent_at)}  {label}  {who}: {body}"
 
 
@@ -235,15 +322,35 @@ class _TextContext:
 
 
 def _by(ref: DeviceRef | None) -> str:
-    return f" by {ref.user}" if ref is not None else ""
+    return f" by {safe(ref.user)}" if ref is not None else ""
+
+
+def users(names: tuple[str, ...] | list[str]) -> str:
+    """Usernames, comma-separated, each rendered `safe`."""
+    return ", ".join(safe(n) for n in names)
+
+
+def _updated_text(e: Any, ctx: _TextContext) -> str:
+    """What changed, from the conversation as it was known before (``ctx.conversations``):
+    the name, the disappearing-message timer, or both."""
+    new = e.conversation
+    old = ctx.conversations.get(new.id)
+    label = conversation_label(new, ctx.me)
+    old_name, old_timer = (old.name, old.disappearing_seconds) if old else ("", None)
+    changes = []
+    if new.kind is dl.ConversationKind.GROUP and old_name != new.name:
+        changes.append(f"renamed to #{safe(new.name)}" if new.name else "name removed")
+    if old_timer != new.disappearing_seconds:
+        changes.append(f"disappearing messages {duration_text(new.disappearing_seconds)}")
+    return f"{label}: {'; '.join(changes) or 'updated'}{_by(e.by)}"
 
 
 def _membership_text(e: Any, ctx: _TextContext) -> str:
     parts = []
     if e.added_users:
-        parts.append("added " + ", ".join(e.added_users))
+        parts.append("added " + users(e.added_users))
     if e.removed_users:
-        parts.append("removed " + ", ".join(e.removed_users))
+        parts.append("removed " + users(e.removed_users))
     if not parts:
         parts.append(f"{len(e.added)} device(s) in, {len(e.removed)} out")
     return f"{conversation_label(e.conversation, ctx.me)}: {'; '.join(parts)}{_by(e.by)}"
@@ -257,11 +364,11 @@ def _device_text(e: Any, ctx: _TextContext) -> str:
         if e.change == "linked" and d.user == ctx.me
         else ""
     )
-    return f"device {d.user}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
+    return f"device {safe(d.user)}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
 
 
 def _alarm_text(e: Any, ctx: _TextContext) -> str:
-    who = f" ({e.device.user}/{fingerprint(e.device.device_id)})" if e.device else ""
+    who = f" ({safe(e.device.user)}/{fingerprint(e.device.device_id)})" if e.device else ""
     return f"!! KEY TRANSPARENCY ALARM: {e.kind.value}{who}: {one_line(e.detail, 300)}"
 
 
@@ -273,18 +380,16 @@ def _failure_text(e: Any, ctx: _TextContext) -> str:
 
 # Event class name -> its line of text (by name, like `_EVENT_FIELDS`).
 _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
-    "MessageReceived": lambda e, ctx: message_text(e.message, ctx.label(e.conversation_id)),
+    "MessageReceived": lambda e, ctx: message_text(
+        e.message,
+        request_label(ctx.conversations.get(e.conversation_id), ctx.me, e.conversation_id),
+    ),
     "MessageSent": lambda e, ctx: (
         f"{clock(e.message.sent_at)}  {ctx.label(e.message.conversation_id)}  "
         f"sent {e.message.message_id[:8]}"
     ),
-    "ConversationJoined": lambda e, ctx: (
-        f"joined {conversation_label(e.conversation, ctx.me)} "
-        f"({', '.join(e.conversation.members)}){_by(e.by)}"
-    ),
-    "ConversationUpdated": lambda e, ctx: (
-        f"{conversation_label(e.conversation, ctx.me)} renamed{_by(e.by)}"
-    ),
+    "ConversationJoined": lambda e, ctx: _joined_text(e, ctx),
+    "ConversationUpdated": _updated_text,
     "MembershipChanged": _membership_text,
     "DeviceChanged": _device_text,
     "TransparencyAlarm": _alarm_text,
@@ -306,7 +411,12 @@ def event_text(event: Event, me: str, conversations: dict[str, Conversation] | N
 def emit_json(obj: Any, stream: TextIO | None = None) -> None:
     """One JSON object on one line (flushed: readers of a pipe see it at once)."""
     out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+    line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    # JSON leaves these unescaped, but line readers (str.splitlines, some terminals) break on
+    # them: escaped, one object stays one line (and the same value once parsed).
+    for ch in _JSON_LINE_BREAKS:
+        line = line.replace(ch, f"\\u{ord(ch):04x}")
+    out.write(line + "\n")
     out.flush()
 
 
@@ -332,6 +442,7 @@ def progress_bar(
         yield None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -349,7 +460,7 @@ def progress_bar(
         transient=True,
     )
     with progress:
-        task = progress.add_task(description, total=None)
+        task = progress.add_task(escape(safe(description)), total=None)
 
         def update(done: int, total: int | None) -> None:
             progress.update(task, completed=done, total=total or None)
@@ -364,6 +475,7 @@ __all__ = [
     "conversation_label",
     "device_json",
     "device_ref_json",
+    "duration_text",
     "emit",
     "emit_json",
     "event_json",
@@ -375,6 +487,10 @@ __all__ = [
     "message_text",
     "one_line",
     "progress_bar",
+    "request_label",
+    "safe",
+    "safe_text",
     "size",
     "stderr_is_terminal",
+    "users",
 ]

@@ -58,6 +58,7 @@ ERROR_CODES: dict[ErrorCode, int] = {
     ErrorCode.FAILED: -32010,
     ErrorCode.INVALID_STATE: -32011,
     ErrorCode.FINGERPRINT_MISMATCH: -32012,
+    ErrorCode.DEVICE_REVOKED: -32013,
 }
 
 Handler = Callable[["Client", "Params"], Awaitable[Any]]

@@ -22,7 +22,17 @@ import typer
 from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, clock, conversation_label, emit, emit_json, size
+from doorless.cli.output import (
+    JSON,
+    clock,
+    conversation_label,
+    duration_text,
+    emit,
+    emit_json,
+    safe,
+    safe_text,
+    size,
+)
 from doorless.cli.session import (
     CliError,
     Target,
@@ -70,15 +80,6 @@ def parse_duration(value: str) -> int | None:
     return seconds
 
 
-def duration_text(seconds: int | None) -> str:
-    if seconds is None:
-        return "off"
-    for unit, length in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % length == 0:
-            return f"{seconds // length}{unit}"
-    return f"{seconds}s"
-
-
 def receipt_json(r: ReportReceipt) -> JSON:
     return {
         "message_id": r.message_id,
@@ -102,9 +103,11 @@ def request_json(c: Conversation) -> JSON:
 def _receipts_text(receipts: list[ReportReceipt]) -> str:
     lines = []
     for r in receipts:
-        files = f", attachments: {', '.join(r.attachments)}" if r.attachments else ""
+        attached = ", ".join(safe(a) for a in r.attachments)
+        files = f", attachments: {attached}" if r.attachments else ""
         lines.append(
-            f"reported message {r.message_id[:8]} from @{r.sender} (report {r.report_id}{files})"
+            f"reported message {r.message_id[:8]} from @{safe(r.sender)} "
+            f"(report {r.report_id}{files})"
         )
     return "\n".join(lines) or "nothing reported"
 
@@ -198,7 +201,7 @@ async def _find_request(client: Client, name: str) -> Conversation:
 
 def _request_line(c: Conversation, me: str, count: int) -> str:
     where = "direct" if c.kind is dl.ConversationKind.DIRECT else f"group {c.name!r}"
-    return f"{c.id[:12]}  from @{c.request_from or '?'}  ({where}, {count} messages)"
+    return f"{c.id[:12]}  from @{safe(c.request_from or '?')}  ({where}, {count} messages)"
 
 
 @requests_app.command("list")
@@ -239,13 +242,14 @@ def requests_accept(ctx: typer.Context, request: RequestArg) -> None:
 
 @requests_app.command("block")
 def requests_block(ctx: typer.Context, request: RequestArg) -> None:
-    """Decline a request: block its sender (all your devices) and delete it here."""
+    """Decline a request: block its sender (all your devices); its messages are deleted and
+    it stays hidden while they are blocked."""
     st = state(ctx)
 
     async def main(client: Client) -> None:
         conv = await _find_request(client, request)
         user = await client.block_request(conv.id)
-        emit(st.json, {"blocked": user, "conversation_id": conv.id}, f"blocked @{user}")
+        emit(st.json, {"blocked": user, "conversation_id": conv.id}, f"blocked @{safe(user)}")
 
     with_client(st, main)
 
@@ -269,7 +273,7 @@ def requests_report(
         emit(
             st.json,
             {"reports": [receipt_json(r) for r in receipts], "blocked": conv.request_from},
-            _receipts_text(receipts) + f"\nblocked @{conv.request_from}",
+            _receipts_text(receipts) + f"\nblocked @{safe(conv.request_from or '?')}",
         )
 
     with_client(st, main)
@@ -314,7 +318,7 @@ def blocked(ctx: typer.Context) -> None:
         emit(
             st.json,
             {"blocked": users},
-            lambda: "\n".join(f"@{u}" for u in users) or "nobody is blocked",
+            lambda: "\n".join(f"@{safe(u)}" for u in users) or "nobody is blocked",
         )
 
     with_client(st, main)
@@ -399,7 +403,8 @@ async def rpc_accept_request(client: Client, params: rpc.Params) -> JSON:
 
 @rpc.method("blockRequest")
 async def rpc_block_request(client: Client, params: rpc.Params) -> JSON:
-    """Decline a message request: block its sender and delete it. Params: ``request``."""
+    """Decline a message request: block its sender, delete its messages, hide it while they
+    stay blocked. Params: ``request``."""
     name = params.string("request")
     params.done()
     conv = await _find_request(client, name)
@@ -515,22 +520,23 @@ def report_view(record: ReportRecord) -> JSON:
 def _report_text(v: JSON) -> str:
     sender, reporter = v["sender"], v["reporter"]
     lines = [
-        f"report {v['report_id']}  {clock(v['created_at'] * 1000)}  reason: {v['reason']}",
-        f"  from @{sender['user']} (device {sender['device_id'][:8]}), "
-        f"reported by @{reporter['user']}",
+        f"report {v['report_id']}  {clock(v['created_at'] * 1000)}  reason: {safe(v['reason'])}",
+        f"  from @{safe(sender['user'])} (device {safe(sender['device_id'][:8])}), "
+        f"reported by @{safe(reporter['user'])}",
         f"  sent {clock(v['accepted_at_ms'])} in group {v['group_id'][:12]} "
         f"(message {v['message']})",
     ]
     if v["kind"] == "file":
-        lines.append(f"  [file] {v.get('file_name')}")
+        lines.append(f"  [file] {safe(str(v.get('file_name')))}")
     if v["text"] is not None:
-        lines.append("  | " + "\n  | ".join(str(v["text"]).splitlines() or [""]))
+        lines.append("  | " + safe_text(str(v["text"])))
     for a in v["attachments"]:
         lines.append(
-            f"  attachment {a['attachment_id']} {a['media_type']} {size(a['size'])}: {a['verdict']}"
+            f"  attachment {safe(a['attachment_id'])} {safe(a['media_type'])} "
+            f"{size(a['size'])}: {a['verdict']}"
         )
     if v["note"]:
-        lines.append(f"  note: {v['note']}")
+        lines.append(f"  note: {safe_text(v['note'])}")
     return "\n".join(lines)
 
 

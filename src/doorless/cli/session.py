@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import typer
 
 from doorless import client as dl
+from doorless.cli import EXIT_INTERRUPTED
 from doorless.cli import config as profile_config
 from doorless.cli.common import EXIT_FAILED, EXIT_USAGE, State
-from doorless.cli.output import emit_json, one_line
+from doorless.cli.output import emit_json, one_line, safe
 from doorless.errors import ConfigurationError, DoorlessError, RemoteError, StateError
+from doorless.wire import protocol
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 PASSPHRASE_ENV = "DOORLESS_PASSPHRASE"
 DEBUG_ENV = "DOORLESS_DEBUG"
 LOG_LEVEL_ENV = "DOORLESS_LOG_LEVEL"
@@ -87,6 +88,13 @@ def _server_error(exc: dl.ServerError) -> Failure:
         text = "this server needs an invite code (--invite)"
     elif exc.code == ErrorCode.USERNAME_TAKEN:
         text = "this username is taken"
+    elif exc.code == ErrorCode.DEVICE_REVOKED:
+        return Failure(
+            ErrorCode.DEVICE_REVOKED,
+            "this device was revoked from its account (by another of its devices): it can no "
+            "longer send or receive; what it received stays readable here ('doorless history'). "
+            "To use it again, link it anew from a fresh profile ('doorless device link')",
+        )
     return Failure(code, text)
 
 
@@ -165,7 +173,7 @@ def fail(st: State, failure: Failure) -> NoReturn:
     if st.json:
         emit_json({"error": failure.code, "message": failure.message}, sys.stderr)
     else:
-        typer.echo(f"error: {failure.message}", err=True)
+        typer.echo(f"error: {safe(failure.message)}", err=True)
     raise typer.Exit(failure.exit_code)
 
 
@@ -316,12 +324,20 @@ def with_client(
 # --- naming conversations ---------------------------------------------------------------------
 
 
+USERNAME_HINT = (
+    "usernames are 2 to 32 lowercase ASCII letters, digits, '.', '_' or '-', starting with a "
+    "letter or digit"
+)
+
+
 def parse_user(value: str) -> str:
-    """``@bob`` or ``bob`` -> ``bob`` (the client library checks the name itself)."""
+    """``@bob`` or ``bob`` -> ``bob``. Usernames are lowercase ASCII, so ``@Bob`` can only mean
+    ``bob``: ASCII capitals are lowered; anything else that is not a username is refused with a
+    hint (never folded: a non-ASCII look-alike such as the Kelvin sign must not become ``k``)."""
     name = value[1:] if value.startswith("@") else value
-    if not name:
-        raise usage_error(f"not a user: {value!r}")
-    return name
+    if name.isascii() and protocol.is_username(name.lower()):
+        return name.lower()
+    raise usage_error(f"not a username: {safe(value)!r} ({USERNAME_HINT})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +460,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "PASSPHRASE_ENV",
     "RECEIVE_CURSOR",
+    "USERNAME_HINT",
     "CliError",
     "Failure",
     "Target",

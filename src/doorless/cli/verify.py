@@ -98,7 +98,8 @@ def command(
 ) -> None:
     """The safety number with a contact (see the module docstring)."""
     st = state(ctx)
-    username = parse_user(user)
+    with checked(st):
+        username = parse_user(user)
     theirs = None
     if checkpoint is not None:
         with checked(st):

@@ -235,7 +235,9 @@ class Client:
     # --- conversations (doorless.client.membership) -------------------------------------------
 
     async def conversations(self) -> list[Conversation]:
-        return await membership.conversations(self._core)
+        """Every conversation, but the message requests of users this account blocks."""
+        hidden = await contact_safety.hidden_requests(self._core)
+        return [c for c in await membership.conversations(self._core) if c.id not in hidden]
 
     async def conversation(self, conversation_id: str) -> Conversation:
         return await membership.conversation(self._core, conversation_id)
@@ -329,6 +331,11 @@ class Client:
     async def devices(self) -> list[DeviceInfo]:
         """This account's devices on the server (revoked ones too), approval chain checked."""
         return await devices.list_devices(self._core)
+
+    async def device_names(self) -> dict[str, str]:
+        """The names this profile knows for the account's devices (device id -> name; a name
+        is given when a device is set up and kept on that device, so others are often "")."""
+        return await self._core.tx(lambda tx: {d.device_id: d.name for d in tx.list_devices()})
 
     async def get_link(self, code: str) -> PendingLink:
         """The pending request of a new device (show its fingerprint before approving)."""

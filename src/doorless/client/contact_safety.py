@@ -81,8 +81,10 @@ async def report(
 
 
 async def requests(s: Session) -> list[Conversation]:
-    """Message requests: conversations someone not accepted added this user to."""
-    return [c for c in await membership.conversations(s) if c.is_request]
+    """Message requests: conversations someone not accepted added this user to (not those
+    of a user this account blocks)."""
+    hidden = await hidden_requests(s)
+    return [c for c in await membership.conversations(s) if c.is_request and c.id not in hidden]
 
 
 async def accept_request(s: Session, conversation_id: str) -> Conversation:
@@ -105,8 +107,9 @@ async def accept_request(s: Session, conversation_id: str) -> Conversation:
 
 
 async def block_request(s: Session, conversation_id: str) -> str:
-    """Decline a message request: block its inviter (every device of this user) and
-    delete the conversation here. Returns the blocked user."""
+    """Decline a message request: block its inviter (every device of this user); its
+    messages are deleted and it is hidden while they stay blocked (`apply_blocks`). Returns
+    the blocked user."""
     gid = conversation_gid(conversation_id)
     request = await s.tx(lambda tx: tx.get_request(gid))
     if request is None:
@@ -199,11 +202,11 @@ async def hidden_messages(s: Session) -> dict[str, int]:
 
 
 async def apply_blocks(s: Session, blocked: set[str], *, adding: bool) -> None:
-    """Record ``blocked`` locally (``adding``: these users too; else exactly these) and
-    delete the message requests they sent."""
+    """Record ``blocked`` locally (``adding``: these users too; else exactly these); the
+    message requests they sent lose their messages and are hidden until an unblock."""
     now = s.now_ms()
 
-    def write(tx: Transaction) -> list[bytes]:
+    def write(tx: Transaction) -> None:
         for known in tx.list_contacts():
             if known.blocked and not adding and known.username not in blocked:
                 _set_contact(tx, known.username, now, blocked=False)
@@ -211,12 +214,23 @@ async def apply_blocks(s: Session, blocked: set[str], *, adding: bool) -> None:
             contact = tx.get_contact(user)
             if contact is None or not contact.blocked:
                 _set_contact(tx, user, now, blocked=True, accepted=False)
-        dropped = [r.group_id for r in tx.list_requests() if r.inviter in blocked]
-        for gid in dropped:
-            tx.delete_group(gid)  # with its messages and the request row
-        return dropped
+        # Their requests lose every message and are hidden while they are blocked, but the
+        # group itself is kept: this device is still in it for the other members, so after an
+        # unblock their next message arrives in the same conversation (a deleted group would
+        # turn it into an unknown_conversation failure, and a second conversation with them).
+        for request in tx.list_requests():
+            if request.inviter in blocked:
+                for message in tx.list_messages(request.group_id):
+                    if message.local_id is not None:
+                        tx.delete_message(message.local_id)
 
     async with s.lock:
-        for gid in await s.tx(write):
-            s.cache.pop(gid, None)
-            s.forget_request(gid)
+        await s.tx(write)
+
+
+async def hidden_requests(s: Session) -> set[str]:
+    """The conversation ids of message requests from users this account blocks (kept, not
+    shown: `apply_blocks`)."""
+    blocked = set(await blocked_users(s))
+    requests = await s.load_requests()
+    return {gid.hex() for gid, inviter in requests.items() if inviter in blocked}

@@ -92,7 +92,7 @@ async def _begin_setup(
     account, setup, server_id = await store.run_transaction(_read_setup)
     if account is not None:
         if setup == _SETUP_DONE:
-            raise StateError("this profile already has an account; use Client.open")
+            raise StateError("this profile already has an account")
         if setup != mode or account.username != username or account.server_url != server_url:
             raise StateError("this profile is being set up for another account")
         identity = DeviceIdentity.from_private_key(account.signature_private_key.value)

@@ -7,8 +7,10 @@
    registered key and returns a random token (stored hashed, expires after ``token_ttl``).
 3. Requests carry ``Authorization: Bearer <token>``.
 
-Every failure of step 2 (unknown/expired/used nonce, unknown or revoked device, bad signature)
-is the same ``401 auth_failed``: the answer does not tell which check failed.
+Every failure of step 2 (unknown/expired/used nonce, unknown device, bad signature) is the
+same ``401 auth_failed``: the answer does not tell which check failed. Only a caller that proved
+it holds the device's key (a valid signature) or one of its tokens learns that the device was
+revoked (``401 device_revoked``), so that the device can tell its owner why it stopped working.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
+def _revoked() -> ApiError:
+    return ApiError(401, ErrorCode.DEVICE_REVOKED, "this device was revoked")
+
+
 def bearer_token(conn: HTTPConnection) -> str | None:
     header = conn.headers.get("authorization")
     if header is None:
@@ -76,8 +82,10 @@ async def authenticate(ctx: ServerContext, token: str | None) -> AuthedDevice:
     if found is None:
         raise _unauthorized("unknown or expired token")
     device = await ctx.storage.get_device(found[0])
-    if device is None or device.revoked_at is not None:
-        raise _unauthorized("device is revoked")
+    if device is None:
+        raise _unauthorized("unknown or expired token")
+    if device.revoked_at is not None:  # the token proves it is this device asking
+        raise _revoked()
     return AuthedDevice(device, found[1])
 
 
@@ -125,7 +133,7 @@ async def issue_token(
     if not await ctx.storage.take_challenge(secret_hash(nonce), ctx.now()):
         raise failed
     device = await ctx.storage.get_device(device_id)
-    if device is None or device.revoked_at is not None:
+    if device is None:
         raise failed
     try:
         protocol.verify(
@@ -135,6 +143,8 @@ async def issue_token(
         )
     except InvalidSignature:
         raise failed from None
+    if device.revoked_at is not None:  # told only to the holder of its key
+        raise _revoked()
     token = secrets.token_urlsafe(32)
     expires_at = ctx.now() + ctx.config.token_ttl
     await ctx.storage.put_token(secret_hash(token.encode()), device_id, expires_at)

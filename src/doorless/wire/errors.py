@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     REPORT_EXPIRED = "report_expired"  # [400] the frank's key was retired
     UNAUTHORIZED = "unauthorized"  # [401] missing, unknown or expired bearer token
     AUTH_FAILED = "auth_failed"  # [401] challenge unknown/expired/used, or bad signature
+    DEVICE_REVOKED = "device_revoked"  # [401] to the device itself (its key or token): revoked
     FORBIDDEN = "forbidden"  # [403] not allowed for this device
     INVITE_REQUIRED = "invite_required"  # [403] registration needs a valid invite
     NOT_GROUP_MEMBER = "not_group_member"  # [403] this device is not a member of the group

@@ -226,6 +226,10 @@ class PostgresStorage(SqlStorage):
         # never losing what was acknowledged to the sender). Saves an fsync per ack.
         await ex.execute("SET LOCAL synchronous_commit TO off")
 
+    async def _lock_reporter(self, ex: Executor, username: str) -> None:
+        # Two racing copies of one report could each find none filed: lock the account row.
+        await ex.execute("SELECT true FROM accounts WHERE username = $1 FOR UPDATE", username)
+
     async def _lock_key_packages(self, ex: Executor, device_id: str) -> None:
         # Two racing uploads could each pass the limit check: lock the device row first.
         await ex.execute("SELECT true FROM devices WHERE device_id = $1 FOR UPDATE", device_id)

@@ -639,8 +639,24 @@ class SqlStorage(Storage):
             "franking_keys", "key_id", key_ids, " AND retired_at_ms IS NOT NULL"
         )
 
+    async def _lock_reporter(self, ex: Executor, username: str) -> None:
+        """Serialize the reports of one user (SQLite: every write transaction already is)."""
+
     async def add_report(self, report: ReportRecord) -> int:
+        """A message this user already reported (a replay, or another of their devices) is
+        the same report: its first id is returned and nothing is filed again."""
+
         async def op(ex: Executor) -> int:
+            await self._lock_reporter(ex, report.reporter_username)
+            existing = await ex.fetchval(
+                "SELECT report_id FROM reports WHERE reporter_username = $1 AND group_id = $2 "
+                "AND server_seq = $3 ORDER BY report_id LIMIT 1",
+                report.reporter_username,
+                report.group_id,
+                report.server_seq,
+            )
+            if existing is not None:
+                return int(existing)
             return int(
                 await ex.fetchval(
                     f"INSERT INTO reports ({rows.REPORT_COLUMNS}) "
@@ -649,7 +665,7 @@ class SqlStorage(Storage):
                 )
             )
 
-        return await self._run(Tx.STATEMENT, op)
+        return await self._run(Tx.WRITE, op)
 
     async def list_reports(self, after_id: int, limit: int) -> list[ReportRecord]:
         async def op(ex: Executor) -> list[ReportRecord]:
