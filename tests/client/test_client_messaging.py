@@ -118,8 +118,15 @@ async def test_linked_device_sees_both_directions(tmp_path: Path) -> None:
         await net.sync_all(phone, bob)
         (joined,) = of_type(take_events(phone), ConversationJoined)
         assert joined.conversation.id == chat.id and joined.by == alice.me
-        (added,) = of_type(take_events(bob), DeviceChanged)
+        # The conversation's roster, and (once) the roster notice of alice's account.
+        notice, added = of_type(take_events(bob), DeviceChanged)
         assert (added.device, added.change, added.by) == (phone.me, DeviceChange.ADDED, alice.me)
+        assert (notice.device, notice.change, notice.conversation_id) == (
+            phone.me,
+            DeviceChange.LINKED,
+            None,
+        )
+        assert notice.notice is not None
 
         # What one device sends appears on the other device of the same user, and at bob's.
         await alice.send_text(chat.id, "from the laptop")
