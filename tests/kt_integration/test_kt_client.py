@@ -280,9 +280,7 @@ async def test_safety_numbers_match_and_changes_warn(tmp_path: Path) -> None:
         events = take_events(alice)
         # Approved by bob's phone and in the log: a roster notice, not an alarm.
         assert not of_type(events, TransparencyAlarm)
-        (linked,) = [
-            e for e in of_type(events, DeviceChanged) if e.change is DeviceChange.LINKED
-        ]
+        (linked,) = [e for e in of_type(events, DeviceChanged) if e.change is DeviceChange.LINKED]
         assert linked.device.user == "bob" and linked.notice
         assert [n for n in await alice.pending_notices() if n == linked]
         assert chat.id
