@@ -35,6 +35,7 @@ from doorless.cli.common import state
 from doorless.cli.messaging import receive_cursor
 from doorless.cli.output import event_json
 from doorless.cli.session import CliError, open_client, run, usage_error
+from doorless.client.alarms import shown_id
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class Daemon:
                 delivered = await self.broadcast(event)
                 if delivered and isinstance(event, dl.MessageReceived):
                     await cursor.advance([event.message])
+                if delivered and (notice := shown_id(event)) is not None:
+                    await self.client.mark_notices_shown([notice])
             except Exception:  # one bad event must not end the notifications
                 log.exception("could not pass on a %s event", type(event).__name__)
 

@@ -14,6 +14,7 @@ import typer
 from doorless import __version__
 from doorless.cli import (
     account,
+    alarms,
     daemon,
     demo,
     devices,
@@ -115,6 +116,7 @@ app.add_typer(safety.requests_app, name="requests")
 app.command("block", short_help="Block a user on all your devices.")(safety.block)
 app.command("unblock", short_help="Unblock a user.")(safety.unblock)
 app.command("blocked", short_help="List the users you block.")(safety.blocked)
+app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )

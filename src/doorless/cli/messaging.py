@@ -49,6 +49,7 @@ from doorless.cli.session import (
     usage_error,
     with_client,
 )
+from doorless.client.alarms import shown_id
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -331,6 +332,15 @@ async def _drain(client: Client) -> list[Event]:
     return [event async for event in client.events()]
 
 
+async def _show_notices(client: Client, printer: _Printer) -> None:
+    """Alarms and roster notices stored and not shown yet (raised by this run, or by an
+    earlier command that shows no events, such as ``send``): each is shown once."""
+    pending = await client.pending_notices()
+    for notice in pending:
+        printer.event(notice)
+    await client.mark_notices_shown([i for n in pending if (i := shown_id(n)) is not None])
+
+
 async def _receive_once(client: Client, printer: _Printer) -> None:
     cursor = receive_cursor(client)
     await printer.refresh(client)
@@ -348,10 +358,13 @@ async def _receive_once(client: Client, printer: _Printer) -> None:
     for m in (new := await cursor.unseen()):
         await printer.save_file(client, m)
     await cursor.advance(new)
+    await _show_notices(client, printer)
     await client.close()  # ends the event stream after the events of this sync
     for event in await _drain(client):
         if isinstance(event, dl.MessageReceived) and event.message.local_id <= shown:
             continue
+        if shown_id(event) is not None:
+            continue  # a stored alarm or notice: shown by _show_notices
         printer.event(event)
 
 
@@ -365,6 +378,7 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
         printer.message(m)
     await cursor.advance(missed)
     events = client.events()
+    await _show_notices(client, printer)
     await client.sync()  # the first round in the foreground, so that errors are reported
     await client.start()
     while True:
@@ -385,6 +399,8 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
             await cursor.advance([event.message])
         else:
             printer.event(event)
+            if (notice := shown_id(event)) is not None:
+                await client.mark_notices_shown([notice])
 
 
 def receive(
