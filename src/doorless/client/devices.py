@@ -15,6 +15,7 @@ from doorless.client.conversations import (
     CONVERSATION_INFO_EXTENSION,
     RosterEntry,
     check_binding,
+    device_ref_of,
     safe_roster,
 )
 from doorless.client.core import (
@@ -373,6 +374,21 @@ async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> Ke
         body = decode(MLSMessage, claimed.key_package).body
         if not isinstance(body, KeyPackage):
             raise ValidationError("not a KeyPackage")
+        named = device_ref_of(body.leaf_node.credential)
+        if (
+            named == DeviceRef(user, claimed.device_id)
+            and protocol.device_id_of(body.leaf_node.signature_key) != named.device_id
+        ):
+            await alarms.raise_alarm(
+                s,
+                TransparencyAlarm(
+                    AlarmKind.KEY_MISMATCH,
+                    f"the server offered a KeyPackage of device {named} signed with a key that "
+                    "is not that device's",
+                    named,
+                ),
+            )
+            return None
         ref = check_binding(body.leaf_node)
         if ref != DeviceRef(user, claimed.device_id):
             raise ValidationError("KeyPackage names another device")
