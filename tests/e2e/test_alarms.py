@@ -244,3 +244,51 @@ def test_rolled_back_log_is_a_rollback_alarm(server: ServerProcess, tmp_path: Pa
     assert kinds == ["rollback"]
     r = run_cli(p["alice"], "receive", json_output=True)
     assert not of_type(lines(r.stdout), "transparency_alarm")  # not on every command
+
+
+def test_benign_link_is_a_roster_notice_shown_once(server: ServerProcess, tmp_path: Path) -> None:
+    p = _accounts(server, tmp_path, "alice", "bob")
+    p["bob2"] = tmp_path / "profiles" / "bob2"
+    _ok(run_cli(p["alice"], "send", "@bob", "hello"))
+    _events(p["bob"], "receive")
+    _ok(run_cli(p["alice"], "verify", "@bob", "--confirm", "--no-qr"))
+
+    # Bob links a laptop, approved by his phone (and so published in the log by it).
+    link = spawn(p["bob2"], "device", "link", "--server", server.url, "bob", "--timeout", "90")
+    assert link.stdout is not None
+    reader = LineReader(link.stdout)
+    requested = reader.next()
+    _ok(
+        run_cli(
+            p["bob"],
+            "device",
+            "approve",
+            requested["code"],
+            "--fingerprint",
+            requested["fingerprint"],
+        )
+    )
+    assert reader.next()["type"] == "linked"
+    assert link.wait(60) == 0
+
+    # Alice sends before she receives: the change is still shown, once, and is no alarm.
+    r = _ok(run_cli(p["alice"], "send", "@bob", "to both of bob's devices"))
+    assert "ALARM" not in r.stdout + r.stderr
+    got = _events(p["alice"], "receive")
+    assert not of_type(got, "transparency_alarm")
+    notices = [x for x in of_type(got, "device_changed") if x["notice"]]
+    assert [(x["device"]["device_id"], x["change"]) for x in notices] == [
+        (requested["device_id"], "linked")
+    ]
+    again = _events(p["alice"], "receive") + _events(p["alice"], "receive")
+    assert not [x for x in of_type(again, "device_changed") if x["notice"]]
+    assert _alarms(p["alice"]) == []
+    text_profile = tmp_path / "profiles" / "alice"
+    assert "ALARM" not in _ok(run_cli(text_profile, "receive")).stdout
+    # The laptop got the message; the safety number says it changed (compare again).
+    got = _events(p["bob2"], "receive")
+    assert "to both of bob's devices" in [
+        x["message"]["text"] for x in of_type(got, "message_received")
+    ]
+    verify = _events(p["alice"], "verify", "@bob", "--no-qr")[0]
+    assert verify["status"] == "changed"
