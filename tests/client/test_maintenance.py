@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from doorless.client import maintenance
+from doorless.client import devices, maintenance
 from doorless.client.core import Session
 from doorless.errors import ValidationError
 
@@ -33,8 +33,8 @@ async def test_a_failing_step_stops_no_other(
     async def top_up(s: Session) -> None:
         ran.append("key packages")
 
-    monkeypatch.setattr(maintenance.devices, "sync_devices", poisoned)
-    monkeypatch.setattr(maintenance.devices, "top_up_key_packages", top_up)
+    monkeypatch.setattr(devices, "sync_devices", poisoned)
+    monkeypatch.setattr(devices, "top_up_key_packages", top_up)
     monkeypatch.setattr(maintenance, "purge_expired", purge)
     async with network(tmp_path) as net:
         alice = await net.user("alice")
