@@ -292,3 +292,14 @@ def test_benign_link_is_a_roster_notice_shown_once(server: ServerProcess, tmp_pa
     ]
     verify = _events(p["alice"], "verify", "@bob", "--no-qr")[0]
     assert verify["status"] == "changed"
+
+    # Bob revokes the laptop: alice, sending first again, is told once.
+    _ok(run_cli(p["bob"], "device", "revoke", requested["device_id"]))
+    _ok(run_cli(p["alice"], "send", "@bob", "to bob's phone only"))
+    got = _events(p["alice"], "receive")
+    assert not of_type(got, "transparency_alarm")
+    notices = [x for x in of_type(got, "device_changed") if x["notice"]]
+    assert [(x["device"]["device_id"], x["change"]) for x in notices] == [
+        (requested["device_id"], "revoked")
+    ]
+    assert not [x for x in of_type(_events(p["alice"], "receive"), "device_changed") if x["notice"]]

@@ -199,6 +199,17 @@ async def check_confirmed(s: Session, username: str) -> None:
     s.kt_checked[username] = verified.version
 
 
+async def roster_changed(s: Session, username: str) -> None:
+    """A device of ``username`` left a conversation: verify their current device list and
+    notice what changed (`check_confirmed`). A user with no list any more is `KtRollback`."""
+    try:
+        await s.kt.device_list(username)
+    except KtViolation as e:
+        await alarms.raise_alarm(s, violation_alarm(e))
+        raise
+    await check_confirmed(s, username)
+
+
 async def top_up_key_packages(s: Session) -> None:
     """Keep ``key_package_target`` one-time KeyPackages and a last-resort one uploaded.
 
