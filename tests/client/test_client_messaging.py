@@ -397,7 +397,14 @@ async def test_revoked_device_is_removed(tmp_path: Path) -> None:
             (e.device, e.change) for e in of_type(events, DeviceChanged)
         ]
         await bob.sync()
-        (removed,) = of_type(take_events(bob), DeviceChanged)
+        # The roster notice of alice's account (once), and the conversation's change.
+        notice, removed = of_type(take_events(bob), DeviceChanged)
+        assert (notice.device, notice.change, notice.conversation_id) == (
+            phone.me,
+            DeviceChange.REVOKED,
+            None,
+        )
+        assert notice.notice is not None
         assert (removed.device, removed.change) == (phone.me, DeviceChange.REMOVED)
         await bob.send_text(chat.id, "only alice's laptop now")
         await alice.sync()
