@@ -141,7 +141,8 @@ def test_ghost_device_row_is_alarmed_once_and_stops_nothing(
 
     # Alice: the ghost's KeyPackage is left out, and she is warned (once, at her next
     # receive: the send itself shows no events).
-    _ok(run_cli(p["alice"], "group", "create", "team", "--member", "@bob"))
+    r = _ok(run_cli(p["alice"], "group", "create", "team", "--member", "@bob"))
+    assert f"{ghost[:8]}" in r.stderr and "was left out" in r.stderr  # seen at once
     _ok(run_cli(p["alice"], "send", "@bob", "this one disappears"))
     got = _events(p["alice"], "receive")
     (skipped,) = of_type(got, "device_skipped")

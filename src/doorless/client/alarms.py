@@ -180,7 +180,6 @@ def _remember(tx: Transaction, key: str) -> bool:
 
 async def skipped(s: Session, device: DeviceRef, detail: str) -> None:
     """A peer device (or its KeyPackage) was left out: a warning, noticed once per device."""
-    log.warning("skipping device %s: %s", device, detail)
     notice = DeviceSkipped(device, detail, notice=secrets.token_hex(4))
 
     def write(tx: Transaction) -> bool:
@@ -190,7 +189,10 @@ async def skipped(s: Session, device: DeviceRef, detail: str) -> None:
         return True
 
     if await s.tx(write):
+        log.warning("device %s was left out: %s", device, detail)
         s.hub.emit(notice)
+    else:
+        log.info("device %s was left out again: %s", device, detail)
 
 
 async def roster_seen(

@@ -68,7 +68,7 @@ def _forget_key_package(tx: Transaction, ref: bytes) -> None:
         tx.delete_key_package(ref)
 
 
-async def list_devices(s: Session) -> list[DeviceInfo]:
+async def list_devices(s: Session, names: dict[str, str] | None = None) -> list[DeviceInfo]:
     """This account's devices on the server (revoked ones too) whose approval chain checks
     out. An entry that does not (a ghost row written into the server's database, a junk
     approval) is left out and raised once as an `AlarmKind.UNAPPROVED_DEVICE` alarm: one
@@ -85,7 +85,7 @@ async def list_devices(s: Session) -> list[DeviceInfo]:
             ),
         )
     good = [d for d in devices if d.device_id not in problems]
-    await record_own_devices(s, good)
+    await record_own_devices(s, good, names)
     return good
 
 
