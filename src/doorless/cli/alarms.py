@@ -15,7 +15,7 @@ import typer
 from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.output import JSON, alarm_json, alarm_text, clock, emit, event_json
-from doorless.cli.session import usage_error, with_client
+from doorless.cli.session import checked, usage_error, with_client
 from doorless.client.alarms import shown_id
 
 if TYPE_CHECKING:
@@ -62,15 +62,16 @@ def alarms(
 def ack(
     ctx: typer.Context,
     ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID]...", help="The alarms to acknowledge.")
+        list[str] | None, typer.Argument(metavar="ID", help="The alarms to acknowledge.")
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Acknowledge every alarm.")] = False,
 ) -> None:
     """Acknowledge alarms (you have acted on them): they are no longer listed, and the same
     finding does not raise an alarm again."""
     st = state(ctx)
-    if bool(ids) == all_:
-        raise usage_error("name the alarms to acknowledge, or give --all")
+    with checked(st):
+        if bool(ids) == all_:
+            raise usage_error("name the alarms to acknowledge, or give --all")
 
     async def main(client: Client) -> None:
         done = await client.ack_alarms(None if all_ else ids)
