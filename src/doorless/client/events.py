@@ -232,7 +232,6 @@ class AlarmKind(StrEnum):
     FORK = "fork"  # the log showed two different versions of the same history
     ROLLBACK = "rollback"  # the log (or a device list in it) went back
     KEY_MISMATCH = "key_mismatch"  # a directory key that is not the one in the log
-    SAFETY_NUMBER_CHANGED = "safety_number_changed"  # no longer raised: a roster notice now
 
 
 ALARM_ADVICE: dict[AlarmKind, str] = {
@@ -256,7 +255,6 @@ ALARM_ADVICE: dict[AlarmKind, str] = {
         "The server offered a key for this device that the log does not have (a key swap): "
         "nothing was sent to it; compare safety numbers with this contact in person."
     ),
-    AlarmKind.SAFETY_NUMBER_CHANGED: "Compare the safety number with this contact again.",
 }
 
 
