@@ -297,10 +297,29 @@ def test_benign_link_is_a_roster_notice_shown_once(server: ServerProcess, tmp_pa
     # Bob revokes the laptop: alice, sending first again, is told once.
     _ok(run_cli(p["bob"], "device", "revoke", requested["device_id"]))
     _ok(run_cli(p["alice"], "send", "@bob", "to bob's phone only"))
-    got = _events(p["alice"], "receive")
-    assert not of_type(got, "transparency_alarm")
-    notices = [x for x in of_type(got, "device_changed") if x["notice"]]
-    assert [(x["device"]["device_id"], x["change"]) for x in notices] == [
-        (requested["device_id"], "revoked")
-    ]
+    # This time a daemon started afterwards shows it (takeNotices), and then nothing does.
+    daemon = spawn(p["alice"], "daemon", "--json-rpc", json_output=False)
+    assert daemon.stdin is not None and daemon.stdout is not None
+    answers = LineReader(daemon.stdout)
+
+    def call(id_: int, method: str) -> dict[str, Any]:
+        assert daemon.stdin is not None
+        body = {"jsonrpc": "2.0", "id": id_, "method": method, "params": {}}
+        daemon.stdin.write(json.dumps(body) + "\n")
+        daemon.stdin.flush()
+        while (message := answers.next()).get("id") != id_:
+            pass
+        return message
+
+    try:
+        got = call(1, "takeNotices")["result"]["events"]
+        assert not of_type(got, "transparency_alarm")
+        notices = [x for x in of_type(got, "device_changed") if x["notice"]]
+        assert [(x["device"]["device_id"], x["change"]) for x in notices] == [
+            (requested["device_id"], "revoked")
+        ]
+        assert call(2, "takeNotices")["result"]["events"] == []
+    finally:
+        daemon.stdin.close()
+        assert daemon.wait(60) == 0
     assert not [x for x in of_type(_events(p["alice"], "receive"), "device_changed") if x["notice"]]
