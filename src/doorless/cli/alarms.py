@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.output import JSON, alarm_json, alarm_text, clock, emit, event_json
 from doorless.cli.session import checked, usage_error, with_client
-from doorless.client.alarms import shown_id
 
 if TYPE_CHECKING:
     from doorless.client import Client
@@ -108,5 +108,5 @@ async def rpc_take_notices(client: Client, params: rpc.Params) -> JSON:
     from now on. Result: ``{events: [{type, ...}]}``."""
     params.done()
     pending = await client.pending_notices()
-    await client.mark_notices_shown([i for n in pending if (i := shown_id(n)) is not None])
+    await client.mark_notices_shown([i for n in pending if (i := dl.shown_id(n)) is not None])
     return {"events": [event_json(n) for n in pending]}

@@ -35,7 +35,6 @@ from doorless.cli.common import state
 from doorless.cli.messaging import receive_cursor
 from doorless.cli.output import event_json
 from doorless.cli.session import CliError, open_client, run, usage_error
-from doorless.client.alarms import shown_id
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -103,7 +102,7 @@ class Daemon:
                 delivered = await self.broadcast(event)
                 if delivered and isinstance(event, dl.MessageReceived):
                     await cursor.advance([event.message])
-                if delivered and (notice := shown_id(event)) is not None:
+                if delivered and (notice := dl.shown_id(event)) is not None:
                     await self.client.mark_notices_shown([notice])
             except Exception:  # one bad event must not end the notifications
                 log.exception("could not pass on a %s event", type(event).__name__)

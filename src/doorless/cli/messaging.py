@@ -49,7 +49,6 @@ from doorless.cli.session import (
     usage_error,
     with_client,
 )
-from doorless.client.alarms import shown_id
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -338,7 +337,7 @@ async def _show_notices(client: Client, printer: _Printer) -> None:
     pending = await client.pending_notices()
     for notice in pending:
         printer.event(notice)
-    await client.mark_notices_shown([i for n in pending if (i := shown_id(n)) is not None])
+    await client.mark_notices_shown([i for n in pending if (i := dl.shown_id(n)) is not None])
 
 
 async def _receive_once(client: Client, printer: _Printer) -> None:
@@ -363,7 +362,7 @@ async def _receive_once(client: Client, printer: _Printer) -> None:
     for event in await _drain(client):
         if isinstance(event, dl.MessageReceived) and event.message.local_id <= shown:
             continue
-        if shown_id(event) is not None:
+        if dl.shown_id(event) is not None:
             continue  # a stored alarm or notice: shown by _show_notices
         printer.event(event)
 
@@ -399,7 +398,7 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
             await cursor.advance([event.message])
         else:
             printer.event(event)
-            if (notice := shown_id(event)) is not None:
+            if (notice := dl.shown_id(event)) is not None:
                 await client.mark_notices_shown([notice])
 
 

@@ -148,18 +148,16 @@ def _classify(exc: BaseException, profile: Path | None) -> Failure:
     if isinstance(exc, StateError):
         return Failure(ErrorCode.INVALID_STATE, one_line(str(exc)))
     if isinstance(exc, dl.KtViolation):
-        from doorless.client.events import ALARM_ADVICE, AlarmKind
-
         kind = (
-            AlarmKind.ROLLBACK
+            dl.AlarmKind.ROLLBACK
             if isinstance(exc, dl.KtRollback)
-            else AlarmKind.FORK
+            else dl.AlarmKind.FORK
             if isinstance(exc, dl.KtFork)
-            else AlarmKind.LOG_VIOLATION
+            else dl.AlarmKind.LOG_VIOLATION
         )
         return Failure(
             ErrorCode.REMOTE_ERROR,
-            f"KEY TRANSPARENCY ALARM: {one_line(str(exc))}. {ALARM_ADVICE[kind]}",
+            f"KEY TRANSPARENCY ALARM: {one_line(str(exc))}. {dl.ALARM_ADVICE[kind]}",
         )
     if isinstance(exc, RemoteError):
         return Failure(ErrorCode.REMOTE_ERROR, one_line(str(exc)))
