@@ -127,6 +127,8 @@ def test_server_unreachable(doorless: Doorless) -> None:
         ["history"],
         ["daemon"],  # neither --json-rpc nor --socket
         ["download", "abc"],  # id too short
+        ["alarms", "ack"],  # neither ids nor --all
+        ["alarms", "ack", "ab12", "--all"],
     ],
     ids=lambda a: "-".join(a),
 )

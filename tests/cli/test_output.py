@@ -88,6 +88,7 @@ EXAMPLES: dict[str, Any] = {
     "ConversationUpdated": dl.ConversationUpdated(GROUP, None),
     "MembershipChanged": dl.MembershipChanged(GROUP, (BOB,), (), ALICE, ("bob",), ()),
     "DeviceChanged": dl.DeviceChanged(BOB, dl.DeviceChange.LINKED, None, BOB),
+    "DeviceSkipped": dl.DeviceSkipped(BOB, "not in the\nlog", "n1"),
     "DeliveryFailed": dl.DeliveryFailed(dl.FailureReason.UNDECRYPTABLE, "bad\nmac", GROUP.id),
 }
 
@@ -149,6 +150,17 @@ def test_text_lines() -> None:
     assert linked.startswith("device bob/bbbb bbbb") and "check that it was you" in linked
     failed = output.event_text(EXAMPLES["DeliveryFailed"], "bob", {GROUP.id: GROUP})
     assert failed == "! could not read a message in #team: undecryptable: bad mac"
+    # A contact's device change, approved by their own device: a roster notice, no alarm.
+    notice = dl.DeviceChanged(BOB, dl.DeviceChange.LINKED, notice="n2")
+    assert output.event_text(notice, "alice").startswith("bob linked a new device bbbb bbbb")
+    skipped = output.event_text(EXAMPLES["DeviceSkipped"], "alice")
+    assert skipped.startswith("! warning: device bob/bbbb bbbb")
+    assert skipped.endswith("was left out: not in the log")
+    alarm = dl.TransparencyAlarm(dl.AlarmKind.ROLLBACK, "went back", id="ab12")
+    line = output.event_text(alarm, "alice")
+    assert line.startswith("!! KEY TRANSPARENCY ALARM: rollback: went back. The server went back")
+    assert line.endswith("[doorless alarms ack ab12]")
+    assert output.event_json(alarm)["advice"] == alarm.advice
 
 
 @pytest.mark.parametrize(

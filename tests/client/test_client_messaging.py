@@ -118,8 +118,15 @@ async def test_linked_device_sees_both_directions(tmp_path: Path) -> None:
         await net.sync_all(phone, bob)
         (joined,) = of_type(take_events(phone), ConversationJoined)
         assert joined.conversation.id == chat.id and joined.by == alice.me
-        (added,) = of_type(take_events(bob), DeviceChanged)
+        # The conversation's roster, and (once) the roster notice of alice's account.
+        notice, added = of_type(take_events(bob), DeviceChanged)
         assert (added.device, added.change, added.by) == (phone.me, DeviceChange.ADDED, alice.me)
+        assert (notice.device, notice.change, notice.conversation_id) == (
+            phone.me,
+            DeviceChange.LINKED,
+            None,
+        )
+        assert notice.notice is not None
 
         # What one device sends appears on the other device of the same user, and at bob's.
         await alice.send_text(chat.id, "from the laptop")
@@ -390,7 +397,14 @@ async def test_revoked_device_is_removed(tmp_path: Path) -> None:
             (e.device, e.change) for e in of_type(events, DeviceChanged)
         ]
         await bob.sync()
-        (removed,) = of_type(take_events(bob), DeviceChanged)
+        # The roster notice of alice's account (once), and the conversation's change.
+        notice, removed = of_type(take_events(bob), DeviceChanged)
+        assert (notice.device, notice.change, notice.conversation_id) == (
+            phone.me,
+            DeviceChange.REVOKED,
+            None,
+        )
+        assert notice.notice is not None
         assert (removed.device, removed.change) == (phone.me, DeviceChange.REMOVED)
         await bob.send_text(chat.id, "only alice's laptop now")
         await alice.sync()

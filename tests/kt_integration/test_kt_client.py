@@ -18,7 +18,12 @@ from doorless.client import (
     FailureReason,
     UserUnavailable,
 )
-from doorless.client.events import AlarmKind, TransparencyAlarm
+from doorless.client.events import (
+    AlarmKind,
+    DeviceChange,
+    DeviceChanged,
+    TransparencyAlarm,
+)
 from doorless.client.kt import KtConfig, KtUnavailable
 from doorless.client.kt_profile import SafetyStatus
 from doorless.client.transport import DeviceIdentity, Transport
@@ -205,9 +210,9 @@ async def test_4_split_view(tmp_path: Path) -> None:
         # ... and as soon as she sees the honest log again, the fork is caught.
         take_events(eve)
         alarms = await eve.check_transparency()
-        assert [a.kind for a in alarms] == [AlarmKind.LOG_VIOLATION]
+        assert [a.kind for a in alarms] == [AlarmKind.FORK]
         assert "split view" in alarms[0].detail
-        assert _alarms(eve, AlarmKind.LOG_VIOLATION) == alarms
+        assert _alarms(eve, AlarmKind.FORK) == alarms
 
 
 # --- (5) rolled-back head, across a restart --------------------------------------------------
@@ -225,8 +230,16 @@ async def test_5_rollback_is_caught_after_a_restart(tmp_path: Path) -> None:
             net.front.fork = old.app
             net.front.victims.add("bob")
             alarms = await bob.check_transparency()
-            assert [a.kind for a in alarms] == [AlarmKind.LOG_VIOLATION]
+            assert [a.kind for a in alarms] == [AlarmKind.ROLLBACK]
             assert "rollback" in alarms[0].detail
+            assert "older log" in alarms[0].advice
+            # Stored until acknowledged, and raised (emitted) once.
+            assert [a.id for a in await bob.alarms()] == [alarms[0].id]
+            take_events(bob)
+            await bob.check_transparency()
+            assert not _alarms(bob, AlarmKind.ROLLBACK)
+            assert await bob.ack_alarms(None) == [alarms[0].id]
+            assert await bob.alarms() == []
 
 
 # --- (6) a version removed from the log ------------------------------------------------------
@@ -241,7 +254,7 @@ async def test_6_removed_version_is_caught(tmp_path: Path) -> None:
         async with forked(net, drop_latest_version(user_label("alice"))):
             net.front.victims.add("bob")
             alarms = await bob.check_transparency()
-            assert [a.kind for a in alarms] == [AlarmKind.LOG_VIOLATION]
+            assert [a.kind for a in alarms] == [AlarmKind.ROLLBACK]
 
 
 # --- safety numbers ------------------------------------------------------------------------------
@@ -264,6 +277,11 @@ async def test_safety_numbers_match_and_changes_warn(tmp_path: Path) -> None:
         assert changed.status is SafetyStatus.CHANGED
         assert changed.number.digits != a.number.digits
         take_events(alice)
-        await alice.sync()  # processes bob's commit adding his phone: a loud warning
-        assert _alarms(alice, AlarmKind.SAFETY_NUMBER_CHANGED)
+        await alice.sync()  # processes bob's commit adding his phone
+        events = take_events(alice)
+        # Approved by bob's phone and in the log: a roster notice, not an alarm.
+        assert not of_type(events, TransparencyAlarm)
+        (linked,) = [e for e in of_type(events, DeviceChanged) if e.change is DeviceChange.LINKED]
+        assert linked.device.user == "bob" and linked.notice
+        assert [n for n in await alice.pending_notices() if n == linked]
         assert chat.id

@@ -103,6 +103,8 @@ class Daemon:
                 delivered = await self.broadcast(event)
                 if delivered and isinstance(event, dl.MessageReceived):
                     await cursor.advance([event.message])
+                if delivered and (notice := dl.shown_id(event)) is not None:
+                    await self.client.mark_notices_shown([notice])
             except Exception:  # one bad event must not end the notifications
                 log.exception("could not pass on a %s event", type(event).__name__)
 

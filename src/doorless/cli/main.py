@@ -16,6 +16,7 @@ from doorless import __version__
 from doorless.cli import (
     EXIT_INTERRUPTED,
     account,
+    alarms,
     daemon,
     demo,
     devices,
@@ -132,6 +133,7 @@ app.add_typer(safety.requests_app, name="requests")
 app.command("block", short_help="Block a user on all your devices.")(safety.block)
 app.command("unblock", short_help="Unblock a user.")(safety.unblock)
 app.command("blocked", short_help="List the users you block.")(safety.blocked)
+app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )

@@ -349,6 +349,15 @@ async def _show_missed(client: Client, printer: _Printer, cursor: ReceiveCursor)
         await _show(client, printer, cursor, m)
 
 
+async def _show_notices(client: Client, printer: _Printer) -> None:
+    """Alarms and roster notices stored and not shown yet (raised by this run, or by an
+    earlier command that shows no events, such as ``send``): each is shown once."""
+    pending = await client.pending_notices()
+    for notice in pending:
+        printer.event(notice)
+    await client.mark_notices_shown([i for n in pending if (i := dl.shown_id(n)) is not None])
+
+
 async def _queued(events: AsyncIterator[Event]) -> AsyncIterator[Event]:
     """The events already emitted, without waiting for more (nothing emits while this runs:
     no background task in this mode). A queued event is taken without suspending, so a step
@@ -377,8 +386,11 @@ async def _receive_once(client: Client, printer: _Printer) -> None:
             if event.message.local_id > await cursor.value():
                 await _show(client, printer, cursor, event.message)
             continue
+        if dl.shown_id(event) is not None:
+            continue  # a stored alarm or notice: shown by _show_notices
         printer.event(event)
     await _show_missed(client, printer, cursor)  # anything stored without an event
+    await _show_notices(client, printer)
 
 
 async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> None:
@@ -387,6 +399,7 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
     await _show_missed(client, printer, cursor)
     shown = await cursor.value()
     events = client.events()
+    await _show_notices(client, printer)
     await client.sync()  # the first round in the foreground, so that errors are reported
     await client.start()
     step: asyncio.Future[Event] | None = None
@@ -406,6 +419,8 @@ async def _receive_follow(client: Client, printer: _Printer, timeout: float) -> 
                 await _show(client, printer, cursor, event.message)
             else:
                 printer.event(event)
+                if (notice := dl.shown_id(event)) is not None:
+                    await client.mark_notices_shown([notice])
     finally:
         # Timed out or interrupted (Ctrl-C): the pending wait ends here, before the client
         # closes (else it would end on its own, with an exception nobody retrieves).

@@ -141,15 +141,16 @@ _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
             "change": e.change.value,
             "conversation_id": e.conversation_id,
             "by": device_ref_json(e.by),
+            "notice": e.notice,
         },
+    ),
+    "DeviceSkipped": (
+        "device_skipped",
+        lambda e: {"device": device_ref_json(e.device), "detail": e.detail, "notice": e.notice},
     ),
     "TransparencyAlarm": (
         "transparency_alarm",
-        lambda e: {
-            "kind": e.kind.value,
-            "detail": e.detail,
-            "device": device_ref_json(e.device),
-        },
+        lambda e: alarm_json(e),
     ),
     "DeliveryFailed": (
         "delivery_failed",
@@ -163,6 +164,18 @@ _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
         },
     ),
 }
+
+
+def alarm_json(e: Any) -> JSON:
+    """A `TransparencyAlarm` (an event, or a stored one of ``doorless alarms``)."""
+    return {
+        "id": e.id,
+        "kind": e.kind.value,
+        "detail": e.detail,
+        "advice": e.advice,
+        "device": device_ref_json(e.device),
+        "raised_at": e.raised_at,
+    }
 
 
 def event_type(event: Event) -> str:
@@ -364,12 +377,28 @@ def _device_text(e: Any, ctx: _TextContext) -> str:
         if e.change == "linked" and d.user == ctx.me
         else ""
     )
+    if e.notice is not None and d.user != ctx.me:  # a roster notice: the peer's account
+        what = "linked a new device" if e.change == "linked" else "revoked device"
+        return f"{safe(d.user)} {what} {fingerprint(d.device_id)} (approved by their own device)"
     return f"device {safe(d.user)}/{fingerprint(d.device_id)} {e.change.value}{where}{hint}"
 
 
-def _alarm_text(e: Any, ctx: _TextContext) -> str:
+def _skipped_text(e: Any, ctx: _TextContext) -> str:
+    d = e.device
+    return (
+        f"! warning: device {safe(d.user)}/{fingerprint(d.device_id)} was left out: "
+        f"{one_line(e.detail, 200)}"
+    )
+
+
+def alarm_text(e: Any) -> str:
+    """An alarm in one line: what, what was seen, what to do, and how to acknowledge it."""
     who = f" ({safe(e.device.user)}/{fingerprint(e.device.device_id)})" if e.device else ""
-    return f"!! KEY TRANSPARENCY ALARM: {e.kind.value}{who}: {one_line(e.detail, 300)}"
+    ack = f" [doorless alarms ack {e.id}]" if e.id else ""
+    return (
+        f"!! KEY TRANSPARENCY ALARM: {e.kind.value}{who}: {one_line(e.detail, 300)}. "
+        f"{e.advice}{ack}"
+    )
 
 
 def _failure_text(e: Any, ctx: _TextContext) -> str:
@@ -392,7 +421,8 @@ _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
     "ConversationUpdated": _updated_text,
     "MembershipChanged": _membership_text,
     "DeviceChanged": _device_text,
-    "TransparencyAlarm": _alarm_text,
+    "DeviceSkipped": _skipped_text,
+    "TransparencyAlarm": lambda e, ctx: alarm_text(e),
     "DeliveryFailed": _failure_text,
 }
 
@@ -470,6 +500,8 @@ def progress_bar(
 
 __all__ = [
     "JSON",
+    "alarm_json",
+    "alarm_text",
     "clock",
     "conversation_json",
     "conversation_label",

@@ -157,6 +157,18 @@ def _classify(exc: BaseException, profile: Path | None) -> Failure:
         return Failure(ErrorCode.INVALID, one_line(str(exc)))
     if isinstance(exc, StateError):
         return Failure(ErrorCode.INVALID_STATE, one_line(str(exc)))
+    if isinstance(exc, dl.KtViolation):
+        kind = (
+            dl.AlarmKind.ROLLBACK
+            if isinstance(exc, dl.KtRollback)
+            else dl.AlarmKind.FORK
+            if isinstance(exc, dl.KtFork)
+            else dl.AlarmKind.LOG_VIOLATION
+        )
+        return Failure(
+            ErrorCode.REMOTE_ERROR,
+            f"KEY TRANSPARENCY ALARM: {one_line(str(exc))}. {dl.ALARM_ADVICE[kind]}",
+        )
     if isinstance(exc, RemoteError):
         return Failure(ErrorCode.REMOTE_ERROR, one_line(str(exc)))
     if isinstance(exc, DoorlessError):

@@ -4,7 +4,8 @@ Prints the 60-digit safety number of this account's and the contact's key sets, 
 verified in the key-transparency log (`doorless.client.safety_number`), and a QR code to scan
 instead of reading the digits. Compare them with the contact (in person, or over another
 channel); ``--confirm`` records that they matched. If either key set changes later, this
-command (and the client's events) warn loudly until it is confirmed again.
+command warns until it is confirmed again (``receive`` shows the change once, as a roster
+notice: the transparency log proves the account's own device approved it).
 
 It also shows this device's view of the key-transparency log: the fingerprint of the log's
 key and the latest verified log head, with that head's checkpoint in base64. Both of you should

@@ -25,6 +25,7 @@ else of the client package. Its modules:
 
 from __future__ import annotations
 
+from doorless.client.alarms import shown_id
 from doorless.client.client import (
     Client,
     ClientOptions,
@@ -51,6 +52,7 @@ from doorless.client.errors import (
     Unauthorized,
 )
 from doorless.client.events import (
+    ALARM_ADVICE,
     AlarmKind,
     Conversation,
     ConversationJoined,
@@ -61,6 +63,7 @@ from doorless.client.events import (
     DeviceChange,
     DeviceChanged,
     DeviceRef,
+    DeviceSkipped,
     Event,
     FailureReason,
     FileInfo,
@@ -97,6 +100,7 @@ from doorless.client.store import MessageState, ProfileLocked, StoreError, Wrong
 from doorless.client.transport import DeviceInfo, PendingLink
 
 __all__ = [
+    "ALARM_ADVICE",
     "REPORT_REASONS",
     "AlarmKind",
     "Argon2Params",
@@ -116,6 +120,7 @@ __all__ = [
     "DeviceInfo",
     "DeviceLink",
     "DeviceRef",
+    "DeviceSkipped",
     "EpochConflict",
     "Event",
     "FailureReason",
@@ -163,4 +168,5 @@ __all__ = [
     "UserUnavailable",
     "Verification",
     "WrongPassphrase",
+    "shown_id",
 ]

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from doorless.client import (
+    alarms,
     contact_safety,
     devices,
     inbox,
@@ -65,6 +66,7 @@ from doorless.client import (
     outbox,
     setup,
 )
+from doorless.client.alarms import Notice
 from doorless.client.core import (
     CommitFailed,
     Conv,
@@ -368,6 +370,25 @@ class Client:
         contradicts itself, is emitted as a `TransparencyAlarm` (and returned)."""
         return await devices.check_transparency(self._core)
 
+    async def alarms(self, *, acknowledged: bool = False) -> list[TransparencyAlarm]:
+        """The stored alarms not acknowledged yet (``acknowledged``: all), oldest first. An
+        alarm is stored once per finding (`doorless.client.alarms`)."""
+        return await alarms.list_alarms(self._core, acknowledged=acknowledged)
+
+    async def ack_alarms(self, ids: Sequence[str] | None) -> list[str]:
+        """Acknowledge the alarms ``ids`` (None: all); returns the ids acknowledged. An
+        unknown id is a `ConfigurationError` and nothing changes."""
+        return await alarms.ack_alarms(self._core, ids)
+
+    async def pending_notices(self) -> list[TransparencyAlarm | Notice]:
+        """Alarms and roster notices (`DeviceChanged` of a peer, `DeviceSkipped`) that no
+        program has shown yet, e.g. emitted while ``send`` ran; see `mark_notices_shown`."""
+        return await alarms.pending(self._core)
+
+    async def mark_notices_shown(self, ids: Sequence[str]) -> None:
+        """These alarms / notices (their ``id`` / ``notice``) were shown to the user."""
+        await alarms.mark_shown(self._core, ids)
+
     async def safety_number(self, username: str) -> kt_profile.Verification:
         """The safety number with ``username`` (from both users' verified device lists) and
         whether it is the one confirmed with `confirm_safety_number`."""
@@ -375,7 +396,7 @@ class Client:
 
     async def confirm_safety_number(self, username: str) -> kt_profile.Verification:
         """Record that the safety number with ``username`` was compared (in person, or by
-        scanning their QR code); a later change raises a `TransparencyAlarm`."""
+        scanning their QR code); after a later change `safety_number` says CHANGED."""
         return await devices.confirm_safety_number(self._core, username)
 
     async def log_view(self) -> LogView:

@@ -10,11 +10,12 @@ import functools
 import logging
 from collections.abc import Iterable, Sequence
 
-from doorless.client import kt_profile, membership
+from doorless.client import alarms, kt_profile, membership
 from doorless.client.conversations import (
     CONVERSATION_INFO_EXTENSION,
     RosterEntry,
     check_binding,
+    device_ref_of,
     safe_roster,
 )
 from doorless.client.core import (
@@ -27,8 +28,14 @@ from doorless.client.core import (
     UserUnavailable,
 )
 from doorless.client.errors import BadResponse, NotFound
-from doorless.client.events import DeviceChange, DeviceChanged, DeviceRef, TransparencyAlarm
-from doorless.client.kt import KeyNotInTransparencyLog, KtViolation
+from doorless.client.events import (
+    AlarmKind,
+    DeviceChange,
+    DeviceChanged,
+    DeviceRef,
+    TransparencyAlarm,
+)
+from doorless.client.kt import KeyNotInTransparencyLog, KtFork, KtRollback, KtViolation
 from doorless.client.store import (
     DeviceStatus,
     GroupStatus,
@@ -36,7 +43,12 @@ from doorless.client.store import (
     StoredKeyPackage,
     Transaction,
 )
-from doorless.client.transport import ClaimedKeyPackage, DeviceInfo, PendingLink
+from doorless.client.transport import (
+    ClaimedKeyPackage,
+    DeviceInfo,
+    PendingLink,
+    device_approval_problems,
+)
 from doorless.codec import decode, encode
 from doorless.errors import ConfigurationError, DoorlessError, ValidationError
 from doorless.mls.framing import MLSMessage
@@ -44,6 +56,7 @@ from doorless.mls.group import KeyPackageBundle
 from doorless.mls.key_package import KeyPackage, make_key_package_ref
 from doorless.mls.proposals import Remove
 from doorless.mls.tree_math import LeafIndex
+from doorless.wire import protocol
 
 log = logging.getLogger("doorless.client")
 
@@ -55,11 +68,25 @@ def _forget_key_package(tx: Transaction, ref: bytes) -> None:
         tx.delete_key_package(ref)
 
 
-async def list_devices(s: Session) -> list[DeviceInfo]:
-    """This account's devices on the server (revoked ones too), approval chain checked."""
-    devices = await s.transport.list_devices(s.me.user)
-    await record_own_devices(s, devices)
-    return devices
+async def list_devices(s: Session, names: dict[str, str] | None = None) -> list[DeviceInfo]:
+    """This account's devices on the server (revoked ones too) whose approval chain checks
+    out. An entry that does not (a ghost row written into the server's database, a junk
+    approval) is left out and raised once as an `AlarmKind.UNAPPROVED_DEVICE` alarm: one
+    poisoned entry never stops the account's own work."""
+    devices = await s.transport.list_devices(s.me.user, verify=False)
+    problems = device_approval_problems(await s.transport.server_id(), s.me.user, devices)
+    for device_id, problem in sorted(problems.items()):
+        await alarms.raise_alarm(
+            s,
+            TransparencyAlarm(
+                AlarmKind.UNAPPROVED_DEVICE,
+                f"device {device_id[:8]} of your account: {problem}",
+                DeviceRef(s.me.user, device_id),
+            ),
+        )
+    good = [d for d in devices if d.device_id not in problems]
+    await record_own_devices(s, good, names)
+    return good
 
 
 async def get_link(s: Session, code: str) -> PendingLink:
@@ -126,15 +153,21 @@ async def check_transparency(s: Session) -> list[TransparencyAlarm]:
     contradicts itself, is emitted as a `TransparencyAlarm` (and returned)."""
     directory = await s.transport.list_devices(s.me.user, verify=False)
     try:
-        alarms = await kt_profile.monitor(s.kt, s.me, directory)
+        found = await kt_profile.monitor(s.kt, s.me, directory)
     except (KtViolation, KeyNotInTransparencyLog) as e:
         # No list at all is proven absence in a witnessed log: an account registered
         # without one, whose devices no peer will accept. Loud either way.
-        alarms = [kt_profile.violation(str(e))]
-    for alarm in alarms:
-        log.warning("KEY TRANSPARENCY ALARM: %s", alarm.detail)
-        s.hub.emit(alarm)
-    return alarms
+        found = [violation_alarm(e)]
+    return [await alarms.raise_alarm(s, alarm) for alarm in found]
+
+
+def violation_alarm(e: Exception) -> TransparencyAlarm:
+    """The alarm a `KtViolation` (or a missing own list) is."""
+    if isinstance(e, KtRollback):
+        return TransparencyAlarm(AlarmKind.ROLLBACK, str(e))
+    if isinstance(e, KtFork):
+        return TransparencyAlarm(AlarmKind.FORK, str(e))
+    return kt_profile.violation(str(e))
 
 
 async def safety_number(s: Session, username: str) -> kt_profile.Verification:
@@ -145,25 +178,36 @@ async def safety_number(s: Session, username: str) -> kt_profile.Verification:
 
 async def confirm_safety_number(s: Session, username: str) -> kt_profile.Verification:
     """Record that the safety number with ``username`` was compared (in person, or by
-    scanning their QR code); a later change raises a `TransparencyAlarm`."""
+    scanning their QR code); after a later change `safety_number` says CHANGED (and the
+    roster notice of the change is emitted once, by `check_confirmed`)."""
     s.kt_checked.pop(username, None)
     return await kt_profile.confirm(s.store, s.kt, s.me.user, username)
 
 
 async def check_confirmed(s: Session, username: str) -> None:
-    """Once per version of a user's device list: warn if a confirmed safety number
-    changed."""
+    """Once per version of a peer's verified device list: notice, once, each device the
+    peer linked or revoked since the version noticed before (`alarms.roster_seen`). Every
+    version in the log is signed by a device of the one before, so a change there is the
+    account's own doing: a roster notice, not an alarm (a device the log does not have is
+    refused and reported by `check_devices`)."""
     verified = s.kt.cached(username)
     if username == s.me.user or verified is None:
         return
     if s.kt_checked.get(username) == verified.version:
         return
+    await alarms.roster_seen(s, username, verified.version, list(verified.devices()))
     s.kt_checked[username] = verified.version
-    status = await safety_number(s, username)
-    if status.status is kt_profile.SafetyStatus.CHANGED:
-        alarm = kt_profile.changed_alarm(status)
-        log.warning("KEY TRANSPARENCY ALARM: %s", alarm.detail)
-        s.hub.emit(alarm)
+
+
+async def roster_changed(s: Session, username: str) -> None:
+    """A device of ``username`` left a conversation: verify their current device list and
+    notice what changed (`check_confirmed`). A user with no list any more is `KtRollback`."""
+    try:
+        await s.kt.device_list(username)
+    except KtViolation as e:
+        await alarms.raise_alarm(s, violation_alarm(e))
+        raise
+    await check_confirmed(s, username)
 
 
 async def top_up_key_packages(s: Session) -> None:
@@ -303,7 +347,10 @@ async def check_devices(s: Session, entries: Iterable[RosterEntry]) -> None:
         try:
             await s.kt.check_device(entry.device.user, entry.device.device_id, entry.signature_key)
         except KtViolation as e:
-            s.hub.emit(kt_profile.violation(str(e)))
+            await alarms.raise_alarm(s, violation_alarm(e))
+            raise
+        except KeyNotInTransparencyLog as e:
+            await _not_in_log(s, entry.device, e)
             raise
         await check_confirmed(s, entry.device.user)
         info = await device_info(s, entry.device)
@@ -313,12 +360,46 @@ async def check_devices(s: Session, entries: Iterable[RosterEntry]) -> None:
             )
 
 
+async def _not_in_log(s: Session, ref: DeviceRef, e: KeyNotInTransparencyLog) -> None:
+    """A device offered with a key the log does not have: a key swap if the log has the
+    device with another key (an alarm), else a device the log does not know (a ghost, left
+    out: a warning about a peer; this account's own are alarmed by `check_transparency`)."""
+    verified = s.kt.cached(ref.user)
+    if verified is not None and verified.device(ref.device_id) is not None:
+        await alarms.raise_alarm(
+            s,
+            TransparencyAlarm(
+                AlarmKind.KEY_MISMATCH,
+                f"the server offered device {ref} with a key that is not the one in the "
+                "transparency log",
+                ref,
+            ),
+        )
+    elif ref.user != s.me.user:
+        await alarms.skipped(s, ref, f"not in the transparency log: {e}")
+
+
 async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> KeyPackage | None:
     """A claimed KeyPackage usable for ``user``'s device, or None (logged) if it is not."""
     try:
         body = decode(MLSMessage, claimed.key_package).body
         if not isinstance(body, KeyPackage):
             raise ValidationError("not a KeyPackage")
+        named = device_ref_of(body.leaf_node.credential)
+        if (
+            named == DeviceRef(user, claimed.device_id)
+            and protocol.device_id_of(body.leaf_node.signature_key) != named.device_id
+        ):
+            await alarms.raise_alarm(
+                s,
+                TransparencyAlarm(
+                    AlarmKind.KEY_MISMATCH,
+                    f"the server offered a KeyPackage of device {named} signed with a key that "
+                    "is not that device's",
+                    named,
+                ),
+            )
+            return None
         ref = check_binding(body.leaf_node)
         if ref != DeviceRef(user, claimed.device_id):
             raise ValidationError("KeyPackage names another device")
@@ -328,12 +409,21 @@ async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> Ke
             raise ValidationError("KeyPackage lacks the conversation info capability")
         lifetime = body.leaf_node.lifetime
         if lifetime is None or not lifetime.contains(s.now_s()):
-            raise ValidationError("KeyPackage is outside its lifetime")
+            # An idle device's old one-time package: claimed again by the caller.
+            log.info("skipping an expired KeyPackage of %s", user)
+            return None
         await check_devices(s, [RosterEntry(LeafIndex(0), ref, body.leaf_node.signature_key)])
     except NETWORK:
         raise
+    except KeyNotInTransparencyLog:
+        return None  # reported by check_devices
     except DoorlessError as e:
-        log.warning("skipping a KeyPackage of %s: %s", user, e)
+        if user != s.me.user and protocol.is_device_id(claimed.device_id):
+            await alarms.skipped(
+                s, DeviceRef(user, claimed.device_id), f"its KeyPackage is unusable: {e}"
+            )
+        else:
+            log.warning("skipping a KeyPackage of %s: %s", user, e)
         return None
     return body
 

@@ -14,11 +14,19 @@ is never about something a crash could undo.
      ├── ConversationUpdated  the conversation's name changed
      ├── MembershipChanged    devices (and so users) were added or removed
      ├── DeviceChanged        one device of a user was added, removed, linked or revoked
-     ├── TransparencyAlarm    key transparency caught something: a device of this account
-     │                        nobody approved, a server log that contradicts itself, a
-     │                        confirmed safety number that changed (show it loudly)
+     │                        (linked/revoked at a peer: a roster notice, `notice` set)
+     ├── DeviceSkipped        a peer device (or its KeyPackage) failed its checks and was
+     │                        left out: a visible warning, reported once (`notice` set)
+     ├── TransparencyAlarm    key transparency proved misbehaviour: a device of this account
+     │                        nobody approved, a log that contradicts itself or went back, a
+     │                        directory key that is not the logged one (show it loudly)
      └── DeliveryFailed       an incoming message could not be processed, or an outgoing one
                               was refused for good; ``reason`` says why
+
+Roster notices (``DeviceChanged`` of a peer's account, ``DeviceSkipped``) and alarms are also
+kept in the profile (`doorless.client.alarms`) so that a command that does not show events
+(``send``) loses none: `Client.pending_notices` returns them until `Client.mark_notices_shown`,
+and alarms stay listed until `Client.ack_alarms`.
 
 Views (`Conversation`, `MessageInfo`, `FileInfo`, `DeviceRef`) are snapshots: call the client
 again for fresh ones. Times are Unix milliseconds. Message bodies and file keys never appear in
@@ -180,6 +188,18 @@ class DeviceChanged:
     change: DeviceChange
     conversation_id: str | None = None
     by: DeviceRef | None = None
+    notice: str | None = None  # the id of the stored roster notice (a peer's account change)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSkipped:
+    """A device of a peer was left out because it failed its checks (not in the
+    transparency log with this key, a bad approval, an unusable KeyPackage). ``detail`` says
+    why; the message still went to the peer's devices that passed."""
+
+    device: DeviceRef
+    detail: str
+    notice: str | None = None
 
 
 class FailureReason(StrEnum):
@@ -209,17 +229,51 @@ class DeliveryFailed:
 class AlarmKind(StrEnum):
     UNAPPROVED_DEVICE = "unapproved_device"  # on this account, approved by none of its devices
     LOG_VIOLATION = "log_violation"  # the server's transparency log contradicts itself
-    SAFETY_NUMBER_CHANGED = "safety_number_changed"  # a verified contact's keys changed
+    FORK = "fork"  # the log showed two different versions of the same history
+    ROLLBACK = "rollback"  # the log (or a device list in it) went back
+    KEY_MISMATCH = "key_mismatch"  # a directory key that is not the one in the log
+
+
+ALARM_ADVICE: dict[AlarmKind, str] = {
+    AlarmKind.UNAPPROVED_DEVICE: (
+        "If you did not link this device, your account is being accessed: revoke it with "
+        "'doorless device revoke', tell your contacts, and do not trust this server."
+    ),
+    AlarmKind.LOG_VIOLATION: (
+        "The server's transparency log is inconsistent: stop sending secrets through this "
+        "server and compare safety numbers with your contacts in person."
+    ),
+    AlarmKind.FORK: (
+        "The server shows you a different log than before (a split view): stop sending "
+        "secrets and compare safety numbers with your contacts in person."
+    ),
+    AlarmKind.ROLLBACK: (
+        "The server went back to an older log: do not trust devices it shows now, keep this "
+        "profile (it holds the proof), and compare safety numbers with your contacts."
+    ),
+    AlarmKind.KEY_MISMATCH: (
+        "The server offered a key for this device that the log does not have (a key swap): "
+        "nothing was sent to it; compare safety numbers with this contact in person."
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class TransparencyAlarm:
     """Key transparency (`doorless.client.kt`) caught what a covert access would look like.
-    ``device``: the device concerned, if one is; ``detail``: what was seen."""
+    ``device``: the device concerned, if one is; ``detail``: what was seen; ``id``: the
+    stored alarm (`doorless.client.alarms`), empty until stored; ``advice``: one sentence of
+    what to do."""
 
     kind: AlarmKind
     detail: str
     device: DeviceRef | None = None
+    id: str = ""
+    raised_at: int = 0
+
+    @property
+    def advice(self) -> str:
+        return ALARM_ADVICE[self.kind]
 
 
 Event = (
@@ -229,6 +283,7 @@ Event = (
     | ConversationUpdated
     | MembershipChanged
     | DeviceChanged
+    | DeviceSkipped
     | DeliveryFailed
     | TransparencyAlarm
 )
@@ -270,6 +325,7 @@ class EventHub:
 
 
 __all__ = [
+    "ALARM_ADVICE",
     "AlarmKind",
     "Conversation",
     "ConversationJoined",
@@ -280,6 +336,7 @@ __all__ = [
     "DeviceChange",
     "DeviceChanged",
     "DeviceRef",
+    "DeviceSkipped",
     "Event",
     "EventHub",
     "FailureReason",

@@ -407,6 +407,10 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
             before = safe_roster(conv.mls)
             members = roster(new_group)
             await devices.check_devices(s, (e for ref, e in members.items() if ref not in before))
+            # A contact's device leaving: read their list again, so that a revocation is
+            # noticed once (`devices.check_confirmed`), also by a device that only sends.
+            for user in sorted({r.user for r in set(before) - set(members)} - {s.me.user}):
+                await devices.roster_changed(s, user)
     except NETWORK:
         raise  # cannot check now: the message stays queued and is processed again
     except DoorlessError as e:

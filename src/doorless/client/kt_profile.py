@@ -176,18 +176,9 @@ async def confirm(
     return Verification(username, number, SafetyStatus.VERIFIED)
 
 
-def changed_alarm(v: Verification) -> TransparencyAlarm:
-    return TransparencyAlarm(
-        AlarmKind.SAFETY_NUMBER_CHANGED,
-        f"the safety number with {v.username} changed since you verified it: a device was "
-        "added, removed or replaced; compare it again before trusting this conversation",
-    )
-
-
 __all__ = [
     "SafetyStatus",
     "Verification",
-    "changed_alarm",
     "confirm",
     "current_number",
     "make_verifier",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from doorless.client import contact_safety, devices, inbox, outbox
 from doorless.client.core import KEY_PACKAGE_LIFETIME_MS, MAX_BACKOFF, Session
@@ -118,37 +119,55 @@ async def push_session(s: Session) -> None:
         await stream.aclose()
 
 
+async def _step(name: str, job: Callable[[], Awaitable[object]]) -> bool:
+    """Run one maintenance step; a failure pauses only this step (logged), never the
+    others: a poisoned directory entry must not stop expiry, KeyPackages or retries."""
+    try:
+        await job()
+    except asyncio.CancelledError:
+        raise
+    except DoorlessError as e:
+        log.info("maintenance step %s paused (%s: %s)", name, type(e).__name__, e)
+        return False
+    except Exception:
+        log.exception("unexpected error in the client's maintenance step %s", name)
+        return False
+    return True
+
+
 async def maintenance_loop(s: Session) -> None:
-    """Background: prune, sync devices and blocks, monitor key transparency, purge
-    expired messages, top up KeyPackages and retry due outbox items."""
+    """Background: purge expired messages, prune, sync devices and blocks, monitor key
+    transparency, top up KeyPackages and retry due outbox items. Each step runs on its
+    own (`_step`): one that fails is retried next round while the others go on."""
     devices_checked = False
     blocks_read_at = -_BLOCKS_INTERVAL
     loop = asyncio.get_running_loop()
     kt_checked_at = loop.time()
+    top_up = False
+
+    async def flush() -> None:
+        async with s.lock:
+            await outbox.flush_locked(s, due_only=True)
+
     while True:
-        try:
-            if not devices_checked:
-                await prune(s)
-                await devices.sync_devices(s)  # checks the transparency log first
-                devices_checked = True
-                kt_checked_at = loop.time()
-            if loop.time() - kt_checked_at >= s.options.kt_monitor_interval:
-                kt_checked_at = loop.time()
-                await devices.check_transparency(s)
-            if loop.time() - blocks_read_at >= _BLOCKS_INTERVAL:
-                await contact_safety.sync_blocks(s)
-                blocks_read_at = loop.time()
-            await purge_expired(s)
-            if s.check_key_packages.is_set():
-                s.check_key_packages.clear()
-                await devices.top_up_key_packages(s)
-            async with s.lock:
-                await outbox.flush_locked(s, due_only=True)
-        except asyncio.CancelledError:
-            raise
-        except DoorlessError as e:
-            log.info("maintenance paused (%s)", type(e).__name__)
-        except Exception:
-            log.exception("unexpected error in the client's maintenance task")
+        await _step("expiry", lambda: purge_expired(s))
+        if not devices_checked:
+            await _step("prune", lambda: prune(s))
+            # checks the transparency log first
+            devices_checked = await _step("devices", lambda: devices.sync_devices(s))
+            kt_checked_at = loop.time()
+        if loop.time() - kt_checked_at >= s.options.kt_monitor_interval:
+            kt_checked_at = loop.time()
+            await _step("transparency", lambda: devices.check_transparency(s))
+        if loop.time() - blocks_read_at >= _BLOCKS_INTERVAL and await _step(
+            "blocks", lambda: contact_safety.sync_blocks(s)
+        ):
+            blocks_read_at = loop.time()
+        if s.check_key_packages.is_set():
+            s.check_key_packages.clear()
+            top_up = True
+        if top_up:  # until it succeeds, once a round
+            top_up = not await _step("key packages", lambda: devices.top_up_key_packages(s))
+        await _step("outbox", flush)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(s.check_key_packages.wait(), s.options.retry_interval)

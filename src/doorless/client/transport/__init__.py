@@ -23,7 +23,7 @@ errors, login), `transparency`, `accounts`, `delivery`, `attachments` (endpoints
 from __future__ import annotations
 
 from doorless.client.transport.api import Transport
-from doorless.client.transport.parsing import check_device_approvals
+from doorless.client.transport.parsing import check_device_approvals, device_approval_problems
 from doorless.client.transport.push import PushStream
 from doorless.client.transport.types import (
     AttachmentInfo,
@@ -62,4 +62,5 @@ __all__ = [
     "Transport",
     "UserKeyPackages",
     "check_device_approvals",
+    "device_approval_problems",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from doorless.client.errors import BadResponse
 from doorless.client.transport.types import ClaimedKeyPackage, DeviceInfo, KeyPackageStatus
-from doorless.errors import ConfigurationError, DecodeError, ValidationError
+from doorless.errors import ConfigurationError, DecodeError, DoorlessError, ValidationError
 from doorless.wire import protocol
 from doorless.wire.messages import QueuedMessage
 
@@ -86,6 +86,68 @@ def parse_inbound(f: Fields) -> QueuedMessage:
     return QueuedMessage(f.integer("seq"), f.blob("data"), f.integer("received_at"), frank)
 
 
+def _approval_problem(
+    server_id: str, username: str, d: DeviceInfo, by_id: dict[str, DeviceInfo]
+) -> str | None:
+    """What is wrong with ``d``'s own admission (its approver's is checked separately)."""
+    try:
+        if protocol.device_id_of(d.device_key) != d.device_id:
+            return "its id does not match its key"
+        if d.approved_by is None:
+            protocol.verify(
+                d.device_key,
+                protocol.register_content(server_id, username, d.device_key),
+                d.approval_signature,
+            )
+            return None
+        approver = by_id.get(d.approved_by)
+        if approver is None:
+            return "approved by a device that is not on the account"
+        if approver.created_at > d.created_at or (
+            approver.revoked_at is not None and approver.revoked_at <= d.created_at
+        ):
+            return "approved by a device that was not active then"
+        protocol.verify(
+            approver.device_key,
+            protocol.device_approval_content(server_id, username, d.device_id, d.device_key),
+            d.approval_signature,
+        )
+    except DoorlessError as e:
+        return f"its approval does not verify ({e})"
+    return None
+
+
+def device_approval_problems(
+    server_id: str, username: str, devices: Sequence[DeviceInfo]
+) -> dict[str, str]:
+    """`check_device_approvals` entry by entry: ``{device_id: what is wrong}`` for each device
+    that was not admitted properly (empty when all are), so that one bad entry can be left
+    out instead of making the whole list unusable. A device approved by a bad one is bad;
+    several valid first devices are all bad (which one is genuine cannot be told here)."""
+    by_id = {d.device_id: d for d in devices}
+    problems: dict[str, str] = {}
+    for d in devices:
+        problem = _approval_problem(server_id, username, d, by_id)
+        if problem is not None:
+            problems[d.device_id] = problem
+    roots = [d.device_id for d in devices if d.approved_by is None and d.device_id not in problems]
+    if len(roots) > 1:
+        for device_id in roots:
+            problems[device_id] = "one of several first devices of the account"
+    good = {roots[0]} if len(roots) == 1 else set()
+    grown = True
+    while grown:  # admitted: a chain of valid approvals back to the one first device
+        grown = False
+        for d in devices:
+            if d.device_id not in problems and d.device_id not in good and d.approved_by in good:
+                good.add(d.device_id)
+                grown = True
+    for d in devices:
+        if d.device_id not in good and d.device_id not in problems:
+            problems[d.device_id] = "not approved by a chain from the account's first device"
+    return problems
+
+
 def check_device_approvals(server_id: str, username: str, devices: Sequence[DeviceInfo]) -> None:
     """Re-verify, on the client, that every device of ``username`` was admitted properly.
 
@@ -131,6 +193,7 @@ __all__ = [
     "Fields",
     "check_device_approvals",
     "check_path_value",
+    "device_approval_problems",
     "parse_claimed",
     "parse_device_info",
     "parse_inbound",
