@@ -294,14 +294,14 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
         # same server that the server cannot show to be her own.
         await alice.sync()
         (alarm,) = alarms(alice)
-        assert alarm.kind is AlarmKind.LOG_VIOLATION and "carol" in alarm.detail
+        assert alarm.kind is AlarmKind.FORK and "carol" in alarm.detail
         assert "hi alice" in [m.text for m in await alice.history(conv.id)]
 
         # Alice answers: carol's client sees alice's checkpoint, and raises the alarm too.
         await alice.send_text(conv.id, "hi carol")
         await carol.sync()
         (alarm,) = alarms(carol)
-        assert alarm.kind is AlarmKind.LOG_VIOLATION and "alice" in alarm.detail
+        assert alarm.kind is AlarmKind.FORK and "alice" in alarm.detail
         assert "split view" in alarm.detail
         # Reported once: the next message with the same checkpoint is shown without a new alarm.
         await alice.send_text(conv.id, "still there?")
@@ -319,7 +319,7 @@ async def test_split_view_is_caught_by_checkpoint_gossip(tmp_path: Path) -> None
         await carol.rename(group.id, "plans v2")
         await alice.sync()
         (alarm,) = alarms(alice)
-        assert alarm.kind is AlarmKind.LOG_VIOLATION and "carol" in alarm.detail
+        assert alarm.kind is AlarmKind.FORK and "carol" in alarm.detail
 
         # The same comparison on demand (what 'doorless verify --checkpoint' does).
         honest_view = await alice.log_view()

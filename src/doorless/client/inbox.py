@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from doorless.client import (
+    alarms,
     contact_safety,
     devices,
-    kt_profile,
     maintenance,
     membership,
     outbox,
@@ -32,6 +32,7 @@ from doorless.client.core import (
     sender_identity,
 )
 from doorless.client.events import (
+    AlarmKind,
     ConversationJoined,
     DeviceRef,
     FailureReason,
@@ -336,7 +337,7 @@ async def on_application(
     if stored is not None and stored.sender_user == s.me.user:
         s.forget_request(gid)
     if alarm is not None:
-        s.hub.emit(alarm)
+        await alarms.raise_alarm(s, alarm)
     if stored is not None:
         s.hub.emit(MessageReceived(message_info(stored)))
     elif failure is not None and not await s.is_blocked(sender):
@@ -359,11 +360,12 @@ async def _gossip(s: Session, checkpoint: bytes, sender: DeviceRef) -> Transpare
     try:
         result = await s.kt.check_gossip(checkpoint)
     except KtViolation as e:
-        return kt_profile.violation(
+        return TransparencyAlarm(
+            AlarmKind.FORK,
             f"a device of {sender.user} was shown another key-transparency log than this "
             f"device ({e}): the server is showing different people different logs. Devices "
             "and keys it showed may not be real: compare safety numbers in person "
-            "('doorless verify') before sending anything sensitive"
+            "('doorless verify') before sending anything sensitive",
         )
     if result is GossipResult.UNVERIFIABLE:
         log.warning(
@@ -418,7 +420,7 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
         # would accept a device nobody approved (I3).
         await mark(s, key)
         if alarm is not None:
-            s.hub.emit(alarm)
+            await alarms.raise_alarm(s, alarm)
         s.fail(FailureReason.INVALID_MEMBER, str(e), conversation=gid, sender=by)
         return
     now = s.now_ms()
@@ -431,7 +433,7 @@ async def on_commit(s: Session, key: str, conv: Conv, staged: StagedCommit) -> N
 
     await s.save(new, write)
     if alarm is not None:
-        s.hub.emit(alarm)
+        await alarms.raise_alarm(s, alarm)
     membership.membership_events(s, conv, new, by, after)
 
 
