@@ -16,7 +16,7 @@ from doorless import __version__
 from doorless.server.blobs import BlobStore
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
-from doorless.server.errors import ErrorBody, install_handlers
+from doorless.server.errors import ErrorBody, describe_exception, install_handlers
 from doorless.server.fanout.base import Fanout
 from doorless.server.fanout.memory import MemoryFanout
 from doorless.server.franking import FrankingService
@@ -62,7 +62,7 @@ async def _sweeper(ctx: ServerContext) -> None:
         # the type of any failure and the next round retries. Cancellation (a BaseException)
         # still stops the task. (RUF100: the noqa is unused until BLE001 is enabled.)
         except Exception as exc:  # noqa: BLE001, RUF100
-            log_event("sweep failed", logging.WARNING, exception=type(exc).__name__)
+            log_event("sweep failed", logging.WARNING, **describe_exception(exc))
 
 
 def create_app(
@@ -80,7 +80,7 @@ def create_app(
         config=config,
         storage=storage,
         fanout=fanout if fanout is not None else MemoryFanout(),
-        blobs=BlobStore(config.attachments_dir),
+        blobs=BlobStore(config.attachments_dir, clock=clock),
         clock=clock,
         device_limiter=RateLimiter(config.rate_per_second, config.rate_burst, clock),
         anonymous_limiter=RateLimiter(config.anon_rate_per_second, config.anon_rate_burst, clock),

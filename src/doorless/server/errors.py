@@ -32,12 +32,16 @@ status   code                    meaning
 422      invalid_request         request body or parameters do not match the schema
 429      rate_limited            ``Retry-After`` header says when to retry
 500      internal                a bug; never expected
+503      unavailable             the database cannot be reached now (or the KT log is
+                                 too busy); nothing was changed that the request
+                                 reported; ``Retry-After`` says when to retry
 =======  ======================  ==================================================
 """
 
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -60,6 +64,7 @@ from doorless.server.storage.base import (
     InviteInvalid,
     LinkGone,
     Rejected,
+    StorageUnavailable,
     TooManyKeyPackages,
     UnknownAccount,
     UnknownDevice,
@@ -214,9 +219,39 @@ async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, str(exc), **extra)
 
 
+# Seconds a client waits before retrying after a 503 (the database is back within seconds
+# after a restart or failover; the pool reconnects on the next request).
+UNAVAILABLE_RETRY_AFTER = 2
+
+
+async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StorageUnavailable)
+    log.warning("storage unavailable", extra={"fields": {"reason": str(exc)}})
+    return error_response(
+        503,
+        ErrorCode.UNAVAILABLE,
+        "the server cannot reach its database now; retry later",
+        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+def describe_exception(exc: BaseException) -> dict[str, str]:
+    """What the log may say about an unexpected exception: its type, where it was raised
+    (module, function, line) and, for Doorless's own errors (whose messages never hold data,
+    see `doorless.errors`), its message. Never the text of a foreign exception: a driver's
+    message can quote a row or a request."""
+    fields = {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"}
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        fields["where"] = f"{last.filename.rsplit('/', 1)[-1]}:{last.name}:{last.lineno}"
+    if isinstance(exc, DoorlessError):
+        fields["message"] = str(exc) or "(no message)"
+    return fields
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    # The type only: an exception's text could quote data.
-    log.error("unhandled exception", extra={"fields": {"exception": type(exc).__name__}})
+    log.error("unhandled exception", extra={"fields": describe_exception(exc)})
     return error_response(500, ErrorCode.INTERNAL, "internal server error")
 
 
@@ -224,6 +259,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DeliveryRefused, _refused)
     app.add_exception_handler(Rejected, _rejected)
+    app.add_exception_handler(StorageUnavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -36,9 +36,10 @@ deployment wants them gone sooner (docs/deploy.md).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -51,6 +52,7 @@ from doorless.server.storage.base import (
     EpochConflict,
     EpochGate,
     IdempotencyConflict,
+    StorageUnavailable,
     UnknownDevice,
 )
 from doorless.server.storage.executor import Executor, Op, Row, Tx
@@ -66,6 +68,24 @@ MIGRATIONS = render("postgres")
 # Lock contention the database resolves by aborting one transaction: retry it whole.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 5
+
+# The database cannot be reached now: refused or dropped connections, PostgreSQL shutting down,
+# starting or out of connections, a pool that found no connection in time. Requests get 503
+# with Retry-After (`StorageUnavailable`); the pool reconnects on its own once it is back.
+_UNAVAILABLE = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, ...
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.ConnectionDoesNotExistError,  # closed in the middle of an operation
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections
+)
+
+# pg_advisory_lock key of the KT log's append lock (with the schema name, as the migrations').
+_KT_LOCK = "SELECT pg_advisory_lock(hashtext('doorless-kt:' || current_schema()))"
+_KT_UNLOCK = "SELECT pg_advisory_unlock(hashtext('doorless-kt:' || current_schema()))"
+
+_ACQUIRE_TIMEOUT = 30.0  # seconds a request waits for a pooled connection
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -194,17 +214,72 @@ class PostgresStorage(SqlStorage):
         statement needs no explicit transaction."""
         if self._pool is None:
             raise StateError("storage is not open")
-        if tx in (Tx.READ, Tx.STATEMENT):
-            async with self._pool.acquire() as conn:
-                return await op(_Executor(conn), *args)
-        for attempt in range(_ATTEMPTS):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
+        pool = self._pool
+        try:
+            if tx in (Tx.READ, Tx.STATEMENT):
+                async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn:
                     return await op(_Executor(conn), *args)
-            except _RETRYABLE:
-                if attempt == _ATTEMPTS - 1:
-                    raise
+            for attempt in range(_ATTEMPTS):
+                try:
+                    async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn, conn.transaction():
+                        return await op(_Executor(conn), *args)
+                except _RETRYABLE:
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(
+                f"the database is unavailable ({type(exc).__name__})"
+            ) from None
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def kt_lock(self) -> AsyncIterator[None]:
+        """A session-level advisory lock on a connection of its own, held for the body: the
+        KT log's appends are serialized across every process over this database. If the
+        connection dies, PostgreSQL releases the lock with it."""
+        if self._pool is None:
+            raise StateError("storage is not open")
+        try:
+            conn = await self._pool.acquire(timeout=_ACQUIRE_TIMEOUT)
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(
+                f"the database is unavailable ({type(exc).__name__})"
+            ) from None
+        try:
+            try:
+                await conn.execute(_KT_LOCK)
+            except _UNAVAILABLE as exc:
+                raise StorageUnavailable(
+                    f"the database is unavailable ({type(exc).__name__})"
+                ) from None
+            try:
+                yield
+            finally:
+                with contextlib.suppress(*_UNAVAILABLE):  # a dead session holds no lock
+                    await conn.execute(_KT_UNLOCK)
+        finally:
+            await self._pool.release(conn)
+
+    async def check(self, full: bool = True) -> list[str]:
+        """PostgreSQL checks its own pages (checksums, WAL); what is checked here is ours: the
+        schema version, and that the KT log is gap-free and every logged version points into
+        it. (The log's prefix trees are replayed by `doorless server check`.)"""
+
+        async def op(ex: Executor) -> list[str]:
+            problems = []
+            version = await ex.fetchval("SELECT MAX(version) FROM schema_migrations")
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+            count, top = await ex.fetchrow("SELECT COUNT(*), MAX(idx) FROM kt_log") or (0, None)
+            if int(count) != (-1 if top is None else int(top)) + 1:
+                problems.append("the KT log has a gap")
+            if await ex.fetchval(
+                "SELECT COUNT(*) FROM kt_versions WHERE log_index >= $1", int(count)
+            ):
+                problems.append("a KT version points past the end of the log")
+            return problems
+
+        return await self._run(Tx.SNAPSHOT, op)
 
     async def server_id(self) -> str:
         if not self._server_id:
