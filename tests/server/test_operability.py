@@ -1,0 +1,242 @@
+"""Operable under faults: atomic registration, 503 + Retry-After when the database is away,
+unexpected exceptions logged with type and place (never a message-less 500), rate limits that
+can be turned off, and a damaged SQLite database refused at start."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from doorless.client.errors import Conflict, ServerFailure
+from doorless.client.transport import DeviceIdentity, Transport
+from doorless.errors import StateError
+from doorless.server.auth import invite_hash
+from doorless.server.config import Registration
+from doorless.server.ratelimit import RateLimiter
+from doorless.server.storage.base import StorageDamaged, StorageUnavailable
+from doorless.server.storage.sqlite import SQLiteStorage
+
+from .helpers import BASE_URL, FakeClock, Harness, make_config, running
+
+pytestmark = pytest.mark.asyncio
+
+
+def _no_raise(server: Harness) -> httpx.ASGITransport:
+    """The app's answers as a real client sees them (a 500, not the exception)."""
+    return httpx.ASGITransport(app=server.app, raise_app_exceptions=False)
+
+
+# --- atomic registration ---------------------------------------------------------------------
+
+
+def _failing_publish(server: Harness, exc: BaseException) -> Any:
+    real = server.ctx.kt.publish
+    calls = 0
+
+    async def publish() -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise exc
+        return await real()
+
+    server.ctx.kt.publish = publish  # type: ignore[method-assign]
+    return real
+
+
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [(StorageUnavailable("the database is unavailable (test)"), 503), (StateError("bug"), 500)],
+)
+async def test_a_failed_kt_publish_leaves_no_account(
+    server: Harness, failure: BaseException, status: int
+) -> None:
+    before = server.db_dump()
+    _failing_publish(server, failure)
+    device = DeviceIdentity.generate()
+    t = Transport(BASE_URL, device, http_transport=_no_raise(server), retries=0)
+    with pytest.raises(ServerFailure) as e:
+        await t.register("alice")
+    assert e.value.status == status
+    assert server.db_dump() == before  # no account, device or KT version left behind
+    assert await server.ctx.storage.list_devices("alice") is None
+    # The client's retry registers the name (instead of 409 username_taken).
+    await t.register("alice")
+    await t.authenticate()
+    await t.aclose()
+    assert [d.device_id for d in await server.ctx.storage.list_devices("alice") or []] == [
+        device.device_id
+    ]
+    with pytest.raises(Conflict) as taken:
+        await server.client().register("alice")
+    assert taken.value.code == "username_taken"
+
+
+async def test_a_failed_kt_publish_gives_the_invite_back(data_dir: Path, clock: FakeClock) -> None:
+    config = make_config(data_dir, registration=Registration.invite)
+    async with running(config, clock) as server:
+        code = "ABCDEFGHJKMNPQRS"
+        now = int(clock())
+        await server.ctx.storage.create_invite(invite_hash(code), now, now + 3600)
+        _failing_publish(server, StorageUnavailable("test"))
+        t = server.client()
+        with pytest.raises(ServerFailure):
+            await t.register("alice", invite_code=code)
+        await t.register("alice", invite_code=code)  # the same code works again
+        with pytest.raises(Exception, match="invite"):
+            await server.client().register("bob", invite_code=code)  # and is used up now
+
+
+async def test_an_account_logged_meanwhile_stands(server: Harness) -> None:
+    """Another process logged the version before the failed publish's undo: 201."""
+
+    async def publish() -> int:
+        await real()  # "another node" logs it
+        raise StorageUnavailable("test")
+
+    real = server.ctx.kt.publish
+    server.ctx.kt.publish = publish  # type: ignore[method-assign]
+    t = server.client()
+    await t.register("alice")
+    server.ctx.kt.publish = real  # type: ignore[method-assign]
+    await t.authenticate()
+    assert await server.ctx.storage.list_devices("alice")
+
+
+# --- the database away: 503 + Retry-After -----------------------------------------------------
+
+
+async def test_storage_unavailable_answers_503_with_retry_after(
+    server: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = await server.user("alice")
+
+    async def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise StorageUnavailable("the database is unavailable (ConnectionRefusedError)")
+
+    real = server.ctx.storage.fetch
+    server.ctx.storage.fetch = unavailable  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="doorless.server"):
+        async with server.http() as http:
+            r = await http.get("/v1/messages", headers={"Authorization": f"Bearer {alice._token}"})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "2"
+    assert r.json()["error"] == "unavailable"
+    assert not any(rec.levelno >= logging.ERROR for rec in caplog.records)
+    server.ctx.storage.fetch = real  # type: ignore[method-assign]
+    await alice.fetch()  # back
+
+
+# --- unexpected exceptions: type, place and (own errors) message in the log ----------------
+
+
+async def test_an_unexpected_exception_is_logged_with_type_place_and_message(
+    server: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = await server.user("alice")
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise StateError("the stored KT log has a gap")
+
+    async def leaky(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("row content SECRET-ROW-TEXT")
+
+    headers = {"Authorization": f"Bearer {alice._token}"}
+    cases = (
+        (broken, "doorless.errors.StateError", "the stored KT log has a gap"),
+        (leaky, "builtins.ValueError", None),
+    )
+    for fault, exception, message in cases:
+        server.ctx.storage.fetch = fault  # type: ignore[method-assign]
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="doorless.server"):
+            async with httpx.AsyncClient(transport=_no_raise(server), base_url=BASE_URL) as http:
+                r = await http.get("/v1/messages", headers=headers)
+        assert r.status_code == 500 and r.json()["error"] == "internal"
+        [record] = [rec for rec in caplog.records if rec.getMessage() == "unhandled exception"]
+        fields = record.fields  # type: ignore[attr-defined]
+        assert fields["exception"] == exception
+        assert fields["where"].startswith("test_operability.py:")
+        assert fields.get("message") == message
+        assert "SECRET-ROW-TEXT" not in repr(fields)  # a foreign exception's text is never logged
+
+
+# --- rate limits -------------------------------------------------------------------------------
+
+
+async def test_a_rate_of_zero_turns_the_limit_off() -> None:
+    limiter = RateLimiter(0, 1, lambda: 0.0)
+    assert all(limiter.take("10.0.0.1") is None for _ in range(10_000))
+    assert len(limiter) == 0
+    limited = RateLimiter(1.0, 1, lambda: 0.0)
+    assert limited.take("a") is None and limited.take("a") is not None
+
+
+async def test_anonymous_limit_off_lets_one_address_register_many(
+    data_dir: Path, clock: FakeClock
+) -> None:
+    """An office behind one NAT address (the harness's one client address)."""
+    config = make_config(data_dir, anon_rate_per_second=0, anon_rate_burst=1)
+    async with running(config, clock) as server:
+        for i in range(60):
+            await server.user(f"office{i}")
+
+
+# --- a damaged SQLite database -----------------------------------------------------------------
+
+
+async def _filled(path: Path) -> None:
+    storage = SQLiteStorage(path)
+    await storage.open()
+    try:
+        for i in range(400):
+            await storage.create_invite(i.to_bytes(32, "big"), 0, 10**10)
+    finally:
+        await storage.close()
+
+
+def damage(path: Path) -> None:
+    """Overwrite the cell pointers of the invites table's root page (an interior page)."""
+    conn = sqlite3.connect(path)
+    try:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'invites'").fetchone()
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        conn.close()
+    with path.open("r+b") as f:
+        f.seek((int(root[0]) - 1) * int(page_size) + 12)
+        f.write(b"\xff" * 64)
+
+
+async def test_a_damaged_sqlite_database_is_refused_at_start(data_dir: Path) -> None:
+    path = data_dir / "doorless.sqlite3"
+    await _filled(path)
+    storage = SQLiteStorage(path)
+    await storage.open()
+    assert await storage.check() == []
+    await storage.close()
+    damage(path)
+    with pytest.raises(StorageDamaged, match=r"is damaged \(quick_check: .*doorless server check"):
+        await SQLiteStorage(path).open()
+
+
+async def test_a_file_that_is_no_database_is_refused_at_start(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    path = data_dir / "doorless.sqlite3"
+    path.write_bytes(b"this is not a database" * 500)
+    with pytest.raises(StorageDamaged, match="is damaged"):
+        await SQLiteStorage(path).open()
+
+
+async def test_the_server_does_not_start_on_a_damaged_database(data_dir: Path) -> None:
+    config = make_config(data_dir)
+    await _filled(config.database_path)
+    damage(config.database_path)
+    with pytest.raises(StorageDamaged):
+        async with running(config, FakeClock()):
+            pass
