@@ -5,7 +5,6 @@ can be turned off, and a damaged SQLite database refused at start."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from doorless.server.config import Registration
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.storage.base import StorageDamaged, StorageUnavailable
 from doorless.server.storage.sqlite import SQLiteStorage
+from support.sqlite_damage import damage, filled_database
 
 from .helpers import BASE_URL, FakeClock, Harness, make_config, running
 
@@ -190,32 +190,9 @@ async def test_anonymous_limit_off_lets_one_address_register_many(
 # --- a damaged SQLite database -----------------------------------------------------------------
 
 
-async def _filled(path: Path) -> None:
-    storage = SQLiteStorage(path)
-    await storage.open()
-    try:
-        for i in range(400):
-            await storage.create_invite(i.to_bytes(32, "big"), 0, 10**10)
-    finally:
-        await storage.close()
-
-
-def damage(path: Path) -> None:
-    """Overwrite the cell pointers of the invites table's root page (an interior page)."""
-    conn = sqlite3.connect(path)
-    try:
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'invites'").fetchone()
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    finally:
-        conn.close()
-    with path.open("r+b") as f:
-        f.seek((int(root[0]) - 1) * int(page_size) + 12)
-        f.write(b"\xff" * 64)
-
-
 async def test_a_damaged_sqlite_database_is_refused_at_start(data_dir: Path) -> None:
     path = data_dir / "doorless.sqlite3"
-    await _filled(path)
+    await filled_database(path)
     storage = SQLiteStorage(path)
     await storage.open()
     assert await storage.check() == []
@@ -235,7 +212,7 @@ async def test_a_file_that_is_no_database_is_refused_at_start(data_dir: Path) ->
 
 async def test_the_server_does_not_start_on_a_damaged_database(data_dir: Path) -> None:
     config = make_config(data_dir)
-    await _filled(config.database_path)
+    await filled_database(config.database_path)
     damage(config.database_path)
     with pytest.raises(StorageDamaged):
         async with running(config, FakeClock()):

@@ -201,9 +201,13 @@ def serve(
         storage, fanout = make_storage(config, database), make_fanout(redis)
     except ConfigurationError as exc:
         fail_usage(str(exc))
+    try:
+        application = create_app(config, storage=storage, fanout=fanout)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
     configure_logging(log_level)
     uvicorn.run(
-        create_app(config, storage=storage, fanout=fanout),
+        application,
         host=host,
         port=port,
         ssl_certfile=str(tls_cert) if tls_cert else None,
