@@ -90,6 +90,8 @@ class Node:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra: tuple[str, ...] = ()  # more ``doorless server`` options
+    log_level: str = ""  # default: $DOORLESS_TEST_LOG_LEVEL or warning
 
     @property
     def url(self) -> str:
@@ -113,11 +115,12 @@ class Node:
             str(self.data_dir),
             "--port",
             str(self.port),
-            "--database",
-            self.database,
             "--log-level",
-            os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
+            self.log_level or os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
+            *self.extra,
         ]
+        if self.database:  # "": SQLite in the data directory
+            command += ["--database", self.database]
         if self.redis is not None:
             command += ["--redis", self.redis]
         with self.log.open("ab") as log:
@@ -160,14 +163,38 @@ class Node:
 
 
 def make_nodes(
-    root: Path, count: int, database: str, redis: str | None, prefix: str = "node"
+    root: Path,
+    count: int,
+    database: str,
+    redis: str | None,
+    prefix: str = "node",
+    extra: Sequence[str] = (),
+    log_level: str = "",
 ) -> list[Node]:
     nodes = []
     for i in range(count):
         data_dir = root / f"{prefix}{i}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        nodes.append(Node(f"{prefix}{i}", data_dir, database, redis))
+        nodes.append(
+            Node(f"{prefix}{i}", data_dir, database, redis, extra=tuple(extra), log_level=log_level)
+        )
     return nodes
+
+
+def server_errors(nodes: Sequence[Node]) -> list[str]:
+    """Every 5xx answered and every error logged by ``nodes`` (run at log level info, so each
+    request has its line with its status)."""
+    found = []
+    for node in nodes:
+        for line in node.log_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                found.append(f"{node.name}: {line}")  # not ours: a traceback, a crash
+                continue
+            if entry.get("level") in ("error", "critical") or int(entry.get("status", 0)) >= 500:
+                found.append(f"{node.name}: {line}")
+    return found
 
 
 def start_all(nodes: Sequence[Node]) -> None:
