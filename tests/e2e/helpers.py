@@ -50,6 +50,7 @@ class ServerProcess:
     log_path: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()  # more ``doorless server`` options
 
     @property
     def url(self) -> str:
@@ -61,6 +62,7 @@ class ServerProcess:
 
     def start(self) -> None:
         args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        args += self.extra_args
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*doorless_command(), *args, "--log-level", "debug"],

@@ -47,7 +47,10 @@ UNLIMITED = ("--rate-limit", "0", "--anon-rate-limit", "0")
 
 @pytest_asyncio.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=60) as client:
+    # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) can close one
+    # under a request (a ReadError that is no fault of the server).
+    limits = httpx.Limits(keepalive_expiry=2)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         yield client
 
 
@@ -59,6 +62,13 @@ def _nodes(root: Path, count: int, database: str, redis: str | None) -> Iterator
     finally:
         for node in nodes:
             node.stop()
+        for line in server_errors(nodes)[:20]:  # shown if the test fails
+            print(line[:500])
+        if os.environ.get("DOORLESS_KEEP_NODE_LOGS"):
+            for node in nodes:
+                Path(os.environ["DOORLESS_KEEP_NODE_LOGS"], node.name + ".log").write_text(
+                    node.log_text()
+                )
 
 
 @pytest.fixture

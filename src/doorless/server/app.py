@@ -27,7 +27,7 @@ from doorless.server.ratelimit import RateLimiter
 from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
 from doorless.server.routes import kt as kt_routes
 from doorless.server.routes import safety as safety_routes
-from doorless.server.storage.base import Storage
+from doorless.server.storage.base import Storage, StorageDamaged
 from doorless.server.storage.sqlite import SQLiteStorage
 
 DESCRIPTION = """\
@@ -95,7 +95,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ctx.storage.open()
+        try:
+            await ctx.storage.open()
+        except StorageDamaged as exc:  # the operator's message: which file, what to do
+            log_event("database damaged", logging.CRITICAL, problem=str(exc))
+            raise
         try:
             ctx.server_id = await ctx.storage.server_id()
             await ctx.kt.open(ctx.server_id)
