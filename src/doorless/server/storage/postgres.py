@@ -25,6 +25,12 @@ by explicit row locks and single-statement conditional writes, never by re-readi
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
 
+The key-transparency log's appends are serialized across processes by a session-level advisory
+lock (`kt_lock`) held by the publishing process from its catch-up to its append. A database
+that cannot be reached (refused or dropped connection, shutdown, too many connections, no
+pooled connection within `_ACQUIRE_TIMEOUT`) raises `StorageUnavailable` (a 503 + Retry-After);
+the pool reconnects by itself once PostgreSQL is back.
+
 Durability: ``synchronous_commit`` stays on (the server default): a transaction that returned
 is in the write-ahead log on disk, so a message acknowledged to its sender survives a crash of
 any server process or of PostgreSQL itself (I5).
