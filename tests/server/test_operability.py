@@ -4,7 +4,9 @@ can be turned off, and a damaged SQLite database refused at start."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from doorless.client.transport import DeviceIdentity, Transport
 from doorless.errors import StateError
 from doorless.server.auth import invite_hash
 from doorless.server.config import Registration
+from doorless.server.log import JsonFormatter
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.storage.base import StorageDamaged, StorageUnavailable
 from doorless.server.storage.sqlite import SQLiteStorage
@@ -217,3 +220,26 @@ async def test_the_server_does_not_start_on_a_damaged_database(data_dir: Path) -
     with pytest.raises(StorageDamaged):
         async with running(config, FakeClock()):
             pass
+
+
+async def test_the_json_log_of_an_exception_names_it_without_foreign_text() -> None:
+    """uvicorn's own "Exception in ASGI application" line goes through the same formatter."""
+    formatter = JsonFormatter()
+
+    def line(exc: Exception) -> dict[str, Any]:
+        try:
+            raise exc
+        except (StateError, KeyError):
+            record = logging.LogRecord(
+                "uvicorn.error", logging.ERROR, __file__, 1, "boom", (), None
+            )
+            record.exc_info = sys.exc_info()
+        return dict(json.loads(formatter.format(record)))
+
+    own = line(StateError("could not append to the KT log (too much contention)"))
+    assert own["exception"] == "doorless.errors.StateError"
+    assert own["message"] == "could not append to the KT log (too much contention)"
+    assert own["where"].startswith("test_operability.py:line:")
+    foreign = line(KeyError("SECRET-KEY-TEXT"))
+    assert foreign["exception"] == "builtins.KeyError" and "message" not in foreign
+    assert "SECRET-KEY-TEXT" not in json.dumps(foreign)

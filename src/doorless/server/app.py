@@ -16,12 +16,12 @@ from doorless import __version__
 from doorless.server.blobs import BlobStore
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
-from doorless.server.errors import ErrorBody, describe_exception, install_handlers
+from doorless.server.errors import ErrorBody, install_handlers
 from doorless.server.fanout.base import Fanout
 from doorless.server.fanout.memory import MemoryFanout
 from doorless.server.franking import FrankingService
 from doorless.server.kt_service import KtService
-from doorless.server.log import log_event
+from doorless.server.log import describe_exception, log_event
 from doorless.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws

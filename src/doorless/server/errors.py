@@ -41,7 +41,6 @@ status   code                    meaning
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,6 +56,7 @@ from doorless.server.delivery import (
     MalformedMessage,
     MessageTooLarge,
 )
+from doorless.server.log import describe_exception
 from doorless.server.storage.base import (
     DeviceExists,
     EpochConflict,
@@ -233,21 +233,6 @@ async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
         "the server cannot reach its database now; retry later",
         {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
     )
-
-
-def describe_exception(exc: BaseException) -> dict[str, str]:
-    """What the log may say about an unexpected exception: its type, where it was raised
-    (module, function, line) and, for Doorless's own errors (whose messages never hold data,
-    see `doorless.errors`), its message. Never the text of a foreign exception: a driver's
-    message can quote a row or a request."""
-    fields = {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"}
-    frames = traceback.extract_tb(exc.__traceback__)
-    if frames:
-        last = frames[-1]
-        fields["where"] = f"{last.filename.rsplit('/', 1)[-1]}:{last.name}:{last.lineno}"
-    if isinstance(exc, DoorlessError):
-        fields["message"] = str(exc) or "(no message)"
-    return fields
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
