@@ -348,8 +348,6 @@ def check(
 
 
 async def _check(storage: Storage) -> list[str]:
-    import time as clock
-
     from doorless.errors import DoorlessError
     from doorless.server.kt_service import KtService
     from doorless.server.storage.base import StorageDamaged
@@ -361,7 +359,7 @@ async def _check(storage: Storage) -> list[str]:
     try:
         problems = await storage.check(full=True)
         if not problems:
-            kt = KtService(storage, clock.time)
+            kt = KtService(storage, time.time)
             try:
                 await kt.open_read_only(await storage.server_id())
             except DoorlessError as exc:

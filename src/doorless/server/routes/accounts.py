@@ -146,22 +146,17 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
             )
         invite_expiry = await ctx.storage.create_account(device, invite_hash, ctx.now(), kt)
     if kt is not None:
+        consumed = None
+        if invite_hash is not None and invite_expiry is not None:
+            consumed = (invite_hash, invite_expiry)
         try:
             await ctx.kt.publish()
         except BaseException:
             # Atomic: an account whose first version did not reach the log is removed again
             # (with its invite restored), so the client's retry registers it anew instead of
             # finding the name taken. Logged meanwhile by another process: it stands.
-            invite = (
-                None
-                if invite_hash is None or invite_expiry is None
-                else (
-                    invite_hash,
-                    invite_expiry,
-                )
-            )
             undone = await asyncio.shield(
-                ctx.storage.undo_registration(device.username, device.device_id, kt.label, invite)
+                ctx.storage.undo_registration(device.username, device.device_id, kt.label, consumed)
             )
             if undone:
                 raise

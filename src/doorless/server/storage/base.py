@@ -116,7 +116,8 @@ class KtVersion:
     ``value`` is the encoded `DeviceList`, ``opening`` the commitment's random opening,
     ``search_key`` and ``commitment`` what the prefix tree holds. ``log_index`` is the log
     entry that added it, None while it waits to be logged. Never updated once logged, never
-    deleted: the log only grows.
+    deleted: the log only grows. (A pending first version goes with its account when the
+    registration is undone: `Storage.undo_registration`.)
     """
 
     label: bytes
