@@ -243,3 +243,34 @@ async def test_the_json_log_of_an_exception_names_it_without_foreign_text() -> N
     foreign = line(KeyError("SECRET-KEY-TEXT"))
     assert foreign["exception"] == "builtins.KeyError" and "message" not in foreign
     assert "SECRET-KEY-TEXT" not in json.dumps(foreign)
+
+
+async def test_the_transport_waits_out_a_503_on_idempotent_calls(server: Harness) -> None:
+    alice = await server.user("alice")
+    patient = Transport(
+        BASE_URL, alice.device, http_transport=_no_raise(server), retries=2, max_backoff=0.01
+    )
+    real = server.ctx.storage.fetch
+    failures = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise StorageUnavailable("the database is unavailable (test)")
+        return await real(*args, **kwargs)
+
+    server.ctx.storage.fetch = flaky  # type: ignore[method-assign]
+    try:
+        await patient.authenticate()
+        assert await patient.fetch() is not None  # two 503s waited out
+        failures = 0
+        impatient = Transport(BASE_URL, alice.device, http_transport=_no_raise(server), retries=0)
+        try:
+            with pytest.raises(ServerFailure) as e:  # no retries: the 503 surfaces
+                await impatient.fetch()
+        finally:
+            await impatient.aclose()
+        assert e.value.status == 503 and e.value.retry_after == 2
+    finally:
+        await patient.aclose()
