@@ -11,74 +11,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import socket
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from doorless.cli import session
 from doorless.cli.main import app
 from doorless.client import Argon2Params, ClientOptions
-from doorless.server.app import create_app
-from doorless.server.config import ServerConfig
+from support.servers import ThreadServer
 
 PASSPHRASE = "correct horse battery staple"
 FAST_ARGON2 = Argon2Params(time_cost=1, memory_cost_kib=8, parallelism=1)
 _SHM = Path("/dev/shm")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class ThreadServer:
-    """The server app under uvicorn in a background thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        config = ServerConfig(
-            data_dir=data_dir,
-            rate_per_second=10_000.0,
-            rate_burst=1_000_000,
-            anon_rate_per_second=10_000.0,
-            anon_rate_burst=1_000_000,
-        )
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(config),
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Doorless, free_port
+from support.servers import free_port
+
+from .conftest import Doorless
 
 
 def unique(name: str) -> str:

@@ -7,16 +7,10 @@ library's own check that it works over real sockets.)"""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from doorless.client import (
@@ -28,67 +22,19 @@ from doorless.client import (
     MessageSent,
     MessageState,
 )
+from support.servers import ServerProcess
 
 from .harness import FAST_ARGON2, PASSPHRASE
 
 pytestmark = pytest.mark.asyncio
 
-STARTUP_TIMEOUT = 20.0
 EVENT_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class ServerProcess:
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "doorless.cli.main",
-                "server",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        async with httpx.AsyncClient() as http, asyncio.timeout(STARTUP_TIMEOUT):
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the server exited with {self.proc.returncode}")
-                try:
-                    if (await http.get(self.url + "/v1/info")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @contextmanager
 def server_process(data_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(data_dir, free_port())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess(data_dir=data_dir, log_path=data_dir.parent / "server.log")
     try:
         yield server
     finally:
@@ -141,7 +87,7 @@ def options() -> ClientOptions:
 
 async def test_push_delivery_across_server_crashes(tmp_path: Path) -> None:
     with server_process(tmp_path / "server") as server:
-        await server.start()
+        await asyncio.to_thread(server.start)
         alice = await Client.create_account(
             tmp_path / "alice",
             PASSPHRASE,
@@ -166,7 +112,7 @@ async def test_push_delivery_across_server_crashes(tmp_path: Path) -> None:
             server.kill()  # kill -9: acknowledged messages must survive (I5)
             queued = await alice.send_text(chat.id, "while the server was down")
             assert queued.state is MessageState.PENDING
-            await server.start()
+            await asyncio.to_thread(server.start)
             # alice's background task sends it; bob's push session reconnects and gets it.
             await alice_inbox.wait_for(MessageSent, 1)
             await bob_inbox.wait_for(MessageReceived, 2)
@@ -180,7 +126,7 @@ async def test_push_delivery_across_server_crashes(tmp_path: Path) -> None:
 
         # Restarted from their profiles, both have the same history.
         server.kill()
-        await server.start()
+        await asyncio.to_thread(server.start)
         for name in ("alice", "bob"):
             again = await Client.open(tmp_path / name, PASSPHRASE, options=options())
             try:

@@ -6,100 +6,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from doorless.client import Argon2Params, Client, ClientOptions, Event
+from support import servers
+from support.servers import doorless_command
 
 PASSPHRASE = "e2e passphrase"
 FAST_ARGON2 = Argon2Params(time_cost=1, memory_cost_kib=8, parallelism=1)
-STARTUP_TIMEOUT = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class ServerProcess(servers.ServerProcess):
+    """``doorless server`` at debug level (the most it ever writes, for the canary scans)."""
 
-
-def doorless_command() -> list[str]:
-    """The installed ``doorless`` program (the console script next to this Python), or the
-    module when the package is not installed as a program."""
-    script = Path(sys.executable).with_name("doorless")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "doorless.cli.main"]
-
-
-@dataclass
-class ServerProcess:
-    """``doorless server`` in a child process; the port stays the same across restarts and
-    the log (debug level: the most it ever writes) accumulates in one file."""
-
-    data_dir: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    extra_args: tuple[str, ...] = ()  # more ``doorless server`` options
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        super().__init__(data_dir=data_dir, log_path=log_path, log_level="debug")
 
     @property
     def database(self) -> Path:
         return self.data_dir / "doorless.sqlite3"
-
-    def start(self) -> None:
-        args = ["server", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        args += self.extra_args
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*doorless_command(), *args, "--log-level", "debug"],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/v1/info", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start")
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def restart(self, *, crash: bool = False) -> None:
-        self.kill() if crash else self.stop()
-        self.start()
 
     def db_dump(self) -> list[str]:
         """Every row, as SQL (a separate connection sees what was committed)."""
@@ -227,47 +157,3 @@ class Devices:
     async def close_all(self) -> None:
         for name in list(self.clients):
             await self.close(name)
-
-
-class ThreadServer:
-    """The server app under uvicorn in a thread of this process, with rate limits out of the
-    way (for fuzzing, where the real process's limits would answer 429 to most requests)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        import uvicorn
-
-        from doorless.server.app import create_app
-        from doorless.server.config import ServerConfig
-
-        config = ServerConfig(
-            data_dir=data_dir,
-            rate_per_second=100_000.0,
-            rate_burst=10_000_000,
-            anon_rate_per_second=100_000.0,
-            anon_rate_burst=10_000_000,
-        )
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(config),
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise AssertionError("the in-process server did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)

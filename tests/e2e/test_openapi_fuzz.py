@@ -25,8 +25,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from doorless.client.transport import DeviceIdentity, Transport
-
-from .helpers import ThreadServer
+from support.servers import ThreadServer
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 SCHEMA = schemathesis.openapi.from_path(str(SPEC))

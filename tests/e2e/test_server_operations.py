@@ -12,9 +12,8 @@ import pytest
 
 from doorless.client.errors import RateLimited
 from doorless.client.transport import DeviceIdentity, Transport
+from support.servers import ServerProcess, doorless_command, free_port
 from support.sqlite_damage import damage, filled_database
-
-from .helpers import ServerProcess, doorless_command, free_port
 
 
 def test_a_damaged_database_is_refused_at_start_and_by_check(tmp_path: Path) -> None:
@@ -61,7 +60,10 @@ def test_a_config_file_sets_the_rate_limits(tmp_path: Path, limit: str | None) -
     setting = "" if limit is None else f"anon-rate-limit = {limit}\n"
     config.write_text(setting + "rate-limit = 100\n")
     server = ServerProcess(
-        tmp_path / "data", tmp_path / "server.log", extra_args=("--config", str(config))
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "server.log",
+        args=("--config", str(config)),
+        log_level="info",
     )
     server.start()
     try:

@@ -37,33 +37,13 @@ from doorless.server.storage.base import DeviceRecord, LinkRecord
 from doorless.wire import protocol
 from doorless.wire.kt import credential_identity
 from doorless.witness import Witness, WitnessState
+from support.servers import FakeClock
+from support.servers import generous_config as make_config
 
 BASE_URL = "http://testserver"
 WITNESS = "test-witness"
 Scope = dict[str, Any]
 E = TypeVar("E")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
-    base = ServerConfig(
-        data_dir=data_dir,
-        rate_per_second=10_000.0,
-        rate_burst=1_000_000,
-        anon_rate_per_second=10_000.0,
-        anon_rate_burst=1_000_000,
-    )
-    return replace(base, **overrides)
 
 
 @dataclass

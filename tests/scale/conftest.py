@@ -1,88 +1,32 @@
 """Fixtures for the scale-out tests: PostgreSQL, Redis, and server processes.
 
-Services (defaults match the development machines and CI; override with the variables):
-
-* ``DOORLESS_TEST_POSTGRES`` = ``postgresql://postgres@127.0.0.1:5432/test``
-* ``DOORLESS_TEST_REDIS`` = ``redis://127.0.0.1:6379/0``
-
-With ``CI=true`` a missing service FAILS every test that needs it (the PostgreSQL/Redis runs
-are mandatory there); elsewhere those tests are skipped with a message saying how to enable
-them. Every test gets its own PostgreSQL schema (dropped afterwards), so parallel workers and
-runs never see each other's rows. Tests that restart Redis start their own ``redis-server``.
+Services: `support.services` (``DOORLESS_TEST_POSTGRES``, ``DOORLESS_TEST_REDIS``); with
+``CI=true`` a missing service FAILS every test that needs it, elsewhere those tests are skipped
+with a message saying how to enable them. Every test gets its own PostgreSQL schema (dropped
+afterwards), so parallel workers and runs never see each other's rows. Tests that restart Redis
+start their own ``redis-server``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import asyncpg
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from doorless.server.storage.base import Storage
 from doorless.server.storage.postgres import PostgresStorage
 from doorless.server.storage.sqlite import SQLiteStorage
-
-from .nodes import free_port
-
-PG_DSN = os.environ.get("DOORLESS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("DOORLESS_TEST_REDIS", "redis://127.0.0.1:6379/0")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-async def _postgres_error() -> str | None:
-    try:
-        conn = await asyncpg.connect(PG_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
-
-
-async def _redis_error() -> str | None:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_connect_timeout=5, socket_timeout=5)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        await client.aclose()
-    return None
-
-
-@cache
-def _service_error(name: str) -> str | None:
-    probe = _postgres_error if name == "postgres" else _redis_error
-    return asyncio.run(probe())
-
-
-def require(name: str) -> None:
-    """Fail (CI) or skip (elsewhere) unless the service ``name`` answers."""
-    error = _service_error(name)
-    if error is None:
-        return
-    where = PG_DSN if name == "postgres" else REDIS_URL
-    variable = "DOORLESS_TEST_POSTGRES" if name == "postgres" else "DOORLESS_TEST_REDIS"
-    if IN_CI:
-        pytest.fail(
-            f"CI=true and {name} is not reachable at {where} ({error}): the PostgreSQL/Redis "
-            "tests are mandatory in CI",
-            pytrace=False,
-        )
-    pytest.skip(
-        f"{name} not reachable at {where} ({error}); start it or set {variable} to run "
-        "the scale-out tests"
-    )
+from support.servers import free_port
+from support.services import IN_CI, PG_DSN, REDIS_URL, require
 
 
 @pytest.fixture

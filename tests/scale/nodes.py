@@ -15,10 +15,6 @@ import json
 import os
 import random
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +30,7 @@ from doorless.codec import decode, encode
 from doorless.franking import FrankingAAD
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
 from doorless.wire import protocol
-
-STARTUP_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from support.servers import ServerProcess
 
 
 def mls_message(
@@ -79,87 +68,37 @@ def body_of(data: bytes) -> bytes:
 # --- server processes ----------------------------------------------------------------------
 
 
-@dataclass
-class Node:
-    """One ``doorless server`` process; ``start``/``kill``/``stop`` can be repeated."""
+class Node(ServerProcess):
+    """One ``doorless server`` process of a deployment; ``start``/``kill``/``stop`` can be
+    repeated."""
 
-    name: str
-    data_dir: Path
-    database: str
-    redis: str | None
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-    extra: tuple[str, ...] = ()  # more ``doorless server`` options
-    log_level: str = ""  # default: $DOORLESS_TEST_LOG_LEVEL or warning
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        database: str,
+        redis: str | None,
+        extra: Sequence[str] = (),
+        log_level: str = "",
+    ) -> None:
+        args = (
+            *(("--database", database) if database else ()),  # "": SQLite in the data directory
+            *(("--redis", redis) if redis is not None else ()),
+            *extra,  # more `doorless server` options
+        )
+        super().__init__(
+            data_dir=data_dir,
+            log_path=data_dir.parent / f"{name}.log",
+            args=args,
+            log_level=log_level or os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
+        )
+        self.name = name
+        self.database = database
+        self.redis = redis
 
     @property
     def log(self) -> Path:
-        return self.data_dir.parent / f"{self.name}.log"
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def spawn(self) -> None:
-        command = [
-            sys.executable,
-            "-m",
-            "doorless.cli.main",
-            "server",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--log-level",
-            self.log_level or os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
-            *self.extra,
-        ]
-        if self.database:  # "": SQLite in the data directory
-            command += ["--database", self.database]
-        if self.redis is not None:
-            command += ["--redis", self.redis]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log)
-        self.starts += 1
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log_text()
-            try:
-                if httpx.get(f"{self.url}/v1/info", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"{self.name} did not start:\n{self.log_text()}")
-
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return self.log_path
 
 
 def make_nodes(
@@ -175,9 +114,7 @@ def make_nodes(
     for i in range(count):
         data_dir = root / f"{prefix}{i}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        nodes.append(
-            Node(f"{prefix}{i}", data_dir, database, redis, extra=tuple(extra), log_level=log_level)
-        )
+        nodes.append(Node(f"{prefix}{i}", data_dir, database, redis, extra, log_level))
     return nodes
 
 

@@ -14,9 +14,9 @@ import redis.asyncio as aioredis
 
 from doorless.server.fanout.base import Topic
 from doorless.server.fanout.redis import RedisFanout
+from support.servers import free_port
 
 from .conftest import OwnRedis
-from .nodes import free_port
 
 pytestmark = pytest.mark.asyncio
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
 from doorless.server.app import create_app
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
+from support.servers import FakeClock
+from support.servers import generous_config as make_config  # noqa: F401 - for the server tests
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "mls"
 BASE_URL = "http://testserver"
@@ -78,31 +79,6 @@ def private_message(
 
 def commit(group_id: bytes, epoch: int, ciphertext: bytes = b"\x00" * 32) -> bytes:
     return private_message(group_id, epoch, ContentType.commit, ciphertext)
-
-
-class FakeClock:
-    """Wall-clock time that only moves when told to."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
-    """Generous rate limits (tests make many calls in no time) unless overridden."""
-    base = ServerConfig(
-        data_dir=data_dir,
-        rate_per_second=1000.0,
-        rate_burst=100_000,
-        anon_rate_per_second=1000.0,
-        anon_rate_burst=100_000,
-    )
-    return replace(base, **overrides)
 
 
 @dataclass

@@ -9,17 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -31,19 +26,13 @@ from doorless.client.transport import (
     Transport,
 )
 from doorless.wire.messages import QueuedMessage
+from support.servers import ServerProcess
 
 from .helpers import commit, key_package, private_message
 
 pytestmark = pytest.mark.asyncio
 
 GROUP = b"e2e-group"
-STARTUP_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _doorless(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,69 +44,6 @@ def _doorless(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         check=True,
         env=env,
     )
-
-
-@dataclass
-class ServerProcess:
-    data_dir: Path
-    port: int
-    log: Path
-    extra: tuple[str, ...] = ()
-    ssl_context: ssl.SSLContext | None = None
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "doorless.cli.main",
-                "server",
-                "--data-dir",
-                str(self.data_dir),
-                "--port",
-                str(self.port),
-                *self.extra,
-            ],
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        verify: ssl.SSLContext | bool = self.ssl_context or False
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/v1/info", verify=verify, timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server did not start: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown code runs."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-    def log_lines(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture
@@ -152,10 +78,10 @@ async def test_tls_push_and_key_package_top_up(
     ca.configure_trust(client_ssl)
 
     server = ServerProcess(
-        tmp_path / "data",
-        _free_port(),
-        tmp_path / "server.log",
-        extra=("--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        data_dir=tmp_path / "data",
+        log_path=tmp_path / "server.log",
+        args=("--tls-cert", str(cert_file), "--tls-key", str(key_file)),
+        log_level=None,
         ssl_context=client_ssl,
     )
     processes.append(server)
@@ -197,7 +123,7 @@ async def test_tls_push_and_key_package_top_up(
     server.stop()  # the socket's log line is written when its session ends: let it end
     lines = server.log_lines()
     assert any(line.get("route") == "/v1/ws" and line.get("status") == 101 for line in lines)
-    text = server.log.read_text()
+    text = server.log_text()
     assert alice._token is not None and alice._token not in text
     assert "127.0.0.1:" not in text.replace(f"127.0.0.1:{server.port}", "")  # no client address
     assert "?after=" not in text
@@ -212,7 +138,10 @@ async def test_invite_restart_kill9_and_push_reconnect(
     assert len(codes) == 2
 
     server = ServerProcess(
-        data_dir, _free_port(), tmp_path / "server.log", extra=("--registration", "invite")
+        data_dir=data_dir,
+        log_path=tmp_path / "server.log",
+        args=("--registration", "invite"),
+        log_level=None,
     )
     processes.append(server)
     server.start()

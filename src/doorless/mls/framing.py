@@ -5,6 +5,9 @@ Tagged unions (`Sender`, the content of `FramedContent`, the body of `MLSMessage
 per variant; the tag on the wire is derived from the variant's type, so a struct whose tag and
 body disagree cannot be built. Fields whose presence depends on another field
 (``confirmation_tag``, ``membership_tag``) are checked in the constructor.
+
+One module of ~800 lines on purpose: these are the structs of one RFC section, whose unions
+refer to one another; splitting them would only scatter §6 across files.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ async def _sweeper(ctx: ServerContext) -> None:
         # the blob directory (OSError) and the KT log raise unrelated types, so the sweep logs
         # the type of any failure and the next round retries. Cancellation (a BaseException)
         # still stops the task. (RUF100: the noqa is unused until BLE001 is enabled.)
-        except Exception as exc:  # noqa: BLE001, RUF100
+        except Exception as exc:  # noqa: BLE001
             log_event("sweep failed", logging.WARNING, **describe_exception(exc))
 
 
