@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
 from doorless.errors import ConfigurationError
+from doorless.server.kt_service import KtService
 from doorless.server.storage import postgres
 from doorless.server.storage.base import (
     Delivery,
@@ -499,3 +501,17 @@ async def test_the_kt_lock_excludes_other_processes(pg_schema: PgSchema) -> None
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_publisher_needs_no_second_pooled_connection(pg_schema: PgSchema) -> None:
+    """The KT lock has a connection of its own: with a pool of one, a publish still reads
+    and appends (instead of waiting for the pool until it gives up)."""
+    store = pg_schema.storage(min_connections=1, max_connections=1)
+    await store.open()
+    try:
+        await store.create_account(device(1), None, 2, kt_version(b"u:user1"))
+        kt = KtService(store, time.time)
+        await asyncio.wait_for(kt.open(await store.server_id()), 20)  # publishes the pending
+        assert kt.size == 1 and await store.kt_pending() == []
+    finally:
+        await store.close()

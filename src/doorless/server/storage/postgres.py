@@ -42,6 +42,7 @@ deployment wants them gone sooner (docs/deploy.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections import Counter
@@ -176,6 +177,9 @@ class PostgresStorage(SqlStorage):
         self._max = max_connections
         self._pool: asyncpg.Pool | None = None
         self._server_id = ""
+        self._settings: dict[str, str] = {}
+        self._kt_conn: Any = None  # the KT lock's own connection (not the pool's)
+        self._kt_local = asyncio.Lock()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -194,6 +198,7 @@ class PostgresStorage(SqlStorage):
             finally:
                 await conn.close()
             settings["search_path"] = self._schema
+        self._settings = settings
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=self._min,
@@ -210,6 +215,9 @@ class PostgresStorage(SqlStorage):
             raise
 
     async def close(self) -> None:
+        kt_conn, self._kt_conn = self._kt_conn, None
+        if kt_conn is not None:
+            kt_conn.terminate()  # a lock it might hold goes with the session
         pool, self._pool = self._pool, None
         self._server_id = ""
         if pool is not None:
@@ -240,19 +248,19 @@ class PostgresStorage(SqlStorage):
 
     @contextlib.asynccontextmanager
     async def kt_lock(self) -> AsyncIterator[None]:
-        """A session-level advisory lock on a connection of its own, held for the body: the
-        KT log's appends are serialized across every process over this database. If the
-        connection dies, PostgreSQL releases the lock with it."""
+        """A session-level advisory lock, held for the body, on a connection of its own (so a
+        publisher holding it still finds pooled connections for its reads and its append,
+        even with ``pool_size=1``): the KT log's appends are serialized across every process
+        over this database. If that connection dies, PostgreSQL releases the lock with it."""
         if self._pool is None:
             raise StateError("storage is not open")
-        try:
-            conn = await self._pool.acquire(timeout=_ACQUIRE_TIMEOUT)
-        except _UNAVAILABLE as exc:
-            raise StorageUnavailable(
-                f"the database is unavailable ({type(exc).__name__})"
-            ) from None
-        try:
+        async with self._kt_local:
             try:
+                conn = self._kt_conn
+                if conn is None or conn.is_closed():
+                    conn = self._kt_conn = await asyncpg.connect(
+                        self._dsn, server_settings=self._settings, timeout=_ACQUIRE_TIMEOUT
+                    )
                 await conn.execute(_KT_LOCK)
             except _UNAVAILABLE as exc:
                 raise StorageUnavailable(
@@ -263,8 +271,6 @@ class PostgresStorage(SqlStorage):
             finally:
                 with contextlib.suppress(*_UNAVAILABLE):  # a dead session holds no lock
                     await conn.execute(_KT_UNLOCK)
-        finally:
-            await self._pool.release(conn)
 
     async def check(self, full: bool = True) -> list[str]:
         """PostgreSQL checks its own pages (checksums, WAL); what is checked here is ours: the
