@@ -255,22 +255,34 @@ class PostgresStorage(SqlStorage):
         if self._pool is None:
             raise StateError("storage is not open")
         async with self._kt_local:
-            try:
-                conn = self._kt_conn
-                if conn is None or conn.is_closed():
-                    conn = self._kt_conn = await asyncpg.connect(
-                        self._dsn, server_settings=self._settings, timeout=_ACQUIRE_TIMEOUT
-                    )
-                await conn.execute(_KT_LOCK)
-            except _UNAVAILABLE as exc:
-                raise StorageUnavailable(
-                    f"the database is unavailable ({type(exc).__name__})"
-                ) from None
+            conn = await self._kt_locked_connection()
             try:
                 yield
             finally:
                 with contextlib.suppress(*_UNAVAILABLE):  # a dead session holds no lock
                     await conn.execute(_KT_UNLOCK)
+
+    async def _kt_locked_connection(self) -> Any:
+        """The lock's connection, holding the lock. A connection PostgreSQL dropped (a restart,
+        an outage) is replaced once; unreachable: `StorageUnavailable`."""
+        for attempt in range(2):
+            conn = self._kt_conn
+            try:
+                if conn is None or conn.is_closed():
+                    conn = self._kt_conn = await asyncpg.connect(
+                        self._dsn, server_settings=self._settings, timeout=_ACQUIRE_TIMEOUT
+                    )
+                await conn.execute(_KT_LOCK)
+                return conn
+            except _UNAVAILABLE as exc:
+                self._kt_conn = None
+                if conn is not None:
+                    conn.terminate()
+                if attempt == 1:
+                    raise StorageUnavailable(
+                        f"the database is unavailable ({type(exc).__name__})"
+                    ) from None
+        raise AssertionError("unreachable")
 
     async def check(self, full: bool = True) -> list[str]:
         """PostgreSQL checks its own pages (checksums, WAL); what is checked here is ours: the
