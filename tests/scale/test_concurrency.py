@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from doorless.client.errors import ServerError
 from doorless.mls.framing import ContentType
@@ -247,6 +249,11 @@ async def test_a_postgres_outage_answers_503_and_the_node_recovers(
         with pytest.raises(ServerError) as refused:
             await register(node.url, "bob")
         assert refused.value.status == 503
+        ws_url = node.url.replace("http", "ws", 1) + "/v1/ws"
+        with pytest.raises(InvalidStatus) as socket_refused:  # the push socket too
+            await connect(ws_url, additional_headers=headers, proxy=None)
+        assert socket_refused.value.response.status_code == 503
+        assert socket_refused.value.response.headers["Retry-After"] == "2"
         assert node.alive
 
         await proxy.restore()  # back: the pool reconnects by itself

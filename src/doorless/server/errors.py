@@ -224,15 +224,21 @@ async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
 UNAVAILABLE_RETRY_AFTER = 2
 
 
-async def _unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StorageUnavailable)
+def unavailable(exc: StorageUnavailable) -> ApiError:
+    """The 503 for a database that cannot be reached now (logged as a warning, not an error:
+    nothing is wrong with the server, and it recovers by itself)."""
     log.warning("storage unavailable", extra={"fields": {"reason": str(exc)}})
-    return error_response(
+    return ApiError(
         503,
         ErrorCode.UNAVAILABLE,
         "the server cannot reach its database now; retry later",
-        {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
     )
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StorageUnavailable)
+    return await _api_error(request, unavailable(exc))
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
