@@ -1,6 +1,6 @@
 """Operable under faults: atomic registration, 503 + Retry-After when the database is away,
-unexpected exceptions logged with type and place (never a message-less 500), rate limits that
-can be turned off, and a damaged SQLite database refused at start."""
+unexpected exceptions logged with type and place (never a message-less 500) and rate limits that
+can be turned off. (A damaged SQLite database refused at start: ``test_storage``.)"""
 
 from __future__ import annotations
 
@@ -20,9 +20,7 @@ from doorless.server.auth import invite_hash
 from doorless.server.config import Registration
 from doorless.server.log import JsonFormatter
 from doorless.server.ratelimit import RateLimiter
-from doorless.server.storage.base import StorageDamaged, StorageUnavailable
-from doorless.server.storage.sqlite import SQLiteStorage
-from support.sqlite_damage import damage, filled_database
+from doorless.server.storage.base import StorageUnavailable
 
 from .helpers import BASE_URL, FakeClock, Harness, make_config, running
 
@@ -188,38 +186,6 @@ async def test_anonymous_limit_off_lets_one_address_register_many(
     async with running(config, clock) as server:
         for i in range(60):
             await server.user(f"office{i}")
-
-
-# --- a damaged SQLite database -----------------------------------------------------------------
-
-
-async def test_a_damaged_sqlite_database_is_refused_at_start(data_dir: Path) -> None:
-    path = data_dir / "doorless.sqlite3"
-    await filled_database(path)
-    storage = SQLiteStorage(path)
-    await storage.open()
-    assert await storage.check() == []
-    await storage.close()
-    damage(path)
-    with pytest.raises(StorageDamaged, match=r"is damaged \(quick_check: .*doorless server check"):
-        await SQLiteStorage(path).open()
-
-
-async def test_a_file_that_is_no_database_is_refused_at_start(data_dir: Path) -> None:
-    data_dir.mkdir(parents=True)
-    path = data_dir / "doorless.sqlite3"
-    path.write_bytes(b"this is not a database" * 500)
-    with pytest.raises(StorageDamaged, match="is damaged"):
-        await SQLiteStorage(path).open()
-
-
-async def test_the_server_does_not_start_on_a_damaged_database(data_dir: Path) -> None:
-    config = make_config(data_dir)
-    await filled_database(config.database_path)
-    damage(config.database_path)
-    with pytest.raises(StorageDamaged):
-        async with running(config, FakeClock()):
-            pass
 
 
 async def test_the_json_log_of_an_exception_names_it_without_foreign_text() -> None:
