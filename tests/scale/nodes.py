@@ -72,13 +72,25 @@ class Node(ServerProcess):
     """One ``doorless server`` process of a deployment; ``start``/``kill``/``stop`` can be
     repeated."""
 
-    def __init__(self, name: str, data_dir: Path, database: str, redis: str | None) -> None:
-        args = ("--database", database, *(("--redis", redis) if redis is not None else ()))
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        database: str,
+        redis: str | None,
+        extra: Sequence[str] = (),
+        log_level: str = "",
+    ) -> None:
+        args = (
+            *(("--database", database) if database else ()),  # "": SQLite in the data directory
+            *(("--redis", redis) if redis is not None else ()),
+            *extra,  # more `doorless server` options
+        )
         super().__init__(
             data_dir=data_dir,
             log_path=data_dir.parent / f"{name}.log",
             args=args,
-            log_level=os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
+            log_level=log_level or os.environ.get("DOORLESS_TEST_LOG_LEVEL", "warning"),
         )
         self.name = name
         self.database = database
@@ -90,14 +102,36 @@ class Node(ServerProcess):
 
 
 def make_nodes(
-    root: Path, count: int, database: str, redis: str | None, prefix: str = "node"
+    root: Path,
+    count: int,
+    database: str,
+    redis: str | None,
+    prefix: str = "node",
+    extra: Sequence[str] = (),
+    log_level: str = "",
 ) -> list[Node]:
     nodes = []
     for i in range(count):
         data_dir = root / f"{prefix}{i}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        nodes.append(Node(f"{prefix}{i}", data_dir, database, redis))
+        nodes.append(Node(f"{prefix}{i}", data_dir, database, redis, extra, log_level))
     return nodes
+
+
+def server_errors(nodes: Sequence[Node]) -> list[str]:
+    """Every 5xx answered and every error logged by ``nodes`` (run at log level info, so each
+    request has its line with its status)."""
+    found = []
+    for node in nodes:
+        for line in node.log_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                found.append(f"{node.name}: {line}")  # not ours: a traceback, a crash
+                continue
+            if entry.get("level") in ("error", "critical") or int(entry.get("status", 0)) >= 500:
+                found.append(f"{node.name}: {line}")
+    return found
 
 
 def start_all(nodes: Sequence[Node]) -> None:

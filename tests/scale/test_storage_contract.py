@@ -10,13 +10,16 @@ retries, acks that free a shared payload exactly once, no deadlocks).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 
 from doorless.errors import ConfigurationError
+from doorless.server.kt_service import KtService
 from doorless.server.storage import postgres
 from doorless.server.storage.base import (
     Delivery,
@@ -26,6 +29,8 @@ from doorless.server.storage.base import (
     EpochGate,
     IdempotencyConflict,
     InviteInvalid,
+    KtLogEntry,
+    KtVersion,
     Storage,
     TooManyKeyPackages,
     UnknownDevice,
@@ -416,3 +421,97 @@ async def test_racing_uploads_respect_the_limit(make_storage: MakeStorage) -> No
             isinstance(r, TooManyKeyPackages) for r in results if isinstance(r, BaseException)
         )
         assert (await stores[1].key_package_count(owner)).count == 8
+
+
+# --- undone registrations, the KT append lock, the integrity check ---------------------------
+
+
+def kt_version(label: bytes) -> KtVersion:
+    return KtVersion(
+        label=label,
+        version=0,
+        value=b"device list",
+        opening=b"o" * 16,
+        search_key=hashlib.sha256(b"key" + label).digest(),
+        commitment=hashlib.sha256(b"commitment" + label).digest(),
+    )
+
+
+async def test_undo_registration_removes_a_pending_account_and_gives_the_invite_back(
+    make_storage: MakeStorage,
+) -> None:
+    async with opened(make_storage) as (store,):
+        code = b"c" * 32
+        await store.create_invite(code, 1, 10**10)
+        version = kt_version(b"u:user1")
+        expiry = await store.create_account(device(1), code, 2, version)
+        assert expiry == 10**10
+        assert await store.undo_registration(
+            "user1", device(1).device_id, version.label, (code, 10**10)
+        )
+        assert await store.list_devices("user1") is None
+        assert await store.kt_latest_version(version.label) is None
+        assert await store.kt_pending() == []
+        # The name and the invite are free again.
+        await store.create_account(device(1), code, 3, version)
+        with pytest.raises(InviteInvalid):
+            await store.create_account(device(2), code, 3, None)
+
+
+async def test_undo_registration_keeps_an_account_whose_version_was_logged(
+    make_storage: MakeStorage,
+) -> None:
+    async with opened(make_storage) as (store,):
+        version = kt_version(b"u:user1")
+        await store.create_account(device(1), None, 2, version)
+        added = ((version.search_key, version.commitment),)
+        await store.kt_append(KtLogEntry(0, 1, b"r" * 32, b"checkpoint", added))
+        assert not await store.undo_registration("user1", device(1).device_id, version.label, None)
+        assert await store.list_devices("user1")
+        assert await store.kt_latest_version(version.label) is not None
+
+
+async def test_a_fresh_database_passes_its_check(make_storage: MakeStorage) -> None:
+    async with opened(make_storage) as (store,):
+        await accounts(store, 3)
+        assert await store.check(full=True) == []
+        assert await store.check(full=False) == []
+
+
+async def test_the_kt_lock_excludes_other_processes(pg_schema: PgSchema) -> None:
+    """Two stores over one PostgreSQL schema (two processes): while one holds the KT append
+    lock, the other waits for it."""
+    stores = [pg_schema.storage(min_connections=1, max_connections=3) for _ in range(2)]
+    for s in stores:
+        await s.open()
+    try:
+        order: list[str] = []
+
+        async def other() -> None:
+            async with stores[1].kt_lock():
+                order.append("other")
+
+        async with stores[0].kt_lock():
+            waiting = asyncio.create_task(other())
+            await asyncio.sleep(0.5)
+            assert not waiting.done()  # blocked by the first store's lock
+            order.append("first")
+        await asyncio.wait_for(waiting, 10)
+        assert order == ["first", "other"]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_publisher_needs_no_second_pooled_connection(pg_schema: PgSchema) -> None:
+    """The KT lock has a connection of its own: with a pool of one, a publish still reads
+    and appends (instead of waiting for the pool until it gives up)."""
+    store = pg_schema.storage(min_connections=1, max_connections=1)
+    await store.open()
+    try:
+        await store.create_account(device(1), None, 2, kt_version(b"u:user1"))
+        kt = KtService(store, time.time)
+        await asyncio.wait_for(kt.open(await store.server_id()), 20)  # publishes the pending
+        assert kt.size == 1 and await store.kt_pending() == []
+    finally:
+        await store.close()

@@ -10,6 +10,7 @@ import pytest
 
 from doorless.client.errors import InvalidRequest, NotFound, PayloadTooLarge
 from doorless.server.app import sweep
+from doorless.server.blobs import STALE_AFTER
 
 from .helpers import FakeClock, Harness, make_config, running
 
@@ -109,9 +110,29 @@ async def test_leftovers_of_a_crash_are_removed_at_start(data_dir: Path, clock: 
     orphan.write_bytes(b"orphan")
     partial = config.attachments_dir / "tmp" / ("cd" * 16)  # upload cut short
     partial.write_bytes(b"partial")
+    stale = clock() - STALE_AFTER - 1  # untouched for longer than any upload takes
+    for path in (orphan, partial, config.attachments_dir / kept.attachment_id):
+        os.utime(path, (stale, stale))
     async with running(config, clock) as server:
         assert not orphan.exists() and not partial.exists()
         assert (config.attachments_dir / kept.attachment_id).exists()
+
+
+async def test_start_up_keeps_the_uploads_of_other_nodes(data_dir: Path, clock: FakeClock) -> None:
+    """Nodes sharing an attachment directory: one starting up must not delete another's upload
+    in progress (a file in tmp/, or a blob renamed whose row is not committed yet)."""
+    config = make_config(data_dir)
+    async with running(config, clock):
+        pass
+    writing = config.attachments_dir / "tmp" / ("cd" * 16)  # another node is streaming it
+    writing.write_bytes(b"partial")
+    renamed = config.attachments_dir / ("ab" * 16)  # its row is being committed
+    renamed.write_bytes(b"blob")
+    now = clock()
+    for path in (writing, renamed):
+        os.utime(path, (now, now))
+    async with running(config, clock):
+        assert writing.exists() and renamed.exists()
 
 
 async def test_attachments_need_a_token(server: Harness) -> None:

@@ -13,9 +13,13 @@ from doorless.server.storage.base import (
     DeviceRecord,
     EpochConflict,
     EpochGate,
+    StorageDamaged,
     UnknownDevice,
 )
 from doorless.server.storage.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStorage
+from support.sqlite_damage import damage, filled_database
+
+from .helpers import FakeClock, make_config, running
 
 pytestmark = pytest.mark.asyncio
 
@@ -131,3 +135,35 @@ async def test_a_payload_is_stored_once_and_freed_by_the_last_ack(data_dir: Path
             assert remaining == (1 if i < 2 else 0)
     finally:
         await store.close()
+
+
+# --- a damaged SQLite database -----------------------------------------------------------------
+
+
+async def test_a_damaged_sqlite_database_is_refused_at_start(data_dir: Path) -> None:
+    path = data_dir / "doorless.sqlite3"
+    await filled_database(path)
+    storage = SQLiteStorage(path)
+    await storage.open()
+    assert await storage.check() == []
+    await storage.close()
+    damage(path)
+    with pytest.raises(StorageDamaged, match=r"is damaged \(quick_check: .*doorless server check"):
+        await SQLiteStorage(path).open()
+
+
+async def test_a_file_that_is_no_database_is_refused_at_start(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    path = data_dir / "doorless.sqlite3"
+    path.write_bytes(b"this is not a database" * 500)
+    with pytest.raises(StorageDamaged, match="is damaged"):
+        await SQLiteStorage(path).open()
+
+
+async def test_the_server_does_not_start_on_a_damaged_database(data_dir: Path) -> None:
+    config = make_config(data_dir)
+    await filled_database(config.database_path)
+    damage(config.database_path)
+    with pytest.raises(StorageDamaged):
+        async with running(config, FakeClock()):
+            pass

@@ -10,13 +10,14 @@ import asyncio
 import json
 import secrets
 import time
+import tomllib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from doorless.cli.common import fail_usage, state
-from doorless.server.config import MIB, Registration, ServerConfig
+from doorless.server.config import ANON_RATE_BURST, MIB, RATE_BURST, Registration, ServerConfig
 
 server_app = typer.Typer(
     help=(
@@ -27,6 +28,9 @@ server_app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+
+if TYPE_CHECKING:
+    from doorless.server.storage.base import Storage
 
 INVITE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
@@ -105,10 +109,65 @@ def serve(
             help="redis://host:6379/0: wakes the process holding a device's socket (multi-node).",
         ),
     ] = None,
+    rate_limit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help=(
+                f"Requests per second per device (bursts of {RATE_BURST} seconds' worth); "
+                "0: no limit."
+            ),
+        ),
+    ] = 20.0,
+    anon_rate_limit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help=(
+                "Requests per second per client address before login (registration, login; "
+                f"bursts of {ANON_RATE_BURST} seconds' worth); 0: no limit (trusted networks, "
+                "tests). Many users behind one NAT address need more than the default."
+            ),
+        ),
+    ] = 2.0,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            exists=True,
+            dir_okay=False,
+            help=(
+                'TOML file of settings: any option above by its name (data-dir = "/srv", '
+                "rate-limit = 50, kt-witness = [...]). Options given on the command line win."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Serve HTTP and WebSocket: ``doorless server --data-dir DIR [--host H] [--port P]``."""
     if ctx.invoked_subcommand is not None:
         return
+    if config_file is not None:
+        values = _from_config_file(ctx, config_file)
+        data_dir = values["data_dir"]
+        host = values["host"]
+        port = values["port"]
+        registration = values["registration"]
+        tls_cert = values["tls_cert"]
+        tls_key = values["tls_key"]
+        max_message_size = values["max_message_size"]
+        max_attachment_size = values["max_attachment_size"]
+        attachment_ttl = values["attachment_ttl"]
+        log_level = values["log_level"]
+        franking_rotation = values["franking_rotation"]
+        franking_retention = values["franking_retention"]
+        database = values["database"]
+        kt_witness = values["kt_witness"]
+        redis = values["redis"]
+        rate_limit = values["rate_limit"]
+        anon_rate_limit = values["anon_rate_limit"]
     if data_dir is None:
         fail_usage("--data-dir is required")
     if (tls_cert is None) != (tls_key is None):
@@ -133,14 +192,22 @@ def serve(
         kt_witnesses=tuple(kt_witness or ()),
         franking_rotation=franking_rotation,
         franking_retention=franking_retention,
+        rate_per_second=rate_limit,
+        rate_burst=max(1, round(RATE_BURST * rate_limit)),
+        anon_rate_per_second=anon_rate_limit,
+        anon_rate_burst=max(1, round(ANON_RATE_BURST * anon_rate_limit)),
     )
     try:
         storage, fanout = make_storage(config, database), make_fanout(redis)
     except ConfigurationError as exc:
         fail_usage(str(exc))
+    try:
+        application = create_app(config, storage=storage, fanout=fanout)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
     configure_logging(log_level)
     uvicorn.run(
-        create_app(config, storage=storage, fanout=fanout),
+        application,
         host=host,
         port=port,
         ssl_certfile=str(tls_cert) if tls_cert else None,
@@ -151,6 +218,155 @@ def serve(
         ws_max_size=64 * 1024,
         lifespan="on",
     )
+
+
+def _positive(minimum: int) -> Any:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"an integer >= {minimum}")
+        return value
+
+    return convert
+
+
+def _rate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("a number >= 0")
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _path(value: Any) -> Path:
+    return Path(_text(value))
+
+
+def _port(value: Any) -> int:
+    port = _positive(0)(value)
+    if port > 65535:
+        raise ValueError("a port number (0-65535)")
+    return int(port)
+
+
+def _registration(value: Any) -> Registration:
+    try:
+        return Registration(_text(value))
+    except ValueError:
+        raise ValueError("'open' or 'invite'") from None
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise ValueError("a string or a list of strings")
+    return [_text(v) for v in value]
+
+
+# The settings a --config file may hold: every option of `doorless server`, by its name.
+_SETTINGS: dict[str, Any] = {
+    "data_dir": _path,
+    "host": _text,
+    "port": _port,
+    "registration": _registration,
+    "tls_cert": _path,
+    "tls_key": _path,
+    "max_message_size": _positive(1),
+    "max_attachment_size": _positive(1),
+    "attachment_ttl": _positive(1),
+    "log_level": _text,
+    "franking_rotation": _positive(1),
+    "franking_retention": _positive(1),
+    "database": _text,
+    "kt_witness": _texts,
+    "redis": _text,
+    "rate_limit": _rate,
+    "anon_rate_limit": _rate,
+}
+
+
+def _from_config_file(ctx: typer.Context, path: Path) -> dict[str, Any]:
+    """The options' values: from the command line (or environment) where given there, else
+    from the TOML file, else the defaults. Unknown keys and invalid values: usage error."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        fail_usage(f"--config {path}: {exc}")
+    values = dict(ctx.params)
+    for key, raw in data.items():
+        name = key.replace("-", "_")
+        convert = _SETTINGS.get(name)
+        if convert is None:
+            known = ", ".join(n.replace("_", "-") for n in _SETTINGS)
+            fail_usage(f"--config {path}: unknown setting {key!r} (known: {known})")
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            continue  # the command line (or the environment) wins
+        try:
+            values[name] = convert(raw)
+        except ValueError as exc:
+            fail_usage(f"--config {path}: {key} must be {exc}")
+    for name in ("tls_cert", "tls_key"):
+        if values[name] is not None and not values[name].is_file():
+            fail_usage(f"--config {path}: {name.replace('_', '-')}: no such file")
+    return values
+
+
+@server_app.command("check")
+def check(
+    ctx: typer.Context,
+    data_dir: DataDir = None,
+    database: Database = None,
+) -> None:
+    """Check the database: SQLite's full integrity and foreign-key checks, or for PostgreSQL
+    the schema version and the key-transparency log's consistency; then replay the
+    transparency log against its stored prefix trees. Exit status 0 if sound, 1 if not
+    (the problems are listed). The server runs a quick check at every start on its own."""
+    if data_dir is None and database is None:
+        fail_usage("--data-dir or --database is required")
+    from doorless.errors import ConfigurationError
+    from doorless.server.backends import make_storage
+
+    try:
+        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
+    except ConfigurationError as exc:
+        fail_usage(str(exc))
+    problems = asyncio.run(_check(storage))
+    if state(ctx).json:
+        typer.echo(json.dumps({"ok": not problems, "problems": problems}))
+    elif problems:
+        for problem in problems:
+            typer.echo(f"problem: {problem}")
+    else:
+        typer.echo("ok: the database passed every check")
+    if problems:
+        raise typer.Exit(1)
+
+
+async def _check(storage: Storage) -> list[str]:
+    from doorless.errors import DoorlessError
+    from doorless.server.kt_service import KtService
+    from doorless.server.storage.base import StorageDamaged
+
+    try:
+        await storage.open()
+    except StorageDamaged as exc:
+        return [str(exc)]
+    try:
+        problems = await storage.check(full=True)
+        if not problems:
+            kt = KtService(storage, time.time)
+            try:
+                await kt.open_read_only(await storage.server_id())
+            except DoorlessError as exc:
+                problems.append(f"key transparency log: {exc}")
+        return problems
+    finally:
+        await storage.close()
 
 
 @server_app.command("invite")

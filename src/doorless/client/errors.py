@@ -17,7 +17,7 @@
                │                       process the pending commits, then retry
                ├── PayloadTooLarge     413
                ├── RateLimited         429 (``retry_after`` seconds)
-               └── ServerFailure       5xx
+               └── ServerFailure       5xx (503: ``retry_after`` seconds)
 
 Every `ServerError` carries the HTTP ``status`` and the server's stable error ``code``
 (see ``docs/protocol-http.md``).
@@ -91,7 +91,10 @@ class RateLimited(ServerError):
 
 
 class ServerFailure(ServerError):
-    pass
+    """5xx. ``retry_after``: the seconds a 503 (the server's database is unavailable) asks to
+    wait, else None."""
+
+    retry_after: float | None = None
 
 
 _BY_STATUS: dict[int, type[ServerError]] = {
@@ -112,16 +115,19 @@ def server_error(status: int, body: Any, retry_after: str | None = None) -> Serv
         body = {}
     code = body.get("error") if isinstance(body.get("error"), str) else f"http_{status}"
     message = body.get("message") if isinstance(body.get("message"), str) else "request failed"
+    try:
+        wait = max(0.0, float(retry_after)) if retry_after is not None else 1.0
+    except ValueError:
+        wait = 1.0
     if status == 429:
-        try:
-            wait = max(0.0, float(retry_after)) if retry_after is not None else 1.0
-        except ValueError:
-            wait = 1.0
         return RateLimited(status, code, message, body, wait)
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status)
     if cls is None:
         cls = ServerFailure if status >= 500 else InvalidRequest
-    return cls(status, code, message, body)
+    error = cls(status, code, message, body)
+    if isinstance(error, ServerFailure) and status == 503:
+        error.retry_after = wait
+    return error
 
 
 __all__ = [

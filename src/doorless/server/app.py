@@ -21,13 +21,13 @@ from doorless.server.fanout.base import Fanout
 from doorless.server.fanout.memory import MemoryFanout
 from doorless.server.franking import FrankingService
 from doorless.server.kt_service import KtService
-from doorless.server.log import log_event
+from doorless.server.log import describe_exception, log_event
 from doorless.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
 from doorless.server.routes import kt as kt_routes
 from doorless.server.routes import safety as safety_routes
-from doorless.server.storage.base import Storage
+from doorless.server.storage.base import Storage, StorageDamaged
 from doorless.server.storage.sqlite import SQLiteStorage
 
 DESCRIPTION = """\
@@ -62,7 +62,7 @@ async def _sweeper(ctx: ServerContext) -> None:
         # the type of any failure and the next round retries. Cancellation (a BaseException)
         # still stops the task. (RUF100: the noqa is unused until BLE001 is enabled.)
         except Exception as exc:  # noqa: BLE001
-            log_event("sweep failed", logging.WARNING, exception=type(exc).__name__)
+            log_event("sweep failed", logging.WARNING, **describe_exception(exc))
 
 
 def create_app(
@@ -80,7 +80,7 @@ def create_app(
         config=config,
         storage=storage,
         fanout=fanout if fanout is not None else MemoryFanout(),
-        blobs=BlobStore(config.attachments_dir),
+        blobs=BlobStore(config.attachments_dir, clock=clock),
         clock=clock,
         device_limiter=RateLimiter(config.rate_per_second, config.rate_burst, clock),
         anonymous_limiter=RateLimiter(config.anon_rate_per_second, config.anon_rate_burst, clock),
@@ -95,7 +95,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ctx.storage.open()
+        try:
+            await ctx.storage.open()
+        except StorageDamaged as exc:  # the operator's message: which file, what to do
+            log_event("database damaged", logging.CRITICAL, problem=str(exc))
+            raise
         try:
             ctx.server_id = await ctx.storage.server_id()
             await ctx.kt.open(ctx.server_id)

@@ -3,6 +3,12 @@
 An upload streams into ``attachments/tmp/`` while counting bytes, is fsynced, then renamed to
 ``attachments/<id>``; only then is its database row written. So a crash leaves at worst a file
 without a row, which `BlobStore.remove_orphans` deletes at the next start.
+
+Several server processes may share one attachment directory (over one database). A process
+starting up must not take another's upload in progress (a file in ``tmp/``, or a blob renamed
+but whose row is not committed yet) for a crash's leftover: start-up clean-up only deletes
+files untouched for `STALE_AFTER` seconds (an upload writes its file continuously and commits
+its row right after the rename).
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ import contextlib
 import os
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,6 +28,7 @@ from doorless.errors import ConfigurationError, RemoteError
 ATTACHMENT_ID_PATTERN = r"^[0-9a-f]{32}$"
 _ID_RE = re.compile(ATTACHMENT_ID_PATTERN)
 CHUNK = 64 * 1024
+STALE_AFTER = 3600.0  # seconds without a write after which a file without a row is a leftover
 
 
 class BlobTooLarge(RemoteError):
@@ -28,20 +36,36 @@ class BlobTooLarge(RemoteError):
 
 
 class BlobStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        stale_after: float = STALE_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.directory = directory
         self._tmp = directory / "tmp"
+        self._stale_after = stale_after
+        self._clock = clock
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            return path.stat().st_mtime < self._clock() - self._stale_after
+        except FileNotFoundError:
+            return False
 
     def prepare(self) -> None:
-        """Create the directories and drop unfinished uploads."""
+        """Create the directories and drop unfinished uploads (stale ones only: another
+        process may be writing the others)."""
         self._tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)
+            if self._stale(leftover):
+                leftover.unlink(missing_ok=True)
 
     def remove_orphans(self, known: set[str]) -> int:
+        """Delete stale blobs without a row in ``known``; returns how many."""
         removed = 0
         for path in self.directory.iterdir():
-            if path.is_file() and path.name not in known:
+            if path.is_file() and path.name not in known and self._stale(path):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

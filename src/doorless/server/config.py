@@ -11,6 +11,10 @@ from doorless.errors import ConfigurationError
 KIB = 1024
 MIB = 1024 * KIB
 
+# Bursts, in seconds of the sustained rate: a bucket holds this many seconds' worth of requests.
+RATE_BURST = 10
+ANON_RATE_BURST = 15
+
 
 class Registration(StrEnum):
     open = "open"  # anyone may create an account
@@ -41,7 +45,9 @@ class ServerConfig:
     idempotency_ttl: int = 7 * 24 * 3600
     sweep_interval: float = 60.0
 
-    # Token buckets: per device once authenticated, per client address before.
+    # Token buckets: per device once authenticated, per client address before. A rate of 0
+    # turns that limit off. (`doorless server --rate-limit N / --anon-rate-limit N` set the
+    # rate and a burst of `RATE_BURST` / `ANON_RATE_BURST` seconds' worth.)
     rate_per_second: float = 20.0
     rate_burst: int = 200
     anon_rate_per_second: float = 2.0
@@ -80,8 +86,8 @@ class ServerConfig:
         )
         if any(v <= 0 for v in sizes):
             raise ConfigurationError("limits and lifetimes must be positive")
-        if self.rate_per_second <= 0 or self.anon_rate_per_second <= 0:
-            raise ConfigurationError("rates must be positive")
+        if self.rate_per_second < 0 or self.anon_rate_per_second < 0:
+            raise ConfigurationError("rates must be positive (or 0: no limit)")
 
     @property
     def database_path(self) -> Path:

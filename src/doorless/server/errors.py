@@ -32,6 +32,9 @@ status   code                    meaning
 422      invalid_request         request body or parameters do not match the schema
 429      rate_limited            ``Retry-After`` header says when to retry
 500      internal                a bug; never expected
+503      unavailable             the database cannot be reached now (or the KT log is
+                                 too busy); nothing was changed that the request
+                                 reported; ``Retry-After`` says when to retry
 =======  ======================  ==================================================
 """
 
@@ -56,6 +59,7 @@ from doorless.server.refusals import (
     NotGroupMember,
     UnknownGroup,
 )
+from doorless.server.log import describe_exception
 from doorless.server.storage.base import (
     DeviceExists,
     EpochConflict,
@@ -64,6 +68,7 @@ from doorless.server.storage.base import (
     InviteInvalid,
     LinkGone,
     Rejected,
+    StorageUnavailable,
     TooManyKeyPackages,
     UnknownAccount,
     UnknownDevice,
@@ -222,9 +227,30 @@ async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, str(exc), **extra)
 
 
+# Seconds a client waits before retrying after a 503 (the database is back within seconds
+# after a restart or failover; the pool reconnects on the next request).
+UNAVAILABLE_RETRY_AFTER = 2
+
+
+def unavailable(exc: StorageUnavailable) -> ApiError:
+    """The 503 for a database that cannot be reached now (logged as a warning, not an error:
+    nothing is wrong with the server, and it recovers by itself)."""
+    log.warning("storage unavailable", extra={"fields": {"reason": str(exc)}})
+    return ApiError(
+        503,
+        ErrorCode.UNAVAILABLE,
+        "the server cannot reach its database now; retry later",
+        headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER)},
+    )
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StorageUnavailable)
+    return await _api_error(request, unavailable(exc))
+
+
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    # The type only: an exception's text could quote data.
-    log.error("unhandled exception", extra={"fields": {"exception": type(exc).__name__}})
+    log.error("unhandled exception", extra={"fields": describe_exception(exc)})
     return error_response(500, ErrorCode.INTERNAL, "internal server error")
 
 
@@ -232,6 +258,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(DeliveryRefused, _refused)
     app.add_exception_handler(Rejected, _rejected)
+    app.add_exception_handler(StorageUnavailable, _unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -16,8 +16,12 @@ start, or in the sweeper).
 
 The storage is the source of truth; `KtService` keeps the `CombinedTree` (every entry's prefix
 tree, shared structure) in memory, rebuilt from the stored entries at start and caught up
-before each answer, so several server processes over one database serve the same log. Two
-processes publishing at once: one `kt_append` wins, the other rebuilds and retries.
+before each answer, so several server processes over one database serve the same log.
+Appends are serialized: within a process by an asyncio lock, across processes by the storage's
+append lock (`Storage.kt_lock`: a PostgreSQL advisory lock; SQLite has a single writer), held
+from the catch-up to the append, so a publish never races another. Should one still lose (a
+process without the lock), `kt_append` refuses it (`KtConflict`) and it rebuilds and retries;
+a log too busy to append answers `StorageUnavailable` (503, retry), never a 500.
 
 Answers: ``head`` (signed checkpoint with the witnesses' cosignatures, consistency proof from
 the client's size, last entry with its inclusion proof), ``search`` (greatest version of a
@@ -54,7 +58,13 @@ from doorless.kt.ladder import (
     prove_version,
 )
 from doorless.kt.prefix_tree import PrefixLeaf, PrefixProof
-from doorless.server.storage.base import KtConflict, KtLogEntry, KtVersion, Storage
+from doorless.server.storage.base import (
+    KtConflict,
+    KtLogEntry,
+    KtVersion,
+    Storage,
+    StorageUnavailable,
+)
 from doorless.wire.kt import (
     MAX_AUDIT_PAGE,
     MAX_VERSIONS_PER_SEARCH,
@@ -114,6 +124,15 @@ class KtService:
         async with self._lock:
             await self._catch_up()
         await self.publish()
+
+    async def open_read_only(self, server_id: str) -> None:
+        """`open` without publishing: rebuild the log from storage, checking every entry's
+        prefix tree (`doorless server check`). Raises `StateError` on a mismatch."""
+        self._seed = await self._storage.kt_signing_seed()
+        self.origin = origin_of(server_id)
+        self._tree = CombinedTree()
+        async with self._lock:
+            await self._catch_up()
 
     def info(self) -> KtInfo:
         return KtInfo(self.origin, self._key().vkey(), self._witness_vkeys)
@@ -209,7 +228,7 @@ class KtService:
 
     async def publish(self) -> int:
         """Log every pending version as one entry; returns the log size."""
-        async with self._lock:
+        async with self._lock, self._storage.kt_lock():
             for _ in range(_PUBLISH_ATTEMPTS):
                 await self._catch_up()
                 pending = await self._storage.kt_pending()
@@ -235,7 +254,7 @@ class KtService:
                     self._tree = CombinedTree()
                     raise
                 self._checkpoint = signed.encode()
-            raise StateError("could not append to the KT log (too much contention)")
+            raise StorageUnavailable("could not append to the KT log (too much contention)")
 
     # --- answers ---------------------------------------------------------------------------
 

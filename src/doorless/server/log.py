@@ -13,7 +13,10 @@ import json
 import logging
 import sys
 import time
+import traceback
 from typing import Any
+
+from doorless.errors import DoorlessError
 
 LOGGER_NAME = "doorless.server"
 
@@ -34,10 +37,25 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update((k, v) for k, v in fields.items() if v is not None)
-        # Deliberately no exc_info/stack: a traceback can quote data.
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["exception"] = record.exc_info[0].__name__
+        # Deliberately no stack or foreign message: a traceback can quote data.
+        if record.exc_info and record.exc_info[1] is not None:
+            entry.update(describe_exception(record.exc_info[1]))
         return json.dumps(entry, separators=(",", ":"), sort_keys=False, default=str)
+
+
+def describe_exception(exc: BaseException) -> dict[str, str]:
+    """What the log may say about an unexpected exception: its type, where it was raised
+    (module, function, line) and, for Doorless's own errors (whose messages never hold data,
+    see `doorless.errors`), its message. Never the text of a foreign exception: a driver's
+    message can quote a row or a request."""
+    fields = {"exception": f"{type(exc).__module__}.{type(exc).__qualname__}"}
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        fields["where"] = f"{last.filename.rsplit('/', 1)[-1]}:{last.name}:{last.lineno}"
+    if isinstance(exc, DoorlessError):
+        fields["message"] = str(exc) or "(no message)"
+    return fields
 
 
 class _NoSocketChatter(logging.Filter):

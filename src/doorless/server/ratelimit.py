@@ -2,6 +2,7 @@
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens per second; each request
 takes one. An empty bucket answers 429 with ``Retry-After`` (whole seconds until a token).
+A rate of 0 turns the limit off (``--rate-limit 0``, ``--anon-rate-limit 0``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class RateLimiter:
 
     def take(self, key: str) -> float | None:
         """Take a token for ``key``: None if allowed, else seconds until one is available."""
+        if self.rate <= 0:
+            return None  # no limit
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:

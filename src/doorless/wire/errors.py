@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"  # [415]
     RATE_LIMITED = "rate_limited"  # [429] Retry-After says when
     INTERNAL = "internal"  # [500] a bug; never expected
+    UNAVAILABLE = "unavailable"  # [503] the server's database is unreachable; Retry-After
 
     # The CLI and the daemon: failures of a command (besides the server's codes above).
     USAGE = "usage"  # wrong arguments (exit status 2)

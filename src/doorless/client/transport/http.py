@@ -12,7 +12,13 @@ from typing import Any, Self
 
 import httpx
 
-from doorless.client.errors import BadResponse, ServerError, ServerUnreachable, server_error
+from doorless.client.errors import (
+    BadResponse,
+    ServerError,
+    ServerFailure,
+    ServerUnreachable,
+    server_error,
+)
 from doorless.client.kt import KtVerifier
 from doorless.client.transport.parsing import Fields
 from doorless.client.transport.types import DeviceIdentity, ServerInfo
@@ -92,8 +98,8 @@ class HttpBase:
         retry_unanswered: bool = False,
     ) -> httpx.Response:
         """One API call. Retries a connection that failed before sending (always safe) and,
-        if ``retry_unanswered``, a request that got no answer (for idempotent calls); on 401
-        it logs in again once."""
+        if ``retry_unanswered``, a request that got no answer or a 503 (for idempotent calls,
+        after the ``Retry-After`` it names); on 401 it logs in again once."""
         attempt = 0
         logged_in_again = False
         while True:
@@ -121,6 +127,13 @@ class HttpBase:
             if response.status_code == 401 and auth and not logged_in_again:
                 logged_in_again = True
                 self._token = None
+                continue
+            if response.status_code == 503 and retry_unanswered and attempt < self.retries:
+                # The server's database is away for a moment: an idempotent call waits as asked.
+                attempt += 1
+                failure = error_of(response)
+                wait = failure.retry_after if isinstance(failure, ServerFailure) else None
+                await asyncio.sleep(min(self.max_backoff, wait or self.backoff))
                 continue
             if response.status_code >= 400:
                 raise error_of(response)

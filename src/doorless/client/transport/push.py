@@ -1,11 +1,17 @@
 """The WebSocket push stream: opening the socket (one login retry), reconnecting with backoff,
-resuming after the last message yielded, acknowledging over the socket or HTTP."""
+resuming after the last message yielded, acknowledging over the socket or HTTP.
+
+An ack sent over the socket is confirmed by the server's ``acked`` (or ``error``) frame, one
+per ack frame, in order. Acks not yet confirmed when the socket drops (the node died before it
+processed them) are sent again on the next socket: the stream resumes after the last seq it
+yielded, so the server would not push those messages again, and they would stay queued."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +30,7 @@ from doorless.client.transport.parsing import Fields, parse_inbound
 from doorless.client.transport.types import KeyPackagesLow, PushEvent
 
 _CLOSE_TOKEN_EXPIRED = 4401
+_ACK_FRAME_MAX = 1000  # seqs per ack frame (the server's limit)
 
 
 class PushEndpoints(DeliveryEndpoints):
@@ -75,6 +82,8 @@ class PushStream:
         self._failures = 0
         self._socket: ClientConnection | None = None
         self._closed = False
+        self._unconfirmed: deque[list[int]] = deque()  # acks sent on the socket, in order
+        self._retry: list[int] = []  # refused by an "error" frame: sent with the next ack
 
     def __aiter__(self) -> PushStream:
         return self
@@ -96,11 +105,19 @@ class PushStream:
                 return event
         raise StopAsyncIteration
 
+    @property
+    def unconfirmed(self) -> list[int]:
+        """Seqs acked over the socket that the server has not confirmed yet."""
+        return [seq for seqs in self._unconfirmed for seq in seqs]
+
     async def _reconnect(self) -> None:
         while True:
             try:
                 self._socket = await self._t._open_socket(self.last_seq)
                 self._failures = 0
+                resend = self.unconfirmed
+                self._unconfirmed.clear()
+                await self.ack(resend)  # acks the dropped socket may have lost (idempotent)
                 return
             except (ServerUnreachable, ServerError) as exc:
                 if isinstance(exc, ServerError) and exc.status not in (429, 500, 502, 503, 504):
@@ -126,15 +143,29 @@ class PushStream:
             return message
         if kind == "keypackages_low":
             return KeyPackagesLow(frame.integer("count"), frame.integer("low_watermark"))
-        return None  # "acked", "error" and future frame types
+        if kind in ("acked", "error") and self._unconfirmed:
+            confirmed = self._unconfirmed.popleft()  # the answer to the oldest ack frame
+            if kind == "error":
+                # Refused (e.g. rate limited): send it again with the next ack.
+                self._retry.extend(confirmed)
+        return None  # future frame types
 
     async def ack(self, seqs: Sequence[int]) -> None:
         """Acknowledge over the socket if it is open, else over HTTP."""
+        seqs = [*self._retry, *seqs]
+        self._retry.clear()
         if not seqs:
             return
         if self._socket is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._socket.send(json.dumps({"type": "ack", "seqs": list(seqs)}))
+                for start in range(0, len(seqs), _ACK_FRAME_MAX):
+                    chunk = seqs[start : start + _ACK_FRAME_MAX]
+                    self._unconfirmed.append(chunk)
+                    await self._socket.send(json.dumps({"type": "ack", "seqs": chunk}))
+                return
+            # Dropped: what the socket took is re-sent after the reconnect; the rest now.
+            seqs = [s for s in seqs if s not in set(self.unconfirmed)]
+            if not seqs:
                 return
         await self._t.ack(seqs)
 

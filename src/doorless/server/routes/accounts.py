@@ -8,6 +8,7 @@ no other way to add a device.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from collections.abc import Iterator
@@ -143,9 +144,22 @@ async def register(body: RegisterRequest, ctx: Ctx) -> RegisterResponse:
             kt = await ctx.kt.version_for_register(
                 device.username, device.device_id, device.device_key, body.device_list
             )
-        await ctx.storage.create_account(device, invite_hash, ctx.now(), kt)
+        invite_expiry = await ctx.storage.create_account(device, invite_hash, ctx.now(), kt)
     if kt is not None:
-        await ctx.kt.publish()
+        consumed = None
+        if invite_hash is not None and invite_expiry is not None:
+            consumed = (invite_hash, invite_expiry)
+        try:
+            await ctx.kt.publish()
+        except BaseException:
+            # Atomic: an account whose first version did not reach the log is removed again
+            # (with its invite restored), so the client's retry registers it anew instead of
+            # finding the name taken. Logged meanwhile by another process: it stands.
+            undone = await asyncio.shield(
+                ctx.storage.undo_registration(device.username, device.device_id, kt.label, consumed)
+            )
+            if undone:
+                raise
     return RegisterResponse(username=device.username, device_id=device.device_id)
 
 

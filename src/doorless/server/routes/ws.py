@@ -39,10 +39,11 @@ from doorless.server.auth import (
     secret_hash,
 )
 from doorless.server.context import ServerContext, get_context
-from doorless.server.errors import ApiError, error_response
+from doorless.server.errors import ApiError, error_response, unavailable
 from doorless.server.fanout.base import Subscription, Topic
 from doorless.server.log import device_tag, log_event
 from doorless.server.schemas import MAX_SEQ
+from doorless.server.storage.base import StorageUnavailable
 from doorless.wire import protocol
 from doorless.wire.errors import ErrorCode
 
@@ -79,6 +80,9 @@ async def push(websocket: WebSocket) -> None:
         rate_limit(ctx.device_limiter, me.device_id)
     except ApiError as exc:
         await _refuse(websocket, exc)
+        return
+    except StorageUnavailable as exc:  # 503 + Retry-After: the client reconnects later
+        await _refuse(websocket, unavailable(exc))
         return
     assert token is not None  # authenticate() refused a missing one
     await websocket.accept()

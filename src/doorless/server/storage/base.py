@@ -15,11 +15,12 @@ the server mints (challenge nonces, tokens, invite codes) are stored as SHA-256 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from doorless.errors import RemoteError
+from doorless.errors import DoorlessError, RemoteError
 from doorless.wire.messages import QueuedMessage
 
 # --- records -------------------------------------------------------------------------------
@@ -138,7 +139,8 @@ class KtVersion:
     ``value`` is the encoded `DeviceList`, ``opening`` the commitment's random opening,
     ``search_key`` and ``commitment`` what the prefix tree holds. ``log_index`` is the log
     entry that added it, None while it waits to be logged. Never updated once logged, never
-    deleted: the log only grows.
+    deleted: the log only grows. (A pending first version goes with its account when the
+    registration is undone: `Storage.undo_registration`.)
     """
 
     label: bytes
@@ -271,6 +273,16 @@ class KtConflict(Rejected):
     re-sign, retry), or a version to log is no longer pending."""
 
 
+class StorageUnavailable(DoorlessError):
+    """The database cannot be reached now (refused, dropped or timed-out connection): the
+    request changed nothing it reported, and the same request may be retried later. The API
+    answers 503 with ``Retry-After`` (`doorless.server.errors`)."""
+
+
+class StorageDamaged(DoorlessError):
+    """The database fails its integrity check (`Storage.check`)."""
+
+
 # --- the interface -------------------------------------------------------------------------
 
 
@@ -300,11 +312,12 @@ class Storage(ABC):
         invite_code_hash: bytes | None,
         now: int,
         kt: KtVersion | None = None,
-    ) -> None:
+    ) -> int | None:
         """Create ``device.username`` with its first device; consume the invite if given.
         With ``kt``, store that label version (pending) in the same transaction.
 
-        Raises `UsernameTaken`, `DeviceExists`, `InviteInvalid`, `KtConflict`.
+        Raises `UsernameTaken`, `DeviceExists`, `InviteInvalid`, `KtConflict`. Returns the
+        consumed invite's expiry (for `undo_registration`), else None.
         """
 
     @abstractmethod
@@ -493,6 +506,28 @@ class Storage(ABC):
     @abstractmethod
     async def kt_pending(self) -> list[KtVersion]:
         """Every version not logged yet, ordered by search key."""
+
+    @contextlib.asynccontextmanager
+    async def kt_lock(self) -> AsyncIterator[None]:
+        """Hold the log's append lock, across every process over this database, for the body
+        (`KtService.publish`: catch up, read the pending versions, append). The default holds
+        nothing: a store whose writes are serialized anyway (SQLite's single writer) detects a
+        lost race in `kt_append` (`KtConflict`) and the publisher retries."""
+        yield
+
+    async def check(self, full: bool = True) -> list[str]:
+        """The database's own integrity check: the problems found (empty if none).
+        ``full=False`` is the quicker check run at every start."""
+        return []
+
+    @abstractmethod
+    async def undo_registration(
+        self, username: str, device_id: str, label: bytes, invite: tuple[bytes, int] | None
+    ) -> bool:
+        """Remove an account created by `create_account` whose first KT version is still
+        pending (its publish failed), with its device's tokens and KeyPackages, and restore
+        the invite ``(code_hash, expires_at)`` it consumed; one transaction. Returns False
+        (and changes nothing) if the version was logged meanwhile (the account stands)."""
 
     @abstractmethod
     async def kt_append(self, entry: KtLogEntry) -> None:

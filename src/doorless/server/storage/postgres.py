@@ -25,6 +25,12 @@ by explicit row locks and single-statement conditional writes, never by re-readi
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
 
+The key-transparency log's appends are serialized across processes by a session-level advisory
+lock (`kt_lock`) held by the publishing process from its catch-up to its append. A database
+that cannot be reached (refused or dropped connection, shutdown, too many connections, no
+pooled connection within `_ACQUIRE_TIMEOUT`) raises `StorageUnavailable` (a 503 + Retry-After);
+the pool reconnects by itself once PostgreSQL is back.
+
 Durability: ``synchronous_commit`` stays on (the server default): a transaction that returned
 is in the write-ahead log on disk, so a message acknowledged to its sender survives a crash of
 any server process or of PostgreSQL itself (I5).
@@ -36,9 +42,11 @@ deployment wants them gone sooner (docs/deploy.md).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -51,6 +59,7 @@ from doorless.server.storage.base import (
     EpochConflict,
     EpochGate,
     IdempotencyConflict,
+    StorageUnavailable,
     UnknownDevice,
 )
 from doorless.server.storage.executor import Executor, Op, Row, Tx
@@ -66,6 +75,24 @@ MIGRATIONS = render("postgres")
 # Lock contention the database resolves by aborting one transaction: retry it whole.
 _RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _ATTEMPTS = 5
+
+# The database cannot be reached now: refused or dropped connections, PostgreSQL shutting down,
+# starting or out of connections, a pool that found no connection in time. Requests get 503
+# with Retry-After (`StorageUnavailable`); the pool reconnects on its own once it is back.
+_UNAVAILABLE = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, ...
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.ConnectionDoesNotExistError,  # closed in the middle of an operation
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin shutdown, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections
+)
+
+# pg_advisory_lock key of the KT log's append lock (with the schema name, as the migrations').
+_KT_LOCK = "SELECT pg_advisory_lock(hashtext('doorless-kt:' || current_schema()))"
+_KT_UNLOCK = "SELECT pg_advisory_unlock(hashtext('doorless-kt:' || current_schema()))"
+
+_ACQUIRE_TIMEOUT = 30.0  # seconds a request waits for a pooled connection
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -150,6 +177,9 @@ class PostgresStorage(SqlStorage):
         self._max = max_connections
         self._pool: asyncpg.Pool | None = None
         self._server_id = ""
+        self._settings: dict[str, str] = {}
+        self._kt_conn: Any = None  # the KT lock's own connection (not the pool's)
+        self._kt_local = asyncio.Lock()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -168,6 +198,7 @@ class PostgresStorage(SqlStorage):
             finally:
                 await conn.close()
             settings["search_path"] = self._schema
+        self._settings = settings
         self._pool = await asyncpg.create_pool(
             self._dsn,
             min_size=self._min,
@@ -184,6 +215,9 @@ class PostgresStorage(SqlStorage):
             raise
 
     async def close(self) -> None:
+        kt_conn, self._kt_conn = self._kt_conn, None
+        if kt_conn is not None:
+            kt_conn.terminate()  # a lock it might hold goes with the session
         pool, self._pool = self._pool, None
         self._server_id = ""
         if pool is not None:
@@ -194,17 +228,82 @@ class PostgresStorage(SqlStorage):
         statement needs no explicit transaction."""
         if self._pool is None:
             raise StateError("storage is not open")
-        if tx in (Tx.READ, Tx.STATEMENT):
-            async with self._pool.acquire() as conn:
-                return await op(_Executor(conn), *args)
-        for attempt in range(_ATTEMPTS):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
+        pool = self._pool
+        try:
+            if tx in (Tx.READ, Tx.STATEMENT):
+                async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn:
                     return await op(_Executor(conn), *args)
-            except _RETRYABLE:
-                if attempt == _ATTEMPTS - 1:
-                    raise
+            for attempt in range(_ATTEMPTS):
+                try:
+                    async with pool.acquire(timeout=_ACQUIRE_TIMEOUT) as conn, conn.transaction():
+                        return await op(_Executor(conn), *args)
+                except _RETRYABLE:
+                    if attempt == _ATTEMPTS - 1:
+                        raise
+        except _UNAVAILABLE as exc:
+            raise StorageUnavailable(
+                f"the database is unavailable ({type(exc).__name__})"
+            ) from None
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def kt_lock(self) -> AsyncIterator[None]:
+        """A session-level advisory lock, held for the body, on a connection of its own (so a
+        publisher holding it still finds pooled connections for its reads and its append,
+        even with ``pool_size=1``): the KT log's appends are serialized across every process
+        over this database. If that connection dies, PostgreSQL releases the lock with it."""
+        if self._pool is None:
+            raise StateError("storage is not open")
+        async with self._kt_local:
+            conn = await self._kt_locked_connection()
+            try:
+                yield
+            finally:
+                with contextlib.suppress(*_UNAVAILABLE):  # a dead session holds no lock
+                    await conn.execute(_KT_UNLOCK)
+
+    async def _kt_locked_connection(self) -> Any:
+        """The lock's connection, holding the lock. A connection PostgreSQL dropped (a restart,
+        an outage) is replaced once; unreachable: `StorageUnavailable`."""
+        for attempt in range(2):
+            conn = self._kt_conn
+            try:
+                if conn is None or conn.is_closed():
+                    conn = self._kt_conn = await asyncpg.connect(
+                        self._dsn, server_settings=self._settings, timeout=_ACQUIRE_TIMEOUT
+                    )
+                await conn.execute(_KT_LOCK)
+                return conn
+            except _UNAVAILABLE as exc:
+                self._kt_conn = None
+                if conn is not None:
+                    conn.terminate()
+                if attempt == 1:
+                    raise StorageUnavailable(
+                        f"the database is unavailable ({type(exc).__name__})"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def check(self, full: bool = True) -> list[str]:
+        """PostgreSQL checks its own pages (checksums, WAL); what is checked here is ours: the
+        schema version, and that the KT log is gap-free and every logged version points into
+        it. (The log's prefix trees are replayed by `doorless server check`.)"""
+
+        async def op(ex: Executor) -> list[str]:
+            problems = []
+            version = await ex.fetchval("SELECT MAX(version) FROM schema_migrations")
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
+            count, top = await ex.fetchrow("SELECT COUNT(*), MAX(idx) FROM kt_log") or (0, None)
+            if int(count) != (-1 if top is None else int(top)) + 1:
+                problems.append("the KT log has a gap")
+            if await ex.fetchval(
+                "SELECT COUNT(*) FROM kt_versions WHERE log_index >= $1", int(count)
+            ):
+                problems.append("a KT version points past the end of the log")
+            return problems
+
+        return await self._run(Tx.SNAPSHOT, op)
 
     async def server_id(self) -> str:
         if not self._server_id:

@@ -202,16 +202,18 @@ class SqlStorage(Storage):
         invite_code_hash: bytes | None,
         now: int,
         kt: KtVersion | None = None,
-    ) -> None:
-        async def op(ex: Executor) -> None:
+    ) -> int | None:
+        async def op(ex: Executor) -> int | None:
+            used = None
             if invite_code_hash is not None:
                 # DELETE ... RETURNING: of two racing registrations with one code, one gets it.
                 used = await ex.fetchval(
-                    "DELETE FROM invites WHERE code_hash = $1 AND expires_at > $2 RETURNING true",
+                    "DELETE FROM invites WHERE code_hash = $1 AND expires_at > $2 "
+                    "RETURNING expires_at",
                     invite_code_hash,
                     now,
                 )
-                if not used:
+                if used is None:
                     raise InviteInvalid("unknown, used or expired invite code")
             created = await ex.fetchval(
                 "INSERT INTO accounts (username, created_at) VALUES ($1, $2) "
@@ -224,8 +226,37 @@ class SqlStorage(Storage):
             await self._insert_device(ex, device)
             if kt is not None:
                 await self._insert_kt_version(ex, kt)
+            return None if used is None else int(used)
 
-        await self._run(Tx.WRITE, op)
+        return await self._run(Tx.WRITE, op)
+
+    async def undo_registration(
+        self, username: str, device_id: str, label: bytes, invite: tuple[bytes, int] | None
+    ) -> bool:
+        async def op(ex: Executor) -> bool:
+            # The conditional delete decides against a concurrent publish (READ COMMITTED
+            # re-checks it against the newest row): logged meanwhile, the account stands.
+            if not await ex.fetchval(
+                "DELETE FROM kt_versions WHERE label = $1 AND version = 0 "
+                "AND log_index IS NULL RETURNING true",
+                label,
+            ):
+                return False
+            await ex.execute("DELETE FROM tokens WHERE device_id = $1", device_id)
+            await ex.execute("DELETE FROM key_packages WHERE device_id = $1", device_id)
+            await ex.execute("DELETE FROM devices WHERE device_id = $1", device_id)
+            await ex.execute("DELETE FROM accounts WHERE username = $1", username)
+            if invite is not None:
+                await ex.execute(
+                    "INSERT INTO invites (code_hash, created_at, expires_at) VALUES ($1, $2, $3) "
+                    "ON CONFLICT DO NOTHING",
+                    invite[0],
+                    0,
+                    invite[1],
+                )
+            return True
+
+        return await self._run(Tx.WRITE, op)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
         async def op(ex: Executor) -> DeviceRecord | None:

@@ -33,6 +33,7 @@ from doorless.server.storage.base import (
     EpochConflict,
     EpochGate,
     IdempotencyConflict,
+    StorageDamaged,
     UnknownDevice,
 )
 from doorless.server.storage.executor import Executor, Op, Row, Tx
@@ -150,6 +151,26 @@ def _migrate(conn: sqlite3.Connection) -> str:
     return _call(conn, Tx.WRITE, SqlStorage._mint_server_id, ())
 
 
+def _integrity(conn: sqlite3.Connection, full: bool) -> list[str]:
+    pragma = "integrity_check" if full else "quick_check"
+    found = [str(row[0]) for row in conn.execute(f"PRAGMA {pragma}(20)").fetchall()]
+    problems = [] if found == ["ok"] else found
+    if full:
+        problems += [
+            f"foreign key: a row of {row[0]} refers to a missing row of {row[2]}"
+            for row in conn.execute("PRAGMA foreign_key_check").fetchall()[:20]
+        ]
+    return problems
+
+
+def _damaged(path: Path, check: str, problems: list[str]) -> str:
+    shown = "; ".join(problems[:3])
+    return (
+        f"the database {path} is damaged ({check}: {shown}); the server will not use it. "
+        "Restore it from a backup (docs/deploy.md); 'doorless server check' runs the full check"
+    )
+
+
 def _checkpoint(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
@@ -179,7 +200,13 @@ class SQLiteStorage(SqlStorage):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="doorless-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            self._conn = await loop.run_in_executor(self._executor, _connect, self._path)
+            try:
+                self._conn = await loop.run_in_executor(self._executor, _connect, self._path)
+                problems = await self._on_thread(_integrity, False)
+            except sqlite3.DatabaseError as exc:  # not a database at all, or unreadable
+                problems = [str(exc)]
+            if problems:
+                raise StorageDamaged(_damaged(self._path, "quick_check", problems))
             self._server_id = await self._on_thread(_migrate)
         except BaseException:
             await self.close()
@@ -193,6 +220,15 @@ class SQLiteStorage(SqlStorage):
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
             executor.shutdown(wait=True)
+
+    async def check(self, full: bool = True) -> list[str]:
+        """``PRAGMA integrity_check`` and ``foreign_key_check`` (``quick_check`` only, when
+        not ``full``): SQLite's own list of problems (pages, indexes, constraints: names and
+        numbers, no row content)."""
+        try:
+            return await self._on_thread(_integrity, full)
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
 
     async def server_id(self) -> str:
         if not self._server_id:
