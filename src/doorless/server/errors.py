@@ -50,6 +50,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doorless.errors import DoorlessError
+from doorless.server.log import describe_exception
 from doorless.server.refusals import (
     DeliveryRefused,
     InvalidHandshake,
@@ -59,7 +60,6 @@ from doorless.server.refusals import (
     NotGroupMember,
     UnknownGroup,
 )
-from doorless.server.log import describe_exception
 from doorless.server.storage.base import (
     DeviceExists,
     EpochConflict,
