@@ -21,6 +21,7 @@ from doorless.server.storage.base import (
     EpochGate,
     FrankingKeyRecord,
     FrankingKeys,
+    GroupAccess,
     GroupState,
     GroupUpdate,
     KtLogEntry,
@@ -208,6 +209,9 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     await t("group state none", store.group_state(b"none"))
     await t("member a", store.is_group_member(v, a.device_id))
     await t("member c", store.is_group_member(v, c.device_id))
+    await t("access a", store.group_access(v, a.device_id))
+    await t("access c", store.group_access(v, c.device_id))
+    await t("access none", store.group_access(b"none", a.device_id))
     s1 = GroupState(v, 1, b"state1", b"info1")
     update = GroupUpdate(s1, added=(c.device_id,), removed=(b.device_id,))
     await t(
@@ -226,6 +230,7 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     await t("group epoch after", store.group_epoch(v))
     for d in everyone:
         await t(f"member {d[-1]} after", store.is_group_member(v, d))
+        await t(f"access {d[-1]} after", store.group_access(v, d))
     for d in everyone:
         await t(f"fetch {d[-1]}", store.fetch(d, 0, 100))
     await t("fetch after", store.fetch(b.device_id, 1, 1))
@@ -384,6 +389,14 @@ async def test_both_dialects_give_the_same_results(dialects: dict[str, Make], ha
     )
     assert results["group state after"] == GroupState(b"validated", 1, b"state1", b"info1")
     assert [results[f"member {d} after"] for d in "123"] == [True, False, True]
+    assert results["access a"] == GroupAccess(0, True)
+    assert results["access c"] == GroupAccess(0, False)
+    assert results["access none"] is None
+    assert [results[f"access {d} after"] for d in "123"] == [
+        GroupAccess(1, True),
+        GroupAccess(1, False),
+        GroupAccess(1, True),
+    ]
     assert results["stamps"] == [1, 2, 3]
     assert results["ack"] == 2
     assert results["delete reports"] == 2

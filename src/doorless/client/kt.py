@@ -1,11 +1,11 @@
 """Client-side key transparency: verify every head, every device list and every peer key.
 
 `KtVerifier` is the one object a client keeps per server (its errors, settings and the
-verified state it returns are in `doorless.client.kt_types`, re-exported here). It asks the server's ``/v1/kt/*``
-endpoints through a `KtSource` (the `doorless.client.transport.Transport`) and holds only
-public state: the pinned log key, the last verified checkpoint (`TrustedHead`, which the
-caller persists through ``on_head``) and the device lists it verified in this session. Its
-rules (design notes §1.3 "Client rules"):
+verified state it returns are in `doorless.client.kt_types`, re-exported here). It asks the
+server's ``/v1/kt/*`` endpoints through a `KtSource` (the `doorless.client.transport.Transport`)
+and holds only public state: the pinned log key, the last verified checkpoint
+(`TrustedHead`, which the caller persists through ``on_head``) and the device lists it
+verified in this session. Its rules (design notes §1.3 "Client rules"):
 
 1. **Heads.** A checkpoint must carry the log's signature and at least ``quorum`` cosignatures
    of the configured witnesses (`KtUnavailable` when it lacks them: retry later). It must be

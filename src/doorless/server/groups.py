@@ -3,7 +3,8 @@
 For every *registered* group the server keeps its public MLS state
 (`doorless.mls.public_group.PublicGroup`: tree, GroupContext, transcript hashes; no secret),
 the latest GroupInfo and the set of member devices (``Storage.group_state``,
-``Storage.is_group_member``). With them:
+``Storage.group_access``: epoch and membership in one read, without the state, for every
+message). With them:
 
 * **Registration** (``POST /v1/groups``, `register`): the creator sends the GroupInfo and
   ratchet tree of the new group. They must pass the checks a joiner runs (§12.4.3.1: signature,
@@ -168,13 +169,16 @@ async def check(
     """Judge a message to a group (see the module docstring); raises a `DeliveryRefused` or
     ``EpochConflict`` and changes nothing when it breaks a rule."""
     assert routing.group_id is not None and routing.epoch is not None
-    stored = await ctx.storage.group_state(routing.group_id)
-    if stored is None:
+    # One read for every message (application messages included): epoch and membership,
+    # without the group's state, so that an application message costs the same at any group
+    # size. The state is loaded for a commit of the current epoch only.
+    access = await ctx.storage.group_access(routing.group_id, sender.device_id)
+    if access is None:
         return Checked(None)  # a group from before validation: epoch rules only
     # Every message, an external commit too: Doorless adds new members by Welcome, so an
     # external commit is a member device rejoining (its leaf is in the member set until it
     # is removed).
-    if not await ctx.storage.is_group_member(routing.group_id, sender.device_id):
+    if not access.member:
         raise NotGroupMember("this device is not a member of the group")
     if routing.content_type == ContentType.application:
         return Checked(None)
@@ -184,7 +188,8 @@ async def check(
         raise InvalidHandshake("standalone proposals are not accepted: commit them by value")
     body = decode(MLSMessage, data).body  # peek_routing decoded it already
     assert isinstance(body, PublicMessage)
-    if routing.epoch != stored.epoch:
+    stored = await ctx.storage.group_state(routing.group_id)
+    if stored is None or routing.epoch != stored.epoch:
         # Not for the current epoch: the storage answers a retry of an accepted commit as a
         # duplicate and refuses anything else (``epoch_conflict``; a commit to a registered
         # group is never accepted without a validated update).

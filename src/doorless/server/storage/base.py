@@ -93,6 +93,15 @@ class GroupState:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupAccess:
+    """What every message to a registered group is checked against, read without its state:
+    the group's epoch and whether the sending device is in its member set."""
+
+    epoch: int
+    member: bool
+
+
+@dataclass(frozen=True, slots=True)
 class GroupUpdate:
     """A validated commit's effect on a registered group: the state of the next epoch and the
     devices that join or leave its member set."""
@@ -426,6 +435,11 @@ class Storage(ABC):
     @abstractmethod
     async def is_group_member(self, group_id: bytes, device_id: str) -> bool:
         """Whether the device is in the member set of the registered group."""
+
+    @abstractmethod
+    async def group_access(self, group_id: bytes, device_id: str) -> GroupAccess | None:
+        """The epoch of a registered group and whether the device is a member of it, in one
+        read that does not load the group's state (None: not registered)."""
 
     # attachments
     @abstractmethod

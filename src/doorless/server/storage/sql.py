@@ -33,6 +33,7 @@ from doorless.server.storage.base import (
     DeviceRecord,
     EpochConflict,
     EpochGate,
+    GroupAccess,
     GroupExists,
     GroupState,
     InviteInvalid,
@@ -401,6 +402,19 @@ class SqlStorage(KtOperations, SafetyOperations):
                     device_id,
                 )
             )
+
+        return await self._run(Tx.READ, op)
+
+    async def group_access(self, group_id: bytes, device_id: str) -> GroupAccess | None:
+        async def op(ex: Executor) -> GroupAccess | None:
+            row = await ex.fetchrow(
+                "SELECT s.epoch, EXISTS (SELECT 1 FROM group_members m "
+                "WHERE m.group_id = s.group_id AND m.device_id = $2) "
+                "FROM group_states s WHERE s.group_id = $1",
+                group_id,
+                device_id,
+            )
+            return None if row is None else GroupAccess(int(row[0]), bool(row[1]))
 
         return await self._run(Tx.READ, op)
 
