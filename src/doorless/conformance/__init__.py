@@ -19,6 +19,10 @@ from doorless.errors import ConfigurationError, DoorlessError
 
 Case = dict[str, Any]
 
+# SFrame vector files are an object of arrays (header, aes_ctr_hmac, sframe, ...), not one array;
+# `load_cases` flattens them and names each case's array under this key.
+SFRAME_SECTION = "sframe_section"
+
 
 class VectorMismatch(DoorlessError, AssertionError):
     """A computed value differs from the vector's."""
@@ -50,6 +54,8 @@ KINDS: dict[str, str] = {
     "passive-client-welcome": "passive_client",
     "passive-client-handling-commit": "passive_client",
     "passive-client-random": "passive_client",
+    # RFC 9605 SFrame (sframe-wg/sframe test-vectors/*.json); see `load_cases`.
+    "sframe": "sframe",
 }
 
 
@@ -73,6 +79,7 @@ KIND_KEYS: dict[str, frozenset[str]] = {
     "passive-client-welcome": frozenset(
         {"key_package", "welcome", "initial_epoch_authenticator", "epochs"}
     ),
+    "sframe": frozenset({SFRAME_SECTION}),
 }
 
 
@@ -128,6 +135,13 @@ def checker(kind: str) -> Callable[[Case], None]:
 def load_cases(path: Path) -> list[Case]:
     with path.open("rb") as f:
         data = json.load(f)
+    if (
+        isinstance(data, dict)
+        and data
+        and all(isinstance(v, list) and all(isinstance(c, dict) for c in v) for v in data.values())
+    ):
+        # The SFrame layout: {"header": [...], "sframe": [...], ...}.
+        data = [{**case, SFRAME_SECTION: name} for name, cases in data.items() for case in cases]
     if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
         raise ValueError(f"{path}: expected a JSON array of objects (one per case)")
     return data

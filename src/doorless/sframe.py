@@ -1,0 +1,590 @@
+"""SFrame (RFC 9605): end-to-end encryption of media frames, as a protocol-core module.
+
+No I/O, no clock, no global randomness: keys come in as parameters, counters are the caller's to
+persist. The pieces, each citing its section:
+
+- `SFrameSuite` and `suite_params`: the cipher suites of §4.5 (plus suites 6-8, see below);
+- `Header`, `encode_header`, `decode_header`: the header of §4.3;
+- `derive_key_salt`: the HKDF key and salt derivation of §4.4.2;
+- `aead_encrypt`/`aead_decrypt`: the suite's AEAD, including the AES-CTR + HMAC construction of
+  §4.5.1, built from pyca/cryptography's AES-CTR, HMAC and AES-GCM;
+- `SFrameSender`: encrypts under one KID with a counter that can never repeat in one object and
+  resumes from a persisted reservation (§9.1);
+- `SFrameReceiver`: decrypts by KID, with a per-KID replay window (§9.3, RFC 3711 §3.3.2 style);
+- `mls_base_key`, `MlsKidLayout`: MLS keying per §5.2, as pure functions over the MLS exporter.
+
+Suites 6-8 (AES-256-CTR with HMAC-SHA512, 80/64/32-bit tags) are not in RFC 9605's registry:
+the sframe-wg repository added them and their vectors in 2025. They are supported so that
+every published vector is checked; prefer suites 1-5 for interoperability.
+
+A frame that fails to parse raises `DecodeError`; one whose tag does not verify raises
+`FrameDecryptError`; a replayed or too-old counter raises `ReplayedFrame`; an unknown KID raises
+`UnknownKeyId`. None of them changes any state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as pyca_hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
+
+from doorless.errors import (
+    ConfigurationError,
+    DecodeError,
+    DecryptError,
+    StateError,
+    ValidationError,
+)
+from doorless.secret import Secret, constant_time_equal
+
+__all__ = [
+    "MAX_VALUE",
+    "MLS_BASE_KEY_LABEL",
+    "BaseKey",
+    "CounterExhausted",
+    "DerivedKeys",
+    "FrameDecryptError",
+    "Header",
+    "MlsKidLayout",
+    "ReplayWindow",
+    "ReplayedFrame",
+    "SFrameKey",
+    "SFrameReceiver",
+    "SFrameSalt",
+    "SFrameSecret",
+    "SFrameSender",
+    "SFrameSuite",
+    "SuiteParams",
+    "UnknownKeyId",
+    "aead_decrypt",
+    "aead_encrypt",
+    "decode_header",
+    "derive_key_salt",
+    "encode_header",
+    "index_bits_for",
+    "key_label",
+    "mls_base_key",
+    "nonce_for",
+    "salt_label",
+    "suite_params",
+]
+
+MAX_VALUE = (1 << 64) - 1
+"""KID and CTR are unsigned 64-bit values (§4.3: at most 8 bytes)."""
+
+MLS_BASE_KEY_LABEL = b"SFrame 1.0 Base Key"
+"""§5.2: ``base_key = MLS-Exporter("SFrame 1.0 Base Key", "", AEAD.Nk)``."""
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+class FrameDecryptError(DecryptError):
+    """The frame's authentication tag does not verify (tampered, forged or wrong key)."""
+
+
+class ReplayedFrame(ValidationError):
+    """The frame's CTR was already accepted for its KID, or is older than the replay window."""
+
+
+class UnknownKeyId(ValidationError):
+    """No decryption key is known for the frame's KID (§4.4.4: the caller MAY buffer and retry)."""
+
+
+class CounterExhausted(StateError):
+    """The sender has no reserved counter left: reserve (and persist) more before encrypting."""
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+class BaseKey(Secret):
+    """§4.4.1 ``base_key``: the secret a KID stands for."""
+
+    __slots__ = ()
+
+
+class SFrameSecret(Secret):
+    """§4.4.2 ``sframe_secret = HKDF-Extract("", base_key)``."""
+
+    __slots__ = ()
+
+
+class SFrameKey(Secret):
+    """§4.4.2 ``sframe_key`` (for AES-CTR suites, ``enc_key || auth_key``)."""
+
+    __slots__ = ()
+
+
+class SFrameSalt(Secret):
+    """§4.4.2 ``sframe_salt``."""
+
+    __slots__ = ()
+
+
+# --- cipher suites (§4.5, §8.1) -------------------------------------------------------------
+
+
+class SFrameSuite(IntEnum):
+    AES_128_CTR_HMAC_SHA256_80 = 0x0001
+    AES_128_CTR_HMAC_SHA256_64 = 0x0002
+    AES_128_CTR_HMAC_SHA256_32 = 0x0003
+    AES_128_GCM_SHA256_128 = 0x0004
+    AES_256_GCM_SHA512_128 = 0x0005
+    # Not in RFC 9605: added by the sframe-wg repository after the RFC (see the module docstring).
+    AES_256_CTR_HMAC_SHA512_80 = 0x0006
+    AES_256_CTR_HMAC_SHA512_64 = 0x0007
+    AES_256_CTR_HMAC_SHA512_32 = 0x0008
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteParams:
+    """The constants of §4.5's table. ``nka`` is None for the GCM suites."""
+
+    suite: SFrameSuite
+    hash_name: str
+    nh: int
+    nka: int | None
+    nk: int
+    nn: int
+    nt: int
+
+    def hash(self) -> hashes.HashAlgorithm:
+        return hashes.SHA256() if self.hash_name == "sha256" else hashes.SHA512()
+
+
+def _ctr(suite: SFrameSuite, h: str, nh: int, nka: int, nt: int) -> SuiteParams:
+    return SuiteParams(suite, h, nh, nka, nka + nh, 12, nt)
+
+
+_SUITES: dict[SFrameSuite, SuiteParams] = {
+    SFrameSuite.AES_128_CTR_HMAC_SHA256_80: _ctr(
+        SFrameSuite.AES_128_CTR_HMAC_SHA256_80, "sha256", 32, 16, 10
+    ),
+    SFrameSuite.AES_128_CTR_HMAC_SHA256_64: _ctr(
+        SFrameSuite.AES_128_CTR_HMAC_SHA256_64, "sha256", 32, 16, 8
+    ),
+    SFrameSuite.AES_128_CTR_HMAC_SHA256_32: _ctr(
+        SFrameSuite.AES_128_CTR_HMAC_SHA256_32, "sha256", 32, 16, 4
+    ),
+    SFrameSuite.AES_128_GCM_SHA256_128: SuiteParams(
+        SFrameSuite.AES_128_GCM_SHA256_128, "sha256", 32, None, 16, 12, 16
+    ),
+    SFrameSuite.AES_256_GCM_SHA512_128: SuiteParams(
+        SFrameSuite.AES_256_GCM_SHA512_128, "sha512", 64, None, 32, 12, 16
+    ),
+    SFrameSuite.AES_256_CTR_HMAC_SHA512_80: _ctr(
+        SFrameSuite.AES_256_CTR_HMAC_SHA512_80, "sha512", 64, 32, 10
+    ),
+    SFrameSuite.AES_256_CTR_HMAC_SHA512_64: _ctr(
+        SFrameSuite.AES_256_CTR_HMAC_SHA512_64, "sha512", 64, 32, 8
+    ),
+    SFrameSuite.AES_256_CTR_HMAC_SHA512_32: _ctr(
+        SFrameSuite.AES_256_CTR_HMAC_SHA512_32, "sha512", 64, 32, 4
+    ),
+}
+
+
+def suite_params(suite: int) -> SuiteParams:
+    """The constants of ``suite``; `ConfigurationError` for a value that is no known suite."""
+    try:
+        return _SUITES[SFrameSuite(suite)]
+    except ValueError:
+        raise ConfigurationError(f"unknown SFrame cipher suite {suite:#06x}") from None
+
+
+# --- header (§4.3) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """§4.3: ``|X| K |Y| C |  KID...  |  CTR...  |``; values 0-7 live in the config byte."""
+
+    kid: int
+    ctr: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.kid <= MAX_VALUE and 0 <= self.ctr <= MAX_VALUE):
+            raise ConfigurationError("SFrame KID and CTR must be in 0..2**64-1")
+
+    def encode(self) -> bytes:
+        return encode_header(self.kid, self.ctr)
+
+
+def _length(value: int) -> int:
+    return (value.bit_length() + 7) // 8
+
+
+def encode_header(kid: int, ctr: int) -> bytes:
+    """The minimal §4.3 encoding of (KID, CTR)."""
+    if kid < 8 and ctr < 8 and kid >= 0 and ctr >= 0:
+        return bytes(((kid << 4) | ctr,))
+    if not (0 <= kid <= MAX_VALUE and 0 <= ctr <= MAX_VALUE):
+        raise ConfigurationError("SFrame KID and CTR must be in 0..2**64-1")
+    config = 0
+    tail = b""
+    if kid < 8:
+        config |= kid << 4
+    else:
+        n = _length(kid)
+        config |= 0x80 | ((n - 1) << 4)
+        tail = kid.to_bytes(n, "big")
+    if ctr < 8:
+        config |= ctr
+    else:
+        n = _length(ctr)
+        config |= 0x08 | (n - 1)
+        tail += ctr.to_bytes(n, "big")
+    return bytes((config,)) + tail
+
+
+def decode_header(data: bytes) -> tuple[Header, int]:
+    """Parse the header at the start of ``data``: the header and its length in bytes.
+
+    Rejects (`DecodeError`) a truncated header and a non-minimal encoding (§4.3: a value MUST
+    use the fewest bytes; 0-7 MUST sit in the config byte).
+    """
+    if not data:
+        raise DecodeError("SFrame header: empty input")
+    config = data[0]
+    pos = 1
+    values: list[int] = []
+    for extended, field in ((config & 0x80, (config >> 4) & 0x07), (config & 0x08, config & 0x07)):
+        if not extended:
+            values.append(field)
+            continue
+        n = field + 1
+        if len(data) < pos + n:
+            raise DecodeError("SFrame header: truncated KID or CTR")
+        raw = data[pos : pos + n]
+        pos += n
+        value = int.from_bytes(raw, "big")
+        if raw[0] == 0 or value < 8:
+            raise DecodeError("SFrame header: KID or CTR not minimally encoded (RFC9605 4.3)")
+        values.append(value)
+    return Header(values[0], values[1]), pos
+
+
+# --- key derivation (§4.4.2) ----------------------------------------------------------------
+
+
+def key_label(suite: SFrameSuite, kid: int) -> bytes:
+    """``"SFrame 1.0 Secret key " + KID (8 bytes) + cipher_suite (2 bytes)``."""
+    return b"SFrame 1.0 Secret key " + kid.to_bytes(8, "big") + int(suite).to_bytes(2, "big")
+
+
+def salt_label(suite: SFrameSuite, kid: int) -> bytes:
+    """``"SFrame 1.0 Secret salt " + KID (8 bytes) + cipher_suite (2 bytes)``."""
+    return b"SFrame 1.0 Secret salt " + kid.to_bytes(8, "big") + int(suite).to_bytes(2, "big")
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedKeys:
+    """The outputs of §4.4.2 ``derive_key_salt`` (and its intermediate ``sframe_secret``)."""
+
+    secret: SFrameSecret
+    key: SFrameKey
+    salt: SFrameSalt
+
+
+def derive_key_salt(suite: SFrameSuite, kid: int, base_key: BaseKey) -> DerivedKeys:
+    if not 0 <= kid <= MAX_VALUE:
+        raise ConfigurationError("SFrame KID must be in 0..2**64-1")
+    p = suite_params(suite)
+    secret = HKDF.extract(p.hash(), b"", base_key.value)
+    key = HKDFExpand(p.hash(), p.nk, key_label(p.suite, kid)).derive(secret)
+    salt = HKDFExpand(p.hash(), p.nn, salt_label(p.suite, kid)).derive(secret)
+    return DerivedKeys(SFrameSecret(secret), SFrameKey(key), SFrameSalt(salt))
+
+
+def nonce_for(salt: SFrameSalt, ctr: int) -> bytes:
+    """§4.4.3: ``sframe_salt XOR encode_big_endian(CTR, Nn)``."""
+    n = len(salt.value)
+    return (int.from_bytes(salt.value, "big") ^ ctr).to_bytes(n, "big")
+
+
+# --- AEAD (§4.5, §4.5.1) --------------------------------------------------------------------
+
+
+class _Aead:
+    """One key's AEAD, set up once (the per-frame path only encrypts)."""
+
+    __slots__ = ("_auth_key", "_enc", "_gcm", "_hash", "_nt", "_tag_len_bytes")
+
+    def __init__(self, params: SuiteParams, key: SFrameKey) -> None:
+        if len(key.value) != params.nk:
+            raise ConfigurationError(f"SFrame key must be {params.nk} bytes")
+        self._nt = params.nt
+        self._gcm: AESGCM | None = None
+        self._enc: algorithms.AES | None = None
+        self._auth_key = b""
+        self._hash = params.hash()
+        self._tag_len_bytes = params.nt.to_bytes(8, "big")
+        if params.nka is None:
+            self._gcm = AESGCM(key.value)
+        else:
+            # §4.5.1 derive_subkeys: enc_key = key[..Nka], auth_key = key[Nka..].
+            self._enc = algorithms.AES(key.value[: params.nka])
+            self._auth_key = key.value[params.nka :]
+
+    def _tag(self, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+        # §4.5.1 compute_tag: HMAC(auth_key, len(aad) || len(ct) || Nt || nonce || aad || ct)[..Nt]
+        mac = pyca_hmac.HMAC(self._auth_key, self._hash)
+        mac.update(
+            len(aad).to_bytes(8, "big")
+            + len(ct).to_bytes(8, "big")
+            + self._tag_len_bytes
+            + nonce
+            + aad
+            + ct
+        )
+        return mac.finalize()[: self._nt]
+
+    def _ctr(self, nonce: bytes, data: bytes) -> bytes:
+        assert self._enc is not None
+        # initial_counter = nonce || 0x00000000
+        ctx = Cipher(self._enc, modes.CTR(nonce + b"\x00\x00\x00\x00")).encryptor()
+        return ctx.update(data) + ctx.finalize()
+
+    def encrypt(self, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
+        if self._gcm is not None:
+            return self._gcm.encrypt(nonce, pt, aad)
+        ct = self._ctr(nonce, pt)
+        return ct + self._tag(nonce, aad, ct)
+
+    def decrypt(self, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+        if self._gcm is not None:
+            try:
+                return self._gcm.decrypt(nonce, ct, aad)
+            except InvalidTag:
+                raise FrameDecryptError("SFrame frame does not authenticate") from None
+        if len(ct) < self._nt:
+            raise FrameDecryptError("SFrame ciphertext shorter than its tag")
+        inner, tag = ct[: len(ct) - self._nt], ct[len(ct) - self._nt :]
+        if not constant_time_equal(tag, self._tag(nonce, aad, inner)):
+            raise FrameDecryptError("SFrame frame does not authenticate")
+        return self._ctr(nonce, inner)
+
+
+def aead_encrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
+    """``AEAD.Encrypt(key, nonce, aad, pt)`` of ``suite`` (tag appended)."""
+    return _Aead(suite_params(suite), key).encrypt(nonce, aad, pt)
+
+
+def aead_decrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
+    """``AEAD.Decrypt``; raises `FrameDecryptError` when the tag does not verify."""
+    return _Aead(suite_params(suite), key).decrypt(nonce, aad, ct)
+
+
+# --- sender (§4.4.3, §9.1) ------------------------------------------------------------------
+
+
+class SFrameSender:
+    """Encrypts frames under one KID. Its key is for encryption only (§4.4.1).
+
+    Counters follow §9.1: the caller reserves a block with `reserve`, persists the returned
+    bound, then encrypts; after a restart it resumes with ``next_ctr=`` that persisted bound.
+    Within one object a CTR is never used twice, and `encrypt` refuses (`CounterExhausted`)
+    once the reservation is used up, so a counter that was not persisted is never used.
+    """
+
+    __slots__ = ("_aead", "_kid", "_limit", "_next", "_salt_int", "_suite")
+
+    def __init__(self, suite: SFrameSuite, kid: int, base_key: BaseKey, *, next_ctr: int = 0):
+        if not 0 <= next_ctr <= MAX_VALUE + 1:
+            raise ConfigurationError("SFrame next_ctr must be in 0..2**64")
+        derived = derive_key_salt(suite, kid, base_key)
+        self._suite = SFrameSuite(suite)
+        self._kid = kid
+        self._aead = _Aead(suite_params(suite), derived.key)
+        self._salt_int = int.from_bytes(derived.salt.value, "big")
+        self._next = next_ctr
+        self._limit = next_ctr
+
+    def __repr__(self) -> str:
+        return f"SFrameSender(suite={self._suite.name}, kid={self._kid}, next_ctr={self._next})"
+
+    @property
+    def kid(self) -> int:
+        return self._kid
+
+    @property
+    def next_ctr(self) -> int:
+        """The CTR the next `encrypt` uses."""
+        return self._next
+
+    @property
+    def reserved_until(self) -> int:
+        """CTRs below this bound may be used; persist it before encrypting (§9.1)."""
+        return self._limit
+
+    def reserve(self, count: int) -> int:
+        """Allow ``count`` more frames; returns the new bound, which the caller persists and
+        passes back as ``next_ctr`` after a restart."""
+        if count <= 0:
+            raise ConfigurationError("reserve a positive number of counters")
+        limit = min(self._limit + count, MAX_VALUE + 1)
+        if limit == self._limit:
+            raise CounterExhausted("SFrame counter space of this KID is used up")
+        self._limit = limit
+        return limit
+
+    def encrypt(self, plaintext: bytes, metadata: bytes = b"") -> bytes:
+        """§4.4.3 ``encrypt(CTR, KID, metadata, plaintext)`` with the next CTR: header || ct."""
+        ctr = self._next
+        if ctr >= self._limit:
+            raise CounterExhausted("no reserved SFrame counter left; call reserve() first")
+        header = encode_header(self._kid, ctr)
+        nonce = (self._salt_int ^ ctr).to_bytes(12, "big")
+        self._next = ctr + 1
+        return header + self._aead.encrypt(nonce, header + metadata, plaintext)
+
+
+# --- receiver (§4.4.4, §9.3) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    """A sliding window over CTRs (RFC 3711 §3.3.2): ``highest`` accepted, and a bitmap whose
+    bit i says ``highest - i`` was accepted. Immutable: `accept` returns the next window."""
+
+    size: int
+    highest: int = -1
+    bitmap: int = 0
+
+    def check(self, ctr: int) -> None:
+        """Raise `ReplayedFrame` if ``ctr`` was accepted or is older than the window."""
+        if ctr > self.highest:
+            return
+        age = self.highest - ctr
+        if age >= self.size:
+            raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
+        if self.bitmap >> age & 1:
+            raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
+
+    def accept(self, ctr: int) -> ReplayWindow:
+        mask = (1 << self.size) - 1
+        if ctr > self.highest:
+            shift = ctr - self.highest
+            bitmap = ((self.bitmap << shift) | 1) & mask if shift < self.size else 1
+            return ReplayWindow(self.size, ctr, bitmap)
+        return ReplayWindow(self.size, self.highest, self.bitmap | (1 << (self.highest - ctr)))
+
+
+class _ReceiveKey:
+    __slots__ = ("aead", "salt_int", "window")
+
+    def __init__(self, aead: _Aead, salt_int: int, window: ReplayWindow) -> None:
+        self.aead = aead
+        self.salt_int = salt_int
+        self.window = window
+
+
+class SFrameReceiver:
+    """Decrypts frames by KID; its keys are for decryption only (§4.4.1).
+
+    ``window`` is the replay window per KID in frames (0 turns replay checks off). A frame that
+    fails in any way changes nothing: the window moves only after the tag verified.
+    """
+
+    __slots__ = ("_keys", "_suite", "_window")
+
+    def __init__(self, suite: SFrameSuite, *, window: int = 128) -> None:
+        if window < 0:
+            raise ConfigurationError("replay window must be >= 0")
+        self._suite = SFrameSuite(suite)
+        self._window = window
+        self._keys: dict[int, _ReceiveKey] = {}
+
+    def __repr__(self) -> str:
+        return f"SFrameReceiver(suite={self._suite.name}, kids={sorted(self._keys)})"
+
+    def add_key(self, kid: int, base_key: BaseKey) -> None:
+        """Install (or replace, with a fresh replay window) the key for ``kid``."""
+        derived = derive_key_salt(self._suite, kid, base_key)
+        self._keys[kid] = _ReceiveKey(
+            _Aead(suite_params(self._suite), derived.key),
+            int.from_bytes(derived.salt.value, "big"),
+            ReplayWindow(self._window),
+        )
+
+    def remove_key(self, kid: int) -> None:
+        self._keys.pop(kid, None)
+
+    def remove_where(self, predicate: Callable[[int], bool]) -> None:
+        """Drop every KID for which ``predicate`` holds (e.g. an MLS epoch's, §5.2)."""
+        for kid in [k for k in self._keys if predicate(k)]:
+            del self._keys[kid]
+
+    def kids(self) -> frozenset[int]:
+        return frozenset(self._keys)
+
+    def decrypt(self, frame: bytes, metadata: bytes = b"") -> tuple[Header, bytes]:
+        """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: the header and the plaintext."""
+        header, n = decode_header(frame)
+        entry = self._keys.get(header.kid)
+        if entry is None:
+            raise UnknownKeyId(f"no SFrame key for KID {header.kid}", "RFC9605 4.4.4")
+        if self._window:
+            entry.window.check(header.ctr)
+        nonce = (entry.salt_int ^ header.ctr).to_bytes(12, "big")
+        plaintext = entry.aead.decrypt(nonce, frame[:n] + metadata, frame[n:])
+        if self._window:
+            entry.window = entry.window.accept(header.ctr)
+        return header, plaintext
+
+
+# --- MLS keying (§5.2) ----------------------------------------------------------------------
+
+Exporter = Callable[[bytes, bytes, int], bytes]
+"""``MLS-Exporter(label, context, length)``, e.g. ``Group.export_secret``."""
+
+
+def mls_base_key(export: Exporter, suite: SFrameSuite) -> BaseKey:
+    """§5.2: ``base_key = MLS-Exporter("SFrame 1.0 Base Key", "", AEAD.Nk)`` for one epoch."""
+    return BaseKey(export(MLS_BASE_KEY_LABEL, b"", suite_params(suite).nk))
+
+
+def index_bits_for(group_size: int) -> int:
+    """§5.2 ``S``: the smallest value with ``group_size <= 1 << S``."""
+    if group_size < 1:
+        raise ConfigurationError("group size must be at least 1")
+    return (group_size - 1).bit_length()
+
+
+@dataclass(frozen=True, slots=True)
+class MlsKidLayout:
+    """§5.2 KID layout: ``context (64-S-E bits) | sender index (S bits) | epoch % 2**E``."""
+
+    epoch_bits: int
+    index_bits: int
+
+    def __post_init__(self) -> None:
+        if self.epoch_bits < 0 or self.index_bits < 0 or self.epoch_bits + self.index_bits > 64:
+            raise ConfigurationError("MLS KID layout needs E, S >= 0 and E + S <= 64")
+
+    def kid(self, sender_index: int, epoch: int, context: int = 0) -> int:
+        """``KID = (context << (S + E)) + (sender_index << E) + (epoch % (1 << E))``."""
+        e, s = self.epoch_bits, self.index_bits
+        if not 0 <= sender_index < (1 << s):
+            raise ConfigurationError(f"sender index {sender_index} does not fit in {s} bits")
+        if not 0 <= context < (1 << (64 - s - e)):
+            raise ConfigurationError(f"context {context} does not fit in {64 - s - e} bits")
+        if epoch < 0:
+            raise ConfigurationError("epoch must be >= 0")
+        return (context << (s + e)) + (sender_index << e) + (epoch % (1 << e))
+
+    def split(self, kid: int) -> tuple[int, int, int]:
+        """The (context, sender index, epoch low bits) a KID carries."""
+        e, s = self.epoch_bits, self.index_bits
+        return kid >> (s + e), (kid >> e) & ((1 << s) - 1), kid & ((1 << e) - 1)
+
+    def epoch_bits_of(self, kid: int) -> int:
+        return kid & ((1 << self.epoch_bits) - 1)
