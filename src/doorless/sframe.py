@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -49,11 +50,11 @@ __all__ = [
     "MLS_BASE_KEY_LABEL",
     "BaseKey",
     "CounterExhausted",
+    "Decrypted",
     "DerivedKeys",
     "FrameDecryptError",
     "Header",
     "MlsKidLayout",
-    "ReplayWindow",
     "ReplayedFrame",
     "SFrameKey",
     "SFrameReceiver",
@@ -245,31 +246,47 @@ def encode_header(kid: int, ctr: int) -> bytes:
     return bytes((config,)) + tail
 
 
+def _parse_header(data: bytes) -> tuple[int, int, int]:
+    """(KID, CTR, header length) of the header at the start of ``data``; see `decode_header`."""
+    if not data:
+        raise DecodeError("SFrame header: empty input")
+    config = data[0]
+    if not config & 0x88:
+        return config >> 4, config & 0x07, 1
+    pos = 1
+    if config & 0x80:
+        n = ((config >> 4) & 0x07) + 1
+        raw = data[1 : 1 + n]
+        if len(raw) < n:
+            raise DecodeError("SFrame header: truncated KID")
+        kid = int.from_bytes(raw, "big")
+        if raw[0] == 0 or kid < 8:
+            raise DecodeError("SFrame header: KID not minimally encoded (RFC9605 4.3)")
+        pos += n
+    else:
+        kid = (config >> 4) & 0x07
+    if config & 0x08:
+        n = (config & 0x07) + 1
+        raw = data[pos : pos + n]
+        if len(raw) < n:
+            raise DecodeError("SFrame header: truncated CTR")
+        ctr = int.from_bytes(raw, "big")
+        if raw[0] == 0 or ctr < 8:
+            raise DecodeError("SFrame header: CTR not minimally encoded (RFC9605 4.3)")
+        pos += n
+    else:
+        ctr = config & 0x07
+    return kid, ctr, pos
+
+
 def decode_header(data: bytes) -> tuple[Header, int]:
     """Parse the header at the start of ``data``: the header and its length in bytes.
 
     Rejects (`DecodeError`) a truncated header and a non-minimal encoding (§4.3: a value MUST
     use the fewest bytes; 0-7 MUST sit in the config byte).
     """
-    if not data:
-        raise DecodeError("SFrame header: empty input")
-    config = data[0]
-    pos = 1
-    values: list[int] = []
-    for extended, field in ((config & 0x80, (config >> 4) & 0x07), (config & 0x08, config & 0x07)):
-        if not extended:
-            values.append(field)
-            continue
-        n = field + 1
-        if len(data) < pos + n:
-            raise DecodeError("SFrame header: truncated KID or CTR")
-        raw = data[pos : pos + n]
-        pos += n
-        value = int.from_bytes(raw, "big")
-        if raw[0] == 0 or value < 8:
-            raise DecodeError("SFrame header: KID or CTR not minimally encoded (RFC9605 4.3)")
-        values.append(value)
-    return Header(values[0], values[1]), pos
+    kid, ctr, n = _parse_header(data)
+    return Header(kid, ctr), n
 
 
 # --- key derivation (§4.4.2) ----------------------------------------------------------------
@@ -353,37 +370,52 @@ class _Aead:
         ctx = Cipher(self._enc, modes.CTR(nonce + b"\x00\x00\x00\x00")).encryptor()
         return ctx.update(data) + ctx.finalize()
 
-    def encrypt(self, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
-        if self._gcm is not None:
-            return self._gcm.encrypt(nonce, pt, aad)
+    # Both have pyca's AEAD signature (nonce, data, aad); open raises pyca's `InvalidTag`,
+    # which the callers translate into `FrameDecryptError` at one place each.
+
+    def _ctr_hmac_seal(self, nonce: bytes, pt: bytes, aad: bytes) -> bytes:
         ct = self._ctr(nonce, pt)
         return ct + self._tag(nonce, aad, ct)
 
-    def decrypt(self, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
-        if self._gcm is not None:
-            try:
-                return self._gcm.decrypt(nonce, ct, aad)
-            except InvalidTag:
-                raise FrameDecryptError("SFrame frame does not authenticate") from None
+    def _ctr_hmac_open(self, nonce: bytes, ct: bytes, aad: bytes) -> bytes:
         if len(ct) < self._nt:
-            raise FrameDecryptError("SFrame ciphertext shorter than its tag")
+            raise InvalidTag
         inner, tag = ct[: len(ct) - self._nt], ct[len(ct) - self._nt :]
         if not constant_time_equal(tag, self._tag(nonce, aad, inner)):
-            raise FrameDecryptError("SFrame frame does not authenticate")
+            raise InvalidTag
         return self._ctr(nonce, inner)
+
+    def seal_function(self) -> Callable[[bytes, bytes, bytes], bytes]:
+        """``AEAD.Encrypt`` as ``seal(nonce, plaintext, aad)`` (pyca's own for GCM)."""
+        return self._gcm.encrypt if self._gcm is not None else self._ctr_hmac_seal
+
+    def open_function(self) -> Callable[[bytes, bytes, bytes], bytes]:
+        """``AEAD.Decrypt`` as ``open(nonce, ciphertext, aad)``; raises pyca's `InvalidTag`."""
+        return self._gcm.decrypt if self._gcm is not None else self._ctr_hmac_open
 
 
 def aead_encrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, pt: bytes) -> bytes:
     """``AEAD.Encrypt(key, nonce, aad, pt)`` of ``suite`` (tag appended)."""
-    return _Aead(suite_params(suite), key).encrypt(nonce, aad, pt)
+    return _Aead(suite_params(suite), key).seal_function()(nonce, pt, aad)
 
 
 def aead_decrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
     """``AEAD.Decrypt``; raises `FrameDecryptError` when the tag does not verify."""
-    return _Aead(suite_params(suite), key).decrypt(nonce, aad, ct)
+    try:
+        return _Aead(suite_params(suite), key).open_function()(nonce, ct, aad)
+    except InvalidTag:
+        raise FrameDecryptError("SFrame frame does not authenticate") from None
 
 
 # --- sender (§4.4.3, §9.1) ------------------------------------------------------------------
+
+
+def _header_prefixes(kid: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Precomputed headers of one KID: the 8 whole headers for CTR 0-7, and for a CTR of n
+    bytes (index n) the config byte and KID bytes that precede it."""
+    small = tuple(encode_header(kid, ctr) for ctr in range(8))
+    prefix = tuple(encode_header(kid, 1 << (8 * n - 1))[:-n] if n else b"" for n in range(9))
+    return small, prefix
 
 
 class SFrameSender:
@@ -395,7 +427,7 @@ class SFrameSender:
     once the reservation is used up, so a counter that was not persisted is never used.
     """
 
-    __slots__ = ("_aead", "_kid", "_limit", "_next", "_salt_int", "_suite")
+    __slots__ = ("_kid", "_limit", "_next", "_prefix", "_salt_int", "_seal", "_small", "_suite")
 
     def __init__(self, suite: SFrameSuite, kid: int, base_key: BaseKey, *, next_ctr: int = 0):
         if not 0 <= next_ctr <= MAX_VALUE + 1:
@@ -403,8 +435,9 @@ class SFrameSender:
         derived = derive_key_salt(suite, kid, base_key)
         self._suite = SFrameSuite(suite)
         self._kid = kid
-        self._aead = _Aead(suite_params(suite), derived.key)
+        self._seal = _Aead(suite_params(suite), derived.key).seal_function()
         self._salt_int = int.from_bytes(derived.salt.value, "big")
+        self._small, self._prefix = _header_prefixes(kid)
         self._next = next_ctr
         self._limit = next_ctr
 
@@ -441,66 +474,63 @@ class SFrameSender:
         ctr = self._next
         if ctr >= self._limit:
             raise CounterExhausted("no reserved SFrame counter left; call reserve() first")
-        header = encode_header(self._kid, ctr)
-        nonce = (self._salt_int ^ ctr).to_bytes(12, "big")
+        # The counter moves first: whatever happens below, this CTR is spent.
         self._next = ctr + 1
-        return header + self._aead.encrypt(nonce, header + metadata, plaintext)
+        if ctr < 8:
+            header = self._small[ctr]
+        else:
+            n = (ctr.bit_length() + 7) >> 3
+            header = self._prefix[n] + ctr.to_bytes(n, "big")
+        nonce = (self._salt_int ^ ctr).to_bytes(12, "big")
+        return header + self._seal(nonce, plaintext, header + metadata if metadata else header)
 
 
 # --- receiver (§4.4.4, §9.3) ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayWindow:
-    """A sliding window over CTRs (RFC 3711 §3.3.2): ``highest`` accepted, and a bitmap whose
-    bit i says ``highest - i`` was accepted. Immutable: `accept` returns the next window."""
+class Decrypted(NamedTuple):
+    """What `SFrameReceiver.decrypt` returns: the frame's KID and CTR, and its plaintext."""
 
-    size: int
-    highest: int = -1
-    bitmap: int = 0
+    kid: int
+    ctr: int
+    plaintext: bytes
 
-    def check(self, ctr: int) -> None:
-        """Raise `ReplayedFrame` if ``ctr`` was accepted or is older than the window."""
-        if ctr > self.highest:
-            return
-        age = self.highest - ctr
-        if age >= self.size:
-            raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
-        if self.bitmap >> age & 1:
-            raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
 
-    def accept(self, ctr: int) -> ReplayWindow:
-        mask = (1 << self.size) - 1
-        if ctr > self.highest:
-            shift = ctr - self.highest
-            bitmap = ((self.bitmap << shift) | 1) & mask if shift < self.size else 1
-            return ReplayWindow(self.size, ctr, bitmap)
-        return ReplayWindow(self.size, self.highest, self.bitmap | (1 << (self.highest - ctr)))
+# NamedTuple's generated __new__ costs a fifth of a small frame's decryption; this is the same
+# construction without its argument parsing.
+_new_decrypted = tuple.__new__
 
 
 class _ReceiveKey:
-    __slots__ = ("aead", "salt_int", "window")
+    """One KID's key and replay window (RFC 3711 §3.3.2 style): ``highest`` CTR accepted and a
+    bitmap whose bit i says ``highest - i`` was accepted."""
 
-    def __init__(self, aead: _Aead, salt_int: int, window: ReplayWindow) -> None:
-        self.aead = aead
+    __slots__ = ("bitmap", "highest", "open", "salt_int")
+
+    def __init__(self, open_: Callable[[bytes, bytes, bytes], bytes], salt_int: int) -> None:
+        self.open = open_
         self.salt_int = salt_int
-        self.window = window
+        self.highest = -1
+        self.bitmap = 0
 
 
 class SFrameReceiver:
     """Decrypts frames by KID; its keys are for decryption only (§4.4.1).
 
-    ``window`` is the replay window per KID in frames (0 turns replay checks off). A frame that
-    fails in any way changes nothing: the window moves only after the tag verified.
+    ``window`` is the replay window per KID in frames (0 turns replay checks off): a CTR
+    already accepted, or ``window`` or more below the highest accepted, raises `ReplayedFrame`.
+    A frame that fails in any way changes nothing: the window moves only after the tag
+    verified.
     """
 
-    __slots__ = ("_keys", "_suite", "_window")
+    __slots__ = ("_keys", "_mask", "_suite", "_window")
 
     def __init__(self, suite: SFrameSuite, *, window: int = 128) -> None:
         if window < 0:
             raise ConfigurationError("replay window must be >= 0")
         self._suite = SFrameSuite(suite)
         self._window = window
+        self._mask = (1 << window) - 1
         self._keys: dict[int, _ReceiveKey] = {}
 
     def __repr__(self) -> str:
@@ -510,9 +540,8 @@ class SFrameReceiver:
         """Install (or replace, with a fresh replay window) the key for ``kid``."""
         derived = derive_key_salt(self._suite, kid, base_key)
         self._keys[kid] = _ReceiveKey(
-            _Aead(suite_params(self._suite), derived.key),
+            _Aead(suite_params(self._suite), derived.key).open_function(),
             int.from_bytes(derived.salt.value, "big"),
-            ReplayWindow(self._window),
         )
 
     def remove_key(self, kid: int) -> None:
@@ -526,19 +555,41 @@ class SFrameReceiver:
     def kids(self) -> frozenset[int]:
         return frozenset(self._keys)
 
-    def decrypt(self, frame: bytes, metadata: bytes = b"") -> tuple[Header, bytes]:
-        """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: the header and the plaintext."""
-        header, n = decode_header(frame)
-        entry = self._keys.get(header.kid)
+    def window_of(self, kid: int) -> tuple[int, int]:
+        """(highest CTR accepted or -1, bitmap) of ``kid``'s replay window."""
+        entry = self._keys[kid]
+        return entry.highest, entry.bitmap
+
+    def decrypt(self, frame: bytes, metadata: bytes = b"") -> Decrypted:
+        """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: KID, CTR and plaintext."""
+        kid, ctr, n = _parse_header(frame)
+        entry = self._keys.get(kid)
         if entry is None:
-            raise UnknownKeyId(f"no SFrame key for KID {header.kid}", "RFC9605 4.4.4")
-        if self._window:
-            entry.window.check(header.ctr)
-        nonce = (entry.salt_int ^ header.ctr).to_bytes(12, "big")
-        plaintext = entry.aead.decrypt(nonce, frame[:n] + metadata, frame[n:])
-        if self._window:
-            entry.window = entry.window.accept(header.ctr)
-        return header, plaintext
+            raise UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
+        window = self._window
+        if window and ctr <= entry.highest:
+            age = entry.highest - ctr
+            if age >= window:
+                raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
+            if entry.bitmap >> age & 1:
+                raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
+        header = frame[:n]
+        try:
+            plaintext = entry.open(
+                (entry.salt_int ^ ctr).to_bytes(12, "big"),
+                frame[n:],
+                header + metadata if metadata else header,
+            )
+        except InvalidTag:
+            raise FrameDecryptError("SFrame frame does not authenticate") from None
+        if window:
+            if ctr > entry.highest:
+                shift = ctr - entry.highest
+                entry.bitmap = ((entry.bitmap << shift) | 1) & self._mask if shift < window else 1
+                entry.highest = ctr
+            else:
+                entry.bitmap |= 1 << (entry.highest - ctr)
+        return _new_decrypted(Decrypted, (kid, ctr, plaintext))
 
 
 # --- MLS keying (§5.2) ----------------------------------------------------------------------
