@@ -333,7 +333,7 @@ def nonce_for(salt: SFrameSalt, ctr: int) -> bytes:
 class _Aead:
     """One key's AEAD, set up once (the per-frame path only encrypts)."""
 
-    __slots__ = ("_auth_key", "_enc", "_gcm", "_hash", "_nt", "_tag_len_bytes")
+    __slots__ = ("_enc", "_gcm", "_mac", "_nt", "_tag_len_bytes")
 
     def __init__(self, params: SuiteParams, key: SFrameKey) -> None:
         if len(key.value) != params.nk:
@@ -341,19 +341,20 @@ class _Aead:
         self._nt = params.nt
         self._gcm: AESGCM | None = None
         self._enc: algorithms.AES | None = None
-        self._auth_key = b""
-        self._hash = params.hash()
+        self._mac: pyca_hmac.HMAC | None = None
         self._tag_len_bytes = params.nt.to_bytes(8, "big")
         if params.nka is None:
             self._gcm = AESGCM(key.value)
         else:
             # §4.5.1 derive_subkeys: enc_key = key[..Nka], auth_key = key[Nka..].
             self._enc = algorithms.AES(key.value[: params.nka])
-            self._auth_key = key.value[params.nka :]
+            # HMAC keyed once; each tag continues from a copy (cheaper than keying again).
+            self._mac = pyca_hmac.HMAC(key.value[params.nka :], params.hash())
 
     def _tag(self, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
         # §4.5.1 compute_tag: HMAC(auth_key, len(aad) || len(ct) || Nt || nonce || aad || ct)[..Nt]
-        mac = pyca_hmac.HMAC(self._auth_key, self._hash)
+        assert self._mac is not None
+        mac = self._mac.copy()
         mac.update(
             len(aad).to_bytes(8, "big")
             + len(ct).to_bytes(8, "big")

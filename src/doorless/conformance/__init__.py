@@ -1,4 +1,5 @@
-"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations).
+"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations) and the
+SFrame vectors (RFC 9605, sframe-wg/sframe).
 
 Each vector kind (the file name, e.g. ``tree-math``) has a module ``doorless.conformance.<kind>``
 with ``check(case) -> None``; it raises `VectorMismatch` at the first value that differs, or
