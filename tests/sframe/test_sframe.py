@@ -309,3 +309,26 @@ def test_mls_members_share_frames_through_the_exporter() -> None:
     r = SFrameReceiver(GCM)
     r.add_key(kid, sframe.mls_base_key(bob.export_secret, GCM))
     assert r.decrypt(s.encrypt(b"hello")).plaintext == b"hello"
+
+
+@given(st.sampled_from(ALL_SUITES), st.integers(1, 1 << 20), st.binary(max_size=64))
+def test_arbitrary_bodies_under_a_known_kid_raise_only_frame_decrypt_error(
+    suite: SFrameSuite, ctr: int, body: bytes
+) -> None:
+    r = receiver(suite, kid=300)
+    r.decrypt(sender(suite, 300, n=1).encrypt(b"moves the window (CTR 0)"))
+    before = snapshot(r)
+    with pytest.raises(FrameDecryptError):
+        r.decrypt(encode_header(300, ctr) + body)
+    assert snapshot(r) == before
+
+
+def test_an_epoch_rollover_drops_the_old_epochs_keys() -> None:
+    """§5.2: a new epoch with the same low E bits replaces the old epoch's keys."""
+    layout = MlsKidLayout(epoch_bits=2, index_bits=2)
+    r = SFrameReceiver(GCM)
+    for index in range(3):
+        r.add_key(layout.kid(index, epoch=1), KEY)
+        r.add_key(layout.kid(index, epoch=2), KEY)
+    r.remove_where(lambda kid: layout.epoch_bits_of(kid) == 5 % 4)  # epoch 5 reuses epoch 1's
+    assert sorted(r.kids()) == sorted(layout.kid(i, 2) for i in range(3))

@@ -144,7 +144,10 @@ def load_cases(path: Path) -> list[Case]:
         # The SFrame layout: {"header": [...], "sframe": [...], ...}.
         data = [{**case, SFRAME_SECTION: name} for name, cases in data.items() for case in cases]
     if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
-        raise ValueError(f"{path}: expected a JSON array of objects (one per case)")
+        raise ValueError(
+            f"{path}: expected a JSON array of objects (one per case), "
+            "or an object of such arrays (SFrame)"
+        )
     return data
 
 
