@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -444,6 +444,10 @@ class SFrameSender:
 
     def __repr__(self) -> str:
         return f"SFrameSender(suite={self._suite.name}, kid={self._kid}, next_ctr={self._next})"
+
+    def __reduce__(self) -> NoReturn:
+        # A copy (copy, deepcopy, pickle) would be a second sender with the same counters.
+        raise TypeError("an SFrameSender cannot be copied; persist reserved_until instead")
 
     @property
     def kid(self) -> int:

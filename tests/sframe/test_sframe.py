@@ -332,3 +332,14 @@ def test_an_epoch_rollover_drops_the_old_epochs_keys() -> None:
         r.add_key(layout.kid(index, epoch=2), KEY)
     r.remove_where(lambda kid: layout.epoch_bits_of(kid) == 5 % 4)  # epoch 5 reuses epoch 1's
     assert sorted(r.kids()) == sorted(layout.kid(i, 2) for i in range(3))
+
+
+def test_a_sender_cannot_be_copied() -> None:
+    """A copy would be a second sender with the same counters (nonce reuse)."""
+    import copy
+    import pickle
+
+    s = sender()
+    for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be copied"):
+            duplicate(s)
