@@ -11,7 +11,9 @@ persist. The pieces, each citing its section:
 - `SFrameSender`: encrypts under one KID with a counter that can never repeat in one object and
   resumes from a persisted reservation (§9.1);
 - `SFrameReceiver`: decrypts by KID, with a per-KID replay window (§9.3, RFC 3711 §3.3.2 style);
-- `mls_base_key`, `MlsKidLayout`: MLS keying per §5.2, as pure functions over the MLS exporter.
+- `mls_base_key`, `mls_base_key_from_secret`, `MlsKidLayout`: MLS keying per §5.2, as pure
+  functions over the MLS exporter (a function, or an epoch's exporter secret); nothing from
+  `doorless.mls` is imported.
 
 Suites 6-8 (AES-256-CTR with HMAC-SHA512, 80/64/32-bit tags) are not in RFC 9605's registry:
 the sframe-wg repository added them and their vectors in 2025. They are supported so that
@@ -36,6 +38,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
+from doorless.crypto import CipherSuite
 from doorless.errors import (
     ConfigurationError,
     DecodeError,
@@ -43,7 +46,7 @@ from doorless.errors import (
     StateError,
     ValidationError,
 )
-from doorless.secret import Secret, constant_time_equal
+from doorless.secret import ExporterSecret, Secret, constant_time_equal
 
 __all__ = [
     "MAX_VALUE",
@@ -72,6 +75,7 @@ __all__ = [
     "index_bits_for",
     "key_label",
     "mls_base_key",
+    "mls_base_key_from_secret",
     "nonce_for",
     "salt_label",
     "suite_params",
@@ -606,6 +610,19 @@ Exporter = Callable[[bytes, bytes, int], bytes]
 def mls_base_key(export: Exporter, suite: SFrameSuite) -> BaseKey:
     """§5.2: ``base_key = MLS-Exporter("SFrame 1.0 Base Key", "", AEAD.Nk)`` for one epoch."""
     return BaseKey(export(MLS_BASE_KEY_LABEL, b"", suite_params(suite).nk))
+
+
+def mls_base_key_from_secret(
+    mls_suite: CipherSuite, exporter_secret: ExporterSecret, suite: SFrameSuite
+) -> BaseKey:
+    """`mls_base_key` from an epoch's ``exporter_secret`` directly (RFC 9420 §8.5)::
+
+    ExpandWithLabel(DeriveSecret(exporter_secret, "SFrame 1.0 Base Key"), "exported",
+                    Hash(""), AEAD.Nk)
+    """
+    derived = mls_suite.derive_secret(exporter_secret.value, MLS_BASE_KEY_LABEL)
+    length = suite_params(suite).nk
+    return BaseKey(mls_suite.expand_with_label(derived, b"exported", mls_suite.hash(b""), length))
 
 
 def index_bits_for(group_size: int) -> int:

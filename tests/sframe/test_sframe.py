@@ -343,3 +343,13 @@ def test_a_sender_cannot_be_copied() -> None:
     for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
         with pytest.raises(TypeError, match="cannot be copied"):
             duplicate(s)
+
+
+def test_base_key_from_the_exporter_secret_equals_the_groups_exporter() -> None:
+    h = make_group("abc")
+    group = h.clients["c"].state
+    secrets = group.epoch_secrets
+    for suite in ALL_SUITES:
+        direct = sframe.mls_base_key_from_secret(secrets.suite, secrets.exporter_secret, suite)
+        assert direct == sframe.mls_base_key(group.export_secret, suite)
+        assert len(direct) == sframe.suite_params(suite).nk
