@@ -305,3 +305,28 @@ def test_real_checker_reports_a_wrong_varint(tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"{f}: 1 passed, 1 failed, 0 skipped"
     assert lines[1].startswith("  case 0: failed: ")
+
+
+# --- SFrame (RFC 9605): an object of arrays, kind recognised from its layout -------------------
+
+SFRAME_VECTORS = Path(__file__).parents[1] / "vectors" / "sframe"
+
+
+def test_sframe_vector_files_pass() -> None:
+    result = invoke("vectors", SFRAME_VECTORS)
+    assert result.exit_code == 0, result.output
+    assert "test-vectors.json: 300 passed, 0 failed, 0 skipped" in result.output
+    assert "test-vectors-aes256.json: 3 passed, 0 failed, 0 skipped" in result.output
+
+
+def test_an_edited_sframe_vector_fails_with_its_field(tmp_path: Path) -> None:
+    data = json.loads((SFRAME_VECTORS / "test-vectors.json").read_text())
+    case = data["sframe"][2]
+    case["sframe_salt"] = case["sframe_salt"][:-1] + (
+        "0" if case["sframe_salt"][-1] != "0" else "1"
+    )
+    (tmp_path / "edited.json").write_text(json.dumps(data))
+    result = invoke("vectors", tmp_path / "edited.json")
+    assert result.exit_code == 1
+    assert "299 passed, 1 failed" in result.output
+    assert "case 297: failed: sframe_salt" in result.output

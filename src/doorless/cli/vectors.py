@@ -1,4 +1,4 @@
-"""``doorless vectors PATH...``: check official MLS test-vector files against this implementation.
+"""``doorless vectors PATH...``: check official MLS and SFrame test-vector files against this code.
 
 The checking itself is `doorless.conformance` (shared with the test suite); this module only
 finds each file's kind, runs its cases and reports.
@@ -20,13 +20,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from doorless import conformance
 from doorless.cli.common import EXIT_FAILED, EXIT_OK, fail_usage, state
 
-SHORT_HELP = "Check official MLS test-vector files against this implementation."
+SHORT_HELP = "Check official MLS and SFrame test-vector files against this implementation."
 
 HELP = (
-    "Check official MLS test-vector files (mlswg/mls-implementations format) against this "
-    "implementation.\n\n"
+    "Check official MLS test-vector files (mlswg/mls-implementations format) and SFrame "
+    "(RFC 9605, sframe-wg/sframe test-vectors/*.json) files against this implementation.\n\n"
     "Each file's kind comes from its name (tree-math.json, key-schedule.json, ...) or, failing "
-    "that, from the keys of its first case. A directory stands for the *.json files in it.\n\n"
+    "that, from the keys of its first case (an SFrame file is an object of arrays). A directory "
+    "stands for the *.json files in it.\n\n"
     "Prints 'FILE: N passed, M failed, K skipped' per file, then one line per failed or skipped "
     "case; with --json (before the command), one JSON object per file instead."
 )

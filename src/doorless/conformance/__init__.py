@@ -1,4 +1,5 @@
-"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations).
+"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations) and the
+SFrame vectors (RFC 9605, sframe-wg/sframe).
 
 Each vector kind (the file name, e.g. ``tree-math``) has a module ``doorless.conformance.<kind>``
 with ``check(case) -> None``; it raises `VectorMismatch` at the first value that differs, or
@@ -18,6 +19,10 @@ from typing import Any
 from doorless.errors import ConfigurationError, DoorlessError
 
 Case = dict[str, Any]
+
+# SFrame vector files are an object of arrays (header, aes_ctr_hmac, sframe, ...), not one array;
+# `load_cases` flattens them and names each case's array under this key.
+SFRAME_SECTION = "sframe_section"
 
 
 class VectorMismatch(DoorlessError, AssertionError):
@@ -50,6 +55,8 @@ KINDS: dict[str, str] = {
     "passive-client-welcome": "passive_client",
     "passive-client-handling-commit": "passive_client",
     "passive-client-random": "passive_client",
+    # RFC 9605 SFrame (sframe-wg/sframe test-vectors/*.json); see `load_cases`.
+    "sframe": "sframe",
 }
 
 
@@ -73,6 +80,7 @@ KIND_KEYS: dict[str, frozenset[str]] = {
     "passive-client-welcome": frozenset(
         {"key_package", "welcome", "initial_epoch_authenticator", "epochs"}
     ),
+    "sframe": frozenset({SFRAME_SECTION}),
 }
 
 
@@ -128,8 +136,18 @@ def checker(kind: str) -> Callable[[Case], None]:
 def load_cases(path: Path) -> list[Case]:
     with path.open("rb") as f:
         data = json.load(f)
+    if (
+        isinstance(data, dict)
+        and data
+        and all(isinstance(v, list) and all(isinstance(c, dict) for c in v) for v in data.values())
+    ):
+        # The SFrame layout: {"header": [...], "sframe": [...], ...}.
+        data = [{**case, SFRAME_SECTION: name} for name, cases in data.items() for case in cases]
     if not isinstance(data, list) or not all(isinstance(c, dict) for c in data):
-        raise ValueError(f"{path}: expected a JSON array of objects (one per case)")
+        raise ValueError(
+            f"{path}: expected a JSON array of objects (one per case), "
+            "or an object of such arrays (SFrame)"
+        )
     return data
 
 

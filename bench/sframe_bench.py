@@ -1,0 +1,201 @@
+"""SFrame per-frame cost against a bare AES-GCM call of the same frame (pyca), one run.
+
+For each suite and frame size, each round times ``--frames`` calls of: `SFrameSender.encrypt`
+(header, nonce, AEAD, counter), `SFrameReceiver.decrypt` (header parse, KID lookup, replay
+window, AEAD open), and pyca's ``AESGCM.encrypt``/``decrypt`` of a frame of the same size with
+a fixed key, nonce and no AAD (the floor: what any AES-GCM frame encryption costs). The ratio
+of a round is SFrame / bare, both measured back to back in the same round; the table gives the
+median over rounds, in wall-clock and in process CPU time. Target (issue #13): within 1.5x for
+audio-sized frames.
+
+    PYTHONPATH=src python bench/sframe_bench.py                  # print the table
+    PYTHONPATH=src python bench/sframe_bench.py --update-doc docs/benchmarks.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cryptography
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from doorless import sframe
+
+SECTION = "## SFrame per frame (issue #13)"
+SIZES = {"audio": 100, "video": 1200}
+SUITES = [
+    sframe.SFrameSuite.AES_128_GCM_SHA256_128,
+    sframe.SFrameSuite.AES_128_CTR_HMAC_SHA256_80,
+    sframe.SFrameSuite.AES_128_CTR_HMAC_SHA256_32,
+]
+TARGET = 1.5
+
+
+def _time(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall, cpu) seconds of one call of ``fn``."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> dict[str, Any]:
+    base = sframe.BaseKey(bytes(range(16)))
+    payload = os.urandom(size)
+    metadata = b""
+    gcm = AESGCM(bytes(16))
+    nonce = bytes(12)
+    bare_ct = gcm.encrypt(nonce, payload, None)
+    sender = sframe.SFrameSender(suite, 3, base)
+    sender.reserve(frames * rounds)
+    per: dict[str, list[float]] = {k: [] for k in ("enc", "dec", "bare_enc", "bare_dec")}
+    ratios: dict[str, list[float]] = {k: [] for k in ("enc", "dec", "enc_cpu", "dec_cpu")}
+    for _ in range(rounds):
+        receiver = sframe.SFrameReceiver(suite)
+        receiver.add_key(3, base)
+        # Frames for the receiver, made untimed by a second sender of the same key and KID
+        # (its counters start where the timed sender's cannot reach).
+        feeder = sframe.SFrameSender(suite, 3, base, next_ctr=1 << 40)
+        feeder.reserve(frames)
+        encrypted = [feeder.encrypt(payload, metadata) for _ in range(frames)]
+
+        def enc() -> None:
+            # Results are dropped at once, as the bare loop's are (no allocation growth).
+            for _ in range(frames):
+                sender.encrypt(payload, metadata)
+
+        def dec(
+            frames_in: list[bytes] = encrypted, receiver: sframe.SFrameReceiver = receiver
+        ) -> None:
+            for frame in frames_in:
+                receiver.decrypt(frame, metadata)
+
+        def bare_enc() -> None:
+            for _ in range(frames):
+                gcm.encrypt(nonce, payload, None)
+
+        def bare_dec() -> None:
+            for _ in range(frames):
+                gcm.decrypt(nonce, bare_ct, None)
+
+        be_w, be_c = _time(bare_enc)
+        e_w, e_c = _time(enc)
+        bd_w, bd_c = _time(bare_dec)
+        d_w, d_c = _time(dec)
+        per["enc"].append(e_w / frames)
+        per["dec"].append(d_w / frames)
+        per["bare_enc"].append(be_w / frames)
+        per["bare_dec"].append(bd_w / frames)
+        ratios["enc"].append(e_w / be_w)
+        ratios["dec"].append(d_w / bd_w)
+        ratios["enc_cpu"].append(e_c / be_c if be_c > 0 else float("nan"))
+        ratios["dec_cpu"].append(d_c / bd_c if bd_c > 0 else float("nan"))
+    row: dict[str, Any] = {"suite": suite.name, "size": size}
+    row.update({f"{k}_us": statistics.median(v) * 1e6 for k, v in per.items()})
+    row.update({f"ratio_{k}": statistics.median(v) for k, v in ratios.items()})
+    return row
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "cryptography": cryptography.__version__,
+        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
+    }
+
+
+def markdown(m: dict[str, Any], rows: list[dict[str, Any]], frames: int, rounds: int) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"`PYTHONPATH=src python bench/sframe_bench.py --update-doc docs/benchmarks.md` — "
+        f"{m['date']}, {m['nproc']} × {m['cpu']} (load average {m['load']:.1f} at the start), "
+        f"Python {m['python']}, cryptography {m['cryptography']}. Medians over {rounds} rounds "
+        f"of {frames} frames. *bare* is pyca's `AESGCM.encrypt`/`decrypt` (AES-128-GCM) of a "
+        "frame of the same size, measured in the same round; SFrame adds the header, the nonce, "
+        "the counter (sender) and the header parse, KID lookup and replay window (receiver). "
+        "Ratios are SFrame / bare per round (wall / process CPU). Microseconds per frame.",
+        "",
+        "| suite | frame B | encrypt µs | bare enc µs | ratio enc | ratio enc (CPU) "
+        "| decrypt µs | bare dec µs | ratio dec | ratio dec (CPU) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['suite']} | {r['size']:,} | {r['enc_us']:.2f} | {r['bare_enc_us']:.2f} "
+            f"| {r['ratio_enc']:.2f} | {r['ratio_enc_cpu']:.2f} | {r['dec_us']:.2f} "
+            f"| {r['bare_dec_us']:.2f} | {r['ratio_dec']:.2f} | {r['ratio_dec_cpu']:.2f} |"
+        )
+    gcm_audio = [
+        r for r in rows if r["suite"] == "AES_128_GCM_SHA256_128" and r["size"] == SIZES["audio"]
+    ]
+    if gcm_audio:
+        r = gcm_audio[0]
+        worst = max(r["ratio_enc"], r["ratio_dec"])
+        verdict = "met" if worst <= TARGET else "**missed**"
+        lines += [
+            "",
+            f"Target: {verdict} — AES_128_GCM_SHA256_128, {SIZES['audio']}-byte frames within "
+            f"{TARGET}x of bare AES-GCM: encrypt {r['ratio_enc']:.2f}x, decrypt "
+            f"{r['ratio_dec']:.2f}x (wall).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def update_doc(path: Path, section: str) -> None:
+    """Replace this benchmark's section of ``path`` (or append it), keeping everything else.
+    Text under ``### Notes`` in the old section (hand-written analysis) is kept."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        old = text[start:] if end < 0 else text[start : end + 1]
+        n = old.find("\n### Notes\n")
+        notes = old[n + 1 :].rstrip("\n") + "\n" if n >= 0 else ""
+        rest = "" if end < 0 else text[end + 1 :]
+        text = text[:start] + section + ("\n" + notes if notes else "")
+        text += ("\n" + rest) if rest else ""
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--frames", type=int, default=2000, help="frames per round")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--update-doc", type=Path, help="write the Markdown section into a file")
+    args = parser.parse_args(argv)
+    m = machine()
+    rows = [
+        measure(suite, size, args.frames, args.rounds)
+        for suite in SUITES
+        for size in SIZES.values()
+    ]
+    section = markdown(m, rows, args.frames, args.rounds)
+    if args.update_doc:
+        update_doc(args.update_doc, section)
+    print(section, end="")
+
+
+if __name__ == "__main__":
+    main()
