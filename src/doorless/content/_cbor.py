@@ -15,6 +15,7 @@ that fit an integer, non-preferred NaNs) is rejected that way. Section 6.2's dat
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,21 +89,36 @@ def decode_document(data: bytes, *, max_size: int) -> Any:
         raise DecodeError("MIMI content must be bytes")
     if len(data) > max_size:
         raise DecodeError(f"MIMI content of {len(data)} octets exceeds the limit of {max_size}")
+    stream = io.BytesIO(data)
     try:
-        value = cbor2.loads(
-            data,
+        value = cbor2.CBORDecoder(
+            stream,
             max_depth=_CBOR2_MAX_DEPTH,
             allow_indefinite=False,
             allow_duplicate_keys=False,
-            immutable=True,
             str_errors="strict",
-        )
+            read_size=1,
+        ).decode()
     except cbor2.CBORDecodeEOF:
         raise DecodeError("truncated CBOR") from None
-    except (cbor2.CBORDecodeError, RecursionError, OverflowError, MemoryError) as exc:
-        # cbor2 reports trailing data, bad UTF-8, duplicates, indefinite lengths and depth here.
-        raise DecodeError(f"invalid CBOR: {str(exc)[:120]}") from None
+    except (cbor2.CBORDecodeError, RecursionError) as exc:
+        # Bad UTF-8, duplicate keys, indefinite lengths, too deep. The library's message may quote
+        # peer data, so only its kind is kept.
+        raise DecodeError(f"invalid CBOR ({type(exc).__name__})") from None
+    if stream.tell() != len(data):
+        raise DecodeError("trailing bytes after the CBOR item")
     _check_data_model(value, "MIMI content")
     if encode_item(value) != data:
         raise DecodeError("CBOR is not in deterministic encoding (draft 6.1, RFC 8949 4.2.1)")
+    return _freeze(value)
+
+
+def _freeze(value: Any) -> Any:
+    """Arrays as tuples, maps as `cbor2.frozendict`, so decoded values can sit in frozen types."""
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return cbor2.frozendict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, cbor2.CBORTag):
+        return cbor2.CBORTag(value.tag, _freeze(value.value))
     return value
