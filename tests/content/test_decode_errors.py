@@ -12,6 +12,7 @@ import cbor2
 import pytest
 
 from doorless.content import (
+    MAX_EXTENSIONS,
     MAX_PARTS,
     Disposition,
     ExternalPart,
@@ -81,6 +82,7 @@ VALIDATION_CASES: dict[str, list[Any]] = {
     "extension-name-256-octets": container(ext={"x" * 256: 1}),
     "extension-value-over-4095": container(ext={3: bytes(4096)}),
     "extension-5-levels": container(ext={3: [[[[1]]]]}),
+    "too-many-extensions": container(ext={k: 0 for k in range(3, 3 + MAX_EXTENSIONS + 1)}),
     "six-fields": container()[:6],
     "eight-fields": [*container(), None],
     "container-as-map": {"salt": SALT},  # type: ignore[dict-item]
@@ -122,6 +124,11 @@ def test_cddl_violation_is_a_validation_error(name: str) -> None:
     with pytest.raises(ValidationError) as info:
         decode(enc(VALIDATION_CASES[name]))
     assert info.value.rule.startswith("draft-ietf-mimi-content-08 ")
+
+
+def test_extension_limit_is_inclusive() -> None:
+    ext = {k: 0 for k in range(3, 3 + MAX_EXTENSIONS)}
+    assert len(decode(enc(container(ext=ext))).extensions) == MAX_EXTENSIONS
 
 
 def test_four_levels_and_1024_parts_are_accepted() -> None:
@@ -186,7 +193,6 @@ DECODE_CASES: dict[str, bytes] = {
         _HEAD + _EXT + "85 01 60 01 6a 746578742f706c61696e 5b 7fffffffffffffff"
     ),
     "huge-array-length": _hex("9b 7fffffffffffffff 00"),
-    "tag-1-datetime": _hex(_HEAD + "a1 03 c1 1a 514b67b0" + _BODY),
     "float-map-key": _hex(_HEAD + "a1 03 a1 f9 3c00 00" + _BODY),
     "undefined": _hex(_HEAD + "a1 03 f7" + _BODY),
     "deep-cbor-nesting": b"\x81" * 5000 + b"\x00",
@@ -205,6 +211,47 @@ def test_deterministic_twins_of_the_bad_encodings_decode() -> None:
     decode(_hex(_HEAD + "a2 1818 00 20 00" + _BODY))
     decode(_hex(_HEAD + "a1 03 f9 3e00" + _BODY))
     decode(_hex(_HEAD + "a1 03 f9 7e00" + _BODY))
+
+
+@pytest.mark.parametrize(
+    ("tag", "tagged"),
+    [
+        pytest.param(1, "c1 1a 514b67b0", id="epoch-datetime"),
+        pytest.param(0, "c0 74 323031332d30332d32315432303a30343a30305a", id="text-datetime"),
+        pytest.param(35, "d823 62 612a", id="regex"),
+        pytest.param(36, "d824 61 61", id="mime"),
+        pytest.param(37, "d825 50" + "00" * 16, id="uuid"),
+        pytest.param(258, "d90102 81 01", id="set"),
+        pytest.param(28, "d81c 81 d81d 00", id="shared-cycle"),
+        pytest.param(32, "d820 72 687474703a2f2f6578616d706c652e636f6d", id="uri"),
+    ],
+)
+def test_tags_stay_plain_tags(tag: int, tagged: str) -> None:
+    # cbor2 would turn these into datetimes, compiled regexes, parsed MIME, sets, or a list
+    # that contains itself; an extension value keeps each as an uninterpreted tag.
+    data = _hex(_HEAD + "a1 03" + tagged + _BODY)
+    content = decode(data)
+    value = content.extension(3)
+    assert isinstance(value, cbor2.CBORTag)
+    assert value.tag == tag
+    assert content.encode() == data
+
+
+def test_self_described_cbor_is_not_a_container() -> None:
+    # Tag 55799 is kept as a tag, so the document is not the mimiContent array.
+    with pytest.raises(ValidationError):
+        decode(_hex("d9d9f7" + _HEAD + _EXT + _BODY))
+
+
+def test_extension_depth_example_of_section_6_3() -> None:
+    # The draft's own example: the extensions map has exactly 4 levels (map, array, array, tag).
+    uri = cbor2.CBORTag(32, "http://example.com")
+    ext = {1: "mimi://a.example/u/alice", 256: [[b"\x12\x34", uri], [b"\x34\x56", 5771]]}
+    content = decode(enc(container(ext=ext)))
+    assert content.sender_uri == "mimi://a.example/u/alice"
+    deeper = {256: [[[cbor2.CBORTag(32, "http://example.com")]]]}
+    with pytest.raises(ValidationError):
+        decode(enc(container(ext=deeper)))
 
 
 def test_integer_map_key_beyond_double_precision() -> None:

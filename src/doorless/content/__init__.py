@@ -10,6 +10,7 @@ from doorless.content._model import (
     MAX_EXTENSION_DEPTH,
     MAX_EXTENSION_NAME,
     MAX_EXTENSION_VALUE,
+    MAX_EXTENSIONS,
     MAX_NESTING_DEPTH,
     MAX_PARTS,
     MAX_TOPIC_ID,
@@ -35,6 +36,7 @@ from doorless.content._model import (
 __all__ = [
     "HASH_ALG_SHA256",
     "MAX_CONTENT_SIZE",
+    "MAX_EXTENSIONS",
     "MAX_EXTENSION_DEPTH",
     "MAX_EXTENSION_NAME",
     "MAX_EXTENSION_VALUE",

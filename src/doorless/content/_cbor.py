@@ -3,10 +3,10 @@
 Section 6.1 ("Encoding restrictions") requires the deterministic serialization of RFC 8949
 section 4.2.1: shortest integers, lengths and floats, no indefinite lengths, and map keys sorted
 bytewise by their encoding (not the length-first "canonical" order of RFC 7049, which the draft
-forbids). `cbor2`'s ``canonical=True`` sorts maps length-first, so maps are sorted here and
-encoded in insertion order; every other item is encoded by `cbor2` in its shortest form.
+forbids). `cbor2`'s ``canonical=True`` gives the shortest forms but sorts maps length-first, so
+maps are written by an encoder hook here that sorts them bytewise.
 
-Decoding accepts a document only if re-encoding it gives back the same bytes: every
+A document is accepted only if re-encoding what it decoded to gives back the same bytes: every
 non-deterministic encoding (long integer or length forms, unsorted keys, wide floats, bignums
 that fit an integer, non-preferred NaNs) is rejected that way. Section 6.2's data model
 (key types, integer range, UTF-8) is checked on the decoded value. Every failure is a
@@ -25,46 +25,58 @@ from doorless.errors import DecodeError
 
 # Item types a decoded document may contain. `cbor2` turns some tags into other Python objects
 # (datetime, Decimal, UUID, ...); those are refused rather than re-encoded differently.
-_SCALARS = (int, str, bytes, bool, float, type(None))
+_SCALAR_TYPES = frozenset((int, str, bytes, bool, float, type(None)))
 # Section 6.2: integer map keys must be exact as a double.
 MAX_SAFE_INT = 2**53 - 1
 # A hard cap for `cbor2`'s recursion, above the draft's limits (checked by the model).
 _CBOR2_MAX_DEPTH = 16
+# Tags `cbor2` would give meaning to (date-times, decimals, regular expressions, MIME messages,
+# UUIDs, IP addresses, sets, string references, and shared values, which can build cycles).
+# Each is kept as a plain `CBORTag`. Tags 2 and 3 (bignums) keep their meaning: a bignum becomes
+# an int, so one that fits a plain integer fails the deterministic re-encoding check.
+_PLAIN_TAGS = (0, 1, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 55799)
 
 
-def _encode_float(encoder: cbor2.CBOREncoder, value: float) -> None:
-    # The shortest float that keeps the value (RFC 8949 4.2.1); NaN becomes 0xf97e00.
-    encoder.write(cbor2.dumps(value, canonical=True))
+def _plain_tag(tag: int) -> Any:
+    def keep(value: Any, _immutable: bool) -> cbor2.CBORTag:
+        return cbor2.CBORTag(tag, value)
+
+    return keep
 
 
-def _sort_maps(value: Any) -> Any:
-    """Return `value` with every map rebuilt in RFC 8949 4.2.1 key order (bytewise)."""
-    if isinstance(value, Mapping):
-        items = [(_sort_maps(k), _sort_maps(v)) for k, v in value.items()]
-        items.sort(key=lambda kv: encode_item(kv[0]))
-        return dict(items)
-    if isinstance(value, list | tuple):
-        return [_sort_maps(v) for v in value]
-    if isinstance(value, cbor2.CBORTag):
-        return cbor2.CBORTag(value.tag, _sort_maps(value.value))
-    return value
+_SEMANTIC_DECODERS = {tag: _plain_tag(tag) for tag in _PLAIN_TAGS}
+
+
+def _encode_map(encoder: cbor2.CBOREncoder, value: Mapping[Any, Any]) -> None:
+    # RFC 8949 4.2.1: keys sorted bytewise by their deterministic encoding.
+    items = sorted(((encode_item(k), v) for k, v in value.items()), key=lambda kv: kv[0])
+    encoder.encode_length(5, len(items))
+    for key, item in items:
+        encoder.write(key)
+        encoder.encode(item)
+
+
+# canonical=True gives shortest integers, lengths and floats (NaN as 0xf97e00); maps go through
+# _encode_map instead of cbor2's length-first sort.
+_MAP_ENCODERS: dict[type, Any] = {dict: _encode_map, cbor2.frozendict: _encode_map}
 
 
 def encode_item(value: Any) -> bytes:
     """Encode one CBOR data item deterministically (RFC 8949 4.2.1)."""
     try:
-        return cbor2.dumps(_sort_maps(value), encoders={float: _encode_float})
+        return cbor2.dumps(value, canonical=True, encoders=_MAP_ENCODERS)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
         raise DecodeError(f"value cannot be encoded as CBOR: {type(exc).__name__}") from None
 
 
 def _check_data_model(value: Any, where: str) -> None:
     """Section 6.2: key types, integer key range, no semantic objects `cbor2` made from tags."""
-    if isinstance(value, _SCALARS):
+    if type(value) in _SCALAR_TYPES:
         return
     if isinstance(value, list | tuple):
         for item in value:
-            _check_data_model(item, where)
+            if type(item) not in _SCALAR_TYPES:
+                _check_data_model(item, where)
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
@@ -81,9 +93,11 @@ def _check_data_model(value: Any, where: str) -> None:
 
 
 def decode_document(data: bytes, *, max_size: int) -> Any:
-    """Decode one deterministically encoded CBOR item filling all of `data`.
+    """Decode the one CBOR item filling all of `data` (lists and dicts, tags kept as tags).
 
-    Lists come back as tuples and maps as read-only mappings.
+    Whether the encoding was deterministic is checked by `require_deterministic` once the
+    structure is known to be valid, so a flood of parts or extensions fails before the slower
+    re-encoding walks it.
     """
     if not isinstance(data, bytes):
         raise DecodeError("MIMI content must be bytes")
@@ -98,6 +112,7 @@ def decode_document(data: bytes, *, max_size: int) -> Any:
             allow_duplicate_keys=False,
             str_errors="strict",
             read_size=1,
+            semantic_decoders=_SEMANTIC_DECODERS,
         ).decode()
     except cbor2.CBORDecodeEOF:
         raise DecodeError("truncated CBOR") from None
@@ -107,16 +122,25 @@ def decode_document(data: bytes, *, max_size: int) -> Any:
         raise DecodeError(f"invalid CBOR ({type(exc).__name__})") from None
     if stream.tell() != len(data):
         raise DecodeError("trailing bytes after the CBOR item")
-    _check_data_model(value, "MIMI content")
-    if encode_item(value) != data:
+    return value
+
+
+def require_deterministic(data: bytes, reencoded: bytes) -> None:
+    """`data` must be exactly the deterministic encoding of what it decoded to (draft 6.1)."""
+    if reencoded != data:
         raise DecodeError("CBOR is not in deterministic encoding (draft 6.1, RFC 8949 4.2.1)")
+
+
+def free_value(value: Any, where: str) -> Any:
+    """Check an uninterpreted CBOR value (an extension's) against draft 6.2; return it frozen."""
+    _check_data_model(value, where)
     return _freeze(value)
 
 
 def _freeze(value: Any) -> Any:
     """Arrays as tuples, maps as `cbor2.frozendict`, so decoded values can sit in frozen types."""
     if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+        return tuple(v if type(v) in _SCALAR_TYPES else _freeze(v) for v in value)
     if isinstance(value, Mapping):
         return cbor2.frozendict({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, cbor2.CBORTag):

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from doorless.content._cbor import MAX_SAFE_INT, decode_document, encode_item
+from doorless.content._cbor import (
+    MAX_SAFE_INT,
+    decode_document,
+    encode_item,
+    free_value,
+    require_deterministic,
+)
 from doorless.errors import DecodeError, ValidationError
 
 # Limits. Draft section 6.3 (depth) and 8.1 (parts, topicId); sizes are local policy.
@@ -49,6 +55,8 @@ MAX_EXTENSION_NAME = 255
 """``name = int / tstr .size (1..255)`` (draft 2.4)."""
 MAX_CONTENT_SIZE = 1 << 20
 """Local policy (draft 8.1 "too large"): the largest encoded content `decode` accepts."""
+MAX_EXTENSIONS = 1024
+"""Local policy (the draft sets no number): the most extensions one container may carry."""
 
 SALT_SIZE = 16
 MESSAGE_ID_SIZE = 32
@@ -127,13 +135,18 @@ def _opt_message_id(value: object, name: str) -> bytes | None:
     return _bstr(value, name, "2.4 (MessageId)", MESSAGE_ID_SIZE)
 
 
+_SCALAR_TYPES = frozenset((int, str, bytes, bool, float, type(None)))
+
+
 def _container_depth(value: object) -> int:
     """Levels of tags, maps and arrays in `value` (a scalar is 0)."""
     if isinstance(value, Mapping):
         inner = [_container_depth(k) for k in value] + [_container_depth(v) for v in value.values()]
         return 1 + max(inner, default=0)
     if isinstance(value, list | tuple):
-        return 1 + max((_container_depth(v) for v in value), default=0)
+        return 1 + max(
+            (_container_depth(v) for v in value if type(v) not in _SCALAR_TYPES), default=0
+        )
     if hasattr(value, "tag") and hasattr(value, "value"):  # cbor2.CBORTag
         return 1 + _container_depth(value.value)
     return 0
@@ -470,7 +483,7 @@ _EXTERNAL_FIELDS = 13
 def _parse_part(item: object, depth: int, seen: list[int]) -> NestedPart:
     """Build one NestedPart; `seen` counts parts so far, so a flood stops before it is built."""
     rule = "2.5 (NestedPart)"
-    if not isinstance(item, tuple):
+    if not isinstance(item, list | tuple):
         raise _fail("a NestedPart must be an array", rule)
     if depth > MAX_NESTING_DEPTH:
         raise _fail(f"parts nested more than {MAX_NESTING_DEPTH} levels deep", "6.3")
@@ -498,7 +511,7 @@ def _parse_part(item: object, depth: int, seen: list[int]) -> NestedPart:
         if len(rest) != 2:
             raise _fail("a MultiPart has partSemantics and parts", "2.5 (MultiPart)")
         semantics, parts = rest
-        if not isinstance(parts, tuple):
+        if not isinstance(parts, list | tuple):
             raise _fail("MultiPart parts must be an array", "2.5 (MultiPart)")
         part = MultiPart(semantics, tuple(_parse_part(p, depth + 1, seen) for p in parts))
     else:
@@ -509,7 +522,7 @@ def _parse_part(item: object, depth: int, seen: list[int]) -> NestedPart:
 def _parse_expiration(item: object) -> Expiration | None:
     if item is None:
         return None
-    if not isinstance(item, tuple) or len(item) != 2:
+    if not isinstance(item, list | tuple) or len(item) != 2:
         raise _fail("Expiration is [relative, time]", "2.4 (Expiration)")
     return Expiration(relative=item[0], time=item[1])
 
@@ -517,13 +530,19 @@ def _parse_expiration(item: object) -> Expiration | None:
 def parse(item: object) -> MimiContent:
     """Validate a decoded CBOR data item against the CDDL and build the container."""
     rule = "2.4 (mimiContent)"
-    if not isinstance(item, tuple):
+    if not isinstance(item, list | tuple):
         raise _fail("mimiContent must be an array", rule)
     if len(item) != 7:
         raise _fail("mimiContent has 7 fields", rule)
     salt, replaces, topic_id, expires, in_reply_to, extensions, body = item
     if not isinstance(extensions, Mapping):
         raise _fail("extensions must be a map", "2.4 (extensions)")
+    if len(extensions) > MAX_EXTENSIONS:
+        raise _fail(f"more than {MAX_EXTENSIONS} extensions (local policy)", "2.4 (extensions)")
+    # Sizes first (fast, in cbor2), then the data model of draft 6.2 walks what is left.
+    if any(len(encode_item(v)) > MAX_EXTENSION_VALUE for v in extensions.values()):
+        raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", "2.4 (extensions)")
+    extensions = free_value(extensions, "extensions")
     sender_uri = extensions.get(SENDER_URI_KEY)
     room_uri = extensions.get(ROOM_URI_KEY)
     others = tuple(
@@ -553,7 +572,9 @@ def decode(data: bytes, *, max_size: int = MAX_CONTENT_SIZE) -> MimiContent:
     Raises `DecodeError` for bytes that are not one deterministically encoded CBOR item within
     the draft's data model, and `ValidationError` for CBOR that breaks the CDDL or a limit.
     """
-    return parse(decode_document(data, max_size=max_size))
+    content = parse(decode_document(data, max_size=max_size))
+    require_deterministic(data, content.encode())
+    return content
 
 
 # --- derived values (draft 2.7, appendix B "Implied Message Fields") ----------------------------
@@ -602,6 +623,8 @@ class MessageDerivedValues:
 def decode_derived(data: bytes, *, max_size: int = MAX_CONTENT_SIZE) -> MessageDerivedValues:
     """Decode and validate an encoded ``MessageDerivedValues``."""
     item = decode_document(data, max_size=max_size)
-    if not isinstance(item, tuple) or len(item) != 7:
+    if not isinstance(item, list | tuple) or len(item) != 7:
         raise _fail("MessageDerivedValues is an array of 7", "2.7 (MessageDerivedValues)")
-    return MessageDerivedValues(*item)
+    derived = MessageDerivedValues(*item)
+    require_deterministic(data, derived.encode())
+    return derived
