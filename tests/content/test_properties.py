@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -124,6 +125,10 @@ ext_values = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=3).map(tuple),
         st.dictionaries(st.one_of(st.integers(-100, 100), st.text(max_size=5)), inner, max_size=3),
+        # Any tag but the bignums (2, 3) stays an uninterpreted tag.
+        st.builds(
+            cbor2.CBORTag, st.integers(0, 2**64 - 1).filter(lambda t: t not in (2, 3)), inner
+        ),
     ),
     max_leaves=8,
 ).filter(lambda v: _depth(v) <= 3)
@@ -138,6 +143,8 @@ def _depth(value: Any) -> int:
         return 1 + max((_depth(v) for v in value.values()), default=0)
     if isinstance(value, tuple):
         return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, cbor2.CBORTag):
+        return 1 + _depth(value.value)
     return 0
 
 
