@@ -131,18 +131,21 @@ def require_deterministic(data: bytes, reencoded: bytes) -> None:
         raise DecodeError("CBOR is not in deterministic encoding (draft 6.1, RFC 8949 4.2.1)")
 
 
-def free_value(value: Any, where: str) -> Any:
-    """Check an uninterpreted CBOR value (an extension's) against draft 6.2; return it frozen."""
+def check_data_model(value: Any, where: str) -> None:
+    """Check an uninterpreted CBOR value (an extension's) against the data model of draft 6.2."""
     _check_data_model(value, where)
-    return _freeze(value)
 
 
-def _freeze(value: Any) -> Any:
-    """Arrays as tuples, maps as `cbor2.frozendict`, so decoded values can sit in frozen types."""
-    if isinstance(value, list | tuple):
-        return tuple(v if type(v) in _SCALAR_TYPES else _freeze(v) for v in value)
-    if isinstance(value, Mapping):
-        return cbor2.frozendict({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, cbor2.CBORTag):
-        return cbor2.CBORTag(value.tag, _freeze(value.value))
-    return value
+def frozen_within(encoded: bytes, levels: int) -> tuple[bool, Any]:
+    """Decode our own deterministic `encoded` again, frozen (tuples, `cbor2.frozendict`).
+
+    Returns ``(False, None)`` if it nests tags, maps and arrays more than `levels` deep:
+    `cbor2`'s ``max_depth`` counts exactly those, so depth and freezing are done in C.
+    """
+    try:
+        value = cbor2.loads(
+            encoded, max_depth=levels, immutable=True, semantic_decoders=_SEMANTIC_DECODERS
+        )
+    except cbor2.CBORDecodeError:
+        return False, None
+    return True, value

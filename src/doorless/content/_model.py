@@ -33,9 +33,10 @@ from typing import Any
 
 from doorless.content._cbor import (
     MAX_SAFE_INT,
+    check_data_model,
     decode_document,
     encode_item,
-    free_value,
+    frozen_within,
     require_deterministic,
 )
 from doorless.errors import DecodeError, ValidationError
@@ -133,23 +134,6 @@ def _opt_message_id(value: object, name: str) -> bytes | None:
     if value is None:
         return None
     return _bstr(value, name, "2.4 (MessageId)", MESSAGE_ID_SIZE)
-
-
-_SCALAR_TYPES = frozenset((int, str, bytes, bool, float, type(None)))
-
-
-def _container_depth(value: object) -> int:
-    """Levels of tags, maps and arrays in `value` (a scalar is 0)."""
-    if isinstance(value, Mapping):
-        inner = [_container_depth(k) for k in value] + [_container_depth(v) for v in value.values()]
-        return 1 + max(inner, default=0)
-    if isinstance(value, list | tuple):
-        return 1 + max(
-            (_container_depth(v) for v in value if type(v) not in _SCALAR_TYPES), default=0
-        )
-    if hasattr(value, "tag") and hasattr(value, "value"):  # cbor2.CBORTag
-        return 1 + _container_depth(value.value)
-    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +308,7 @@ def _check_extension(key: object, value: object) -> None:
     if len(encoded) > MAX_EXTENSION_VALUE:
         raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", rule)
     # The extensions map is level 1, so a value may add at most 3 levels (draft 6.3).
-    if 1 + _container_depth(value) > MAX_EXTENSION_DEPTH:
+    if not frozen_within(encoded, MAX_EXTENSION_DEPTH - 1)[0]:
         raise _fail(f"an extension nests more than {MAX_EXTENSION_DEPTH} levels", "6.3")
 
 
@@ -527,6 +511,17 @@ def _parse_expiration(item: object) -> Expiration | None:
     return Expiration(relative=item[0], time=item[1])
 
 
+def _frozen_extension_value(value: object) -> Any:
+    """Size and depth limits (in cbor2's C code), and the value frozen for `MimiContent`."""
+    encoded = encode_item(value)
+    if len(encoded) > MAX_EXTENSION_VALUE:
+        raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", "2.4 (extensions)")
+    within, frozen = frozen_within(encoded, MAX_EXTENSION_DEPTH - 1)
+    if not within:
+        raise _fail(f"an extension nests more than {MAX_EXTENSION_DEPTH} levels", "6.3")
+    return frozen
+
+
 def parse(item: object) -> MimiContent:
     """Validate a decoded CBOR data item against the CDDL and build the container."""
     rule = "2.4 (mimiContent)"
@@ -539,14 +534,11 @@ def parse(item: object) -> MimiContent:
         raise _fail("extensions must be a map", "2.4 (extensions)")
     if len(extensions) > MAX_EXTENSIONS:
         raise _fail(f"more than {MAX_EXTENSIONS} extensions (local policy)", "2.4 (extensions)")
-    # Sizes first (fast, in cbor2), then the data model of draft 6.2 walks what is left.
-    if any(len(encode_item(v)) > MAX_EXTENSION_VALUE for v in extensions.values()):
-        raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", "2.4 (extensions)")
-    extensions = free_value(extensions, "extensions")
+    check_data_model(extensions, "extensions")  # draft 6.2, before keys are compared
     sender_uri = extensions.get(SENDER_URI_KEY)
     room_uri = extensions.get(ROOM_URI_KEY)
     others = tuple(
-        (k, v)
+        (k, _frozen_extension_value(v))
         for k, v in extensions.items()
         if not (type(k) is int and k in (SENDER_URI_KEY, ROOM_URI_KEY))
     )
