@@ -140,7 +140,7 @@ def test_limits_are_inclusive() -> None:
 
 
 def test_unknown_disposition_is_kept_and_treated_as_render() -> None:
-    # Draft 8.1: an unrecognised disposition is legitimate and treated as render.
+    # Draft 9.1: an unrecognised disposition is legitimate and treated as render.
     data = enc(container(body=text_part(disposition=42)))
     content = decode(data)
     assert content.body.disposition == 42

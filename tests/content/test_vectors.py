@@ -2,7 +2,7 @@
 
 Each `.cbor` decodes, validates and re-encodes byte-exactly; the expectations below are typed in
 by hand from the example's `.edn` (not computed by the code under test), and the message id
-printed at the top of each `.edn` is derived again (draft 2.3).
+printed at the top of each `.edn` is derived again (draft 3.3).
 """
 
 from __future__ import annotations

@@ -41,28 +41,28 @@ from doorless.content._cbor import (
 )
 from doorless.errors import DecodeError, ValidationError
 
-# Limits. Draft section 6.3 (depth) and 8.1 (parts, topicId); sizes are local policy.
+# Limits. Draft section 6.3 (depth) and 9.1 (parts, topicId); sizes are local policy.
 MAX_NESTING_DEPTH = 4
 """NestedParts MUST NOT be nested more than 4 levels deep (draft 6.3); the body is level 1."""
 MAX_PARTS = 1024
-"""More than 1024 body parts is malicious (draft 8.1)."""
+"""More than 1024 body parts is malicious (draft 9.1)."""
 MAX_TOPIC_ID = 4096
-"""A topicId longer than 4096 octets is malicious (draft 8.1)."""
+"""A topicId longer than 4096 octets is malicious (draft 9.1)."""
 MAX_EXTENSION_DEPTH = 4
 """Extensions MUST NOT nest tags, maps or arrays more than 4 levels deep; the map is level 1."""
 MAX_EXTENSION_VALUE = 4095
-"""``value = any .size (0..4095)``: the encoded size of one extension value (draft 2.4)."""
+"""``value = any .size (0..4095)``: the encoded size of one extension value (draft 4.3)."""
 MAX_EXTENSION_NAME = 255
-"""``name = int / tstr .size (1..255)`` (draft 2.4)."""
+"""``name = int / tstr .size (1..255)`` (draft 4.3)."""
 MAX_CONTENT_SIZE = 1 << 20
-"""Local policy (draft 8.1 "too large"): the largest encoded content `decode` accepts."""
+"""Local policy (draft 9.1 "too large"): the largest encoded content `decode` accepts."""
 MAX_EXTENSIONS = 1024
 """Local policy (the draft sets no number): the most extensions one container may carry."""
 
 SALT_SIZE = 16
 MESSAGE_ID_SIZE = 32
 HASH_ALG_SHA256 = 1
-"""IANA Named Information hash algorithm identifier of SHA-256 (draft 2.3)."""
+"""IANA Named Information hash algorithm identifier of SHA-256 (draft 3.3)."""
 
 _U8 = 2**8 - 1
 _U16 = 2**16 - 1
@@ -74,7 +74,7 @@ ROOM_URI_KEY = 2
 
 
 class Disposition(IntEnum):
-    """``baseDispos`` (draft 2.5); values 9..255 are unknown and kept as plain ints."""
+    """``baseDispos`` (draft 4.4); values 9..255 are unknown and kept as plain ints."""
 
     UNSPECIFIED = 0
     RENDER = 1
@@ -88,7 +88,7 @@ class Disposition(IntEnum):
 
 
 class Cardinality(IntEnum):
-    """The ``cardinality`` that selects the part kind (draft 2.5)."""
+    """The ``cardinality`` that selects the part kind (draft 4.4)."""
 
     NULLPART = 0
     SINGLE = 1
@@ -97,7 +97,7 @@ class Cardinality(IntEnum):
 
 
 class PartSemantics(IntEnum):
-    """``partSemantics`` of a `MultiPart` (draft 2.5); an unknown value is rejected (draft 8.1)."""
+    """``partSemantics`` of a `MultiPart` (draft 4.4); an unknown value is rejected (draft 9.1)."""
 
     CHOOSE_ONE = 0
     SINGLE_UNIT = 1
@@ -133,20 +133,20 @@ def _tstr(value: object, name: str, rule: str) -> str:
 def _opt_message_id(value: object, name: str) -> bytes | None:
     if value is None:
         return None
-    return _bstr(value, name, "2.4 (MessageId)", MESSAGE_ID_SIZE)
+    return _bstr(value, name, "4.1 (MessageId)", MESSAGE_ID_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
 class Expiration:
-    """``Expiration = [relative: bool, time: uint .size 4]`` (draft 2.4)."""
+    """``Expiration = [relative: bool, time: uint .size 4]`` (draft 4.1)."""
 
     relative: bool
     time: int
 
     def __post_init__(self) -> None:
         if not isinstance(self.relative, bool):
-            raise _fail("Expiration.relative must be a bool", "2.4 (Expiration)")
-        _uint(self.time, _U32, "Expiration.time", "2.4 (Expiration)")
+            raise _fail("Expiration.relative must be a bool", "4.1 (Expiration)")
+        _uint(self.time, _U32, "Expiration.time", "4.1 (Expiration)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +166,13 @@ class SinglePart:
     cardinality = Cardinality.SINGLE
 
     def __post_init__(self) -> None:
-        _tstr(self.content_type, "contentType", "2.5 (SinglePart)")
-        _bstr(self.content, "content", "2.5 (SinglePart)")
+        _tstr(self.content_type, "contentType", "4.4 (SinglePart)")
+        _bstr(self.content, "content", "4.4 (SinglePart)")
 
 
 @dataclass(frozen=True, slots=True)
 class ExternalPart:
-    """``ExternalPart`` (draft 2.6): content at a URL, with its AEAD key, nonce and hash.
+    """``ExternalPart`` (draft 4.5): content at a URL, with its AEAD key, nonce and hash.
 
     `key` is the file key: it never appears in the repr.
     """
@@ -193,7 +193,7 @@ class ExternalPart:
     cardinality = Cardinality.EXTERNAL
 
     def __post_init__(self) -> None:
-        rule = "2.6 (ExternalPart)"
+        rule = "4.5 (ExternalPart)"
         _tstr(self.content_type, "contentType", rule)
         _tstr(self.url, "url", rule)
         _uint(self.expires, _U32, "expires", rule)
@@ -220,11 +220,11 @@ class MultiPart:
     cardinality = Cardinality.MULTI
 
     def __post_init__(self) -> None:
-        rule = "2.5 (MultiPart)"
+        rule = "4.4 (MultiPart)"
         if isinstance(self.semantics, bool) or not isinstance(self.semantics, int):
             raise _fail("partSemantics must be an integer", rule)
         if self.semantics not in PartSemantics.__members__.values():
-            raise _fail(f"unknown partSemantics {self.semantics}", "8.1")
+            raise _fail(f"unknown partSemantics {self.semantics}", "9.1")
         object.__setattr__(self, "semantics", PartSemantics(self.semantics))
         if not isinstance(self.parts, tuple) or not all(
             isinstance(p, NestedPart) for p in self.parts
@@ -239,10 +239,10 @@ Part = NullPart | SinglePart | ExternalPart | MultiPart
 
 @dataclass(frozen=True, slots=True)
 class NestedPart:
-    """``NestedPart = [disposition, language, (NullPart // SinglePart // ...)]`` (draft 2.5).
+    """``NestedPart = [disposition, language, (NullPart // SinglePart // ...)]`` (draft 4.4).
 
     `disposition` is a `Disposition` or, for an unknown value 9..255, a plain int; use
-    `effective_disposition`, which treats unknown values as render (draft 8.1).
+    `effective_disposition`, which treats unknown values as render (draft 9.1).
     """
 
     disposition: Disposition | int
@@ -250,7 +250,7 @@ class NestedPart:
     part: Part
 
     def __post_init__(self) -> None:
-        rule = "2.5 (NestedPart)"
+        rule = "4.4 (NestedPart)"
         value = _uint(self.disposition, _U8, "disposition", rule)
         if value in Disposition.__members__.values():
             object.__setattr__(self, "disposition", Disposition(value))
@@ -260,11 +260,11 @@ class NestedPart:
         if self.depth() > MAX_NESTING_DEPTH:
             raise _fail(f"parts nested more than {MAX_NESTING_DEPTH} levels deep", "6.3")
         if self.count() > MAX_PARTS:
-            raise _fail(f"more than {MAX_PARTS} body parts", "8.1")
+            raise _fail(f"more than {MAX_PARTS} body parts", "9.1")
 
     @property
     def effective_disposition(self) -> Disposition:
-        """The disposition to act on: an unknown value is treated as render (draft 8.1)."""
+        """The disposition to act on: an unknown value is treated as render (draft 9.1)."""
         if isinstance(self.disposition, Disposition):
             return self.disposition
         return Disposition.RENDER
@@ -282,7 +282,7 @@ class NestedPart:
         return 1
 
     def walk(self) -> tuple[NestedPart, ...]:
-        """All parts depth first; a part's position is its partIndex (draft 2.5)."""
+        """All parts depth first; a part's position is its partIndex (draft 4.4)."""
         if isinstance(self.part, MultiPart):
             return (self, *(q for p in self.part.parts for q in p.walk()))
         return (self,)
@@ -292,7 +292,7 @@ ExtensionKey = int | str
 
 
 def _check_extension(key: object, value: object) -> None:
-    rule = "2.4 (extensions)"
+    rule = "4.3 (extensions)"
     if isinstance(key, bool) or not isinstance(key, int | str):
         raise _fail("an extension key is an int or a text string", rule)
     if isinstance(key, int) and not -MAX_SAFE_INT <= key <= MAX_SAFE_INT:
@@ -318,7 +318,7 @@ def _key_order(key: ExtensionKey) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class MimiContent:
-    """``mimiContent`` (draft 2.4 and appendix B): the message container.
+    """``mimiContent`` (draft 4.1 and appendix B): the message container.
 
     `extensions` holds every extension except senderUri (1) and roomUri (2) as
     ``(key, value)`` pairs sorted in deterministic key order; values are CBOR data items as
@@ -336,12 +336,12 @@ class MimiContent:
     extensions: tuple[tuple[ExtensionKey, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        rule = "2.4 (mimiContent)"
+        rule = "4.1 (mimiContent)"
         _bstr(self.salt, "salt", rule, SALT_SIZE)
         _opt_message_id(self.replaces, "replaces")
         _bstr(self.topic_id, "topicId", rule)
         if len(self.topic_id) > MAX_TOPIC_ID:
-            raise _fail(f"topicId longer than {MAX_TOPIC_ID} octets", "8.1")
+            raise _fail(f"topicId longer than {MAX_TOPIC_ID} octets", "9.1")
         if self.expires is not None and not isinstance(self.expires, Expiration):
             raise _fail("expires must be null or an Expiration", rule)
         _opt_message_id(self.in_reply_to, "inReplyTo")
@@ -349,7 +349,7 @@ class MimiContent:
             raise _fail("the body must be a NestedPart", rule)
         for name, uri in (("senderUri", self.sender_uri), ("roomUri", self.room_uri)):
             if uri is not None:
-                _tstr(uri, name, "2.4 (extensions)")
+                _tstr(uri, name, "4.3 (extensions)")
         if not isinstance(self.extensions, tuple):
             raise _fail("extensions must be a tuple of (key, value) pairs", rule)
         keys: set[tuple[type, ExtensionKey]] = set()
@@ -359,7 +359,7 @@ class MimiContent:
             _check_extension(*pair)
             typed = (type(pair[0]), pair[0])
             if typed in keys:
-                raise _fail("an extension key occurs twice", "2.4 (extensions)")
+                raise _fail("an extension key occurs twice", "4.3 (extensions)")
             keys.add(typed)
         ordered = tuple(sorted(self.extensions, key=lambda kv: _key_order(kv[0])))
         object.__setattr__(self, "extensions", ordered)
@@ -395,7 +395,7 @@ class MimiContent:
         return encode_item(self.to_cbor())
 
     def message_id(self, sender_uri: str, room_uri: str) -> bytes:
-        """This message's id (draft 2.3) for the given sender and room URIs."""
+        """This message's id (draft 3.3) for the given sender and room URIs."""
         return derive_message_id(sender_uri, room_uri, self.encode(), self.salt)
 
 
@@ -429,7 +429,7 @@ def _part_to_cbor(nested: NestedPart) -> list[Any]:
 def derive_message_id(
     sender_uri: str, room_uri: str, content: bytes, salt: bytes, hash_alg: int = HASH_ALG_SHA256
 ) -> bytes:
-    """The message id of draft-ietf-mimi-content-08 section 2.3 ("Message ID").
+    """The message id of draft-ietf-mimi-content-08 section 3.3 ("Message ID").
 
     ::
 
@@ -442,12 +442,12 @@ def derive_message_id(
     encoded MIMI content (salt included). Only SHA-256 (hash algorithm 1) is defined.
     """
     if hash_alg != HASH_ALG_SHA256:
-        raise _fail(f"unknown message id hash algorithm {hash_alg}", "2.3")
+        raise _fail(f"unknown message id hash algorithm {hash_alg}", "3.3")
     sender = sender_uri.encode()
     room = room_uri.encode()
     if len(sender) > _U16 or len(room) > _U16:
-        raise _fail("a URI longer than 65535 octets has no message id", "2.3")
-    _bstr(salt, "salt", "2.3", SALT_SIZE)
+        raise _fail("a URI longer than 65535 octets has no message id", "3.3")
+    _bstr(salt, "salt", "3.3", SALT_SIZE)
     digest = hashlib.sha256(
         len(sender).to_bytes(2, "big")
         + sender
@@ -466,14 +466,14 @@ _EXTERNAL_FIELDS = 13
 
 def _parse_part(item: object, depth: int, seen: list[int]) -> NestedPart:
     """Build one NestedPart; `seen` counts parts so far, so a flood stops before it is built."""
-    rule = "2.5 (NestedPart)"
+    rule = "4.4 (NestedPart)"
     if not isinstance(item, list | tuple):
         raise _fail("a NestedPart must be an array", rule)
     if depth > MAX_NESTING_DEPTH:
         raise _fail(f"parts nested more than {MAX_NESTING_DEPTH} levels deep", "6.3")
     seen[0] += 1
     if seen[0] > MAX_PARTS:
-        raise _fail(f"more than {MAX_PARTS} body parts", "8.1")
+        raise _fail(f"more than {MAX_PARTS} body parts", "9.1")
     if len(item) < 3:
         raise _fail("a NestedPart has disposition, language and cardinality", rule)
     disposition, language, cardinality, *rest = item
@@ -489,14 +489,14 @@ def _parse_part(item: object, depth: int, seen: list[int]) -> NestedPart:
         part = SinglePart(content_type=rest[0], content=rest[1])
     elif cardinality == Cardinality.EXTERNAL:
         if len(rest) != _EXTERNAL_FIELDS - 1:
-            raise _fail("an ExternalPart has 12 fields after cardinality", "2.6 (ExternalPart)")
+            raise _fail("an ExternalPart has 12 fields after cardinality", "4.5 (ExternalPart)")
         part = ExternalPart(*rest)
     elif cardinality == Cardinality.MULTI:
         if len(rest) != 2:
-            raise _fail("a MultiPart has partSemantics and parts", "2.5 (MultiPart)")
+            raise _fail("a MultiPart has partSemantics and parts", "4.4 (MultiPart)")
         semantics, parts = rest
         if not isinstance(parts, list | tuple):
-            raise _fail("MultiPart parts must be an array", "2.5 (MultiPart)")
+            raise _fail("MultiPart parts must be an array", "4.4 (MultiPart)")
         part = MultiPart(semantics, tuple(_parse_part(p, depth + 1, seen) for p in parts))
     else:
         raise _fail(f"unknown cardinality {cardinality}", rule)
@@ -507,7 +507,7 @@ def _parse_expiration(item: object) -> Expiration | None:
     if item is None:
         return None
     if not isinstance(item, list | tuple) or len(item) != 2:
-        raise _fail("Expiration is [relative, time]", "2.4 (Expiration)")
+        raise _fail("Expiration is [relative, time]", "4.1 (Expiration)")
     return Expiration(relative=item[0], time=item[1])
 
 
@@ -515,7 +515,7 @@ def _frozen_extension_value(value: object) -> Any:
     """Size and depth limits (in cbor2's C code), and the value frozen for `MimiContent`."""
     encoded = encode_item(value)
     if len(encoded) > MAX_EXTENSION_VALUE:
-        raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", "2.4 (extensions)")
+        raise _fail(f"an extension value exceeds {MAX_EXTENSION_VALUE} octets", "4.3 (extensions)")
     within, frozen = frozen_within(encoded, MAX_EXTENSION_DEPTH - 1)
     if not within:
         raise _fail(f"an extension nests more than {MAX_EXTENSION_DEPTH} levels", "6.3")
@@ -524,16 +524,16 @@ def _frozen_extension_value(value: object) -> Any:
 
 def parse(item: object) -> MimiContent:
     """Validate a decoded CBOR data item against the CDDL and build the container."""
-    rule = "2.4 (mimiContent)"
+    rule = "4.1 (mimiContent)"
     if not isinstance(item, list | tuple):
         raise _fail("mimiContent must be an array", rule)
     if len(item) != 7:
         raise _fail("mimiContent has 7 fields", rule)
     salt, replaces, topic_id, expires, in_reply_to, extensions, body = item
     if not isinstance(extensions, Mapping):
-        raise _fail("extensions must be a map", "2.4 (extensions)")
+        raise _fail("extensions must be a map", "4.3 (extensions)")
     if len(extensions) > MAX_EXTENSIONS:
-        raise _fail(f"more than {MAX_EXTENSIONS} extensions (local policy)", "2.4 (extensions)")
+        raise _fail(f"more than {MAX_EXTENSIONS} extensions (local policy)", "4.3 (extensions)")
     check_data_model(extensions, "extensions")  # draft 6.2, before keys are compared
     sender_uri = extensions.get(SENDER_URI_KEY)
     room_uri = extensions.get(ROOM_URI_KEY)
@@ -544,7 +544,7 @@ def parse(item: object) -> MimiContent:
     )
     for name, uri in (("senderUri", sender_uri), ("roomUri", room_uri)):
         if uri is not None and not isinstance(uri, str):
-            raise _fail(f"{name} must be a text string", "2.4 (extensions)")
+            raise _fail(f"{name} must be a text string", "4.3 (extensions)")
     return MimiContent(
         salt=salt,
         replaces=replaces,
@@ -569,12 +569,12 @@ def decode(data: bytes, *, max_size: int = MAX_CONTENT_SIZE) -> MimiContent:
     return content
 
 
-# --- derived values (draft 2.7, appendix B "Implied Message Fields") ----------------------------
+# --- derived values (draft 4.6, appendix B "Implied Message Fields") ----------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class MessageDerivedValues:
-    """``MessageDerivedValues`` (draft 2.7): values a client derives rather than receives.
+    """``MessageDerivedValues`` (draft 4.6): values a client derives rather than receives.
 
     Only the ``MsecsSinceEpoch`` form of the hub timestamp is supported; the RFC 9581
     extended-time form (tag 1001) is rejected.
@@ -589,7 +589,7 @@ class MessageDerivedValues:
     room_url: str
 
     def __post_init__(self) -> None:
-        rule = "2.7 (MessageDerivedValues)"
+        rule = "4.6 (MessageDerivedValues)"
         _bstr(self.message_id, "messageId", rule, MESSAGE_ID_SIZE)
         _uint(self.hub_accepted_timestamp, _U64, "hubAcceptedTimestamp", rule)
         _bstr(self.mls_group_id, "mlsGroupId", rule)
@@ -616,7 +616,7 @@ def decode_derived(data: bytes, *, max_size: int = MAX_CONTENT_SIZE) -> MessageD
     """Decode and validate an encoded ``MessageDerivedValues``."""
     item = decode_document(data, max_size=max_size)
     if not isinstance(item, list | tuple) or len(item) != 7:
-        raise _fail("MessageDerivedValues is an array of 7", "2.7 (MessageDerivedValues)")
+        raise _fail("MessageDerivedValues is an array of 7", "4.6 (MessageDerivedValues)")
     derived = MessageDerivedValues(*item)
     require_deterministic(data, derived.encode())
     return derived
