@@ -289,6 +289,8 @@ def test_constructors_refuse_what_the_decoder_refuses() -> None:
         MimiContent(SALT, None, b"", None, None, single, extensions=((3, 1), (3, 2)))
     with pytest.raises(ValidationError):
         NestedPart(Disposition.RENDER, "", "text")  # type: ignore[arg-type]
+    with pytest.raises(DecodeError):  # draft 6.2: the data model, as the decoder checks it
+        MimiContent(SALT, None, b"", None, None, single, extensions=((3, {1.5: 0}),))
     null = NestedPart(Disposition.RENDER, "", NullPart())
     with pytest.raises(ValidationError):
         ExternalPart("", "https://x", 0, 0, 0, b"key", b"", b"", 0, b"", "", "")

@@ -301,6 +301,7 @@ def _check_extension(key: object, value: object) -> None:
         raise _fail(f"a text extension key has 1..{MAX_EXTENSION_NAME} octets", rule)
     if key in (SENDER_URI_KEY, ROOM_URI_KEY):
         raise _fail("senderUri and roomUri have their own fields", rule)
+    check_data_model(value, "extension value")  # draft 6.2; DecodeError like the decoder's
     try:
         encoded = encode_item(value)
     except DecodeError:
@@ -534,7 +535,11 @@ def parse(item: object) -> MimiContent:
         raise _fail("extensions must be a map", "4.3 (extensions)")
     if len(extensions) > MAX_EXTENSIONS:
         raise _fail(f"more than {MAX_EXTENSIONS} extensions (local policy)", "4.3 (extensions)")
-    check_data_model(extensions, "extensions")  # draft 6.2, before keys are compared
+    for key in extensions:  # draft 6.2, before keys are compared (True == 1 in Python)
+        if isinstance(key, bool) or not isinstance(key, int | str | bytes):
+            raise DecodeError(f"extension key of type {type(key).__name__} (draft 6.2)")
+        if isinstance(key, int) and not -MAX_SAFE_INT <= key <= MAX_SAFE_INT:
+            raise DecodeError("integer extension key outside +-(2^53-1) (draft 6.2)")
     sender_uri = extensions.get(SENDER_URI_KEY)
     room_uri = extensions.get(ROOM_URI_KEY)
     others = tuple(
