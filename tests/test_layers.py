@@ -46,6 +46,8 @@ FORBIDDEN = [
     ("mls/tree_math.py", "import doorless.wire", "protocol core"),
     ("mls/tree_math.py", "import asyncio", "do no I/O"),
     ("kt/merkle.py", "import sqlite3", "do no I/O"),
+    ("content/_model.py", "import doorless.mls", "protocol core"),
+    ("content/_cbor.py", "import socket", "do no I/O"),
     ("wire/protocol.py", "import fastapi", "do no I/O"),
 ]
 

@@ -1,0 +1,63 @@
+"""MIMI content (draft-ietf-mimi-content-08): the ``application/mimi-content`` container.
+
+No I/O. `decode` turns deterministic CBOR into a validated `MimiContent`; `MimiContent.encode`
+gives the bytes back; `derive_message_id` is the draft's message id. See docs/content.md.
+"""
+
+from doorless.content._model import (
+    HASH_ALG_SHA256,
+    MAX_CONTENT_SIZE,
+    MAX_EXTENSION_DEPTH,
+    MAX_EXTENSION_NAME,
+    MAX_EXTENSION_VALUE,
+    MAX_EXTENSIONS,
+    MAX_NESTING_DEPTH,
+    MAX_PARTS,
+    MAX_TOPIC_ID,
+    Cardinality,
+    Disposition,
+    Expiration,
+    ExtensionKey,
+    ExternalPart,
+    MessageDerivedValues,
+    MimiContent,
+    MultiPart,
+    NestedPart,
+    NullPart,
+    Part,
+    PartSemantics,
+    SinglePart,
+    decode,
+    decode_derived,
+    derive_message_id,
+    parse,
+)
+
+__all__ = [
+    "HASH_ALG_SHA256",
+    "MAX_CONTENT_SIZE",
+    "MAX_EXTENSIONS",
+    "MAX_EXTENSION_DEPTH",
+    "MAX_EXTENSION_NAME",
+    "MAX_EXTENSION_VALUE",
+    "MAX_NESTING_DEPTH",
+    "MAX_PARTS",
+    "MAX_TOPIC_ID",
+    "Cardinality",
+    "Disposition",
+    "Expiration",
+    "ExtensionKey",
+    "ExternalPart",
+    "MessageDerivedValues",
+    "MimiContent",
+    "MultiPart",
+    "NestedPart",
+    "NullPart",
+    "Part",
+    "PartSemantics",
+    "SinglePart",
+    "decode",
+    "decode_derived",
+    "derive_message_id",
+    "parse",
+]
