@@ -22,11 +22,8 @@ Not part of the test suite; 10^6 takes about a minute or two.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -35,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cryptography
+from _report import machine, update_doc
 
 from doorless.codec import encode
 from doorless.kt.commitment import commit, search_key
@@ -67,25 +64,6 @@ def opening(v: int) -> bytes:
 
 def value(v: int) -> bytes:
     return b"device list version %d" % v
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "cryptography": cryptography.__version__,
-    }
 
 
 def run(sizes: list[int], samples: int, seed: int) -> dict[str, Any]:
@@ -197,20 +175,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_doc(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping everything else."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -222,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run([int(s) for s in args.sizes.split(",")], args.samples, args.seed)
     section = markdown(result)
     if args.update_doc:
-        update_doc(args.update_doc, section)
+        update_doc(args.update_doc, SECTION, section)
     print(json.dumps(result, indent=2) if args.json else section, end="" if not args.json else "\n")
 
 

@@ -65,13 +65,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
-import datetime
 import gc
 import io
 import json
 import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -81,7 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cryptography
+from _report import machine, update_doc
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives import hpke as pyca_hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
@@ -795,27 +793,6 @@ def targets(rows: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "cryptography": cryptography.__version__,
-        "load": load,
-    }
-
-
 def fmt_ms(v: float | None) -> str:
     if v is None:
         return "–"
@@ -866,27 +843,6 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_doc(path: Path, section: str, notes: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping everything else.
-    Text under ``### Notes`` in the old section (hand-written analysis) is kept."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    kept_notes = notes
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        old = text[start:] if end < 0 else text[start : end + 1]
-        n = old.find("\n### Notes\n")
-        if n >= 0 and not kept_notes:
-            kept_notes = old[n + 1 :].rstrip("\n") + "\n"
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + kept_notes if kept_notes else "")
-        text += ("\n" + rest) if rest else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="2,16,128,1024,10000")
@@ -919,7 +875,7 @@ def main(argv: list[str] | None = None) -> None:
         log(report)
     section = markdown(result)
     if args.update_doc:
-        update_doc(args.update_doc, section, "")
+        update_doc(args.update_doc, SECTION, section)
     if not args.json:
         print(section, end="")
 

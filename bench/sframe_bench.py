@@ -15,16 +15,14 @@ audio-sized frames.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cryptography
+from _report import machine, update_doc
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from doorless import sframe
@@ -103,26 +101,6 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
     return row
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "cryptography": cryptography.__version__,
-        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
-    }
-
-
 def markdown(m: dict[str, Any], rows: list[dict[str, Any]], frames: int, rounds: int) -> str:
     lines = [
         SECTION,
@@ -161,24 +139,6 @@ def markdown(m: dict[str, Any], rows: list[dict[str, Any]], frames: int, rounds:
     return "\n".join(lines) + "\n"
 
 
-def update_doc(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping everything else.
-    Text under ``### Notes`` in the old section (hand-written analysis) is kept."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        old = text[start:] if end < 0 else text[start : end + 1]
-        n = old.find("\n### Notes\n")
-        notes = old[n + 1 :].rstrip("\n") + "\n" if n >= 0 else ""
-        rest = "" if end < 0 else text[end + 1 :]
-        text = text[:start] + section + ("\n" + notes if notes else "")
-        text += ("\n" + rest) if rest else ""
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--frames", type=int, default=2000, help="frames per round")
@@ -193,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     section = markdown(m, rows, args.frames, args.rounds)
     if args.update_doc:
-        update_doc(args.update_doc, section)
+        update_doc(args.update_doc, SECTION, section)
     print(section, end="")
 
 
