@@ -41,7 +41,8 @@ status   code                    meaning
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -77,6 +78,8 @@ from doorless.server.storage.base import (
 from doorless.wire.errors import ErrorCode
 
 log = logging.getLogger("doorless.server")
+Status = tuple[int, ErrorCode]
+E = TypeVar("E", bound=Exception)
 
 
 class ErrorBody(BaseModel):
@@ -179,6 +182,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, dict(exc.headers or {}) or None)
 
 
+def _first_match(exc: E, table: Mapping[type[E], Status], default: Status) -> Status:
+    """The (status, code) of the first class in ``table`` that ``exc`` is an instance of."""
+    return next((v for cls, v in table.items() if isinstance(exc, cls)), default)
+
+
 # Delivery refusals (the message breaks a delivery rule) -> (status, code).
 _REFUSALS: dict[type[DeliveryRefused], tuple[int, ErrorCode]] = {
     MalformedMessage: (400, ErrorCode.MALFORMED_MESSAGE),
@@ -192,10 +200,7 @@ _REFUSALS: dict[type[DeliveryRefused], tuple[int, ErrorCode]] = {
 
 async def _refused(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DeliveryRefused)
-    status, code = next(
-        (v for cls, v in _REFUSALS.items() if isinstance(exc, cls)),
-        (400, ErrorCode.INVALID_REQUEST),
-    )
+    status, code = _first_match(exc, _REFUSALS, (400, ErrorCode.INVALID_REQUEST))
     return error_response(status, code, str(exc))
 
 
@@ -216,9 +221,7 @@ _REJECTIONS: dict[type[Rejected], tuple[int, ErrorCode]] = {
 
 async def _rejected(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Rejected)
-    status, code = next(
-        (v for cls, v in _REJECTIONS.items() if isinstance(exc, cls)), (409, ErrorCode.CONFLICT)
-    )
+    status, code = _first_match(exc, _REJECTIONS, (409, ErrorCode.CONFLICT))
     extra: dict[str, Any] = {}
     if isinstance(exc, EpochConflict):
         extra["current_epoch"] = exc.current_epoch
