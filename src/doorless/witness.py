@@ -49,6 +49,7 @@ from doorless.kt.checkpoint import (
     SignedCheckpoint,
     cosign_checkpoint,
     ed25519_public_key,
+    ed25519_verifier,
     verify_checkpoint,
 )
 from doorless.kt.combined import AuditEntry, CombinedTree
@@ -304,13 +305,7 @@ class Witness:
 
 
 def _log_key(vkey: str) -> NoteVerifier:
-    try:
-        key = NoteVerifier.from_vkey(vkey)
-    except DecodeError as exc:
-        raise ConfigurationError(f"invalid log key: {exc}") from None
-    if key.signature_type != SignatureType.ED25519:
-        raise ConfigurationError("the log key is an Ed25519 (type 0x01) note key")
-    return key
+    return ed25519_verifier(vkey, "the log key")
 
 
 __all__ = ["LogSource", "StepResult", "Witness", "WitnessRefused", "WitnessState"]

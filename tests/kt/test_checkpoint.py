@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from doorless.errors import DecodeError, InvalidSignature, ValidationError
+from doorless.errors import ConfigurationError, DecodeError, InvalidSignature, ValidationError
 from doorless.kt.checkpoint import (
     Checkpoint,
     NoteSignature,
@@ -24,6 +24,7 @@ from doorless.kt.checkpoint import (
     SignedNote,
     cosign_checkpoint,
     ed25519_public_key,
+    ed25519_verifier,
     key_id,
     sign_checkpoint,
     sign_note,
@@ -323,3 +324,13 @@ def test_vkey_decoder_fuzz(vkey: str) -> None:
     except DecodeError:
         return
     assert verifier.vkey() == vkey
+
+
+def test_a_configured_log_key_is_an_ed25519_verifier_key() -> None:
+    assert ed25519_verifier(GO_VKEY, "the log key") == NoteVerifier.from_vkey(GO_VKEY)
+    cosigner = NoteVerifier("w", SignatureType.COSIGNATURE_V1, ed25519_public_key(b"w" * 32))
+    with pytest.raises(ConfigurationError, match=r"kt\.log_key must be an Ed25519"):
+        ed25519_verifier(cosigner.vkey(), "kt.log_key")
+    for junk in ("", "name+00000000+AAAA", GO_VKEY.replace("c74f20a3", "c74f20a4")):
+        with pytest.raises(ConfigurationError, match="the log key is not a note verifier key"):
+            ed25519_verifier(junk, "the log key")

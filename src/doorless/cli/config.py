@@ -33,8 +33,8 @@ import typer
 from doorless.cli.common import state
 from doorless.cli.output import emit
 from doorless.client.kt import KtConfig
-from doorless.errors import ConfigurationError, DecodeError
-from doorless.kt.checkpoint import NoteVerifier, SignatureType
+from doorless.errors import ConfigurationError
+from doorless.kt.checkpoint import ed25519_verifier
 
 CONFIG_FILE = "config.toml"
 DEFAULT_WITNESS_WAIT = 10.0
@@ -106,12 +106,7 @@ class ProfileConfig:
         config = KtConfig(witnesses=witnesses, quorum=quorum, log_key=log_key, witness_wait=wait)
         config.witness_verifiers()  # a key that does not parse: ConfigurationError now
         if log_key is not None:
-            try:
-                key = NoteVerifier.from_vkey(log_key)
-            except DecodeError as exc:
-                raise ConfigurationError(f"kt.log_key is not a note key: {exc}") from None
-            if key.signature_type != SignatureType.ED25519:
-                raise ConfigurationError("kt.log_key is an Ed25519 (type 0x01) note key")
+            ed25519_verifier(log_key, "kt.log_key")
         return config
 
     def replace(self, key: str, value: Value | None) -> ProfileConfig:

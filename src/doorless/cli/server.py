@@ -326,15 +326,7 @@ def check(
     the schema version and the key-transparency log's consistency; then replay the
     transparency log against its stored prefix trees. Exit status 0 if sound, 1 if not
     (the problems are listed). The server runs a quick check at every start on its own."""
-    if data_dir is None and database is None:
-        fail_usage("--data-dir or --database is required")
-    from doorless.errors import ConfigurationError
-    from doorless.server.backends import make_storage
-
-    try:
-        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
-    except ConfigurationError as exc:
-        fail_usage(str(exc))
+    storage = _storage(data_dir, database)
     problems = asyncio.run(_check(storage))
     if state(ctx).json:
         typer.echo(json.dumps({"ok": not problems, "problems": problems}))
@@ -380,19 +372,11 @@ def invite(
     count: Annotated[int, typer.Option(min=1, max=1000, help="How many codes.")] = 1,
 ) -> None:
     """Mint single-use invite codes (for ``--registration invite``); prints one per line."""
-    if data_dir is None and database is None:
-        fail_usage("--data-dir or --database is required")
-    from doorless.errors import ConfigurationError
     from doorless.server.auth import invite_hash
-    from doorless.server.backends import make_storage
 
+    storage = _storage(data_dir, database)
     raw = ["".join(secrets.choice(INVITE_ALPHABET) for _ in range(16)) for _ in range(count)]
     now = int(time.time())
-
-    try:
-        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
-    except ConfigurationError as exc:
-        fail_usage(str(exc))
 
     async def mint() -> None:
         await storage.open()
@@ -430,17 +414,10 @@ def reports(
     ] = None,
 ) -> None:
     """For moderators: the abuse reports users filed (each one verified message)."""
-    if data_dir is None and database is None:
-        fail_usage("--data-dir or --database is required")
     from doorless.cli.safety import show_reports
-    from doorless.errors import ConfigurationError
-    from doorless.server.backends import make_storage
 
     config = ServerConfig(data_dir or Path("."))
-    try:
-        storage = make_storage(config, database)
-    except ConfigurationError as exc:
-        fail_usage(str(exc))
+    storage = _storage(data_dir, database)
     asyncio.run(
         show_reports(
             storage,
@@ -460,17 +437,24 @@ def rotate_franking_key(
 ) -> None:
     """Stamp messages with a fresh franking key from now on (the server also rotates on its
     own, see --franking-rotation); the old key verifies reports until its retention ends."""
+    from doorless.cli.safety import rotate_franking_key as rotate
+
+    storage = _storage(data_dir, database)
+    asyncio.run(rotate(storage, state(ctx).json))
+
+
+def _storage(data_dir: Path | None, database: str | None) -> Storage:
+    """The store an operator command works on: ``--database`` or the data directory's SQLite
+    (a usage error, exit 2, without either or for a bad URL)."""
     if data_dir is None and database is None:
         fail_usage("--data-dir or --database is required")
-    from doorless.cli.safety import rotate_franking_key as rotate
     from doorless.errors import ConfigurationError
     from doorless.server.backends import make_storage
 
     try:
-        storage = make_storage(ServerConfig(data_dir or Path(".")), database)
+        return make_storage(ServerConfig(data_dir or Path(".")), database)
     except ConfigurationError as exc:
         fail_usage(str(exc))
-    asyncio.run(rotate(storage, state(ctx).json))
 
 
 @server_app.command("openapi")

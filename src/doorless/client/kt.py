@@ -81,8 +81,8 @@ from doorless.errors import (
 from doorless.franking import SenderIdentity
 from doorless.kt.checkpoint import (
     NoteVerifier,
-    SignatureType,
     SignedCheckpoint,
+    ed25519_verifier,
     verify_checkpoint,
 )
 from doorless.kt.combined import verify_latest_entry
@@ -197,13 +197,7 @@ class KtVerifier:
 
     @staticmethod
     def _parse_log_key(vkey: str) -> NoteVerifier:
-        try:
-            key = NoteVerifier.from_vkey(vkey)
-        except DecodeError as exc:
-            raise ConfigurationError(f"invalid KT log key: {exc}") from None
-        if key.signature_type != SignatureType.ED25519:
-            raise ConfigurationError("the KT log key is an Ed25519 (type 0x01) note key")
-        return key
+        return ed25519_verifier(vkey, "the KT log key")
 
     async def load(self) -> None:
         """Load the persisted state now (it is otherwise loaded on first use)."""

@@ -138,6 +138,18 @@ class NoteVerifier:
         return verifier
 
 
+def ed25519_verifier(vkey: str, what: str) -> NoteVerifier:
+    """A configured Ed25519 verifier key (a log's or a witness's), or `ConfigurationError`
+    naming ``what`` the setting is."""
+    try:
+        key = NoteVerifier.from_vkey(vkey)
+    except DecodeError as exc:
+        raise ConfigurationError(f"{what} is not a note verifier key: {exc}") from None
+    if key.signature_type != SignatureType.ED25519:
+        raise ConfigurationError(f"{what} must be an Ed25519 (type 0x01) note key")
+    return key
+
+
 # --- notes --------------------------------------------------------------------------------------
 
 
