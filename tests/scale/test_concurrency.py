@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -152,12 +153,20 @@ async def test_concurrent_registrations_and_commits_on_two_nodes(
             async def attempt(k: int, member: Device, epoch: int = epoch) -> bool:
                 others = [d for d in everyone if d != member.device_id]
                 message = mls_message(group, epoch, f"e{epoch} by {k}".encode(), ContentType.commit)
-                try:
-                    await send(http, urls[k % 2], member, message, others, timeout=60)
-                except SendFailed as exc:
-                    assert exc.status == 409 and exc.body["error"] == "epoch_conflict", exc
-                    return False
-                return True
+                message_id = secrets.token_urlsafe(12)
+                for _ in range(3):  # no answer (a dropped connection): the same id again
+                    try:
+                        await send(
+                            http, urls[k % 2], member, message, others, message_id, timeout=60
+                        )
+                    except SendFailed as exc:
+                        if exc.status is None:
+                            continue
+                        assert exc.status == 409, exc
+                        assert exc.body["error"] == "epoch_conflict", exc
+                        return False
+                    return True
+                raise AssertionError(f"epoch {epoch}: member {k} got no answer 3 times")
 
             won = await asyncio.gather(*(attempt(k, m) for k, m in enumerate(members)))
             assert sum(won) == 1, f"epoch {epoch}: {won}"

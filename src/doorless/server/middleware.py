@@ -55,7 +55,9 @@ class RequestLogMiddleware:
                 request_id=request_id,
                 method=scope.get("method", "WS"),
                 route=getattr(route, "path", "unmatched"),
-                status=status or 500,
+                # No response started: the client went away (or the request was cancelled)
+                # before one could be sent; an exception would have been answered with a 500.
+                status=status or 499,
                 duration_ms=monotonic_ms(start),
                 device=device_tag(device_id) if device_id else None,
             )
