@@ -28,6 +28,7 @@ from doorless.cli import (
     witness,
 )
 from doorless.cli import config as profile_config
+from doorless.cli.app import app as app_command
 from doorless.cli.common import State, default_profile
 from doorless.cli.server import server_app
 
@@ -126,6 +127,9 @@ app.command("conversations", short_help="List this profile's conversations.")(
 app.command("demo", short_help="See it work: a local server, three users, a group chat.")(demo.demo)
 app.command("daemon", short_help="Serve JSON-RPC 2.0 for bots (stdin/stdout, Unix socket).")(
     daemon.daemon
+)
+app.command("app", short_help="Chat in a browser window served by this profile's client.")(
+    app_command
 )
 # Contact safety (doorless.cli.safety).
 app.command("report", short_help="Report received messages to the moderators.")(safety.report)

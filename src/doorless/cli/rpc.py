@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from doorless.cli.session import CliError, Failure, Target, classify, usage_error
@@ -61,7 +62,9 @@ ERROR_CODES: dict[ErrorCode, int] = {
     ErrorCode.DEVICE_REVOKED: -32013,
 }
 
-Handler = Callable[["Client", "Params"], Awaitable[Any]]
+# The client is Any so that a table of methods that run before there is a client (the app's
+# account creation) fits the same type; every registered method takes a `Client`.
+Handler = Callable[[Any, "Params"], Awaitable[Any]]
 H = TypeVar("H", bound=Handler)
 
 
@@ -165,8 +168,17 @@ def error_of(failure: Failure) -> tuple[int, str, dict[str, Any]]:
     return ERROR_CODES.get(failure.code, GENERIC_ERROR), failure.message, {"error": failure.code}
 
 
-async def call(client: Client, request: Any) -> dict[str, Any] | None:
-    """Answer one request object (None for a notification, which gets no answer)."""
+async def call(
+    client: Client | None,
+    request: Any,
+    *,
+    methods: Mapping[str, Method] = METHODS,
+    profile: Path | None = None,
+) -> dict[str, Any] | None:
+    """Answer one request object (None for a notification, which gets no answer).
+
+    ``methods``: another table (the app's methods before an account exists, whose handlers
+    need no client); ``profile`` names the profile in errors when there is no client yet."""
     if not isinstance(request, dict):
         return _error(None, INVALID_REQUEST, "a request is a JSON object")
     is_notification = "id" not in request
@@ -175,7 +187,7 @@ async def call(client: Client, request: Any) -> dict[str, Any] | None:
     name = request.get("method")
     if request.get("jsonrpc") != JSONRPC or not isinstance(name, str) or not valid_id:
         return _error(id_ if valid_id else None, INVALID_REQUEST, "not a JSON-RPC 2.0 request")
-    entry = METHODS.get(name)
+    entry = methods.get(name)
     if entry is None:
         response = _error(id_, METHOD_NOT_FOUND, f"no method {name!r}")
     else:
@@ -186,7 +198,7 @@ async def call(client: Client, request: Any) -> dict[str, Any] | None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            failure = classify(exc, client.profile_dir)
+            failure = classify(exc, client.profile_dir if client is not None else profile)
             if failure.code == ErrorCode.INTERNAL:
                 log.exception("method %s failed", name)
                 response = _error(id_, INTERNAL_ERROR, failure.message)
@@ -195,7 +207,13 @@ async def call(client: Client, request: Any) -> dict[str, Any] | None:
     return None if is_notification else response
 
 
-async def dispatch(client: Client, line: str | bytes) -> str | None:
+async def dispatch(
+    client: Client | None,
+    line: str | bytes,
+    *,
+    methods: Mapping[str, Method] = METHODS,
+    profile: Path | None = None,
+) -> str | None:
     """Answer one line of input (a request or a batch); None when nothing is to be sent."""
     try:
         message = json.loads(line)
@@ -204,10 +222,12 @@ async def dispatch(client: Client, line: str | bytes) -> str | None:
     if isinstance(message, list):
         if not message:
             return encode(_error(None, INVALID_REQUEST, "an empty batch"))
-        answers = await asyncio.gather(*(call(client, r) for r in message))
+        answers = await asyncio.gather(
+            *(call(client, r, methods=methods, profile=profile) for r in message)
+        )
         batch = [a for a in answers if a is not None]
         return encode(batch) if batch else None
-    answer = await call(client, message)
+    answer = await call(client, message, methods=methods, profile=profile)
     return encode(answer) if answer is not None else None
 
 

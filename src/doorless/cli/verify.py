@@ -164,6 +164,26 @@ def command(
     with_client(st, main)
 
 
+@rpc.method("safetyNumber")
+async def rpc_safety_number(client: Client, params: rpc.Params) -> JSON:
+    """The safety number with a contact. Params: ``user``, optional ``confirm`` (record that
+    you compared it). Result: ``{user, safety_number, display, status, confirmed,
+    qr_payload}`` (``status`` before confirming: ``unverified``, ``verified``, ``changed``)."""
+    username = parse_user(params.string("user"))
+    confirm = params.flag("confirm")
+    params.done()
+    before = await client.safety_number(username)
+    number = (await client.confirm_safety_number(username)).number if confirm else before.number
+    return {
+        "user": username,
+        "safety_number": number.digits,
+        "display": number.display(),
+        "status": before.status.value,
+        "confirmed": confirm,
+        "qr_payload": number.qr_payload().hex(),
+    }
+
+
 @rpc.method("logView")
 async def rpc_log_view(client: Client, params: rpc.Params) -> JSON:
     """This device's view of the transparency log: ``{log_key, log_key_fingerprint,

@@ -1,0 +1,540 @@
+// The Doorless app: the screen of the local Doorless client (docs/app.md).
+import { $, h, replace, size, time } from "./dom.js";
+import { Rpc } from "./rpc.js";
+import { openDialog, field } from "./dialog.js";
+
+const state = {
+  account: null,
+  conversations: new Map(),
+  current: null,
+  unread: new Map(),
+  shown: new Set(), // message ids in the open conversation
+};
+
+const rpc = new Rpc(onNotification, onConnection);
+
+function say(text) {
+  $("status").textContent = text;
+}
+
+async function onConnection(open) {
+  if (!open) {
+    say("Disconnected from the Doorless program: is 'doorless app' still running? Retrying…");
+    return;
+  }
+  say("");
+  showStatus(await rpc.call("appStatus"));
+}
+
+function onNotification(method, params) {
+  if (method === "app") showStatus(params);
+  else if (method === "event") onEvent(params);
+}
+
+// --- onboarding --------------------------------------------------------------------------
+
+function showStatus(status) {
+  const ready = status.state === "ready";
+  $("onboarding").hidden = ready;
+  $("chat").hidden = !ready;
+  if (ready) {
+    if (!state.account) startChat(status.account);
+    return;
+  }
+  const linking = status.state === "linking";
+  $("linking").hidden = !linking;
+  $("form-create").hidden = linking || $("tab-create").getAttribute("aria-selected") !== "true";
+  $("form-link").hidden = linking || $("tab-link").getAttribute("aria-selected") !== "true";
+  $("onboarding-error").textContent = status.error || "";
+  if (linking) {
+    $("link-code").textContent = status.link.code;
+    $("link-fingerprint").textContent = status.link.fingerprint;
+    $("link-qr").src = status.link.qr;
+  }
+}
+
+function selectTab(which) {
+  for (const name of ["create", "link"]) {
+    $(`tab-${name}`).setAttribute("aria-selected", String(name === which));
+    $(`form-${name}`).hidden = name !== which;
+  }
+}
+$("tab-create").addEventListener("click", () => selectTab("create"));
+$("tab-link").addEventListener("click", () => selectTab("link"));
+
+function formParams(form) {
+  const params = {};
+  for (const [name, value] of new FormData(form)) if (value) params[name] = value;
+  return params;
+}
+
+for (const [formId, method] of [
+  ["form-create", "createAccount"],
+  ["form-link", "beginLink"],
+]) {
+  $(formId).addEventListener("submit", async (e) => {
+    e.preventDefault();
+    $("onboarding-error").textContent = "";
+    const button = e.target.querySelector("button[type=submit]");
+    button.disabled = true;
+    try {
+      showStatus(await rpc.call(method, formParams(e.target)));
+    } catch (err) {
+      $("onboarding-error").textContent = err.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+$("link-cancel").addEventListener("click", async () => showStatus(await rpc.call("cancelLink")));
+
+// --- conversations -----------------------------------------------------------------------
+
+async function startChat(account) {
+  state.account = account;
+  $("me").textContent = `@${account.username}`;
+  await Promise.all([loadConversations(), loadRequests(), loadAlarms()]);
+  const notices = await rpc.call("takeNotices");
+  for (const event of notices.events) onEvent(event);
+}
+
+async function loadConversations() {
+  const { conversations } = await rpc.call("listConversations");
+  state.conversations = new Map(conversations.map((c) => [c.id, c]));
+  renderConversations();
+  if (state.current && state.conversations.has(state.current)) renderHeader();
+}
+
+function title(conv) {
+  if (conv.kind === "group") return conv.name;
+  const other = conv.members.find((m) => m !== state.account.username);
+  return other ? `@${other}` : conv.name;
+}
+
+function renderConversations() {
+  const items = [...state.conversations.values()]
+    .sort((a, b) => b.updated_at - a.updated_at)
+    .map((conv) => {
+      const unread = state.unread.get(conv.id) || 0;
+      return h(
+        "li",
+        {},
+        h(
+          "button",
+          {
+            type: "button",
+            class: conv.id === state.current ? "conv current" : "conv",
+            "aria-current": conv.id === state.current ? "true" : null,
+            onclick: () => openConversation(conv.id),
+          },
+          h("span", { class: "conv-title" }, title(conv)),
+          conv.status === "removed" ? h("span", { class: "muted" }, " (left)") : null,
+          unread ? h("span", { class: "badge", "aria-label": `${unread} unread` }, unread) : null,
+        ),
+      );
+    });
+  replace($("conversations"), items);
+}
+
+async function openConversation(id) {
+  state.current = id;
+  state.unread.delete(id);
+  state.shown = new Set();
+  document.body.classList.add("in-conversation");
+  renderConversations();
+  renderHeader();
+  replace($("messages"));
+  $("composer").hidden = state.conversations.get(id).status === "removed";
+  const { messages } = await rpc.call("history", { conversation_id: id, limit: 200 });
+  if (state.current !== id) return;
+  for (const m of messages) showMessage(m);
+  $("compose-text").focus();
+}
+
+function renderHeader() {
+  const conv = state.conversations.get(state.current);
+  $("conv-title").textContent = title(conv);
+  $("conv-members").textContent =
+    conv.kind === "group" ? `${conv.members.length} members: ${conv.members.join(", ")}` : "";
+  $("conv-safety").hidden = conv.kind !== "direct";
+  $("conv-manage").hidden = conv.kind !== "group";
+  $("conv-timer-label").hidden = false;
+}
+
+$("back").addEventListener("click", () => document.body.classList.remove("in-conversation"));
+
+// --- messages ----------------------------------------------------------------------------
+
+function showMessage(m) {
+  if (m.conversation_id !== state.current) return;
+  const existing = document.getElementById(`m-${m.message_id}`);
+  const el = renderMessage(m);
+  if (existing) existing.replaceWith(el);
+  else {
+    $("messages").append(el);
+    el.scrollIntoView({ block: "end" });
+  }
+  state.shown.add(m.message_id);
+}
+
+function renderMessage(m) {
+  const who = m.outgoing ? "you" : `@${m.sender.user}`;
+  const body = [];
+  if (m.kind === "file" && m.file) {
+    const progress = h("progress", { max: 1, value: 0, hidden: true });
+    body.push(
+      h("span", { class: "file" }, `📎 ${m.file.name} (${size(m.file.size)})`),
+      h("button", { type: "button", onclick: () => download(m, progress) }, "Download"),
+      progress,
+    );
+  } else {
+    body.push(h("p", { class: "text" }, m.text ?? ""));
+  }
+  const status = m.state === "pending" ? " · sending" : m.state === "failed" ? " · not sent" : "";
+  return h(
+    "li",
+    { id: `m-${m.message_id}`, class: m.outgoing ? "message outgoing" : "message" },
+    h("div", { class: "meta" }, h("strong", {}, who), ` · ${time(m.sent_at)}${status}`),
+    ...body,
+    m.outgoing
+      ? null
+      : h("div", { class: "message-actions" },
+          h("button", { type: "button", class: "link", onclick: () => report(m) }, "Report")),
+  );
+}
+
+$("composer").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("compose-text").value;
+  if (!text.trim()) return;
+  try {
+    const m = await rpc.call("send", { conversation_id: state.current, text });
+    $("compose-text").value = "";
+    showMessage(m);
+  } catch (err) {
+    say(`Not sent: ${err.message}`);
+  }
+});
+
+$("compose-text").addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+$("compose-file").addEventListener("change", (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (file) upload(file);
+});
+
+function upload(file) {
+  const progress = $("upload-progress");
+  const query = new URLSearchParams({ conversation_id: state.current, name: file.name });
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", `/files/send?${query}`);
+  xhr.upload.addEventListener("progress", (e) => {
+    if (e.lengthComputable) progress.value = e.loaded / e.total;
+  });
+  xhr.addEventListener("loadend", () => {
+    progress.hidden = true;
+    let answer = {};
+    try {
+      answer = JSON.parse(xhr.responseText);
+    } catch {
+      answer = { message: "no answer" };
+    }
+    if (xhr.status === 200) showMessage(answer);
+    else say(`File not sent: ${answer.message}`);
+  });
+  progress.value = 0;
+  progress.hidden = false;
+  say(`Sending ${file.name}…`);
+  xhr.setRequestHeader("content-type", file.type || "application/octet-stream");
+  xhr.send(file);
+}
+
+async function download(m, progress) {
+  progress.hidden = false;
+  const response = await fetch(`/files/${m.message_id}`);
+  if (!response.ok) {
+    const answer = await response.json().catch(() => ({ message: response.statusText }));
+    say(`Download failed: ${answer.message}`);
+    progress.hidden = true;
+    return;
+  }
+  const total = Number(response.headers.get("content-length")) || m.file.size || 1;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let received = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.length;
+    progress.value = received / total;
+  }
+  const url = URL.createObjectURL(new Blob(chunks, { type: "application/octet-stream" }));
+  const a = h("a", { href: url, download: m.file.name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  say(`Downloaded ${m.file.name}`);
+}
+
+// --- events ------------------------------------------------------------------------------
+
+function onEvent(event) {
+  switch (event.type) {
+    case "message_received":
+    case "message_sent": {
+      const m = event.message;
+      if (m.conversation_id === state.current) showMessage(m);
+      else if (event.type === "message_received" && !m.outgoing) {
+        state.unread.set(m.conversation_id, (state.unread.get(m.conversation_id) || 0) + 1);
+      }
+      if (!state.conversations.has(m.conversation_id)) loadConversations();
+      else renderConversations();
+      break;
+    }
+    case "conversation_joined":
+    case "conversation_updated":
+    case "membership_changed":
+      loadConversations();
+      loadRequests();
+      break;
+    case "transparency_alarm":
+      loadAlarms();
+      break;
+    case "device_changed":
+      if (event.notice || event.change === "linked") say(describeDevice(event));
+      loadConversations();
+      break;
+    case "delivery_failed":
+      say(`A message could not be delivered or read: ${event.detail || event.reason}`);
+      break;
+    default:
+      break;
+  }
+}
+
+function describeDevice(event) {
+  const who = event.device ? `@${event.device.user}` : "a contact";
+  return `${who}: a device was ${event.change}.`;
+}
+
+// --- requests, alarms --------------------------------------------------------------------
+
+async function loadRequests() {
+  const { requests } = await rpc.call("listRequests");
+  $("requests-section").hidden = requests.length === 0;
+  replace(
+    $("requests"),
+    requests.map((r) =>
+      h(
+        "li",
+        {},
+        h("span", {}, `@${r.from}`),
+        h("button", { type: "button", onclick: () => answerRequest("acceptRequest", r) }, "Accept"),
+        h("button", { type: "button", onclick: () => answerRequest("blockRequest", r) }, "Block"),
+      ),
+    ),
+  );
+}
+
+async function answerRequest(method, request) {
+  try {
+    await rpc.call(method, { request: request.conversation_id });
+  } catch (err) {
+    say(err.message);
+  }
+  await Promise.all([loadRequests(), loadConversations()]);
+}
+
+async function loadAlarms() {
+  const { alarms } = await rpc.call("listAlarms");
+  const box = $("alarms");
+  box.hidden = alarms.length === 0;
+  replace(
+    box,
+    alarms.map((a) => h("p", {}, h("strong", {}, "Security alarm: "), `${a.detail} ${a.advice}`)),
+    alarms.length
+      ? h("button", { type: "button", onclick: ackAlarms(alarms) }, "I have read this")
+      : null,
+  );
+}
+
+function ackAlarms(alarms) {
+  return async () => {
+    await rpc.call("ackAlarms", { ids: alarms.map((a) => a.id) });
+    await loadAlarms();
+  };
+}
+
+// --- dialogs -----------------------------------------------------------------------------
+
+$("new-chat").addEventListener("click", () => {
+  const user = field("Username", "user", { required: true });
+  openDialog("New chat", [user.label], "Start", async () => {
+    const conv = await rpc.call("getConversation", { user: user.input.value, create: true });
+    await loadConversations();
+    await openConversation(conv.id);
+  });
+});
+
+$("new-group").addEventListener("click", () => {
+  const name = field("Group name", "name", { required: true });
+  const members = field("Members (usernames, separated by spaces or commas)", "members");
+  openDialog("New group", [name.label, members.label], "Create", async () => {
+    const conv = await rpc.call("createGroup", {
+      name: name.input.value,
+      members: splitNames(members.input.value),
+    });
+    await loadConversations();
+    await openConversation(conv.id);
+  });
+});
+
+function splitNames(text) {
+  return text.split(/[\s,]+/).filter(Boolean);
+}
+
+$("conv-manage").addEventListener("click", async () => {
+  const id = state.current;
+  const { members } = await rpc.call("listMembers", { conversation_id: id });
+  const rename = field("Name", "name", { value: state.conversations.get(id).name });
+  const add = field("Add (usernames)", "add");
+  const list = h(
+    "ul",
+    { class: "members" },
+    members.map((m) =>
+      h(
+        "li",
+        {},
+        `@${m.user} (${m.devices.length} device${m.devices.length === 1 ? "" : "s"}) `,
+        m.user === state.account.username
+          ? null
+          : h("label", {}, h("input", { type: "checkbox", name: "remove", value: m.user }), " remove"),
+      ),
+    ),
+  );
+  openDialog("Members", [list, add.label, rename.label], "Save", async (form) => {
+    const remove = [...form.querySelectorAll("input[name=remove]:checked")].map((i) => i.value);
+    if (rename.input.value && rename.input.value !== state.conversations.get(id).name) {
+      await rpc.call("renameGroup", { conversation_id: id, name: rename.input.value });
+    }
+    if (splitNames(add.input.value).length) {
+      await rpc.call("addMembers", { conversation_id: id, members: splitNames(add.input.value) });
+    }
+    if (remove.length) await rpc.call("removeMembers", { conversation_id: id, members: remove });
+    await loadConversations();
+  });
+});
+
+$("conv-safety").addEventListener("click", async () => {
+  const conv = state.conversations.get(state.current);
+  const user = conv.members.find((m) => m !== state.account.username);
+  const number = await rpc.call("safetyNumber", { user });
+  const { image } = await rpc.call("qrCode", { hex: number.qr_payload });
+  const warning =
+    number.status === "changed"
+      ? h("p", { class: "error" }, `The safety number with @${user} changed since you verified it.`)
+      : null;
+  openDialog(
+    `Safety number with @${user}`,
+    [
+      warning,
+      h("pre", { class: "safety-number" }, number.display),
+      h("img", { src: image, alt: "QR code of the safety number", width: 200, height: 200 }),
+      h("p", {}, number.status === "verified"
+        ? "You verified this contact; their keys have not changed since."
+        : "Compare these digits with your contact in person or on a call."),
+    ],
+    "They match: mark as verified",
+    async () => {
+      await rpc.call("safetyNumber", { user, confirm: true });
+      say(`You verified @${user}.`);
+    },
+  );
+});
+
+$("conv-timer").addEventListener("change", async (e) => {
+  const seconds = e.target.value ? Number(e.target.value) : null;
+  try {
+    await rpc.call("setDisappearing", { conversation_id: state.current, seconds });
+    say(seconds ? "Disappearing messages on." : "Disappearing messages off.");
+  } catch (err) {
+    say(err.message);
+  }
+});
+
+function report(m) {
+  const reason = h(
+    "select",
+    { name: "reason" },
+    ["spam", "harassment", "abuse", "other"].map((r) => h("option", { value: r }, r)),
+  );
+  openDialog(
+    `Report a message from @${m.sender.user}`,
+    [h("label", {}, "Reason ", reason),
+     h("p", {}, "The moderators can verify that this person sent exactly this message.")],
+    "Report",
+    async () => {
+      await rpc.call("report", { message_ids: [m.message_id], reason: reason.value });
+      say("Reported.");
+    },
+  );
+}
+
+$("open-devices").addEventListener("click", async () => {
+  const { devices } = await rpc.call("listDevices");
+  const code = field("Link code shown on the new device", "code");
+  const list = h(
+    "ul",
+    { class: "devices" },
+    devices.map((d) =>
+      h(
+        "li",
+        {},
+        h("span", { class: "mono" }, d.fingerprint),
+        ` ${d.name || ""}${d.this_device ? " (this device)" : ""}${d.revoked_at ? " (revoked)" : ""} `,
+        d.this_device || d.revoked_at
+          ? null
+          : h("button", { type: "button", onclick: () => revoke(d) }, "Revoke"),
+      ),
+    ),
+  );
+  openDialog("Your devices", [list, h("h3", {}, "Approve a new device"), code.label], "Next", async () => {
+    const link = await rpc.call("getLink", { code: code.input.value.trim() });
+    approve(link);
+  });
+});
+
+function approve(link) {
+  openDialog(
+    "Approve this device?",
+    [
+      h("p", {}, "Approve only if the new device shows exactly this fingerprint:"),
+      h("p", { class: "mono big" }, link.fingerprint),
+    ],
+    "Same fingerprint: approve",
+    async () => {
+      await rpc.call("approveLink", { code: link.code, fingerprint: link.fingerprint });
+      say("The new device is linked.");
+    },
+  );
+}
+
+function revoke(device) {
+  openDialog(
+    "Revoke this device?",
+    [h("p", {}, "It will no longer receive your messages: "), h("p", { class: "mono" }, device.fingerprint)],
+    "Revoke",
+    async () => {
+      await rpc.call("revokeDevice", { device_id: device.device_id });
+      say("Device revoked.");
+    },
+  );
+}
