@@ -43,6 +43,7 @@ function showStatus(status) {
   }
   const linking = status.state === "linking";
   $("linking").hidden = !linking;
+  document.querySelector(".tabs").hidden = linking;
   $("form-create").hidden = linking || $("tab-create").getAttribute("aria-selected") !== "true";
   $("form-link").hidden = linking || $("tab-link").getAttribute("aria-selected") !== "true";
   $("onboarding-error").textContent = status.error || "";
@@ -183,7 +184,7 @@ function renderMessage(m) {
   if (m.kind === "file" && m.file) {
     const progress = h("progress", { max: 1, value: 0, hidden: true });
     body.push(
-      h("span", { class: "file" }, `📎 ${m.file.name} (${size(m.file.size)})`),
+      h("span", { class: "file" }, `File: ${m.file.name} (${size(m.file.size)})`),
       h("button", { type: "button", onclick: () => download(m, progress) }, "Download"),
       progress,
     );
