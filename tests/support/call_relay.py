@@ -24,7 +24,7 @@ class MemoryChannel:
         self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.closed = False
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, stream: int, frame: bytes) -> None:
         if not self.closed:
             self.relay.forward(self.name, frame)
 

@@ -27,7 +27,7 @@ from doorless.errors import DoorlessError
 from doorless.sframe import decode_header, encode_header
 from doorless.wire.call_signal import new_call_id
 from support.call_relay import MemoryRelay
-from support.media import audio_similarity, from_pcm, pcm_frames, speech_like
+from support.media import AUDIO_THRESHOLD, audio_similarity, from_pcm, pcm_frames, speech_like
 
 from ..harness import Network, network
 
@@ -92,7 +92,7 @@ async def test_three_party_audio_matches_and_relay_learns_nothing(tmp_path: Path
             assert [f.sequence for f in frames] == list(range(len(pcm)))
             decoder = OpusDecoder()
             received = from_pcm([decoder.decode(f.payload) for f in frames])
-            assert audio_similarity(speech, received) > 0.8
+            assert audio_similarity(speech, received) > AUDIO_THRESHOLD
             (alice_stats,) = [p for p in engine.stats() if p.user == "alice"]
             assert alice_stats.frames_received == len(pcm) and alice_stats.frames_lost == 0
             assert alice_stats.latency_p95_ms is not None

@@ -12,8 +12,8 @@ compares the group's epoch with its keys' and, on a new epoch (a member added or
 update), installs the new keys and opens a new sender (RFC 9605 §5.2). A device removed from
 the conversation keeps its last epoch: it can no longer read what the others send.
 
-The channel is the relay connection (`doorless.client.transport.relay`) or, in tests, an
-in-memory one; `MediaChannel` is all the engine needs of it. The clock is a parameter
+The channel is the relay connection (`doorless.client.calls.channel.RelayChannel`) or, in
+tests, an in-memory one; `MediaChannel` is all the engine needs of it. The clock is a parameter
 (``monotonic`` for the grace window, ``wall_us`` for media timestamps and latency).
 """
 
@@ -33,12 +33,13 @@ from doorless.client.events import DeviceRef
 from doorless.client.store import GroupStatus
 from doorless.errors import DecodeError, DoorlessError, StateError
 from doorless.sframe import FrameDecryptError, ReplayedFrame, SFrameSender, UnknownKeyId
+from doorless.wire.calls import StreamKind
 
 
 class MediaChannel(Protocol):
     """A connection to the call's relay: opaque frames out, the others' frames in."""
 
-    async def send(self, frame: bytes) -> None: ...
+    async def send(self, stream: StreamKind, frame: bytes) -> None: ...
 
     async def receive(self) -> bytes: ...
 
@@ -160,7 +161,7 @@ class CallEngine:
         data = await self.seal(frame)
         if data is None:
             return False
-        await self.channel.send(data)
+        await self.channel.send(StreamKind(int(frame.stream)), data)
         return True
 
     def timestamp(self) -> int:

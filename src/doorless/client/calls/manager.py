@@ -17,9 +17,11 @@ memory only: a call does not survive the program (its counters do: `counters`).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
+from doorless.client.calls.channel import join_relay
 from doorless.client.calls.engine import CallEngine, MediaChannel
 from doorless.client.calls.signalling import send_signal
 from doorless.client.core import Session, conversation_gid
@@ -31,7 +33,7 @@ from doorless.client.events import (
     DeviceRef,
     Event,
 )
-from doorless.errors import ConfigurationError, StateError
+from doorless.errors import StateError
 from doorless.wire.call_signal import (
     CALL_ID_LENGTH,
     CallMedia,
@@ -75,7 +77,7 @@ class Calls:
 
     def __init__(self, s: Session, connect: ChannelFactory | None = None) -> None:
         self._s = s
-        self._connect = connect
+        self._connect = connect or functools.partial(join_relay, s)
         self._calls: dict[bytes, _Call] = {}
         self._tick = asyncio.Event()  # set (and replaced) on every change
         self._untap = s.hub.tap(self._on_event)
@@ -164,8 +166,6 @@ class Calls:
             return call.engine
         gid, cid = conversation_gid(call.info.conversation_id), bytes.fromhex(call_id)
         if channel is None:
-            if self._connect is None:
-                raise ConfigurationError("no relay connection is configured for calls")
             channel = await self._connect(gid, cid)
         engine = CallEngine(self._s, gid, cid, channel)
         await engine.start()
