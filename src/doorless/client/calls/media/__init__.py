@@ -18,8 +18,8 @@ Receiving audio::
 
     playout = AudioPlayout()                    # jitter buffer + Opus decoder + concealment
     playout.push(decode_frame(plaintext), now)  # on each decrypted SFrame frame
-    for pcm in playout.pull(now):               # every 20 ms (or as the clock advances)
-        sink.write(pcm)                         # WavFileSink("out.wav") or SpeakerSink()
+    for played in playout.pull(now):            # every 20 ms (or as the clock advances)
+        sink.write(played.pcm)                  # WavFileSink("out.wav") or SpeakerSink()
     playout.stats                               # received, lost, late, duplicate, concealed
 
 Video: `Vp8Encoder` (``encode(frame, keyframe=False) -> EncodedVideo``), `VideoPacketizer`
@@ -35,13 +35,12 @@ Modules: `frame` (MediaFrame, StreamKind, the datagram budget), `opus`, `vp8`, `
 (sounddevice; `AudioDeviceUnavailable` without PortAudio), `pacing`, `errors`.
 `StreamKind` is defined in `frame` until the relay's wire contract (`doorless.wire.calls`)
 provides the shared one.
-
-In this first version only `frame`, `opus` and `errors` exist; the rest of the API above is
-the contract the next commits fill in.
 """
 
 from __future__ import annotations
 
+from doorless.client.calls.media.audio_files import WavFileSink, WavFileSource
+from doorless.client.calls.media.devices import MicrophoneSource, SpeakerSink
 from doorless.client.calls.media.errors import (
     AudioDeviceUnavailable,
     CodecDecodeError,
@@ -58,6 +57,7 @@ from doorless.client.calls.media.frame import (
     decode_frame,
     encode_frame,
 )
+from doorless.client.calls.media.jitter import AudioJitterBuffer, JitterStats, Slot
 from doorless.client.calls.media.opus import (
     FRAME_BYTES,
     FRAME_MS,
@@ -66,6 +66,12 @@ from doorless.client.calls.media.opus import (
     OpusDecoder,
     OpusEncoder,
 )
+from doorless.client.calls.media.pacing import paced
+from doorless.client.calls.media.packetize import AudioPacketizer, VideoPacketizer
+from doorless.client.calls.media.playout import AudioPlayout, PlayedAudio, PlayoutStats
+from doorless.client.calls.media.reassembly import EncodedVideo, ReassemblyStats, VideoReassembler
+from doorless.client.calls.media.video_files import VideoFileSink, VideoFileSource
+from doorless.client.calls.media.vp8 import VideoConfig, Vp8Decoder, Vp8Encoder, Vp8Packet
 
 __all__ = [
     "DATAGRAM_BUDGET",
@@ -75,15 +81,37 @@ __all__ = [
     "MAX_PAYLOAD",
     "SAMPLE_RATE",
     "AudioDeviceUnavailable",
+    "AudioJitterBuffer",
+    "AudioPacketizer",
+    "AudioPlayout",
     "CodecDecodeError",
+    "EncodedVideo",
     "FrameFlags",
+    "JitterStats",
     "MediaConfigError",
     "MediaFileError",
     "MediaFrame",
     "MediaFrameError",
+    "MicrophoneSource",
     "OpusDecoder",
     "OpusEncoder",
+    "PlayedAudio",
+    "PlayoutStats",
+    "ReassemblyStats",
+    "Slot",
+    "SpeakerSink",
     "StreamKind",
+    "VideoConfig",
+    "VideoFileSink",
+    "VideoFileSource",
+    "VideoPacketizer",
+    "VideoReassembler",
+    "Vp8Decoder",
+    "Vp8Encoder",
+    "Vp8Packet",
+    "WavFileSink",
+    "WavFileSource",
     "decode_frame",
     "encode_frame",
+    "paced",
 ]
