@@ -132,6 +132,22 @@ def serve(
             ),
         ),
     ] = 2.0,
+    relay_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            metavar="UDP_PORT",
+            help=(
+                "UDP port of the media relay's QUIC listener (calls); without it calls use the "
+                "WebSocket fallback only. Its certificate is made in DATA_DIR/relay/."
+            ),
+        ),
+    ] = None,
+    relay_host: Annotated[
+        str | None,
+        typer.Option(metavar="ADDRESS", help="Address of the QUIC relay (default: --host)."),
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option(
@@ -168,6 +184,8 @@ def serve(
         redis = values["redis"]
         rate_limit = values["rate_limit"]
         anon_rate_limit = values["anon_rate_limit"]
+        relay_port = values["relay_port"]
+        relay_host = values["relay_host"]
     if data_dir is None:
         fail_usage("--data-dir is required")
     if (tls_cert is None) != (tls_key is None):
@@ -179,7 +197,7 @@ def serve(
 
     from doorless.errors import ConfigurationError
     from doorless.server.app import create_app
-    from doorless.server.backends import make_fanout, make_storage
+    from doorless.server.backends import make_fanout, make_relay_bridge, make_storage
     from doorless.server.log import configure_logging
 
     config = ServerConfig(
@@ -196,13 +214,16 @@ def serve(
         rate_burst=max(1, round(RATE_BURST * rate_limit)),
         anon_rate_per_second=anon_rate_limit,
         anon_rate_burst=max(1, round(ANON_RATE_BURST * anon_rate_limit)),
+        relay_port=relay_port,
+        relay_host=relay_host or host,
     )
     try:
         storage, fanout = make_storage(config, database), make_fanout(redis)
+        bridge = make_relay_bridge(redis)
     except ConfigurationError as exc:
         fail_usage(str(exc))
     try:
-        application = create_app(config, storage=storage, fanout=fanout)
+        application = create_app(config, storage=storage, fanout=fanout, relay_bridge=bridge)
     except ConfigurationError as exc:
         fail_usage(str(exc))
     configure_logging(log_level)
@@ -286,6 +307,8 @@ _SETTINGS: dict[str, Any] = {
     "redis": _text,
     "rate_limit": _rate,
     "anon_rate_limit": _rate,
+    "relay_port": _port,
+    "relay_host": _text,
 }
 
 

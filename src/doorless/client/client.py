@@ -67,6 +67,7 @@ from doorless.client import (
     setup,
 )
 from doorless.client.alarms import Notice
+from doorless.client.calls.manager import Calls
 from doorless.client.core import (
     CommitFailed,
     Conv,
@@ -116,11 +117,13 @@ class Client:
         options: ClientOptions | None = None,
     ) -> None:
         self._core = Session(store, transport, account, options)
+        self.calls = Calls(self._core)  # calls in its conversations (docs/calls.md)
 
     @classmethod
     def _wrap(cls, session: Session) -> Client:
         client = cls.__new__(cls)
         client._core = session
+        client.calls = Calls(session)
         return client
 
     # --- construction (doorless.client.setup) -------------------------------------------------

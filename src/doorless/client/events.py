@@ -20,8 +20,10 @@ is never about something a crash could undo.
      ├── TransparencyAlarm    key transparency proved misbehaviour: a device of this account
      │                        nobody approved, a log that contradicts itself or went back, a
      │                        directory key that is not the logged one (show it loudly)
-     └── DeliveryFailed       an incoming message could not be processed, or an outgoing one
-                              was refused for good; ``reason`` says why
+     ├── DeliveryFailed       an incoming message could not be processed, or an outgoing one
+     │                        was refused for good; ``reason`` says why
+     ├── CallSignalReceived   a member's call signal (ring, accept, ...; docs/calls.md)
+     └── CallUpdated          a call's state, participants, privacy code or stats changed
 
 Roster notices (``DeviceChanged`` of a peer's account, ``DeviceSkipped``) and alarms are also
 kept in the profile (`doorless.client.alarms`) so that a command that does not show events
@@ -37,12 +39,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from doorless.client.calls.stats import ParticipantStats
 from doorless.client.store import MessageState
 from doorless.franking import AttachmentDescriptor
+from doorless.wire.call_signal import CallSignal
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -276,6 +280,38 @@ class TransparencyAlarm:
         return ALARM_ADVICE[self.kind]
 
 
+@dataclass(frozen=True, slots=True)
+class CallSignalReceived:
+    """A call signal (ring, accept, decline, join, leave, end) from a member's device;
+    `Client.calls` acts on it and reports `CallUpdated` (docs/calls.md)."""
+
+    conversation_id: str
+    sender: DeviceRef
+    signal: CallSignal
+
+
+class CallState(StrEnum):
+    RINGING = "ringing"  # an incoming call not answered yet
+    CALLING = "calling"  # our call, nobody answered yet
+    ACTIVE = "active"  # media flows (or may)
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdated:
+    """A call changed: its state, its participants (devices in the call), the privacy code
+    of its current epoch (None before keys exist), and ``stats`` per participant while it
+    runs and at its end."""
+
+    call_id: str
+    conversation_id: str
+    state: CallState
+    participants: tuple[DeviceRef, ...]
+    privacy_code: str | None
+    reason: str = ""
+    stats: tuple[ParticipantStats, ...] = ()
+
+
 Event = (
     MessageReceived
     | MessageSent
@@ -286,6 +322,8 @@ Event = (
     | DeviceSkipped
     | DeliveryFailed
     | TransparencyAlarm
+    | CallSignalReceived
+    | CallUpdated
 )
 
 # --- delivery to the application ---------------------------------------------------------
@@ -298,8 +336,18 @@ class EventHub:
         self._subscribers: list[asyncio.Queue[Event | None]] = []
         self._backlog: collections.deque[Event] = collections.deque(maxlen=backlog)
         self._closed = False
+        self._taps: list[Callable[[Event], None]] = []
+
+    def tap(self, fn: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``fn`` with every event from now on (the library's own listeners, e.g. the
+        call engine; they take nothing from the applications' streams). Returns the
+        function that removes the tap."""
+        self._taps.append(fn)
+        return lambda: self._taps.remove(fn)
 
     def emit(self, event: Event) -> None:
+        for fn in tuple(self._taps):
+            fn(event)
         if not self._subscribers:
             self._backlog.append(event)
         for queue in self._subscribers:
@@ -327,6 +375,9 @@ class EventHub:
 __all__ = [
     "ALARM_ADVICE",
     "AlarmKind",
+    "CallSignalReceived",
+    "CallState",
+    "CallUpdated",
     "Conversation",
     "ConversationJoined",
     "ConversationKind",

@@ -19,6 +19,7 @@ from doorless.client import (
     membership,
     outbox,
 )
+from doorless.client.calls.signalling import signal_of
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
     MESSAGE_KIND,
@@ -33,6 +34,7 @@ from doorless.client.core import (
 )
 from doorless.client.events import (
     AlarmKind,
+    CallSignalReceived,
     ConversationJoined,
     DeviceRef,
     FailureReason,
@@ -67,6 +69,7 @@ from doorless.mls.group import (
 )
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.welcome import Welcome
+from doorless.wire.call_signal import CallSignal
 from doorless.wire.messages import QueuedMessage
 from doorless.wire.payload import Payload, file_of, text_of
 
@@ -276,6 +279,7 @@ async def on_application(
     message: Message | None = None
     payload: Payload | None = None
     hidden: str | None = None  # the franking check that failed (counted)
+    signal: CallSignal | None = None
     server_key = await s.franking_key()
     try:
         sender = device_ref_of(result.credential)
@@ -288,20 +292,25 @@ async def on_application(
             group_id=gid,
         )
         payload = opened.payload
-        kind = _content_kind(payload)
-        message = Message(
-            group_id=gid,
-            sender_user=sender.user,
-            sender_device=sender.device_id,
-            outgoing=False,
-            content_type=kind.value,
-            body=payload.body,
-            sent_at=payload.sent_at_ms,
-            received_at=now,
-            expires_at=expires_at(result.group, now),
-            state=MessageState.RECEIVED,
-            server_id=payload.message_id.hex(),
-            franking=opened.franking,
+        signal = signal_of(payload)  # a call signal is handled by the calls, not stored
+        kind = _content_kind(payload) if signal is None else None
+        message = (
+            None
+            if kind is None
+            else Message(
+                group_id=gid,
+                sender_user=sender.user,
+                sender_device=sender.device_id,
+                outgoing=False,
+                content_type=kind.value,
+                body=payload.body,
+                sent_at=payload.sent_at_ms,
+                received_at=now,
+                expires_at=expires_at(result.group, now),
+                state=MessageState.RECEIVED,
+                server_id=payload.message_id.hex(),
+                franking=opened.franking,
+            )
         )
     except FrankRejected as e:
         # Not shown, counted (I7: no message is displayed that could not be reported).
@@ -340,6 +349,8 @@ async def on_application(
         await alarms.raise_alarm(s, alarm)
     if stored is not None:
         s.hub.emit(MessageReceived(message_info(stored)))
+    elif signal is not None and sender is not None and not await s.is_blocked(sender):
+        s.hub.emit(CallSignalReceived(gid.hex(), sender, signal))
     elif failure is not None and not await s.is_blocked(sender):
         s.fail(
             failure[0],

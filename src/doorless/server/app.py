@@ -24,7 +24,11 @@ from doorless.server.kt_service import KtService
 from doorless.server.log import describe_exception, log_event
 from doorless.server.middleware import BodyLimitMiddleware, RequestLogMiddleware
 from doorless.server.ratelimit import RateLimiter
+from doorless.server.relay.bridge import Bridge
+from doorless.server.relay.hub import Forwarder
+from doorless.server.relay.service import RelayService, make_relay
 from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
+from doorless.server.routes import calls as calls_routes
 from doorless.server.routes import kt as kt_routes
 from doorless.server.routes import safety as safety_routes
 from doorless.server.storage.base import Storage, StorageDamaged
@@ -72,6 +76,8 @@ def create_app(
     fanout: Fanout | None = None,
     clock: Callable[[], float] = time.time,
     background_sweeper: bool = True,
+    relay_bridge: Bridge | None = None,
+    relay_forwarder: Forwarder | None = None,
 ) -> FastAPI:
     """Build the app. Storage opens (and migrates) in the lifespan, so run it under an ASGI
     server, or enter ``app.router.lifespan_context(app)`` in tests."""
@@ -93,6 +99,9 @@ def create_app(
         ),
     )
 
+    relay = RelayService(make_relay(ctx, relay_bridge, relay_forwarder), config)
+    ctx.relay = relay.relay
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -112,8 +121,11 @@ def create_app(
             log_event("server started", orphan_blobs_removed=orphans)
             task = asyncio.create_task(_sweeper(ctx)) if background_sweeper else None
             try:
+                ctx.relay_endpoint = await relay.start()
                 yield
             finally:
+                await relay.close()
+                ctx.relay_endpoint = None
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -136,6 +148,7 @@ def create_app(
     for module in (info, auth, accounts, keypackages, messages, attachments, ws, kt_routes):
         app.include_router(module.router)
     app.include_router(safety_routes.router)
+    app.include_router(calls_routes.router)
     app.add_middleware(
         BodyLimitMiddleware,
         limit=config.max_json_body,

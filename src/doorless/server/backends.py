@@ -7,7 +7,8 @@
   that PostgreSQL schema (created if missing), ``pool_size=N`` caps this process's
   connections (default 20); others go to asyncpg (e.g. ``sslmode=verify-full``);
 * no ``--redis``: in-process fan-out (one process only);
-* ``--redis redis://host:6379/0`` (or ``rediss://`` for TLS): Redis pub/sub between processes.
+* ``--redis redis://host:6379/0`` (or ``rediss://`` for TLS): Redis pub/sub between processes
+  (wake-ups of push sockets, and the media relay's frames between nodes).
 
 Several processes need both a shared database and Redis; one process over PostgreSQL alone is
 fine. The drivers are imported only when asked for, so a SQLite server needs neither installed.
@@ -21,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from doorless.errors import ConfigurationError
 from doorless.server.config import ServerConfig
 from doorless.server.fanout.base import Fanout
+from doorless.server.relay.bridge import Bridge
 from doorless.server.storage.base import Storage
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -91,3 +93,13 @@ def make_fanout(redis: str | None = None) -> Fanout:
             "Redis fan-out needs the 'postgres' extra: pip install 'doorless[postgres]'"
         ) from None
     return RedisFanout(redis)
+
+
+def make_relay_bridge(redis: str | None = None) -> Bridge | None:
+    """The media relay's link to the other nodes: Redis pub/sub with ``--redis`` (calls whose
+    participants are on different nodes), else none (one process holds every call)."""
+    if redis is None:
+        return None
+    from doorless.server.relay.bridge import RedisBridge
+
+    return RedisBridge(redis)

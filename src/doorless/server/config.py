@@ -65,6 +65,11 @@ class ServerConfig:
     franking_rotation: int = 7 * 24 * 3600
     franking_retention: int = 30 * 24 * 3600
 
+    # The media relay (doorless.server.relay): its QUIC listener's UDP port (None: only the
+    # WebSocket fallback; 0: any free port) and address. Its certificate is in ``relay/``.
+    relay_port: int | None = None
+    relay_host: str = "127.0.0.1"
+
     def __post_init__(self) -> None:
         sizes = (
             self.max_message_size,
@@ -86,6 +91,8 @@ class ServerConfig:
         )
         if any(v <= 0 for v in sizes):
             raise ConfigurationError("limits and lifetimes must be positive")
+        if self.relay_port is not None and not 0 <= self.relay_port <= 65535:
+            raise ConfigurationError("the relay port must be 0..65535")
         if self.rate_per_second < 0 or self.anon_rate_per_second < 0:
             raise ConfigurationError("rates must be positive (or 0: no limit)")
 
@@ -96,3 +103,7 @@ class ServerConfig:
     @property
     def attachments_dir(self) -> Path:
         return self.data_dir / "attachments"
+
+    @property
+    def relay_dir(self) -> Path:
+        return self.data_dir / "relay"

@@ -14,6 +14,7 @@ from doorless.server.fanout.base import Fanout
 from doorless.server.franking import FrankingService
 from doorless.server.kt_service import KtService
 from doorless.server.ratelimit import RateLimiter
+from doorless.server.relay.hub import Relay, RelayEndpoint
 from doorless.server.storage.base import Storage
 
 
@@ -29,6 +30,8 @@ class ServerContext:
     kt: KtService
     franking: FrankingService
     server_id: str = field(default="")
+    relay: Relay | None = None  # the media relay (doorless.server.relay)
+    relay_endpoint: RelayEndpoint | None = None  # its QUIC listener, once started
 
     def now(self) -> int:
         """Wall-clock time in whole seconds (what the storage records)."""

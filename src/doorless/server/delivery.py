@@ -209,6 +209,10 @@ async def send(ctx: ServerContext, sender: Sender, request: Send) -> DeliveryRes
     )
     if not result.duplicate:
         await ctx.fanout.publish({r for p in parts for r in p.recipients}, Topic.queue)
+        if gate is not None and gate.update is not None and gate.update.removed and ctx.relay:
+            # Devices left the group: the relay drops them from the group's calls (RFC 9605 5.2:
+            # they must not receive media of the new epoch, not even its ciphertext).
+            await ctx.relay.group_changed(gate.update.state.group_id)
     return result
 
 

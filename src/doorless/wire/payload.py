@@ -70,6 +70,7 @@ _MAX_UINT64 = 2**64 - 1
 class PayloadKind(IntEnum):
     text = 1
     file = 2
+    call_signal = 4  # body: a CallSignal (doorless.wire.call_signal), never a stored message
 
 
 def payload_kind_of(value: int) -> PayloadKind | int:

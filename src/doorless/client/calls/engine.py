@@ -1,0 +1,221 @@
+"""One call on one device: media frames in and out through SFrame and a relay channel.
+
+::
+
+    send:    MediaFrame -> encode -> SFrame encrypt (this device's KID, counter reserved and
+             persisted first) -> channel.send
+    receive: channel -> SFrame decrypt (current epoch, or the previous one within the grace
+             window) -> MediaFrame -> the sink's callback; every failure counted by reason
+
+The engine follows the conversation's MLS group: before each frame it sent or received it
+compares the group's epoch with its keys' and, on a new epoch (a member added or removed, an
+update), installs the new keys and opens a new sender (RFC 9605 §5.2). A device removed from
+the conversation keeps its last epoch: it can no longer read what the others send.
+
+The channel is the relay connection (`doorless.client.calls.channel.RelayChannel`) or, in
+tests, an in-memory one; `MediaChannel` is all the engine needs of it. The clock is a parameter
+(``monotonic`` for the grace window, ``wall_us`` for media timestamps and latency).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from doorless.client.calls import counters
+from doorless.client.calls.keys import CallKeyring, EpochKeys, Opened, epoch_keys
+from doorless.client.calls.media import MediaFrame, decode_frame, encode_frame
+from doorless.client.calls.stats import FailureKind, Meter, ParticipantStats
+from doorless.client.core import Session
+from doorless.client.events import DeviceRef
+from doorless.client.store import GroupStatus
+from doorless.errors import DecodeError, DoorlessError, StateError
+from doorless.sframe import FrameDecryptError, ReplayedFrame, SFrameSender, UnknownKeyId
+from doorless.wire.calls import StreamKind
+
+
+class MediaChannel(Protocol):
+    """A connection to the call's relay: opaque frames out, the others' frames in."""
+
+    async def send(self, stream: StreamKind, frame: bytes) -> None: ...
+
+    async def receive(self) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+# Why a frame was dropped, by exception type (table-driven, most specific first).
+_FAILURES: tuple[tuple[type[DoorlessError], str], ...] = (
+    (UnknownKeyId, FailureKind.UNKNOWN_KID),
+    (ReplayedFrame, FailureKind.REPLAYED),
+    (FrameDecryptError, FailureKind.TAMPERED),
+    (DecodeError, FailureKind.MALFORMED),
+)
+_CAUGHT = tuple(cls for cls, _ in _FAILURES)
+
+
+def failure_kind(error: DoorlessError) -> str:
+    return next(kind for cls, kind in _FAILURES if isinstance(error, cls))
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    sender: DeviceRef
+    frame: MediaFrame
+    epoch: int
+    latency_ms: float
+
+
+def wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+class CallEngine:
+    """The keys, sender, receive path and statistics of one call on this device."""
+
+    def __init__(
+        self,
+        s: Session,
+        group_id: bytes,
+        call_id: bytes,
+        channel: MediaChannel,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock_us: Callable[[], int] = wall_us,
+    ) -> None:
+        self._s = s
+        self.group_id = group_id
+        self.call_id = call_id
+        self.channel = channel
+        self._monotonic = monotonic
+        self._wall_us = wall_clock_us
+        self._ring = CallKeyring()
+        self._sender: SFrameSender | None = None
+        self._meters: dict[DeviceRef, Meter] = {}
+        self._unattributed: Meter = Meter("?", "?")  # failures naming no known sender
+        self.epoch_changes = 0
+        self.cut_off = False  # this device was removed from the conversation
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> EpochKeys:
+        return self._ring.current
+
+    @property
+    def privacy_code(self) -> str:
+        return self._ring.current.privacy_code
+
+    async def start(self) -> None:
+        """Take the keys of the group's current epoch (`StateError` if not a member)."""
+        if not await self.refresh_keys():
+            raise StateError("this device is not in the call's conversation")
+
+    async def refresh_keys(self) -> bool:
+        """Install the group's epoch if it is new; False if the group is gone for us."""
+        conv = await self._s.load(self.group_id)
+        if conv is None or conv.status is not GroupStatus.ACTIVE:
+            self.cut_off = True
+            return False
+        current = self._ring.current.epoch if self._sender is not None else None
+        if current == conv.mls.epoch:
+            return True
+        keys = epoch_keys(conv.mls, self.call_id)
+        self._ring.install(keys, self._monotonic())
+        self._sender = await counters.open_sender(self._s, self.group_id, keys)
+        if current is not None:
+            self.epoch_changes += 1
+        for ref in keys.senders.values():
+            self._meter(ref)
+        return True
+
+    def _epoch_moved(self) -> bool:
+        conv = self._s.cache.get(self.group_id)
+        if conv is None or self._sender is None:
+            return True
+        return conv.status is not GroupStatus.ACTIVE or conv.mls.epoch != self.keys.epoch
+
+    def _meter(self, ref: DeviceRef) -> Meter:
+        meter = self._meters.get(ref)
+        if meter is None:
+            meter = self._meters[ref] = Meter(ref.user, ref.device_id)
+        return meter
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def seal(self, frame: MediaFrame) -> bytes | None:
+        """The SFrame ciphertext of ``frame`` under this device's current key (None once
+        this device left the conversation)."""
+        if self._epoch_moved() and not await self.refresh_keys():
+            return None
+        sender = self._sender
+        assert sender is not None
+        await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
+        data = sender.encrypt(encode_frame(frame))
+        self._meter(self._s.me).sent += 1
+        return data
+
+    async def send(self, frame: MediaFrame) -> bool:
+        data = await self.seal(frame)
+        if data is None:
+            return False
+        await self.channel.send(StreamKind(int(frame.stream)), data)
+        return True
+
+    def timestamp(self) -> int:
+        """A media timestamp: this device's wall clock in microseconds (latency = receive
+        time minus it)."""
+        return self._wall_us()
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def open(self, data: bytes) -> Received | None:
+        """Decrypt and parse one frame from the relay; None (and counted) if it is rejected."""
+        if self._epoch_moved():
+            await self.refresh_keys()
+        now = self._monotonic()
+        try:
+            opened: Opened = self._ring.open(data, now)
+            frame = decode_frame(opened.plaintext)
+        except _CAUGHT as e:
+            self._failure_meter(data).failures[failure_kind(e)] += 1
+            return None
+        latency_ms = max(0.0, (self._wall_us() - frame.timestamp) / 1000)
+        self._meter(opened.sender).on_frame(
+            int(frame.stream), frame.sequence, len(data), latency_ms, now
+        )
+        return Received(opened.sender, frame, opened.epoch, latency_ms)
+
+    def _failure_meter(self, data: bytes) -> Meter:
+        try:
+            ref = self._ring.sender_of(data)
+        except DecodeError:
+            ref = None
+        return self._unattributed if ref is None else self._meter(ref)
+
+    def count_late(self, sender: DeviceRef, frames: int = 1) -> None:
+        """The jitter buffer played past frames of ``sender`` before they arrived."""
+        self._meter(sender).late += frames
+
+    # --- statistics -----------------------------------------------------------------------
+
+    def stats(self) -> tuple[ParticipantStats, ...]:
+        """Per participant (this device included, with its ``frames_sent``), sorted; frames
+        that named no known sender are counted under user ``?``."""
+        out = [m.snapshot() for _, m in sorted(self._meters.items())]
+        if self._unattributed.failures:
+            out.append(self._unattributed.snapshot())
+        return tuple(out)
+
+    def failures(self) -> dict[str, int]:
+        """Rejected frames by reason, over every participant."""
+        total: dict[str, int] = {}
+        for meter in (*self._meters.values(), self._unattributed):
+            for kind, n in meter.failures.items():
+                total[kind] = total.get(kind, 0) + n
+        return total
+
+
+__all__ = ["CallEngine", "MediaChannel", "Received", "failure_kind", "wall_us"]

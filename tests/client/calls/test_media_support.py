@@ -1,0 +1,74 @@
+"""The similarity measures of tests/support/media.py can fail: each rejects silence, another
+signal and garbage, and accepts the same signal through the codec (the measured values are in
+docs/calls.md, "Media")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from doorless.client.calls.media import OpusDecoder, OpusEncoder
+from support.media import (
+    AUDIO_THRESHOLD,
+    VIDEO_PSNR_THRESHOLD,
+    Samples,
+    audio_similarity,
+    from_pcm,
+    moving_luma,
+    moving_video,
+    pcm_frames,
+    read_video_luma,
+    silence,
+    speech_like,
+    video_similarity,
+    white_noise,
+)
+
+
+def _through_opus(samples: Samples) -> Samples:
+    encoder, decoder = OpusEncoder(), OpusDecoder()
+    return from_pcm([decoder.decode(encoder.encode(p)) for p in pcm_frames(samples)])
+
+
+REFERENCE = speech_like("alice")
+
+
+def test_same_signal_through_opus_passes_even_delayed() -> None:
+    received = _through_opus(REFERENCE)
+    assert audio_similarity(REFERENCE, received) > 0.95
+    delayed = np.concatenate([np.zeros(14_400, dtype=np.int16), received])  # 300 ms later
+    assert audio_similarity(REFERENCE, delayed) > 0.95
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        pytest.param(lambda: _through_opus(speech_like("bob")), id="other-speaker"),
+        pytest.param(lambda: _through_opus(speech_like("carol")), id="third-speaker"),
+        pytest.param(lambda: _through_opus(white_noise()), id="noise"),
+        pytest.param(lambda: _through_opus(silence()), id="silence"),
+        pytest.param(
+            lambda: np.random.default_rng(5).integers(-20_000, 20_000, 144_000).astype(np.int16),
+            id="garbage",
+        ),
+        pytest.param(lambda: np.zeros(0, dtype=np.int16), id="nothing"),
+    ],
+)
+def test_wrong_audio_fails(received: object) -> None:
+    assert callable(received)
+    assert audio_similarity(REFERENCE, received()) < AUDIO_THRESHOLD
+
+
+def test_same_video_through_vp8_passes_and_others_fail(tmp_path: Path) -> None:
+    reference = [moving_luma(i, 160, 120) for i in range(20)]
+    through_vp8 = read_video_luma(moving_video(tmp_path / "a.webm", frames=20))
+    assert len(through_vp8) == 20
+    assert video_similarity(reference, through_vp8) > VIDEO_PSNR_THRESHOLD
+    other = [moving_luma(i, 160, 120, variant=1) for i in range(20)]
+    black = [np.zeros((120, 160), dtype=np.uint8)] * 20
+    rng = np.random.default_rng(3)
+    garbage = [rng.integers(0, 256, (120, 160), dtype=np.uint8) for _ in range(20)]
+    for wrong in (other, black, garbage, []):
+        assert video_similarity(reference, wrong) < VIDEO_PSNR_THRESHOLD

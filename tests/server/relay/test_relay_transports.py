@@ -1,0 +1,164 @@
+"""The relay over real sockets: QUIC (pinned certificate) and the WebSocket fallback, admission
+by group membership, forwarding to the others only, and a member removed mid-call dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from doorless.client import Client
+from doorless.client.transport.relay import (
+    RelayConnection,
+    RelayFingerprintMismatch,
+    RelayRefused,
+)
+from doorless.sframe import encode_header
+from doorless.wire.calls import CallId, FrameEnvelope, StreamKind
+from support.relay import (
+    Recorder,
+    RelayServer,
+    account,
+    group_with,
+    relay_server,
+    transport_of,
+    wait_for,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def frame(kid: int, ctr: int, body: bytes = b"") -> bytes:
+    """An SFrame-shaped frame (header, then opaque bytes): the relay reads only the header."""
+    return encode_header(kid, ctr) + (body or os.urandom(40))
+
+
+@pytest_asyncio.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RelayServer]:
+    async with relay_server(tmp_path / "server", forwarder=Recorder()) as s:
+        yield s
+
+
+async def next_frame(conn: RelayConnection, timeout: float = 5.0) -> FrameEnvelope:
+    return await asyncio.wait_for(conn.__anext__(), timeout)
+
+
+async def three(server: RelayServer, tmp_path: Path) -> tuple[list[Client], bytes]:
+    clients = [await account(server.url, tmp_path / "p", n) for n in ("alice", "bob", "carol")]
+    return clients, await group_with(*clients)
+
+
+@pytest.mark.parametrize("transport", ["quic", "websocket"])
+async def test_frames_go_to_the_others_and_never_back(
+    server: RelayServer, tmp_path: Path, transport: str
+) -> None:
+    clients, gid = await three(server, tmp_path)
+    call = CallId.random()
+    try:
+        conns = [
+            await transport_of(c).join_call(gid, call, transport=transport)  # type: ignore[arg-type]
+            for c in clients
+        ]
+        assert [c.transport for c in conns] == [transport] * 3
+        assert [c.joined.participants for c in conns] == [1, 2, 3]
+        audio, video = frame(1, 1, b"a" * 80), frame(1, 2, b"v" * 5000)  # video: not a datagram
+        await conns[0].send(StreamKind.audio, audio)
+        await conns[0].send(StreamKind.video, video)
+        for receiver in conns[1:]:
+            got = [await next_frame(receiver), await next_frame(receiver)]
+            assert sorted((e.stream_kind, e.frame) for e in got) == [
+                (StreamKind.audio, audio),
+                (StreamKind.video, video),
+            ]
+        # Nothing came back to the sender; bob's frame reaches alice and carol.
+        reply = frame(2, 1)
+        await conns[1].send(StreamKind.audio, reply)
+        assert (await next_frame(conns[0])).frame == reply
+        assert (await next_frame(conns[2])).frame == reply
+        assert conns[0]._inbox.queue.empty()
+        counters = [p.counters for p in server.relay.participants(gid, call.value)]
+        assert [c.frames_in for c in counters] == [2, 1, 0]
+        assert [c.frames_out for c in counters] == [1, 2, 3]
+        assert conns[1].counters.frames_received == 2 and conns[0].counters.frames_sent == 2
+        for c in conns:
+            await c.close()
+        await wait_for(lambda: not server.relay.participants(gid, call.value))
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_a_non_member_is_refused_and_a_removed_member_dropped(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    clients, gid = await three(server, tmp_path)
+    alice = clients[0]
+    eve = await account(server.url, tmp_path / "p", "eve")
+    call = CallId.random()
+    try:
+        with pytest.raises(RelayRefused) as refused:
+            await transport_of(eve).join_call(gid, call)
+        assert refused.value.code == "not_group_member"
+        with pytest.raises(RelayRefused) as unknown:
+            await transport_of(eve).join_call(os.urandom(32), call, transport="websocket")
+        assert unknown.value.code == "not_found"
+        conns = [await transport_of(c).join_call(gid, call) for c in clients]
+        assert len(server.relay.participants(gid, call.value)) == 3
+        await alice.remove_members(gid.hex(), ["carol"])
+        with pytest.raises(RelayRefused) as dropped:
+            await next_frame(conns[2])
+        assert dropped.value.code == "not_group_member"
+        assert len(server.relay.participants(gid, call.value)) == 2
+        # The others go on.
+        await conns[0].send(StreamKind.audio, frame(1, 9))
+        assert (await next_frame(conns[1])).frame[:1] == frame(1, 9)[:1]
+        for c in conns:
+            await c.close()
+    finally:
+        for c in (*clients, eve):
+            await c.close()
+
+
+async def test_a_wrong_fingerprint_is_refused_before_anything_is_sent(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    clients, gid = await three(server, tmp_path)
+    try:
+        info = await transport_of(clients[0]).relay_info()
+        assert info.port is not None and info.fingerprint is not None
+        forged = info.__class__(info.host, info.port, "00" * 32, info.alpn, info.websocket_url)
+        with pytest.raises(RelayFingerprintMismatch):
+            await RelayConnection.open(
+                forged, token="t" * 20, group_id=gid, call_id=CallId.random()
+            )
+        assert server.relay.call_count() == 0
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_quic_unreachable_falls_back_to_websocket_with_the_reason(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    clients, gid = await three(server, tmp_path)
+    try:
+        t = transport_of(clients[0])
+        info = await t.relay_info()
+        closed_port = info.__class__(info.host, 9, info.fingerprint, info.alpn, info.websocket_url)
+        conn = await RelayConnection.open(
+            closed_port,
+            token=await t._ensure_token(),
+            group_id=gid,
+            call_id=CallId.random(),
+            timeout=1.0,
+        )
+        assert conn.transport == "websocket"
+        assert conn.fallback_reason is not None and "QUIC failed" in conn.fallback_reason
+        await conn.close()
+    finally:
+        for c in clients:
+            await c.close()
