@@ -4,7 +4,8 @@ A real ``doorless server`` process and one ``doorless app`` process per device; 
 a browser context of their own (separate cookies and storage, like separate browser profiles).
 Everything is done through the page, as a person would: create accounts, chat (with a message
 full of markup that must stay text), send and download a file, make a group with a third user,
-link a second device for bob. With ``DOORLESS_SCREENSHOTS=DIR`` the main screens are saved
+link a second device for bob; and hold an audio and a video call between two browsers, each
+side decoding the other's frames. With ``DOORLESS_SCREENSHOTS=DIR`` the main screens are saved
 there (``docs/app/`` holds the ones ``docs/app.md`` shows).
 """
 
@@ -51,6 +52,7 @@ def browser() -> Iterator[object]:
                 "--disable-sync",
                 "--use-fake-device-for-media-stream",
                 "--use-fake-ui-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
             ],
         )
         yield browser
@@ -102,7 +104,8 @@ class AppProcess:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     root = tmp_path_factory.mktemp("app")
-    server = ServerProcess(root / "server", root / "server.log")
+    # With the QUIC relay on (the clients fall back to its WebSocket when UDP fails).
+    server = ServerProcess(root / "server", root / "server.log", args=("--relay-port", "0"))
     server.start()
     apps: dict[str, AppProcess] = {}
     try:
@@ -113,30 +116,35 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         server.stop()
 
 
+def no_page_errors(world: dict[str, object]) -> None:
+    errors = {k: v for k, v in world.get("page_errors", {}).items() if v}
+    assert not errors, f"script errors in the page: {errors}"
+
+
 def shot(page: object, name: str) -> None:
     folder = os.environ.get("DOORLESS_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"))  # type: ignore[attr-defined]
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
-def open_app(world: dict[str, object], browser: object, name: str, viewport: dict[str, int]):  # type: ignore[no-untyped-def]
+def open_app(world: dict[str, object], browser: object, name: str, viewport: dict[str, int]):
     root = world["root"]
     assert isinstance(root, Path)
     app = AppProcess(root / name, root / f"{name}.log")
-    world["apps"][name] = app  # type: ignore[index]
+    world["apps"][name] = app
     url = app.start()
-    context = browser.new_context(viewport=viewport, accept_downloads=True)  # type: ignore[attr-defined]
+    context = browser.new_context(viewport=viewport, accept_downloads=True)
     page = context.new_page()
-    page.on("console", lambda m: print(name, "console:", m.text))
-    page.on("pageerror", lambda e: print(name, "pageerror:", e))
+    errors = world.setdefault("page_errors", {}).setdefault(name, [])
+    page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
     # The key left the address bar: the page lives at / with the session cookie.
     assert page.url.endswith(":" + url.split(":")[2].split("/")[0] + "/")
     return page
 
 
-def create_account(page, server_url: str, username: str) -> None:  # type: ignore[no-untyped-def]
+def create_account(page, server_url: str, username: str) -> None:
     form = page.locator("#form-create")
     form.get_by_label("Server", exact=True).fill(server_url)
     form.get_by_label("Username").fill(username)
@@ -146,25 +154,25 @@ def create_account(page, server_url: str, username: str) -> None:  # type: ignor
     playwright_api.expect(page.locator("#me")).to_have_text(f"@{username}", timeout=30_000)
 
 
-def conversation(page, title: str):  # type: ignore[no-untyped-def]
+def conversation(page, title: str):
     button = page.locator("#conversations button", has_text=title)
     playwright_api.expect(button).to_be_visible(timeout=30_000)
     button.click()
     playwright_api.expect(page.locator("#conv-title")).to_have_text(title)
 
 
-def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
+def send(page, text: str) -> None:
     page.get_by_label("Message", exact=True).fill(text)
     page.get_by_role("button", name="Send").click()
 
 
-def expect_message(page, text: str):  # type: ignore[no-untyped-def]
+def expect_message(page, text: str):
     item = page.locator("#messages .message .text", has_text=text)
     playwright_api.expect(item).to_be_visible(timeout=30_000)
     return item
 
 
-def dialog_ok(page, label: str, *, closes: bool = True) -> None:  # type: ignore[no-untyped-def]
+def dialog_ok(page, label: str, *, closes: bool = True) -> None:
     page.locator("#dialog").get_by_role("button", name=label).click()
     if closes:
         playwright_api.expect(page.locator("#dialog")).not_to_be_visible(timeout=30_000)
@@ -264,3 +272,71 @@ def test_two_people_chat_share_a_file_make_a_group_and_link_a_device(
     send(alice, "welcome, second device")
     conversation(bob2, "trip")
     expect_message(bob2, "welcome, second device")
+    no_page_errors(world)
+
+
+def call_counts(page) -> dict[str, float]:
+    call = page.locator("#call")
+    return {
+        name: float(call.get_attribute(f"data-{name}") or 0)
+        for name in ("audio-decoded", "video-decoded", "max-level")
+    }
+
+
+def wait_for_media(page, *, video: bool) -> dict[str, float]:
+    """Until the page decoded the other side's audio (and video), from its own counters."""
+    deadline = 60_000
+    step = 500
+    counts: dict[str, float] = {}
+    for _ in range(deadline // step):
+        counts = call_counts(page)
+        enough_audio = counts["audio-decoded"] >= 50 and counts["max-level"] > 0.01
+        if enough_audio and (not video or counts["video-decoded"] >= 10):
+            return counts
+        page.wait_for_timeout(step)
+    raise AssertionError(f"media did not arrive: {counts}")
+
+
+@pytest.mark.parametrize("video", [False, True], ids=["audio", "video"])
+def test_a_call_between_two_browsers(
+    world: dict[str, object], browser: object, video: bool
+) -> None:
+    server = world["server"]
+    assert isinstance(server, ServerProcess)
+    desktop = {"width": 1000, "height": 700}
+    names = ("dave", "erin") if video else ("frank", "grace")
+    caller = open_app(world, browser, names[0], desktop)
+    callee = open_app(world, browser, names[1], desktop)
+    for page, name in ((caller, names[0]), (callee, names[1])):
+        create_account(page, server.url, name)
+    caller.get_by_role("button", name="New chat").click()
+    caller.locator("#dialog").get_by_label("Username").fill(names[1])
+    dialog_ok(caller, "Start")
+    send(caller, "call me")
+    request = callee.locator("#requests li", has_text=f"@{names[0]}")
+    playwright_api.expect(request).to_be_visible(timeout=30_000)
+    request.get_by_role("button", name="Accept").click()
+    conversation(callee, f"@{names[0]}")
+
+    caller.get_by_role("button", name="Video call" if video else "Call", exact=True).click()
+    incoming = callee.locator("#incoming")
+    playwright_api.expect(incoming).to_be_visible(timeout=30_000)
+    incoming.get_by_role(
+        "button", name="Answer with video" if video else "Answer", exact=True
+    ).click()
+    for page in (caller, callee):
+        playwright_api.expect(page.locator("#call")).to_be_visible()
+
+    # Each side decodes the other's frames (WebCodecs in the page, SFrame in the client).
+    for page in (caller, callee):
+        counts = wait_for_media(page, video=video)
+        assert counts["max-level"] > 0.01, counts  # the fake microphone's beeps, not silence
+    code = caller.locator("#call-code")
+    playwright_api.expect(code).not_to_have_text("…")
+    playwright_api.expect(callee.locator("#call-code")).to_have_text(code.text_content() or "")
+    if video:
+        shot(callee, "call")
+    caller.get_by_role("button", name="Hang up").click()
+    playwright_api.expect(caller.locator("#call")).to_be_hidden()
+    playwright_api.expect(callee.locator("#call")).to_be_hidden(timeout=30_000)
+    no_page_errors(world)

@@ -115,6 +115,18 @@ def _refs(refs: tuple[DeviceRef, ...]) -> list[JSON | None]:
 _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
     "MessageReceived": ("message_received", lambda e: {"message": message_json(e.message)}),
     "MessageSent": ("message_sent", lambda e: {"message": message_json(e.message)}),
+    "CallUpdated": (
+        "call_updated",
+        lambda e: {
+            "call_id": e.call_id,
+            "conversation_id": e.conversation_id,
+            "state": e.state.value,
+            "participants": _refs(e.participants),
+            "privacy_code": e.privacy_code,
+            "reason": e.reason,
+            "stats": [s.to_json() for s in e.stats],
+        },
+    ),
     "ConversationJoined": (
         "conversation_joined",
         lambda e: {"conversation": conversation_json(e.conversation), "by": device_ref_json(e.by)},

@@ -8,6 +8,7 @@ Content-Security-Policy would keep any script that slipped in from running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -27,8 +28,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from doorless.cli import rpc
 from doorless.cli.app.guard import SECURITY_HEADERS, Guard
+from doorless.cli.app.media import MediaBridge
 from doorless.cli.app.runtime import AppRuntime
 from doorless.cli.daemon import Connection
+from doorless.errors import DoorlessError
 
 log = logging.getLogger("doorless.app")
 
@@ -121,6 +124,19 @@ def build_app(runtime: AppRuntime, guard: Guard) -> ASGIApp:
             connection.open = False
             runtime.connections.discard(connection)
 
+    async def media_socket(websocket: WebSocket) -> None:
+        if runtime.client is None:
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        bridge = MediaBridge(runtime.client, websocket.path_params["call_id"], websocket)
+        try:
+            await bridge.run()
+        except DoorlessError as exc:  # no such call, not a member, relay unreachable, ...
+            log.warning("call media ended: %s", type(exc).__name__)
+            with contextlib.suppress(RuntimeError):
+                await websocket.close(code=1011, reason=str(exc)[:120])
+
     async def send_file(request: Request) -> JSONResponse:
         """The page's file, streamed to a private temporary folder, then `sendFile`."""
         folder = Path(tempfile.mkdtemp(prefix="doorless-upload-"))  # mode 0700
@@ -167,6 +183,7 @@ def build_app(runtime: AppRuntime, guard: Guard) -> ASGIApp:
         Route("/files/send", send_file, methods=["POST"]),
         Route("/files/{message_id:str}", download),
         WebSocketRoute("/rpc", rpc_socket),
+        WebSocketRoute("/media/{call_id:str}", media_socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return GuardMiddleware(Starlette(routes=routes), guard)

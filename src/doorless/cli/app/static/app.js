@@ -2,6 +2,7 @@
 import { $, h, replace, size, time } from "./dom.js";
 import { Rpc } from "./rpc.js";
 import { openDialog, field } from "./dialog.js";
+import { CallMedia } from "./call.js";
 
 const state = {
   account: null,
@@ -9,6 +10,8 @@ const state = {
   current: null,
   unread: new Map(),
   shown: new Set(), // message ids in the open conversation
+  call: null, // {id, media: CallMedia}
+  ringing: null, // an incoming call_updated event
 };
 
 const rpc = new Rpc(onNotification, onConnection);
@@ -158,6 +161,8 @@ function renderHeader() {
   $("conv-members").textContent =
     conv.kind === "group" ? `${conv.members.length} members: ${conv.members.join(", ")}` : "";
   $("conv-safety").hidden = conv.kind !== "direct";
+  $("conv-call").hidden = conv.status === "removed";
+  $("conv-video").hidden = conv.status === "removed";
   $("conv-manage").hidden = conv.kind !== "group";
   $("conv-timer-label").hidden = false;
 }
@@ -312,6 +317,9 @@ function onEvent(event) {
     case "device_changed":
       if (event.notice || event.change === "linked") say(describeDevice(event));
       loadConversations();
+      break;
+    case "call_updated":
+      onCall(event);
       break;
     case "delivery_failed":
       say(`A message could not be delivered or read: ${event.detail || event.reason}`);
@@ -539,3 +547,134 @@ function revoke(device) {
     },
   );
 }
+
+// --- calls -------------------------------------------------------------------------------
+
+function onCall(event) {
+  if (event.state === "ringing" && !state.call) {
+    state.ringing = event;
+    const conv = state.conversations.get(event.conversation_id);
+    $("incoming-text").textContent = `Incoming call: ${conv ? title(conv) : "a conversation"}`;
+    $("incoming").hidden = false;
+    $("incoming-answer").focus();
+    return;
+  }
+  if (state.ringing && state.ringing.call_id === event.call_id && event.state === "ended") {
+    state.ringing = null;
+    $("incoming").hidden = true;
+  }
+  if (state.call && state.call.id === event.call_id) {
+    if (event.privacy_code) $("call-code").textContent = event.privacy_code;
+    $("call-state").textContent = event.state;
+    if (event.state === "ended") endCall(event.reason || "the call ended");
+  }
+}
+
+async function joinCall(call, video) {
+  $("call").hidden = false;
+  $("call-title").textContent = `Call: ${title(state.conversations.get(call.conversation_id))}`;
+  $("call-state").textContent = call.state;
+  $("call-code").textContent = call.privacy_code || "…";
+  $("call-self").parentElement.hidden = !video;
+  const media = new CallMedia(call.call_id, {
+    video,
+    tiles: $("call-tiles"),
+    onStats: showCallStats,
+    onEnded: (reason) => endCall(reason),
+  });
+  state.call = { id: call.call_id, media };
+  try {
+    const stream = await media.start();
+    if (video) $("call-self").srcObject = stream;
+  } catch (err) {
+    say(`The call could not start: ${err.message}`);
+    await hangUp();
+  }
+  $("call-hangup").focus();
+}
+
+function showCallStats(message) {
+  if (message.privacy_code) $("call-code").textContent = message.privacy_code;
+  $("call-state").textContent = message.state;
+  const counts = state.call.media.counts;
+  const callEl = $("call");
+  callEl.dataset.audioDecoded = counts.audioDecoded;
+  callEl.dataset.videoDecoded = counts.videoDecoded;
+  callEl.dataset.maxLevel = counts.maxLevel.toFixed(4);
+  replace(
+    $("call-stats"),
+    message.stats.map((s) =>
+      h("li", {},
+        `@${s.user}: ${s.frames_sent ? `${s.frames_sent} sent, ` : ""}${s.frames_received} received, ` +
+        `${s.frames_lost} lost, ${s.failed_to_decrypt} rejected` +
+        (s.latency_p50_ms === null ? "" : `, latency ${s.latency_p50_ms.toFixed(0)} ms`) +
+        `, ${s.bitrate_kbps} kbit/s`),
+    ),
+  );
+}
+
+function endCall(reason) {
+  if (!state.call) return;
+  state.call.media.close();
+  state.call = null;
+  $("call").hidden = true;
+  for (const tile of [...$("call-tiles").children].slice(1)) tile.remove();
+  $("call-self").srcObject = null;
+  say(`Call ended: ${reason}`);
+}
+
+async function hangUp() {
+  if (!state.call) return;
+  const id = state.call.id;
+  endCall("you hung up");
+  try {
+    await rpc.call("hangUp", { call_id: id });
+  } catch (err) {
+    say(err.message);
+  }
+}
+
+async function startCall(video) {
+  try {
+    const call = await rpc.call("startCall", { conversation_id: state.current, video });
+    await joinCall(call, video);
+  } catch (err) {
+    say(`No call: ${err.message}`);
+  }
+}
+
+async function answer(video) {
+  const ringing = state.ringing;
+  state.ringing = null;
+  $("incoming").hidden = true;
+  try {
+    const call = await rpc.call("answerCall", { call_id: ringing.call_id, video });
+    await joinCall(call, video);
+  } catch (err) {
+    say(`Could not answer: ${err.message}`);
+  }
+}
+
+$("conv-call").addEventListener("click", () => startCall(false));
+$("conv-video").addEventListener("click", () => startCall(true));
+$("incoming-answer").addEventListener("click", () => answer(false));
+$("incoming-video").addEventListener("click", () => answer(true));
+$("incoming-decline").addEventListener("click", async () => {
+  const ringing = state.ringing;
+  state.ringing = null;
+  $("incoming").hidden = true;
+  await rpc.call("declineCall", { call_id: ringing.call_id });
+});
+$("call-hangup").addEventListener("click", hangUp);
+$("call-mute").addEventListener("click", (e) => {
+  const muted = e.target.getAttribute("aria-pressed") !== "true";
+  e.target.setAttribute("aria-pressed", String(muted));
+  e.target.textContent = muted ? "Unmute" : "Mute";
+  state.call?.media.setMuted(muted);
+});
+$("call-camera").addEventListener("click", (e) => {
+  const off = e.target.getAttribute("aria-pressed") !== "true";
+  e.target.setAttribute("aria-pressed", String(off));
+  e.target.textContent = off ? "Camera on" : "Camera off";
+  state.call?.media.setCameraOff(off);
+});
