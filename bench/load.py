@@ -93,13 +93,29 @@ def start_servers(root: Path, count: int, database: str | None, redis: str | Non
             command += ["--database", database]
         if redis:
             command += ["--redis", redis]
-        log = (root / f"node{i}.log").open("ab")
-        servers.append(Server(port, subprocess.Popen(command, stdout=log, stderr=log)))
+        servers.append(_spawn(root, i, port, command))
         if i == 0:
             wait_ready(servers[0])  # the first one migrates the database
     for s in servers:
         wait_ready(s)
     return servers
+
+
+def start_floor(root: Path, postgres: str | None, schema: str) -> Server:
+    """The floor server (`floor_server.py`): one process, SQLite or PostgreSQL."""
+    floor = Path(__file__).with_name("floor_server.py")
+    command = [sys.executable, str(floor), "--port", str(port := free_port())]
+    command += ["--data-dir", str(root / "floor")]
+    if postgres:
+        command += ["--database", postgres, "--schema", schema]
+    server = _spawn(root, 0, port, command)
+    wait_ready(server)
+    return server
+
+
+def _spawn(root: Path, i: int, port: int, command: list[str]) -> Server:
+    log = (root / f"node{i}.log").open("ab")
+    return Server(port, subprocess.Popen(command, stdout=log, stderr=log))
 
 
 def wait_ready(server: Server) -> None:
@@ -135,6 +151,19 @@ async def register_all(urls: list[str], devices: int, groups: int) -> list[dict[
         return {"id": identity.device_id, "token": t._token, "group": i % groups, "addr": address}
 
     return list(await asyncio.gather(*(one(i) for i in range(devices))))
+
+
+def register_floor(url: str, devices: int, groups: int) -> list[dict[str, Any]]:
+    made = httpx.post(f"{url}/floor/devices", json={"count": devices}, timeout=120).json()
+    return [
+        {
+            "id": d["id"],
+            "token": d["token"],
+            "group": i % groups,
+            "addr": f"10.0.{i >> 8}.{i & 255}",
+        }
+        for i, d in enumerate(made)
+    ]
 
 
 def message(group: int, body: bytes) -> bytes:
@@ -336,7 +365,8 @@ def worker(spec: dict[str, Any], out: Any) -> None:
 # --- one configuration ---------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
+def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False) -> dict[str, Any]:
+    """One measured run of Doorless (or of the floor server, one process) in a configuration."""
     root = Path(tempfile.mkdtemp(prefix="doorless-load-"))
     schema = f"dl_load_{secrets.token_hex(4)}"
     database = None
@@ -344,10 +374,16 @@ def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
         separator = "&" if "?" in args.postgres else "?"
         database = f"{args.postgres}{separator}schema={schema}&pool_size={args.pool_size}"
     redis = args.redis if nodes > 1 else None
-    servers = start_servers(root, nodes, database, redis)
+    if floor:
+        servers = [start_floor(root, args.postgres if backend == "postgres" else None, schema)]
+    else:
+        servers = start_servers(root, nodes, database, redis)
     try:
         urls = [s.url for s in servers]
-        devices = asyncio.run(register_all(urls, args.devices, args.groups))
+        if floor:
+            devices = register_floor(urls[0], args.devices, args.groups)
+        else:
+            devices = asyncio.run(register_all(urls, args.devices, args.groups))
         ctx = mp.get_context("spawn")
         ready = [ctx.Event() for _ in range(args.workers)]
         go = ctx.Event()
@@ -411,8 +447,10 @@ def run(args: argparse.Namespace, backend: str, nodes: int) -> dict[str, Any]:
 
     group_size = args.devices / args.groups
     return {
+        "server": "floor" if floor else "doorless",
+        "load_average": os.getloadavg()[0],
         "backend": backend,
-        "nodes": nodes,
+        "nodes": 1 if floor else nodes,
         "devices": args.devices,
         "groups": args.groups,
         "group_size": group_size,
@@ -444,19 +482,70 @@ def row(r: dict[str, Any]) -> str:
     where = "SQLite" if r["backend"] == "sqlite" else "PostgreSQL"
     if r["nodes"] > 1:
         where += f" + Redis, {r['nodes']} nodes"
+    if r["server"] == "floor":
+        where = f"floor, {where}"
     return (
         f"| {where} | {r['devices']} / {r['groups']} | {r['target_rate']:.0f} "
         f"({r['target_delivered']:.0f}) | {r['delivered_per_s']:.0f} | {r['p50_ms']:.1f} | "
         f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cores']:.2f} | {r['per_core']:.0f} "
-        f"| {r['errors']} |"
+        f"| {r['errors']} | {r['load_average']:.1f} |"
     )
 
 
 HEADER = (
-    "| store | devices / groups | sends/s target (deliveries/s) | delivered msgs/s | p50 ms | "
-    "p95 ms | p99 ms | server cores busy | delivered/s per server core | send errors |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| server, store | devices / groups | sends/s target (deliveries/s) | delivered msgs/s | "
+    "p50 ms | p95 ms | p99 ms | server cores busy | delivered/s per server core | send errors "
+    "| load avg |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
+
+RATIO_HEADER = (
+    "| store | sends/s target | Doorless delivered/s | Doorless per core | floor per core | "
+    "ratio | Doorless p50 / p95 / p99 ms | floor p50 / p95 / p99 ms |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def combine(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration: the means over its interleaved Doorless and floor runs."""
+
+    def mean(rs: list[dict[str, Any]], key: str) -> float:
+        return statistics.mean(r[key] for r in rs) if rs else 0.0
+
+    first = runs[0]
+    floor_per_core = mean(floors, "per_core")
+    return {
+        "backend": first["backend"],
+        "nodes": first["nodes"],
+        "devices": first["devices"],
+        "groups": first["groups"],
+        "target_rate": first["target_rate"],
+        "rounds": len(runs),
+        **{k: mean(runs, k) for k in ("delivered_per_s", "per_core", "p50_ms", "p95_ms")},
+        "p99_ms": mean(runs, "p99_ms"),
+        "server_cores": mean(runs, "server_cores"),
+        "errors": sum(r["errors"] for r in runs),
+        "floor_delivered_per_s": mean(floors, "delivered_per_s"),
+        "floor_per_core": floor_per_core,
+        "floor_p50_ms": mean(floors, "p50_ms"),
+        "floor_p95_ms": mean(floors, "p95_ms"),
+        "floor_p99_ms": mean(floors, "p99_ms"),
+        "ratio": mean(runs, "per_core") / floor_per_core if floor_per_core else None,
+        "load_average": mean([*runs, *floors], "load_average"),
+    }
+
+
+def ratio_row(c: dict[str, Any]) -> str:
+    where = "SQLite" if c["backend"] == "sqlite" else "PostgreSQL"
+    if c["nodes"] > 1:
+        where += f" + Redis, {c['nodes']} nodes"
+    ratio = "-" if c["ratio"] is None else f"{c['ratio']:.2f}"
+    return (
+        f"| {where} | {c['target_rate']:.0f} | {c['delivered_per_s']:.0f} | {c['per_core']:.0f} "
+        f"| {c['floor_per_core']:.0f} | {ratio} | {c['p50_ms']:.1f} / {c['p95_ms']:.1f} / "
+        f"{c['p99_ms']:.1f} | {c['floor_p50_ms']:.1f} / {c['floor_p95_ms']:.1f} / "
+        f"{c['floor_p99_ms']:.1f} |"
+    )
 
 
 def machine() -> str:
@@ -489,19 +578,38 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=20, help="PostgreSQL connections/node")
     parser.add_argument("--suite", action="store_true", help="SQLite 1, PostgreSQL 1 and 2 nodes")
     parser.add_argument("--update-doc", type=Path, metavar="MARKDOWN")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="Doorless/floor pairs per configuration"
+    )
+    parser.add_argument("--no-floor", action="store_true", help="measure Doorless only")
+    parser.add_argument(
+        "--json", action="store_true", help="print only one JSON object per configuration"
+    )
     args = parser.parse_args()
     configs = (
         [("sqlite", 1), ("postgres", 1), ("postgres", 2)]
         if args.suite
         else [(args.backend, args.nodes)]
     )
-    results = []
+    results, combined = [], []
     for backend, nodes in configs:
-        r = run(args, backend, nodes)
-        print(json.dumps(r), flush=True)
-        results.append(r)
+        runs, floors = [], []
+        for i in range(args.rounds):
+            # Interleaved, alternating which goes first, so both see the same machine load.
+            order = [False] if args.no_floor else [False, True] if i % 2 == 0 else [True, False]
+            for floor in order:
+                r = run(args, backend, nodes, floor)
+                if not args.json:
+                    print(json.dumps(r), flush=True)
+                (floors if floor else runs).append(r)
+                results.append(r)
+        c = combine(runs, floors)
+        combined.append(c)
+        print(json.dumps(c), flush=True)
     table = "\n".join([HEADER, *(row(r) for r in results)])
-    print(table)
+    table += "\n\n" + "\n".join([RATIO_HEADER, *(ratio_row(c) for c in combined)])
+    if not args.json:
+        print(table)
     if args.update_doc is not None:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         command = " ".join(["python bench/load.py", *sys.argv[1:]])

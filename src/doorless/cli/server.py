@@ -237,6 +237,7 @@ def serve(
         access_log=False,  # it would log raw paths and query strings
         server_header=False,
         ws_max_size=64 * 1024,
+        ws_per_message_deflate=False,  # frames carry ciphertext, which does not compress
         lifespan="on",
     )
 

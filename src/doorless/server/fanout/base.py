@@ -15,6 +15,7 @@ from enum import StrEnum
 class Topic(StrEnum):
     queue = "queue"  # new messages in the device's queue
     keypackages = "keypackages"  # the device's one-time KeyPackages run low
+    revoked = "revoked"  # the device was revoked: its sockets re-check their token and close
 
 
 class Subscription(ABC):

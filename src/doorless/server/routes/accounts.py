@@ -204,7 +204,7 @@ async def revoke_device(
         await ctx.storage.revoke_device(device_id, ctx.now(), kt)
     if kt is not None:
         await ctx.kt.publish()
-    await ctx.fanout.publish([device_id], Topic.queue)  # its open sockets re-check and close
+    await ctx.fanout.publish([device_id], Topic.revoked)  # its open sockets re-check and close
     return Response(status_code=204)
 
 

@@ -118,10 +118,19 @@ async def _send_loop(
 ) -> None:
     last = after
     token_hash = secret_hash(token.encode())
+    checked = ctx.clock()
+    topics: frozenset[Topic] = frozenset()
     while True:
-        remaining = me.token_expires_at - ctx.clock()
+        now = ctx.clock()
+        remaining = me.token_expires_at - now
+        # The token is checked at the handshake, on a `Topic.revoked` wake-up (a revocation
+        # publishes it) and every ``ws_idle_timeout`` (a lost wake-up): not on every push.
+        if Topic.revoked in topics or now - checked >= ctx.config.ws_idle_timeout:
+            checked = now
+            if await ctx.storage.token_device(token_hash, ctx.now()) is None:
+                remaining = 0
         # Expired, or deleted by a revocation of the device: the socket goes with the token.
-        if remaining <= 0 or await ctx.storage.token_device(token_hash, ctx.now()) is None:
+        if remaining <= 0:
             await websocket.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired or revoked")
             return
         page = await ctx.storage.fetch(me.device_id, last, _PAGE)
@@ -137,6 +146,7 @@ async def _send_loop(
             )
             last = m.seq
         if len(page) == _PAGE:
+            topics = frozenset()
             continue
         topics = await subscription.wait(min(ctx.config.ws_idle_timeout, remaining))
         if Topic.keypackages in topics:

@@ -1,16 +1,19 @@
 """The embedded store: one SQLite database in the data directory.
 
 Owns the SQLite connection, its transactions, its migrations and the operations whose SQL is
-SQLite's own (per-row queue release, ``executemany`` inserts, key-package claims, `deliver`);
+SQLite's own (queue release, ``executemany`` inserts, key-package claims, `deliver`);
 everything else is `doorless.server.storage.sql.SqlStorage`.
 
 One connection, used by one worker thread, so transactions are serialized (a second commit for
 an epoch always sees the first). Each operation runs whole on that thread: its coroutine is
-driven there to completion by `_drive` (the executor never waits, so it never suspends), inside
-one ``BEGIN IMMEDIATE`` transaction when it writes. WAL journal with ``synchronous=FULL``: a
-transaction that returned is on disk, so a message acknowledged to its sender survives a crash
-(I5). ``secure_delete`` overwrites deleted rows, so acknowledged ciphertext does not linger in
-free pages.
+driven there to completion by `_drive` (the executor never waits, so it never suspends).
+**Group commit**: the operations submitted while the thread was busy run as one batch
+(`_run_batch`): its writes in one ``BEGIN IMMEDIATE`` transaction, each inside its own
+``SAVEPOINT`` (a refused operation rolls back alone, exactly as its own transaction would have),
+then one ``COMMIT`` (one fsync for them all), then its reads. No caller gets its result before
+that COMMIT returned. WAL journal with ``synchronous=FULL``: a transaction that returned is on
+disk, so a message acknowledged to its sender survives a crash (I5). ``secure_delete``
+overwrites deleted rows, so acknowledged ciphertext does not linger in free pages.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -47,6 +53,10 @@ MIGRATIONS = render("sqlite")
 
 # Stay below SQLITE_MAX_VARIABLE_NUMBER on old builds when expanding IN (...).
 _CHUNK = 500
+
+# At most this many writes share one transaction (bounds the latency a batch adds).
+_BATCH = 256
+_WRITES = (Tx.STATEMENT, Tx.WRITE)
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -118,6 +128,67 @@ def _call(conn: sqlite3.Connection, tx: Tx, op: Op[T], args: tuple[Any, ...]) ->
     return _drive(coro)  # reads: the single thread already orders them among the writes
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One submitted operation and, once its batch is done, its outcome."""
+
+    tx: Tx
+    op: Op[Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    value: Any = None
+    failure: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Batcher:
+    """The queue of operations waiting for the storage thread (see `_run_batch`)."""
+
+    items: list[_Pending] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    scheduled: bool = False
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    """On the storage thread: the writes of ``batch`` in one transaction, a savepoint each,
+    one COMMIT; then the reads. Outcomes are stored on the items, delivered by the caller."""
+    writes = [p for p in batch if p.tx in _WRITES]
+    if writes:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for p in writes:
+                conn.execute("SAVEPOINT op")
+                try:
+                    p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
+                except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+                    conn.execute("ROLLBACK TO op")
+                    p.failure = exc
+                conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for p in writes:
+                p.failure = p.failure or exc
+    for p in batch:
+        if p.tx not in _WRITES:
+            try:
+                p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
+            except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+                p.failure = exc
+
+
+def _settle(batch: list[_Pending]) -> None:
+    """On the event loop: hand each caller its outcome."""
+    for p in batch:
+        if p.future.done():  # the caller was cancelled; what committed stays committed
+            continue
+        if p.failure is not None:
+            p.future.set_exception(p.failure)
+        else:
+            p.future.set_result(p.value)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/COMMIT ourselves.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -181,6 +252,7 @@ class SQLiteStorage(SqlStorage):
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._server_id = ""
+        self._batcher = _Batcher()
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -191,7 +263,31 @@ class SQLiteStorage(SqlStorage):
         return await loop.run_in_executor(self._executor, partial(fn, self._conn, *args))
 
     async def _run(self, tx: Tx, op: Op[T], *args: Any) -> T:
-        return await self._on_thread(_call, tx, op, args)
+        if self._executor is None or self._conn is None:
+            raise StateError("storage is not open")
+        loop = asyncio.get_running_loop()
+        pending = _Pending(tx, op, args, loop.create_future())
+        batcher = self._batcher
+        with batcher.lock:
+            batcher.items.append(pending)
+            start = not batcher.scheduled
+            batcher.scheduled = True
+        if start:
+            self._executor.submit(self._drain, self._conn, loop)
+        return cast(T, await pending.future)
+
+    def _drain(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        """On the storage thread: run batches until the queue is empty."""
+        batcher = self._batcher
+        while True:
+            with batcher.lock:
+                batch, rest = batcher.items[:_BATCH], batcher.items[_BATCH:]
+                batcher.items = rest
+                if not batch:
+                    batcher.scheduled = False
+                    return
+            _run_batch(conn, batch)
+            loop.call_soon_threadsafe(_settle, batch)
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -258,26 +354,36 @@ class SQLiteStorage(SqlStorage):
     async def _drop_queue_entries(
         self, ex: Executor, device_id: str, seqs: Sequence[int] | None
     ) -> int:
+        # A statement per chunk of seqs, not per seq: an ack frame is one DELETE, and each
+        # payload's count of remaining recipients drops once per statement.
+        released: list[int] = []
         if seqs is None:
-            seqs = [
-                r[0]
-                for r in await ex.fetch("SELECT seq FROM queue WHERE device_id = $1", device_id)
-            ]
-        removed = 0
-        for seq in seqs:
-            payload_id = await ex.fetchval(
-                "DELETE FROM queue WHERE device_id = $1 AND seq = $2 RETURNING payload_id",
+            found = await ex.fetch(
+                "DELETE FROM queue WHERE device_id = $1 RETURNING payload_id", device_id
+            )
+            released = [r[0] for r in found]
+        for condition, args in self._any_of("seq", 2, seqs or (), "bigint"):
+            found = await ex.fetch(
+                f"DELETE FROM queue WHERE device_id = $1 AND {condition} RETURNING payload_id",
                 device_id,
-                seq,
+                *args,
             )
-            if payload_id is None:
-                continue
-            removed += 1
-            await ex.execute(
-                "UPDATE payloads SET remaining = remaining - 1 WHERE id = $1", payload_id
-            )
-            await ex.execute("DELETE FROM payloads WHERE id = $1 AND remaining <= 0", payload_id)
-        return removed
+            released += [r[0] for r in found]
+        by_count: dict[int, list[int]] = {}
+        for payload_id, count in Counter(released).items():
+            by_count.setdefault(count, []).append(payload_id)
+        for count, ids in by_count.items():
+            for condition, args in self._any_of("id", 2, ids, "bigint"):
+                await ex.execute(
+                    f"UPDATE payloads SET remaining = remaining - $1 WHERE {condition}",
+                    count,
+                    *args,
+                )
+            for condition, args in self._any_of("id", 1, ids, "bigint"):
+                await ex.execute(
+                    f"DELETE FROM payloads WHERE remaining <= 0 AND {condition}", *args
+                )
+        return len(released)
 
     async def _lock_key_packages(self, ex: Executor, device_id: str) -> None:
         pass  # BEGIN IMMEDIATE already holds the database's one write lock
