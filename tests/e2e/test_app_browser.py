@@ -144,6 +144,18 @@ def open_app(world: dict[str, object], browser: object, name: str, viewport: dic
     return page
 
 
+def assert_labelled(page) -> None:
+    """Every control has a name a screen reader can say (a label, text or aria-label)."""
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll("button, input, select, textarea")]
+            .filter((el) => !el.closest("[hidden]") && el.type !== "hidden")
+            .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute("aria-label")
+                            && !el.textContent.trim())
+            .map((el) => el.outerHTML)"""
+    )
+    assert unnamed == []
+
+
 def create_account(page, server_url: str, username: str) -> None:
     form = page.locator("#form-create")
     form.get_by_label("Server", exact=True).fill(server_url)
@@ -210,8 +222,22 @@ def test_two_people_chat_share_a_file_make_a_group_and_link_a_device(
     assert bob.locator("#messages script").count() == 0
     assert bob.title() == "Doorless"
 
-    send(bob, "hi alice, got it")
+    # From the keyboard: Enter in the message box sends.
+    bob.get_by_label("Message", exact=True).fill("hi alice, got it")
+    bob.get_by_label("Message", exact=True).press("Enter")
     expect_message(alice, "hi alice, got it")
+
+    # The safety number, with its QR code, the same digits on both sides.
+    digits = {}
+    for page in (alice, bob):
+        page.get_by_role("button", name="Safety number").click()
+        number = page.locator("#dialog .safety-number")
+        playwright_api.expect(number).not_to_be_empty(timeout=30_000)
+        digits[page] = number.text_content()
+        assert page.locator("#dialog img[alt='QR code of the safety number']").count() == 1
+        page.locator("#dialog").get_by_role("button", name="Close").click()
+    assert digits[alice] == digits[bob]
+    assert_labelled(alice)
 
     # A file, with its bytes checked after the download.
     document = tmp_path / "plan.txt"

@@ -164,6 +164,7 @@ function renderHeader() {
   $("conv-call").hidden = conv.status === "removed";
   $("conv-video").hidden = conv.status === "removed";
   $("conv-manage").hidden = conv.kind !== "group";
+  $("conv-block").hidden = conv.kind !== "direct";
   $("conv-timer-label").hidden = false;
 }
 
@@ -465,6 +466,21 @@ $("conv-safety").addEventListener("click", async () => {
     async () => {
       await rpc.call("safetyNumber", { user, confirm: true });
       say(`You verified @${user}.`);
+    },
+  );
+});
+
+$("conv-block").addEventListener("click", () => {
+  const conv = state.conversations.get(state.current);
+  const user = conv.members.find((m) => m !== state.account.username);
+  openDialog(
+    `Block @${user}?`,
+    [h("p", {}, "Their messages and calls will no longer reach any of your devices. " +
+      "You can unblock them later.")],
+    "Block",
+    async () => {
+      await rpc.call("block", { user });
+      say(`You blocked @${user}.`);
     },
   );
 });
