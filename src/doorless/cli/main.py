@@ -23,6 +23,7 @@ from doorless.cli import (
     groups,
     messaging,
     safety,
+    search,
     vectors,
     verify,
     witness,
@@ -137,6 +138,8 @@ app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )
+# Local history (doorless.cli.search).
+app.command("search", short_help="Search your own messages (no network).")(search.search)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ from doorless.client.client import (
     UnknownConversation,
     UserUnavailable,
 )
+from doorless.client.contacts import ContactInfo
 from doorless.client.errors import (
     BadResponse,
     Conflict,
@@ -96,7 +97,14 @@ from doorless.client.kt import (
 from doorless.client.kt_profile import SafetyStatus, Verification
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
 from doorless.client.safety_number import SafetyNumber
-from doorless.client.store import MessageState, ProfileLocked, StoreError, WrongPassphrase
+from doorless.client.search import SearchResult
+from doorless.client.store import (
+    InvalidSearchQuery,
+    MessageState,
+    ProfileLocked,
+    StoreError,
+    WrongPassphrase,
+)
 from doorless.client.transport import DeviceInfo, PendingLink
 
 __all__ = [
@@ -109,6 +117,7 @@ __all__ = [
     "ClientOptions",
     "CommitFailed",
     "Conflict",
+    "ContactInfo",
     "Conversation",
     "ConversationJoined",
     "ConversationKind",
@@ -128,6 +137,7 @@ __all__ = [
     "Forbidden",
     "GossipResult",
     "InvalidRequest",
+    "InvalidSearchQuery",
     "KeyNotInTransparencyLog",
     "KeyUnavailable",
     "KeyringKey",
@@ -156,6 +166,7 @@ __all__ = [
     "ReportReceipt",
     "SafetyNumber",
     "SafetyStatus",
+    "SearchResult",
     "SendFailed",
     "ServerError",
     "ServerFailure",

@@ -58,15 +58,18 @@ from typing import TypeVar
 from doorless.client import (
     alarms,
     contact_safety,
+    contacts,
     devices,
     inbox,
     kt_profile,
     maintenance,
     membership,
     outbox,
+    search,
     setup,
 )
 from doorless.client.alarms import Notice
+from doorless.client.contacts import ContactInfo
 from doorless.client.core import (
     CommitFailed,
     Conv,
@@ -91,6 +94,7 @@ from doorless.client.events import (
 from doorless.client.kt import GossipResult, LogView
 from doorless.client.options import ED25519_SUITES, ClientOptions, PassphraseArg
 from doorless.client.safety import ReportReceipt
+from doorless.client.search import SearchResult
 from doorless.client.setup import DeviceLink
 from doorless.client.store import Account, ProfileStore, Transaction
 from doorless.client.transport import DeviceInfo, PendingLink, ProgressCallback, Transport
@@ -487,6 +491,43 @@ class Client:
         """How many received messages were hidden because a franking check failed, by check
         (``FrankingTagMismatch``, ``InvalidFrankSignature``, ``DecodeError``, ...)."""
         return await contact_safety.hidden_messages(self._core)
+
+    # --- local history (doorless.client.search) ---------------------------------------------
+
+    async def search(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None = None,
+        limit: int = 20,
+        literal: bool = False,
+    ) -> list[SearchResult]:
+        """This profile's text messages that match ``text``, best first (BM25, then newest),
+        each with a snippet around the matches. ``text`` is an FTS5 query (words,
+        ``"phrases"``, ``prefix*``, ``AND``/``OR``/``NOT``); ``literal`` matches its words as
+        written instead. `InvalidSearchQuery` for a query that is not valid. Searched in the
+        encrypted store only: nothing is sent anywhere."""
+        return await search.search(
+            self._core, text, conversation_id=conversation_id, limit=limit, literal=literal
+        )
+
+    async def contacts(self) -> list[ContactInfo]:
+        """Every user of this profile's conversations and contact list, with the local
+        nickname given to them, by username."""
+        return await contacts.contacts(self._core)
+
+    async def contact(self, username: str) -> ContactInfo:
+        """One contact (`ConfigurationError` for a user this profile does not know)."""
+        return await contacts.contact(self._core, username)
+
+    async def nicknames(self) -> dict[str, str]:
+        """The local nicknames: username -> nickname."""
+        return await contacts.nicknames(self._core)
+
+    async def set_nickname(self, username: str, nickname: str | None) -> ContactInfo:
+        """Give a user a nickname (None: remove it). It is kept in this profile only and
+        never sent; programs show it marked as a nickname next to the username."""
+        return await contacts.set_nickname(self._core, username, nickname)
 
     # --- application settings --------------------------------------------------------------
     # Small values a program built on the client keeps in the encrypted profile (the CLI's

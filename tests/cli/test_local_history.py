@@ -1,0 +1,90 @@
+"""Local history commands (``search``, ``export``, ``contacts``, ``group list``) and their
+daemon methods, in-process against a real server over loopback."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from .conftest import Doorless
+
+
+def unique(name: str) -> str:
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True)
+class Chat:
+    """alice and bob talk directly; the three of them in a group."""
+
+    alice: str
+    bob: str
+    carol: str
+    group: str
+
+
+@pytest.fixture(scope="module")
+def chat(shared: Doorless) -> Iterator[Chat]:
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    for name in (alice, bob, carol):
+        shared.account(name)
+    group = unique("team")
+    shared.ok(alice, "send", f"@{bob}", "the quick brown fox")
+    shared.ok(bob, "receive")
+    shared.ok(bob, "send", f"@{alice}", "a lazy dog, \x1b[31mred\x1b[0m café\nline two")
+    shared.ok(alice, "group", "create", group, "-m", f"@{bob}", "-m", f"@{carol}")
+    shared.ok(alice, "send", "--group", group, "fox in the group")
+    for name in (alice, bob, carol):
+        shared.ok(name, "receive")
+    yield Chat(alice, bob, carol, group)
+
+
+def results(r: Any) -> list[tuple[str, str]]:
+    return [(x["message"]["text"], x["snippet"]) for x in r.json["results"]]
+
+
+def test_search_finds_own_and_received_messages(shared: Doorless, chat: Chat) -> None:
+    r = shared.ok(chat.alice, "search", "fox")
+    assert sorted(t for t, _ in results(r)) == ["fox in the group", "the quick brown fox"]
+    hit = r.json["results"][0]
+    start, end = hit["matches"][0]
+    assert hit["snippet"][start:end].lower() == "fox"
+    assert shared.ok(chat.carol, "search", "fox").json["results"][0]["message"]["text"] == (
+        "fox in the group"
+    )
+    assert shared.ok(chat.carol, "search", "quick").json["results"] == []
+
+
+def test_search_within_one_conversation(shared: Doorless, chat: Chat) -> None:
+    r = shared.ok(chat.alice, "search", "--in", chat.group, "fox")
+    assert [t for t, _ in results(r)] == ["fox in the group"]
+    r = shared.ok(chat.alice, "search", "--in", f"@{chat.bob}", "fox")
+    assert [t for t, _ in results(r)] == ["the quick brown fox"]
+
+
+def test_search_text_output_renders_peer_text_safely(shared: Doorless, chat: Chat) -> None:
+    r = shared.ok(chat.alice, "search", "cafe", json_output=False)
+    (line,) = r.stdout.splitlines()
+    assert "\x1b" not in line and "\\x1b[31m" in line
+    assert "[café]" in line and "\\nline two" in line
+    assert f"@{chat.bob}" in line
+
+
+@pytest.mark.parametrize("query", ['"open', "AND", "fox OR", "nocolumn:fox", "don't"])
+def test_bad_query_is_one_line_error(shared: Doorless, chat: Chat, query: str) -> None:
+    r = shared(chat.alice, "search", query)
+    assert r.exit_code == 1
+    assert r.error["error"] == "invalid" and "invalid search query" in r.error["message"]
+    text = shared(chat.alice, "search", query, json_output=False)
+    assert text.stderr.startswith("error: ") and "Traceback" not in text.stderr
+
+
+def test_literal_search(shared: Doorless, chat: Chat) -> None:
+    r = shared.ok(chat.alice, "search", "--literal", "dog,", "AND")
+    assert r.json["results"] == []
+    r = shared.ok(chat.alice, "search", "--literal", "lazy", "dog")
+    assert [t for t, _ in results(r)] == ["a lazy dog, \x1b[31mred\x1b[0m café\nline two"]
