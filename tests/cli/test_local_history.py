@@ -3,9 +3,11 @@ daemon methods, in-process against a real server over loopback."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +90,34 @@ def test_literal_search(shared: Doorless, chat: Chat) -> None:
     assert r.json["results"] == []
     r = shared.ok(chat.alice, "search", "--literal", "lazy", "dog")
     assert [t for t, _ in results(r)] == ["a lazy dog, \x1b[31mred\x1b[0m café\nline two"]
+
+
+def test_export_json_to_a_file(shared: Doorless, chat: Chat, tmp_path: Path) -> None:
+    out = tmp_path / "direct.json"
+    r = shared.ok(chat.alice, "export", f"@{chat.bob}", "--output", out)
+    assert r.json == {"format": "json", "path": str(out), "messages": 2}
+    assert out.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "doorless.conversation-export" and doc["version"] == 1
+    assert doc["exported_by"]["user"] == chat.alice
+    assert sorted(doc["conversation"]["members"]) == sorted([chat.alice, chat.bob])
+    assert [(m["sender"]["user"], m["text"]) for m in doc["messages"]] == [
+        (chat.alice, "the quick brown fox"),
+        (chat.bob, "a lazy dog, \x1b[31mred\x1b[0m café\nline two"),
+    ]
+
+
+def test_export_markdown_to_stdout(shared: Doorless, chat: Chat) -> None:
+    r = shared.ok(chat.bob, "export", chat.group, "--format", "markdown", json_output=False)
+    assert r.stdout.startswith(f"# Group \\#{chat.group.replace('-', chr(92) + '-')}\n")
+    assert "> fox in the group" in r.stdout
+    assert f"**@{chat.alice.replace('-', chr(92) + '-')}**" in r.stdout
+
+
+def test_export_errors(shared: Doorless, chat: Chat, tmp_path: Path) -> None:
+    r = shared(chat.alice, "export", "no-such-group")
+    assert r.exit_code == 1 and r.error["error"] == "unknown_conversation"
+    r = shared(chat.alice, "export", chat.group, "--format", "pdf")
+    assert r.exit_code == 2 and "unknown export format" in r.error["message"]
+    r = shared(chat.alice, "export", chat.group, "--output", tmp_path)
+    assert r.exit_code == 2 and "directory" in r.error["message"]

@@ -20,6 +20,7 @@ from doorless.cli import (
     daemon,
     demo,
     devices,
+    export,
     groups,
     messaging,
     safety,
@@ -138,8 +139,9 @@ app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )
-# Local history (doorless.cli.search).
+# Local history (doorless.cli.search, .export).
 app.command("search", short_help="Search your own messages (no network).")(search.search)
+app.command("export", short_help="Export a conversation to JSON or Markdown.")(export.export)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,6 +75,7 @@ from doorless.client.events import (
     MessageSent,
     TransparencyAlarm,
 )
+from doorless.client.export import ConversationExport
 from doorless.client.keys import (
     Argon2Params,
     KeyringKey,
@@ -119,6 +120,7 @@ __all__ = [
     "Conflict",
     "ContactInfo",
     "Conversation",
+    "ConversationExport",
     "ConversationJoined",
     "ConversationKind",
     "ConversationStatus",

@@ -60,6 +60,7 @@ from doorless.client import (
     contact_safety,
     contacts,
     devices,
+    export,
     inbox,
     kt_profile,
     maintenance,
@@ -91,6 +92,7 @@ from doorless.client.events import (
     MessageReceived,
     TransparencyAlarm,
 )
+from doorless.client.export import ConversationExport
 from doorless.client.kt import GossipResult, LogView
 from doorless.client.options import ED25519_SUITES, ClientOptions, PassphraseArg
 from doorless.client.safety import ReportReceipt
@@ -492,7 +494,7 @@ class Client:
         (``FrankingTagMismatch``, ``InvalidFrankSignature``, ``DecodeError``, ...)."""
         return await contact_safety.hidden_messages(self._core)
 
-    # --- local history (doorless.client.search) ---------------------------------------------
+    # --- local history (doorless.client.search, .export, .contacts) -------------------------
 
     async def search(
         self,
@@ -510,6 +512,11 @@ class Client:
         return await search.search(
             self._core, text, conversation_id=conversation_id, limit=limit, literal=literal
         )
+
+    async def export(self, conversation_id: str) -> ConversationExport:
+        """Everything this profile stores of a conversation (all its messages, oldest first,
+        and its members' local nicknames), for an export; no network."""
+        return await export.export(self._core, conversation_id)
 
     async def contacts(self) -> list[ContactInfo]:
         """Every user of this profile's conversations and contact list, with the local
