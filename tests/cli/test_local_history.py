@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from support.servers import ThreadServer
+
 from .conftest import Doorless
 
 
@@ -121,3 +123,54 @@ def test_export_errors(shared: Doorless, chat: Chat, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "unknown export format" in r.error["message"]
     r = shared(chat.alice, "export", chat.group, "--output", tmp_path)
     assert r.exit_code == 2 and "directory" in r.error["message"]
+
+
+def test_contacts_and_nicknames(shared: Doorless, chat: Chat, server: ThreadServer) -> None:
+    listed = shared.ok(chat.alice, "contacts", "list").json["contacts"]
+    assert [c["username"] for c in listed] == sorted([chat.bob, chat.carol])
+    bob = next(c for c in listed if c["username"] == chat.bob)
+    assert bob["nickname"] is None and len(bob["conversations"]) == 2
+
+    canary = "Nick" + secrets.token_hex(8)
+    r = shared.ok(chat.alice, "contacts", "nick", f"@{chat.bob}", f"  {canary}  ")
+    assert r.json["nickname"] == canary
+    shown = f"~{canary} (@{chat.bob})"
+    assert shared.ok(chat.alice, "contacts", "show", f"@{chat.bob}").json["nickname"] == canary
+    assert shown in shared.ok(chat.alice, "contacts", "list", json_output=False).stdout
+    # Shown wherever bob's name is: history, conversations, search, export, receive.
+    history = shared.ok(chat.alice, "history", f"@{chat.bob}", json_output=False).stdout
+    assert f"  {shown}  {shown}: a lazy dog" in history
+    assert shown in shared.ok(chat.alice, "conversations", json_output=False).stdout
+    assert shown in shared.ok(chat.alice, "search", "lazy", json_output=False).stdout
+    md = shared.ok(chat.alice, "export", f"@{chat.bob}", "-f", "markdown", json_output=False)
+    assert f"\\~{canary} (@{chat.bob.replace('-', chr(92) + '-')})" in md.stdout
+    doc = shared.ok(chat.alice, "export", f"@{chat.bob}").json
+    assert doc["nicknames"] == {chat.bob: canary}
+    shared.ok(chat.bob, "send", f"@{chat.alice}", "ping")
+    assert f"{shown}: ping" in shared.ok(chat.alice, "receive", json_output=False).stdout
+    # Local only: bob sees nothing of it, and the server never got it.
+    assert shared.ok(chat.bob, "contacts", "show", f"@{chat.alice}").json["nickname"] is None
+    assert not any(
+        canary.encode() in p.read_bytes() for p in server.data_dir.rglob("*") if p.is_file()
+    )
+
+    r = shared.ok(chat.alice, "contacts", "unnick", f"@{chat.bob}")
+    assert r.json["nickname"] is None
+    assert shown not in shared.ok(chat.alice, "history", f"@{chat.bob}", json_output=False).stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["nick", "@{bob}", "   "], "invalid"),
+        (["nick", "@{bob}", "bad\u202enick"], "invalid"),
+        (["nick", "@{bob}", "x" * 65], "invalid"),
+        (["nick", "@{alice}", "me"], "invalid"),
+        (["show", "@nobody-known"], "invalid"),
+        (["nick", "@Not A User", "x"], "usage"),
+    ],
+)
+def test_contact_errors(shared: Doorless, chat: Chat, args: list[str], code: str) -> None:
+    argv = [a.format(bob=chat.bob, alice=chat.alice) for a in args]
+    r = shared(chat.alice, "contacts", *argv)
+    assert r.exit_code != 0 and r.error["error"] == code, r.stderr

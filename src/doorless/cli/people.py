@@ -14,30 +14,22 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from doorless import client as dl
-from doorless.cli.output import conversation_label, safe
+from doorless.cli.output import NICKNAME_MARK, conversation_label, nicknamed, safe
 from doorless.cli.session import CliError, Target, resolve
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation
 
-NICKNAME_MARK = "~"
-
 
 def person(user: str, nicknames: Mapping[str, str]) -> str:
     """``@bob``, or ``~Bobby (@bob)`` when this profile calls bob "Bobby"."""
-    nickname = nicknames.get(user)
-    if nickname:
-        return f"{NICKNAME_MARK}{safe(nickname)} (@{safe(user)})"
-    return f"@{safe(user)}"
+    return nicknamed(user, nicknames, f"@{safe(user)}")
 
 
 def label(c: Conversation | None, me: str, nicknames: Mapping[str, str], cid: str = "") -> str:
-    """`conversation_label`, a direct conversation named by `person`."""
-    if c is not None and c.kind is dl.ConversationKind.DIRECT:
-        peers = [m for m in c.members if m != me]
-        return person(peers[0] if peers else me, nicknames)
-    return conversation_label(c, me, cid)
+    """`conversation_label` with nicknames."""
+    return conversation_label(c, me, cid, nicknames)
 
 
 def _is_hex(value: str) -> bool:
