@@ -174,3 +174,32 @@ def test_contact_errors(shared: Doorless, chat: Chat, args: list[str], code: str
     argv = [a.format(bob=chat.bob, alice=chat.alice) for a in args]
     r = shared(chat.alice, "contacts", *argv)
     assert r.exit_code != 0 and r.error["error"] == code, r.stderr
+
+
+def test_group_list_counts_follow_add_and_remove(shared: Doorless, chat: Chat) -> None:
+    def counts(profile: str) -> dict[str, tuple[int, list[str]]]:
+        groups = shared.ok(profile, "group", "list").json["groups"]
+        return {g["name"]: (g["member_count"], g["members"]) for g in groups}
+
+    other = unique("other")
+    shared.ok(chat.alice, "group", "create", other, "-m", f"@{chat.bob}")
+    assert counts(chat.alice)[chat.group][0] == 3
+    assert counts(chat.alice)[other] == (2, sorted([chat.alice, chat.bob]))
+    assert other not in counts(chat.carol)
+    shared.ok(chat.alice, "group", "add", other, f"@{chat.carol}")
+    shared.ok(chat.carol, "receive")
+    assert counts(chat.carol)[other][0] == 3
+    shared.ok(chat.alice, "group", "remove", other, f"@{chat.bob}")
+    assert counts(chat.alice)[other] == (2, sorted([chat.alice, chat.carol]))
+    shared.ok(chat.carol, "receive")
+    assert counts(chat.carol)[other][0] == 2
+    text = shared.ok(chat.alice, "group", "list", json_output=False).stdout
+    line = next(x for x in text.splitlines() if f"#{other}" in x)
+    assert "2 members (" in line and "me" in line
+    # bob, removed, keeps the group as removed; direct conversations are not groups.
+    shared.ok(chat.bob, "receive")
+    bobs = {g["name"]: g for g in shared.ok(chat.bob, "group", "list").json["groups"]}
+    assert set(bobs) == {chat.group, other}
+    assert bobs[other]["status"] == "removed" and bobs[chat.group]["member_count"] == 3
+    text = shared.ok(chat.bob, "group", "list", json_output=False).stdout
+    assert "[removed]" in next(x for x in text.splitlines() if f"#{other}" in x)
