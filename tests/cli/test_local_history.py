@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from doorless.client.store import ProfileStore
 from support.servers import ThreadServer
 
-from .conftest import Doorless
+from .conftest import PASSPHRASE, Doorless
 
 
 def unique(name: str) -> str:
@@ -203,3 +205,36 @@ def test_group_list_counts_follow_add_and_remove(shared: Doorless, chat: Chat) -
     assert bobs[other]["status"] == "removed" and bobs[chat.group]["member_count"] == 3
     text = shared.ok(chat.bob, "group", "list", json_output=False).stdout
     assert "[removed]" in next(x for x in text.splitlines() if f"#{other}" in x)
+
+
+def decrypted_rows(profile: Path) -> bytes:
+    """Every value of every table of a profile's store, the search index's shadow tables
+    included, read through SQLCipher with the profile's passphrase."""
+    store = ProfileStore.open(profile, PASSPHRASE, environ={})
+    try:
+        conn = store._conn
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        assert "message_search_data" in names
+        values = []
+        for name in names:
+            for row in conn.execute(f'SELECT * FROM "{name}"'):
+                values.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)
+        return b"\n".join(values)
+    finally:
+        store.close()
+
+
+def test_disappeared_message_leaves_search_and_the_store(shared: Doorless, chat: Chat) -> None:
+    group = unique("vanish")
+    shared.ok(chat.alice, "group", "create", group, "-m", f"@{chat.carol}")
+    shared.ok(chat.alice, "disappearing", "--group", group, "3s")
+    shared.ok(chat.carol, "receive")
+    word = "zqgone" + secrets.token_hex(8)
+    shared.ok(chat.alice, "send", "--group", group, f"self-destruct {word}")
+    shared.ok(chat.carol, "receive")
+    carol = shared.profile(chat.carol)
+    assert word.encode() in decrypted_rows(carol)  # the check sees the word while it is there
+    time.sleep(3.2)
+    for who in (chat.alice, chat.carol):
+        assert shared.ok(who, "search", word).json["results"] == []  # purged by the command
+        assert word.encode() not in decrypted_rows(shared.profile(who))

@@ -16,7 +16,8 @@ else of the client package. Its modules:
 
 * `client` — the `Client` facade; `options` — `ClientOptions`; `core` — the `Session` the
   parts share; `setup`, `membership`, `outbox`, `inbox`, `devices`, `contact_safety`,
-  `maintenance` — one part of the client's work each; `events` — events, views, the event hub;
+  `maintenance`, `search`, `export`, `contacts` — one part of the client's work each; `events` —
+  events, views, the event hub;
 * `store` — the encrypted profile store (package); `keys` — where its key comes from;
 * `transport` — HTTP and WebSocket to the server (package); `errors` — the server's refusals;
 * `kt`, `kt_profile` — key transparency; `safety`, `safety_number` — franking, disappearing

@@ -44,7 +44,9 @@ Layout: `Client` is the facade; each part of the work is one module over a share
 `setup` (account creation, device linking, opening), `membership` (conversations, commits,
 Welcomes), `outbox` (sending, retries), `inbox` (receiving, processing, history), `devices`
 (devices, KeyPackages, key-transparency checks), `contact_safety` (reports, requests, blocks,
-disappearing messages), `maintenance` (the background tasks) and `events` (the event hub).
+disappearing messages), `maintenance` (the background tasks), `search`, `export` and
+`contacts` (the local history: full-text search, exports, local nicknames) and `events` (the
+event hub).
 """
 
 from __future__ import annotations
