@@ -1,5 +1,6 @@
 """``doorless group ...``: create group conversations and change their members, and the daemon
-methods ``createGroup``, ``addMembers``, ``removeMembers``, ``listMembers``, ``renameGroup``.
+methods ``createGroup``, ``addMembers``, ``removeMembers``, ``listMembers``, ``renameGroup``,
+``listGroups``.
 
 Every change is an MLS commit that every member sees (``receive`` shows it); a group is named
 by its name or its id (``doorless conversations`` lists both).
@@ -11,17 +12,19 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, conversation_json, emit, fingerprint, safe
+from doorless.cli.output import JSON, conversation_json, emit, fingerprint, request_label, safe
 from doorless.cli.output import users as usernames
+from doorless.cli.people import person
 from doorless.cli.session import Target, checked, parse_user, resolve, resolve_users, with_client
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation
 
 app = typer.Typer(
-    help="Create groups, add and remove members, list members.",
+    help="Create groups, add and remove members, list members, list your groups.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -123,6 +126,52 @@ def members(ctx: typer.Context, group: GroupArg) -> None:
     with_client(st, main)
 
 
+def group_summary_json(conv: Conversation) -> JSON:
+    """A group in ``group list``: its counts next to the conversation's usual fields."""
+    return {
+        "id": conv.id,
+        "name": conv.name,
+        "member_count": len(conv.members),
+        "device_count": len(conv.devices),
+        "members": list(conv.members),
+        "status": conv.status.value,
+        "epoch": conv.epoch,
+        "updated_at": conv.updated_at,
+        "request_from": conv.request_from,
+    }
+
+
+def _group_line(conv: Conversation, me: str, nicknames: dict[str, str]) -> str:
+    n = len(conv.members)
+    names = ", ".join("me" if u == me else person(u, nicknames) for u in conv.members)
+    status = "" if conv.status is dl.ConversationStatus.ACTIVE else f"  [{conv.status.value}]"
+    label = request_label(conv, me)
+    return f"{conv.id[:12]}  {label}  {n} member{'s' if n != 1 else ''} ({names}){status}"
+
+
+async def _groups(client: Client) -> list[Conversation]:
+    return [c for c in await client.conversations() if c.kind is dl.ConversationKind.GROUP]
+
+
+@app.command("list")
+def list_groups(ctx: typer.Context) -> None:
+    """List your groups with their member counts (as this device sees them; no network)."""
+    st = state(ctx)
+
+    async def main(client: Client) -> None:
+        groups = await _groups(client)
+        nicknames = await client.nicknames()
+        emit(
+            st.json,
+            {"groups": [group_summary_json(c) for c in groups]},
+            lambda: (
+                "\n".join(_group_line(c, client.username, nicknames) for c in groups) or "no groups"
+            ),
+        )
+
+    with_client(st, main)
+
+
 @app.command("rename")
 def rename(
     ctx: typer.Context,
@@ -190,6 +239,14 @@ async def rpc_list_members(client: Client, params: rpc.Params) -> JSON:
     target = _group(params)
     params.done()
     return members_json(await resolve(client, target))
+
+
+@rpc.method("listGroups")
+async def rpc_list_groups(client: Client, params: rpc.Params) -> JSON:
+    """This profile's groups. No params. Result ``{groups: [{id, name, member_count,
+    device_count, members, status, epoch, updated_at, request_from}]}``."""
+    params.done()
+    return {"groups": [group_summary_json(c) for c in await _groups(client)]}
 
 
 @rpc.method("renameGroup")

@@ -17,12 +17,15 @@ from doorless.cli import (
     EXIT_INTERRUPTED,
     account,
     alarms,
+    contacts,
     daemon,
     demo,
     devices,
+    export,
     groups,
     messaging,
     safety,
+    search,
     vectors,
     verify,
     witness,
@@ -141,6 +144,10 @@ app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )
+# Local history (doorless.cli.search, .export, .contacts).
+app.command("search", short_help="Search your own messages (no network).")(search.search)
+app.command("export", short_help="Export a conversation to JSON or Markdown.")(export.export)
+app.add_typer(contacts.app, name="contacts")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,9 +232,11 @@ class _Printer:
     download_dir: Path | None
     conversations: dict[str, Conversation] = field(default_factory=dict)
     saved: dict[int, Path] = field(default_factory=dict)
+    nicknames: dict[str, str] = field(default_factory=dict)  # local ones (contacts nick)
 
     async def refresh(self, client: Client) -> None:
         self.conversations = {c.id: c for c in await client.conversations()}
+        self.nicknames = await client.nicknames()
 
     async def save_file(self, client: Client, m: MessageInfo) -> None:
         if self.download_dir is None or m.file is None or m.local_id in self.saved:
@@ -260,8 +262,8 @@ class _Printer:
                 data["request"] = True
             emit_json(data)
             return
-        label = request_label(conv, self.me, m.conversation_id)
-        line = message_text(m, label)
+        label = request_label(conv, self.me, m.conversation_id, self.nicknames)
+        line = message_text(m, label, self.nicknames)
         typer.echo(line + (f" -> saved to {safe(str(saved))}" if saved is not None else ""))
 
     def event(self, event: Event) -> None:
@@ -493,14 +495,18 @@ def history(
         conv = await resolve(client, target)
         await client.purge_expired()  # disappearing messages whose time has come (no network)
         messages = await client.history(conv.id, limit=limit)
-        label = request_label(conv, client.username)
+        nicknames = await client.nicknames()
+        label = request_label(conv, client.username, nicknames=nicknames)
         emit(
             st.json,
             {
                 "conversation": conversation_json(conv),
                 "messages": [message_json(m) for m in messages],
             },
-            lambda: "\n".join(message_text(m, label) for m in messages) or f"{label}: no messages",
+            lambda: (
+                "\n".join(message_text(m, label, nicknames) for m in messages)
+                or f"{label}: no messages"
+            ),
         )
 
     with_client(st, main)
@@ -540,8 +546,8 @@ def download(
     with_client(st, main)
 
 
-def _conversation_line(c: Conversation, me: str) -> str:
-    label = request_label(c, me)
+def _conversation_line(c: Conversation, me: str, nicknames: dict[str, str]) -> str:
+    label = request_label(c, me, nicknames=nicknames)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
     return f"{c.id[:12]}  {label:<24}  {users(c.members)}{status}"
 
@@ -552,11 +558,12 @@ def conversations(ctx: typer.Context) -> None:
 
     async def main(client: Client) -> None:
         convs = await client.conversations()
+        nicknames = await client.nicknames()
         emit(
             st.json,
             {"conversations": [conversation_json(c) for c in convs]},
             lambda: (
-                "\n".join(_conversation_line(c, client.username) for c in convs)
+                "\n".join(_conversation_line(c, client.username, nicknames) for c in convs)
                 or "no conversations"
             ),
         )

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -289,23 +289,46 @@ def one_line(text: str, limit: int = 500) -> str:
     return safe(line if len(line) <= limit else line[: limit - 3] + "...")
 
 
-def conversation_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
-    """``@bob`` for a direct conversation, ``#name`` for a group (``#<id prefix>`` unnamed)."""
+# A local nickname (doorless.client.contacts) is shown as ``~Bobby (@bob)``: after this mark
+# and followed by the real username. No name a peer chooses can look like that: usernames
+# ([a-z0-9_.-]) are shown bare or after ``@``, group names after ``#``.
+NICKNAME_MARK = "~"
+
+
+def nicknamed(user: str, nicknames: Mapping[str, str] | None, plain: str) -> str:
+    """``~Bobby (@bob)`` if this profile calls ``user`` "Bobby", else ``plain``."""
+    nickname = nicknames.get(user) if nicknames else None
+    return f"{NICKNAME_MARK}{safe(nickname)} (@{safe(user)})" if nickname else plain
+
+
+def conversation_label(
+    c: Conversation | None,
+    me: str,
+    conversation_id: str = "",
+    nicknames: Mapping[str, str] | None = None,
+) -> str:
+    """``@bob`` (or ``~Bobby (@bob)``, `nicknamed`) for a direct conversation, ``#name`` for a
+    group (``#<id prefix>`` unnamed)."""
     if c is None:
         return f"#{conversation_id[:8]}"
     if c.kind is dl.ConversationKind.DIRECT:
-        peers = [m for m in c.members if m != me]
-        return "@" + safe(peers[0] if peers else me)
+        peer = next((m for m in c.members if m != me), me)
+        return nicknamed(peer, nicknames, "@" + safe(peer))
     return f"#{safe(c.name)}" if c.name else f"#{c.id[:8]}"
 
 
 REQUEST_MARK = " (request)"
 
 
-def request_label(c: Conversation | None, me: str, conversation_id: str = "") -> str:
+def request_label(
+    c: Conversation | None,
+    me: str,
+    conversation_id: str = "",
+    nicknames: Mapping[str, str] | None = None,
+) -> str:
     """`conversation_label`, marked `` (request)`` for a message request (a conversation
     started by someone not accepted yet)."""
-    label = conversation_label(c, me, conversation_id)
+    label = conversation_label(c, me, conversation_id, nicknames)
     return label + REQUEST_MARK if c is not None and c.is_request else label
 
 
@@ -321,8 +344,8 @@ def _joined_text(e: Any, ctx: _TextContext) -> str:
     return f"joined {conversation_label(c, ctx.me)} ({users(c.members)}){_by(e.by)}"
 
 
-def message_text(m: MessageInfo, label: str) -> str:
-    who = "me" if m.outgoing else safe(m.sender.user)
+def message_text(m: MessageInfo, label: str, nicknames: Mapping[str, str] | None = None) -> str:
+    who = "me" if m.outgoing else nicknamed(m.sender.user, nicknames, safe(m.sender.user))
     if m.kind is dl.MessageKind.FILE and m.file is not None:
         f = m.file
         body = (
@@ -512,6 +535,7 @@ def progress_bar(
 
 __all__ = [
     "JSON",
+    "NICKNAME_MARK",
     "alarm_json",
     "alarm_text",
     "clock",
@@ -529,6 +553,7 @@ __all__ = [
     "fingerprint",
     "message_json",
     "message_text",
+    "nicknamed",
     "one_line",
     "progress_bar",
     "request_label",

@@ -16,7 +16,8 @@ else of the client package. Its modules:
 
 * `client` — the `Client` facade; `options` — `ClientOptions`; `core` — the `Session` the
   parts share; `setup`, `membership`, `outbox`, `inbox`, `devices`, `contact_safety`,
-  `maintenance` — one part of the client's work each; `events` — events, views, the event hub;
+  `maintenance`, `search`, `export`, `contacts` — one part of the client's work each; `events` —
+  events, views, the event hub;
 * `store` — the encrypted profile store (package); `keys` — where its key comes from;
 * `transport` — HTTP and WebSocket to the server (package); `errors` — the server's refusals;
 * `kt`, `kt_profile` — key transparency; `safety`, `safety_number` — franking, disappearing
@@ -37,6 +38,7 @@ from doorless.client.client import (
     UnknownConversation,
     UserUnavailable,
 )
+from doorless.client.contacts import ContactInfo
 from doorless.client.errors import (
     BadResponse,
     Conflict,
@@ -74,6 +76,7 @@ from doorless.client.events import (
     MessageSent,
     TransparencyAlarm,
 )
+from doorless.client.export import ConversationExport
 from doorless.client.keys import (
     Argon2Params,
     KeyringKey,
@@ -96,7 +99,14 @@ from doorless.client.kt import (
 from doorless.client.kt_profile import SafetyStatus, Verification
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
 from doorless.client.safety_number import SafetyNumber
-from doorless.client.store import MessageState, ProfileLocked, StoreError, WrongPassphrase
+from doorless.client.search import SearchResult
+from doorless.client.store import (
+    InvalidSearchQuery,
+    MessageState,
+    ProfileLocked,
+    StoreError,
+    WrongPassphrase,
+)
 from doorless.client.transport import DeviceInfo, PendingLink
 
 __all__ = [
@@ -109,7 +119,9 @@ __all__ = [
     "ClientOptions",
     "CommitFailed",
     "Conflict",
+    "ContactInfo",
     "Conversation",
+    "ConversationExport",
     "ConversationJoined",
     "ConversationKind",
     "ConversationStatus",
@@ -128,6 +140,7 @@ __all__ = [
     "Forbidden",
     "GossipResult",
     "InvalidRequest",
+    "InvalidSearchQuery",
     "KeyNotInTransparencyLog",
     "KeyUnavailable",
     "KeyringKey",
@@ -156,6 +169,7 @@ __all__ = [
     "ReportReceipt",
     "SafetyNumber",
     "SafetyStatus",
+    "SearchResult",
     "SendFailed",
     "ServerError",
     "ServerFailure",

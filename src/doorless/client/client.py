@@ -44,7 +44,9 @@ Layout: `Client` is the facade; each part of the work is one module over a share
 `setup` (account creation, device linking, opening), `membership` (conversations, commits,
 Welcomes), `outbox` (sending, retries), `inbox` (receiving, processing, history), `devices`
 (devices, KeyPackages, key-transparency checks), `contact_safety` (reports, requests, blocks,
-disappearing messages), `maintenance` (the background tasks) and `events` (the event hub).
+disappearing messages), `maintenance` (the background tasks), `search`, `export` and
+`contacts` (the local history: full-text search, exports, local nicknames) and `events` (the
+event hub).
 """
 
 from __future__ import annotations
@@ -58,16 +60,20 @@ from typing import TypeVar
 from doorless.client import (
     alarms,
     contact_safety,
+    contacts,
     devices,
+    export,
     inbox,
     kt_profile,
     maintenance,
     membership,
     outbox,
+    search,
     setup,
 )
 from doorless.client.alarms import Notice
 from doorless.client.calls.manager import Calls
+from doorless.client.contacts import ContactInfo
 from doorless.client.core import (
     CommitFailed,
     Conv,
@@ -89,9 +95,11 @@ from doorless.client.events import (
     MessageReceived,
     TransparencyAlarm,
 )
+from doorless.client.export import ConversationExport
 from doorless.client.kt import GossipResult, LogView
 from doorless.client.options import ED25519_SUITES, ClientOptions, PassphraseArg
 from doorless.client.safety import ReportReceipt
+from doorless.client.search import SearchResult
 from doorless.client.setup import DeviceLink
 from doorless.client.store import Account, ProfileStore, Transaction
 from doorless.client.transport import DeviceInfo, PendingLink, ProgressCallback, Transport
@@ -490,6 +498,48 @@ class Client:
         """How many received messages were hidden because a franking check failed, by check
         (``FrankingTagMismatch``, ``InvalidFrankSignature``, ``DecodeError``, ...)."""
         return await contact_safety.hidden_messages(self._core)
+
+    # --- local history (doorless.client.search, .export, .contacts) -------------------------
+
+    async def search(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None = None,
+        limit: int = 20,
+        literal: bool = False,
+    ) -> list[SearchResult]:
+        """This profile's text messages that match ``text``, best first (BM25, then newest),
+        each with a snippet around the matches. ``text`` is an FTS5 query (words,
+        ``"phrases"``, ``prefix*``, ``AND``/``OR``/``NOT``); ``literal`` matches its words as
+        written instead. `InvalidSearchQuery` for a query that is not valid. Searched in the
+        encrypted store only: nothing is sent anywhere."""
+        return await search.search(
+            self._core, text, conversation_id=conversation_id, limit=limit, literal=literal
+        )
+
+    async def export(self, conversation_id: str) -> ConversationExport:
+        """Everything this profile stores of a conversation (all its messages, oldest first,
+        and its members' local nicknames), for an export; no network."""
+        return await export.export(self._core, conversation_id)
+
+    async def contacts(self) -> list[ContactInfo]:
+        """Every user of this profile's conversations and contact list, with the local
+        nickname given to them, by username."""
+        return await contacts.contacts(self._core)
+
+    async def contact(self, username: str) -> ContactInfo:
+        """One contact (`ConfigurationError` for a user this profile does not know)."""
+        return await contacts.contact(self._core, username)
+
+    async def nicknames(self) -> dict[str, str]:
+        """The local nicknames: username -> nickname."""
+        return await contacts.nicknames(self._core)
+
+    async def set_nickname(self, username: str, nickname: str | None) -> ContactInfo:
+        """Give a user a nickname (None: remove it). It is kept in this profile only and
+        never sent; programs show it marked as a nickname next to the username."""
+        return await contacts.set_nickname(self._core, username, nickname)
 
     # --- application settings --------------------------------------------------------------
     # Small values a program built on the client keeps in the encrypted profile (the CLI's

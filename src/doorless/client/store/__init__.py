@@ -59,7 +59,8 @@ exceptions raised here.
 
 Modules: `errors`, `rows` (the records), `schema` (migrations, row decoding), `connection`
 (folder, lock, SQLCipher, key recovery), `base` and one module per record family (`accounts`,
-`groups`, `messages`, `outbox`, `key_material`, `settings`) making up `transaction`, and
+`groups`, `messages`, `outbox`, `key_material`, `settings`, `search`: full-text search over
+the text messages) making up `transaction`, and
 `profile` (`ProfileStore`).
 """
 
@@ -83,7 +84,12 @@ from doorless.client.store.connection import (
     PENDING_HEADER_NAME,
     REKEY_DB_NAME,
 )
-from doorless.client.store.errors import ProfileLocked, StoreError, WrongPassphrase
+from doorless.client.store.errors import (
+    InvalidSearchQuery,
+    ProfileLocked,
+    StoreError,
+    WrongPassphrase,
+)
 from doorless.client.store.profile import ProfileStore
 from doorless.client.store.rows import (
     Account,
@@ -101,6 +107,7 @@ from doorless.client.store.rows import (
     StoredKeyPackage,
 )
 from doorless.client.store.schema import MIGRATIONS, SCHEMA_VERSION
+from doorless.client.store.search import SearchRow
 from doorless.client.store.transaction import Transaction
 
 __all__ = [
@@ -119,6 +126,7 @@ __all__ = [
     "DeviceStatus",
     "Group",
     "GroupStatus",
+    "InvalidSearchQuery",
     "KeySource",
     "KeyUnavailable",
     "KeyringKey",
@@ -133,6 +141,7 @@ __all__ = [
     "ProfileLocked",
     "ProfileStore",
     "RawKey",
+    "SearchRow",
     "StoreError",
     "StoreKey",
     "StoredKeyPackage",

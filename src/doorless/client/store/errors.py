@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from doorless.errors import LocalError
+from doorless.errors import ConfigurationError, LocalError
 
 
 class StoreError(LocalError):
@@ -17,4 +17,8 @@ class ProfileLocked(StoreError):
     """Another process (or another handle in this one) has the profile open."""
 
 
-__all__ = ["ProfileLocked", "StoreError", "WrongPassphrase"]
+class InvalidSearchQuery(ConfigurationError):
+    """A search text is not a valid full-text query (a syntax error, empty, too long)."""
+
+
+__all__ = ["InvalidSearchQuery", "ProfileLocked", "StoreError", "WrongPassphrase"]

@@ -26,6 +26,11 @@ from doorless.secret import PrivateKeyBytes
 
 E = TypeVar("E", bound=StrEnum)
 
+# The text the search index holds for a message body: its UTF-8 text, with the two control
+# characters that mark matches in search snippets turned into spaces (separators for FTS5's
+# unicode61 tokenizer, so the tokens do not change).
+SEARCH_TEXT = "replace(replace(CAST({body} AS TEXT), char(2), ' '), char(3), ' ')"
+
 # Migration n (1-based) brings the schema from version n-1 to n; PRAGMA user_version holds the
 # version. Append new migrations, never edit an old one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -136,6 +141,47 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             inviter TEXT NOT NULL,
             created_at INTEGER NOT NULL
         ) STRICT""",
+    ),
+    (
+        # Full-text search over the text messages (doorless.client.store.search). The index is
+        # an FTS5 external-content table over a view of the text rows, so the body is stored
+        # once (in messages); triggers keep it in step with every insert, edit and delete of a
+        # message row, whoever makes it. FTS5 separators replace the snippet markers (STX,
+        # ETX) in the view, which keeps the view's tokens those of the index.
+        f"""CREATE VIEW message_text (local_id, body) AS
+            SELECT local_id, {SEARCH_TEXT.format(body="body")} FROM messages
+            WHERE content_type = 'text'""",
+        """CREATE VIRTUAL TABLE message_search USING fts5 (
+            body, content = 'message_text', content_rowid = 'local_id',
+            tokenize = 'unicode61 remove_diacritics 2'
+        )""",
+        # A deleted message's terms leave the index's pages at once instead of lingering in
+        # an older segment until a merge (FTS5 'secure-delete', SQLite 3.42); the store's
+        # secure_delete pragma then overwrites the freed space.
+        "INSERT INTO message_search (message_search, rank) VALUES ('secure-delete', 1)",
+        f"""CREATE TRIGGER message_search_insert AFTER INSERT ON messages
+            WHEN new.content_type = 'text' BEGIN
+                INSERT INTO message_search (rowid, body)
+                VALUES (new.local_id, {SEARCH_TEXT.format(body="new.body")});
+            END""",
+        f"""CREATE TRIGGER message_search_delete AFTER DELETE ON messages
+            WHEN old.content_type = 'text' BEGIN
+                INSERT INTO message_search (message_search, rowid, body)
+                VALUES ('delete', old.local_id, {SEARCH_TEXT.format(body="old.body")});
+            END""",
+        # One trigger, its two steps in order (SQLite runs several triggers of one event
+        # newest first): the old text out of the index, then the new one in.
+        f"""CREATE TRIGGER message_search_update AFTER UPDATE OF local_id, content_type, body
+            ON messages BEGIN
+                INSERT INTO message_search (message_search, rowid, body)
+                SELECT 'delete', old.local_id, {SEARCH_TEXT.format(body="old.body")}
+                WHERE old.content_type = 'text';
+                INSERT INTO message_search (rowid, body)
+                SELECT new.local_id, {SEARCH_TEXT.format(body="new.body")}
+                WHERE new.content_type = 'text';
+            END""",
+        # The messages stored before this version.
+        "INSERT INTO message_search (message_search) VALUES ('rebuild')",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -263,6 +309,7 @@ __all__ = [
     "MIGRATIONS",
     "OUTBOX_COLUMNS",
     "SCHEMA_VERSION",
+    "SEARCH_TEXT",
     "contact_row",
     "device_row",
     "enum_of",
