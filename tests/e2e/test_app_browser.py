@@ -239,6 +239,18 @@ def test_two_people_chat_share_a_file_make_a_group_and_link_a_device(
     assert digits[alice] == digits[bob]
     assert_labelled(alice)
 
+    # A local nickname, shown as one (never sent), and a search of alice's own history.
+    alice.get_by_role("button", name="Nickname").click()
+    alice.locator("#dialog").get_by_label("Your name for @bob").fill("Bobby")
+    dialog_ok(alice, "Save")
+    playwright_api.expect(alice.locator("#conv-title")).to_have_text("~Bobby (@bob)")
+    alice.get_by_label("Search your messages").fill("alice got")
+    alice.get_by_label("Search your messages").press("Enter")
+    hit = alice.locator("#dialog ul.results li", has_text="~Bobby (@bob)")
+    playwright_api.expect(hit).to_have_count(1, timeout=30_000)
+    assert hit.locator("mark").all_text_contents() == ["alice", "got"]
+    dialog_ok(alice, "Close")
+
     # A file, with its bytes checked after the download.
     document = tmp_path / "plan.txt"
     payload = os.urandom(200_000)

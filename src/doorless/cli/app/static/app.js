@@ -10,6 +10,7 @@ const state = {
   current: null,
   unread: new Map(),
   shown: new Set(), // message ids in the open conversation
+  nicknames: new Map(), // username -> local nickname (never sent)
   call: null, // {id, media: CallMedia}
   ringing: null, // an incoming call_updated event
 };
@@ -97,6 +98,7 @@ $("link-cancel").addEventListener("click", async () => showStatus(await rpc.call
 async function startChat(account) {
   state.account = account;
   $("me").textContent = `@${account.username}`;
+  await loadNicknames();
   await Promise.all([loadConversations(), loadRequests(), loadAlarms()]);
   const notices = await rpc.call("takeNotices");
   for (const event of notices.events) onEvent(event);
@@ -109,10 +111,26 @@ async function loadConversations() {
   if (state.current && state.conversations.has(state.current)) renderHeader();
 }
 
+// A local nickname is shown as "~Nick (@user)": the "~" and the username in brackets keep a
+// peer from passing off a chosen name as one of your nicknames.
+function who(user) {
+  const nickname = state.nicknames.get(user);
+  return nickname ? `~${nickname} (@${user})` : `@${user}`;
+}
+
+async function loadNicknames() {
+  const { contacts } = await rpc.call("listContacts");
+  state.nicknames = new Map(contacts.filter((c) => c.nickname).map((c) => [c.username, c.nickname]));
+}
+
+function peer(conv) {
+  return conv.members.find((m) => m !== state.account.username);
+}
+
 function title(conv) {
   if (conv.kind === "group") return conv.name;
-  const other = conv.members.find((m) => m !== state.account.username);
-  return other ? `@${other}` : conv.name;
+  const other = peer(conv);
+  return other ? who(other) : conv.name;
 }
 
 function renderConversations() {
@@ -165,6 +183,7 @@ function renderHeader() {
   $("conv-video").hidden = conv.status === "removed";
   $("conv-manage").hidden = conv.kind !== "group";
   $("conv-block").hidden = conv.kind !== "direct";
+  $("conv-nickname").hidden = conv.kind !== "direct";
   $("conv-timer-label").hidden = false;
 }
 
@@ -185,7 +204,7 @@ function showMessage(m) {
 }
 
 function renderMessage(m) {
-  const who = m.outgoing ? "you" : `@${m.sender.user}`;
+  const author = m.outgoing ? "you" : who(m.sender.user);
   const body = [];
   if (m.kind === "file" && m.file) {
     const progress = h("progress", { max: 1, value: 0, hidden: true });
@@ -201,7 +220,7 @@ function renderMessage(m) {
   return h(
     "li",
     { id: `m-${m.message_id}`, class: m.outgoing ? "message outgoing" : "message" },
-    h("div", { class: "meta" }, h("strong", {}, who), ` · ${time(m.sent_at)}${status}`),
+    h("div", { class: "meta" }, h("strong", {}, author), ` · ${time(m.sent_at)}${status}`),
     ...body,
     m.outgoing
       ? null
@@ -331,8 +350,8 @@ function onEvent(event) {
 }
 
 function describeDevice(event) {
-  const who = event.device ? `@${event.device.user}` : "a contact";
-  return `${who}: a device was ${event.change}.`;
+  const name = event.device ? who(event.device.user) : "a contact";
+  return `${name}: a device was ${event.change}.`;
 }
 
 // --- requests, alarms --------------------------------------------------------------------
@@ -484,6 +503,75 @@ $("conv-block").addEventListener("click", () => {
     },
   );
 });
+
+$("conv-nickname").addEventListener("click", () => {
+  const user = peer(state.conversations.get(state.current));
+  const nickname = field(`Your name for @${user} (only on your devices; empty: none)`, "nickname", {
+    value: state.nicknames.get(user) || "",
+  });
+  openDialog(`Nickname for @${user}`, [nickname.label], "Save", async () => {
+    await rpc.call("setNickname", { user, nickname: nickname.input.value.trim() || null });
+    await loadNicknames();
+    renderConversations();
+    renderHeader();
+  });
+});
+
+$("search").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = $("search-text").value.trim();
+  if (!text) return;
+  let answer;
+  try {
+    answer = await rpc.call("search", { text, limit: 50 });
+  } catch (err) {
+    say(`Search: ${err.message}`);
+    return;
+  }
+  const items = answer.results.map((r) =>
+    h(
+      "li",
+      {},
+      h(
+        "button",
+        {
+          type: "button",
+          onclick: () => {
+            $("dialog").close();
+            openConversation(r.message.conversation_id);
+          },
+        },
+        h("strong", {}, conversationName(r.message.conversation_id)),
+        ` · ${r.message.outgoing ? "you" : who(r.message.sender.user)} · ${time(r.message.sent_at)}`,
+        highlighted(r.snippet, r.matches),
+      ),
+    ),
+  );
+  openDialog(
+    `Search: ${text}`,
+    [items.length ? h("ul", { class: "results" }, items) : h("p", {}, "Nothing found.")],
+    null,
+    null,
+  );
+});
+
+function conversationName(id) {
+  const conv = state.conversations.get(id);
+  return conv ? title(conv) : "a conversation";
+}
+
+// The matches are code point offsets (Python's); a JS string counts UTF-16 units.
+function highlighted(snippet, matches) {
+  const chars = Array.from(snippet);
+  const parts = [];
+  let at = 0;
+  for (const [start, end] of matches) {
+    parts.push(chars.slice(at, start).join(""), h("mark", {}, chars.slice(start, end).join("")));
+    at = end;
+  }
+  parts.push(chars.slice(at).join(""));
+  return h("span", { class: "snippet" }, parts);
+}
 
 $("conv-timer").addEventListener("change", async (e) => {
   const seconds = e.target.value ? Number(e.target.value) : null;

@@ -13,7 +13,9 @@ export function openDialog(title, body, okLabel, onOk) {
   $("dialog-title").textContent = title;
   replace($("dialog-body"), body);
   $("dialog-error").textContent = "";
-  $("dialog-ok").textContent = okLabel;
+  // No OK button for a dialog that only shows something (okLabel null).
+  $("dialog-ok").hidden = okLabel === null;
+  $("dialog-ok").textContent = okLabel ?? "";
   current = onOk;
   if (!dialog.open) dialog.showModal();
   const first = $("dialog-body").querySelector("input, select, button");
