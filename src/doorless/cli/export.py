@@ -27,10 +27,10 @@ from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.output import JSON, conversation_json, emit, message_json, safe, size
 from doorless.cli.people import NICKNAME_MARK, resolve_conversation
-from doorless.cli.session import checked, usage_error, with_client
+from doorless.cli.session import checked, resolve, usage_error, with_client
 
 if TYPE_CHECKING:
-    from doorless.client import Client, ConversationExport, MessageInfo
+    from doorless.client import Client, Conversation, ConversationExport, MessageInfo
 
 EXPORT_FORMAT = "doorless.conversation-export"
 EXPORT_VERSION = 1
@@ -174,9 +174,8 @@ def _parse_format(value: str) -> ExportFormat:
 
 
 async def _export(
-    client: Client, conversation: str, fmt: ExportFormat
+    client: Client, conv: Conversation, fmt: ExportFormat
 ) -> tuple[ConversationExport, str]:
-    conv = await resolve_conversation(client, conversation)
     await client.purge_expired()  # disappearing messages whose time has come are not exported
     snapshot = await client.export(conv.id)
     return snapshot, RENDER[fmt](snapshot)
@@ -208,7 +207,8 @@ def export(
         chosen = _parse_format(fmt)
 
     async def main(client: Client) -> None:
-        snapshot, text = await _export(client, conversation, chosen)
+        conv = await resolve_conversation(client, conversation)
+        snapshot, text = await _export(client, conv, chosen)
         if output is None:
             typer.echo(text, nl=False)
             return
@@ -224,15 +224,15 @@ def export(
 
 @rpc.method("exportConversation")
 async def rpc_export_conversation(client: Client, params: rpc.Params) -> JSON:
-    """A conversation's complete local history. Params: ``conversation`` (``@user``, group
-    name or id, conversation id), optional ``format`` (``json``, default, or ``markdown``),
-    ``path`` (write there, mode 0600). Result ``{format, messages, export}`` (``export``:
-    the JSON object or the Markdown text), or with ``path`` ``{format, messages, path}``."""
-    conversation = params.string("conversation")
+    """A conversation's complete local history. Params: the conversation, optional
+    ``format`` (``json``, default, or ``markdown``), ``path`` (write there, mode 0600).
+    Result ``{format, messages, export}`` (``export``: the JSON object or the Markdown
+    text), or with ``path`` ``{format, messages, path}``."""
+    target = params.target()
     chosen = _parse_format(params.opt_string("format") or "json")
     path = params.opt_string("path")
     params.done()
-    snapshot, text = await _export(client, conversation, chosen)
+    snapshot, text = await _export(client, await resolve(client, target), chosen)
     result: JSON = {"format": chosen.value, "messages": len(snapshot.messages)}
     if path is not None:
         result["path"] = str(write_private(Path(path), text))
