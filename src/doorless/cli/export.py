@@ -25,7 +25,15 @@ import typer
 from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, conversation_json, emit, message_json, safe, size
+from doorless.cli.output import (
+    JSON,
+    conversation_json,
+    emit,
+    emit_json,
+    message_json,
+    safe,
+    size,
+)
 from doorless.cli.people import NICKNAME_MARK, resolve_conversation
 from doorless.cli.session import checked, resolve, usage_error, with_client
 
@@ -166,6 +174,13 @@ def write_private(path: Path, text: str) -> Path:
     return target
 
 
+def _result(fmt: ExportFormat, snapshot: ConversationExport, text: str) -> JSON:
+    """``{format, messages, export}``: the export as one JSON value (the object, or the
+    Markdown text)."""
+    export = export_json(snapshot) if fmt is ExportFormat.JSON else text
+    return {"format": fmt.value, "messages": len(snapshot.messages), "export": export}
+
+
 def _parse_format(value: str) -> ExportFormat:
     try:
         return ExportFormat(value.lower())
@@ -209,6 +224,9 @@ def export(
     async def main(client: Client) -> None:
         conv = await resolve_conversation(client, conversation)
         snapshot, text = await _export(client, conv, chosen)
+        if output is None and st.json:  # one JSON object, as every command's --json output
+            emit_json(_result(chosen, snapshot, text))
+            return
         if output is None:
             typer.echo(text, nl=False)
             return
@@ -233,12 +251,10 @@ async def rpc_export_conversation(client: Client, params: rpc.Params) -> JSON:
     path = params.opt_string("path")
     params.done()
     snapshot, text = await _export(client, await resolve(client, target), chosen)
-    result: JSON = {"format": chosen.value, "messages": len(snapshot.messages)}
     if path is not None:
-        result["path"] = str(write_private(Path(path), text))
-    else:
-        result["export"] = export_json(snapshot) if chosen is ExportFormat.JSON else text
-    return result
+        written = write_private(Path(path), text)
+        return {"format": chosen.value, "messages": len(snapshot.messages), "path": str(written)}
+    return _result(chosen, snapshot, text)
 
 
 __all__ = [
