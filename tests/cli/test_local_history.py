@@ -146,8 +146,15 @@ def test_contacts_and_nicknames(shared: Doorless, chat: Chat, server: ThreadServ
     assert shown in shared.ok(chat.alice, "search", "lazy", json_output=False).stdout
     md = shared.ok(chat.alice, "export", f"@{chat.bob}", "-f", "markdown", json_output=False)
     assert f"\\~{canary} (@{chat.bob.replace('-', chr(92) + '-')})" in md.stdout
-    doc = shared.ok(chat.alice, "export", f"@{chat.bob}").json
-    assert doc["nicknames"] == {chat.bob: canary}
+    wrapped = shared.ok(chat.alice, "export", f"@{chat.bob}").json  # --json: one object
+    assert wrapped["format"] == "json" and wrapped["messages"] == 2
+    assert wrapped["export"]["nicknames"] == {chat.bob: canary}
+    md_json = shared.ok(chat.alice, "export", f"@{chat.bob}", "-f", "markdown").json
+
+    def undated(doc: str) -> list[str]:
+        return [line for line in doc.splitlines() if not line.startswith("- Exported by")]
+
+    assert undated(md_json["export"]) == undated(md.stdout)
     shared.ok(chat.bob, "send", f"@{chat.alice}", "ping")
     assert f"{shown}: ping" in shared.ok(chat.alice, "receive", json_output=False).stdout
     # Local only: bob sees nothing of it, and the server never got it.

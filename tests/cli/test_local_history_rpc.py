@@ -45,24 +45,26 @@ async def test_local_history_methods(server: ThreadServer, tmp_path: Path) -> No
 
         found = (await call(bob, "search", text="world"))["result"]
         assert [r["message"]["text"] for r in found["results"]] == ["hello rpc world"]
-        scoped = await call(alice, "search", text="world", conversation="rpc-team")
+        scoped = await call(alice, "search", text="world", group="rpc-team")
         assert scoped["result"]["results"] == []
         literal = await call(alice, "search", text="rpc world", literal=True, limit=1)
         assert len(literal["result"]["results"]) == 1
+        both = (await call(alice, "search", text="x", user="bob", group="rpc-team"))["error"]
+        assert both["code"] == rpc.INVALID_PARAMS
         bad = (await call(alice, "search", text="AND"))["error"]
         assert bad["code"] == rpc.INVALID_PARAMS and bad["data"]["error"] == "invalid"
 
-        exported = await call(alice, "exportConversation", conversation=f"@{names['bob']}")
+        exported = await call(alice, "exportConversation", user=f"@{names['bob']}")
         result = exported["result"]
         assert result["format"] == "json" and result["messages"] == 1
         assert result["export"]["messages"][0]["text"] == "hello rpc world"
-        md = await call(alice, "exportConversation", conversation=chat.id, format="markdown")
+        md = await call(alice, "exportConversation", conversation_id=chat.id, format="markdown")
         assert md["result"]["export"].startswith("# Conversation with @")
         target = tmp_path / "out.json"
-        saved = await call(alice, "exportConversation", conversation=chat.id, path=str(target))
+        saved = await call(alice, "exportConversation", conversation_id=chat.id, path=str(target))
         assert saved["result"]["path"] == str(target)
         assert json.loads(target.read_text())["conversation"]["id"] == chat.id
-        wrong = (await call(alice, "exportConversation", conversation="x", format="pdf"))["error"]
+        wrong = (await call(alice, "exportConversation", group="x", format="pdf"))["error"]
         assert wrong["code"] == rpc.INVALID_PARAMS
 
         nicked = await call(alice, "setNickname", user=names["bob"], nickname="Bobby")

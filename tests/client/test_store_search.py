@@ -266,3 +266,17 @@ def test_migration_indexes_existing_messages(profile: Path, raw_key: StoreKey) -
             tx.search_index_check()
     finally:
         store.close()
+
+
+def test_index_and_triggers_survive_a_key_change(store: ProfileStore) -> None:
+    """`ProfileStore.change_key` re-encrypts with sqlcipher_export: the index, its triggers
+    and its secure-delete setting come along."""
+    old = add(store, "before the key change")
+    store.change_key(RawKey(StoreKey(secrets.token_bytes(32))))
+    assert found(store, "before") == [old]
+    new = add(store, "after the key change")
+    with store.transaction() as tx:
+        tx.delete_message(old)
+        tx.search_index_check()
+        (value,) = tx._one("SELECT v FROM message_search_config WHERE k = 'secure-delete'")
+    assert found(store, "change") == [new] and value == 1

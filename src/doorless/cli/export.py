@@ -25,12 +25,20 @@ import typer
 from doorless import client as dl
 from doorless.cli import rpc
 from doorless.cli.common import state
-from doorless.cli.output import JSON, conversation_json, emit, message_json, safe, size
+from doorless.cli.output import (
+    JSON,
+    conversation_json,
+    emit,
+    emit_json,
+    message_json,
+    safe,
+    size,
+)
 from doorless.cli.people import NICKNAME_MARK, resolve_conversation
-from doorless.cli.session import checked, usage_error, with_client
+from doorless.cli.session import checked, resolve, usage_error, with_client
 
 if TYPE_CHECKING:
-    from doorless.client import Client, ConversationExport, MessageInfo
+    from doorless.client import Client, Conversation, ConversationExport, MessageInfo
 
 EXPORT_FORMAT = "doorless.conversation-export"
 EXPORT_VERSION = 1
@@ -166,6 +174,13 @@ def write_private(path: Path, text: str) -> Path:
     return target
 
 
+def _result(fmt: ExportFormat, snapshot: ConversationExport, text: str) -> JSON:
+    """``{format, messages, export}``: the export as one JSON value (the object, or the
+    Markdown text)."""
+    export = export_json(snapshot) if fmt is ExportFormat.JSON else text
+    return {"format": fmt.value, "messages": len(snapshot.messages), "export": export}
+
+
 def _parse_format(value: str) -> ExportFormat:
     try:
         return ExportFormat(value.lower())
@@ -174,9 +189,8 @@ def _parse_format(value: str) -> ExportFormat:
 
 
 async def _export(
-    client: Client, conversation: str, fmt: ExportFormat
+    client: Client, conv: Conversation, fmt: ExportFormat
 ) -> tuple[ConversationExport, str]:
-    conv = await resolve_conversation(client, conversation)
     await client.purge_expired()  # disappearing messages whose time has come are not exported
     snapshot = await client.export(conv.id)
     return snapshot, RENDER[fmt](snapshot)
@@ -208,7 +222,11 @@ def export(
         chosen = _parse_format(fmt)
 
     async def main(client: Client) -> None:
-        snapshot, text = await _export(client, conversation, chosen)
+        conv = await resolve_conversation(client, conversation)
+        snapshot, text = await _export(client, conv, chosen)
+        if output is None and st.json:  # one JSON object, as every command's --json output
+            emit_json(_result(chosen, snapshot, text))
+            return
         if output is None:
             typer.echo(text, nl=False)
             return
@@ -224,21 +242,19 @@ def export(
 
 @rpc.method("exportConversation")
 async def rpc_export_conversation(client: Client, params: rpc.Params) -> JSON:
-    """A conversation's complete local history. Params: ``conversation`` (``@user``, group
-    name or id, conversation id), optional ``format`` (``json``, default, or ``markdown``),
-    ``path`` (write there, mode 0600). Result ``{format, messages, export}`` (``export``:
-    the JSON object or the Markdown text), or with ``path`` ``{format, messages, path}``."""
-    conversation = params.string("conversation")
+    """A conversation's complete local history. Params: the conversation, optional
+    ``format`` (``json``, default, or ``markdown``), ``path`` (write there, mode 0600).
+    Result ``{format, messages, export}`` (``export``: the JSON object or the Markdown
+    text), or with ``path`` ``{format, messages, path}``."""
+    target = params.target()
     chosen = _parse_format(params.opt_string("format") or "json")
     path = params.opt_string("path")
     params.done()
-    snapshot, text = await _export(client, conversation, chosen)
-    result: JSON = {"format": chosen.value, "messages": len(snapshot.messages)}
+    snapshot, text = await _export(client, await resolve(client, target), chosen)
     if path is not None:
-        result["path"] = str(write_private(Path(path), text))
-    else:
-        result["export"] = export_json(snapshot) if chosen is ExportFormat.JSON else text
-    return result
+        written = write_private(Path(path), text)
+        return {"format": chosen.value, "messages": len(snapshot.messages), "path": str(written)}
+    return _result(chosen, snapshot, text)
 
 
 __all__ = [

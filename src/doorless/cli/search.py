@@ -12,7 +12,7 @@ from doorless.cli import rpc
 from doorless.cli.common import state
 from doorless.cli.output import JSON, clock, emit, message_json, safe
 from doorless.cli.people import label, person, resolve_conversation
-from doorless.cli.session import with_client
+from doorless.cli.session import Target, resolve, with_client
 
 if TYPE_CHECKING:
     from doorless.client import Client, Conversation, SearchResult
@@ -49,11 +49,11 @@ def result_text(
 
 
 async def _search(
-    client: Client, text: str, in_conversation: str | None, limit: int, literal: bool
+    client: Client, text: str, where: Target | None, limit: int, literal: bool
 ) -> list[SearchResult]:
     conversation_id = None
-    if in_conversation is not None:
-        conversation_id = (await resolve_conversation(client, in_conversation)).id
+    if where is not None:
+        conversation_id = (await resolve(client, where)).id
     await client.purge_expired()  # disappearing messages whose time has come (no network)
     return await client.search(text, conversation_id=conversation_id, limit=limit, literal=literal)
 
@@ -88,7 +88,10 @@ def search(
     text = " ".join(words)
 
     async def main(client: Client) -> None:
-        results = await _search(client, text, in_conversation, limit, literal)
+        where = None
+        if in_conversation is not None:
+            where = Target(conversation_id=(await resolve_conversation(client, in_conversation)).id)
+        results = await _search(client, text, where, limit, literal)
         convs = {c.id: c for c in await client.conversations()}
         nicks = await client.nicknames()
         emit(
@@ -105,17 +108,19 @@ def search(
 
 @rpc.method("search")
 async def rpc_search(client: Client, params: rpc.Params) -> JSON:
-    """Search this profile's text messages. Params: ``text``, optional ``conversation``
-    (``@user``, group name or id), ``limit`` (default 20), ``literal``. Result:
+    """Search this profile's text messages. Params: ``text``, optionally one conversation
+    (``user``, ``group`` or ``conversation_id``), ``limit`` (default 20), ``literal``. Result:
     ``{query, results: [{message, snippet, matches}]}``, best first."""
     text = params.string("text")
-    in_conversation = params.opt_string("conversation")
+    user, group = params.opt_string("user"), params.opt_string("group")
+    conversation_id = params.opt_string("conversation_id")
     limit = params.opt_int("limit")
     literal = params.flag("literal")
     params.done()
-    results = await _search(
-        client, text, in_conversation, DEFAULT_LIMIT if limit is None else limit, literal
-    )
+    where = None
+    if (user, group, conversation_id) != (None, None, None):
+        where = Target.of(user, group, conversation_id)
+    results = await _search(client, text, where, DEFAULT_LIMIT if limit is None else limit, literal)
     return {"query": text, "results": [result_json(r) for r in results]}
 
 
