@@ -26,6 +26,16 @@ else of the client package. Its modules:
 from __future__ import annotations
 
 from doorless.client.alarms import shown_id
+from doorless.client.backup import (
+    BackupError,
+    BackupSummary,
+    KeyKind,
+    NotRestored,
+    ProfileInUse,
+    RestoreReport,
+    WeakPassphrase,
+    backup_key_kind,
+)
 from doorless.client.client import (
     Client,
     ClientOptions,
@@ -104,6 +114,8 @@ __all__ = [
     "REPORT_REASONS",
     "AlarmKind",
     "Argon2Params",
+    "BackupError",
+    "BackupSummary",
     "BadResponse",
     "Client",
     "ClientOptions",
@@ -128,6 +140,7 @@ __all__ = [
     "Forbidden",
     "GossipResult",
     "InvalidRequest",
+    "KeyKind",
     "KeyNotInTransparencyLog",
     "KeyUnavailable",
     "KeyringKey",
@@ -146,14 +159,17 @@ __all__ = [
     "MessageState",
     "NotAMember",
     "NotFound",
+    "NotRestored",
     "Passphrase",
     "PayloadTooLarge",
     "PendingLink",
     "ProfileCorrupt",
+    "ProfileInUse",
     "ProfileLocked",
     "RateLimited",
     "RawKey",
     "ReportReceipt",
+    "RestoreReport",
     "SafetyNumber",
     "SafetyStatus",
     "SendFailed",
@@ -167,6 +183,8 @@ __all__ = [
     "UnknownConversation",
     "UserUnavailable",
     "Verification",
+    "WeakPassphrase",
     "WrongPassphrase",
+    "backup_key_kind",
     "shown_id",
 ]

@@ -8,9 +8,18 @@ from doorless.client.store.key_material import KeyMaterialRows
 from doorless.client.store.messages import MessageRows
 from doorless.client.store.outbox import OutboxRows
 from doorless.client.store.settings import SettingRows
+from doorless.client.store.snapshot import SnapshotRows
 
 
-class Transaction(AccountRows, GroupRows, MessageRows, OutboxRows, KeyMaterialRows, SettingRows):
+class Transaction(
+    AccountRows,
+    GroupRows,
+    MessageRows,
+    OutboxRows,
+    KeyMaterialRows,
+    SettingRows,
+    SnapshotRows,
+):
     """Typed access to the store inside one ``BEGIN IMMEDIATE`` transaction.
 
     Obtained from `ProfileStore.transaction`; unusable once the ``with`` block ends.
