@@ -17,6 +17,7 @@ from doorless.cli import (
     EXIT_INTERRUPTED,
     account,
     alarms,
+    backup,
     daemon,
     demo,
     devices,
@@ -137,6 +138,7 @@ app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )
+app.add_typer(backup.app, name="backup")
 
 
 if __name__ == "__main__":  # pragma: no cover
