@@ -84,6 +84,7 @@ from doorless.client.events import (
     MessageSent,
     TransparencyAlarm,
 )
+from doorless.client.handoff import HistoryChoice, HistorySent
 from doorless.client.keys import (
     Argon2Params,
     KeyringKey,
@@ -139,6 +140,8 @@ __all__ = [
     "FileInfo",
     "Forbidden",
     "GossipResult",
+    "HistoryChoice",
+    "HistorySent",
     "InvalidRequest",
     "KeyKind",
     "KeyNotInTransparencyLog",

@@ -60,6 +60,7 @@ from doorless.client import (
     backup,
     contact_safety,
     devices,
+    handoff,
     inbox,
     kt_profile,
     maintenance,
@@ -353,6 +354,22 @@ class Client:
         do not come, the device is added later by `sync_devices` (run by `start`).
         """
         return await devices.approve_link(self._core, link, key_package_timeout=key_package_timeout)
+
+    async def send_history(
+        self,
+        device_id: str,
+        history: str | handoff.HistoryChoice,
+        *,
+        key_package_timeout: float = 30.0,
+    ) -> handoff.HistorySent:
+        """Hand the conversation history over to another (newly approved) device of this
+        account, encrypted to it alone: ``history`` is ``none``, ``days:N`` or ``all``. The
+        device stores it marked as transferred (`MessageInfo.transferred`), exactly once."""
+        choice = history if isinstance(history, handoff.HistoryChoice) else None
+        choice = choice or handoff.HistoryChoice.parse(str(history))
+        return await handoff.send_history(
+            self._core, device_id, choice, key_package_timeout=key_package_timeout
+        )
 
     async def revoke_device(self, device_id: str) -> None:
         """Revoke another device of this account and remove it from every conversation."""

@@ -15,6 +15,7 @@ from doorless.client import (
     alarms,
     contact_safety,
     devices,
+    handoff,
     maintenance,
     membership,
     outbox,
@@ -68,7 +69,7 @@ from doorless.mls.group import (
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.welcome import Welcome
 from doorless.wire.messages import QueuedMessage
-from doorless.wire.payload import Payload, file_of, text_of
+from doorless.wire.payload import Payload, PayloadKind, file_of, text_of
 
 log = logging.getLogger("doorless.client")
 
@@ -276,6 +277,7 @@ async def on_application(
     message: Message | None = None
     payload: Payload | None = None
     hidden: str | None = None  # the franking check that failed (counted)
+    history: handoff.ReceivedHistory | None = None  # another device's history handoff
     server_key = await s.franking_key()
     try:
         sender = device_ref_of(result.credential)
@@ -288,21 +290,24 @@ async def on_application(
             group_id=gid,
         )
         payload = opened.payload
-        kind = _content_kind(payload)
-        message = Message(
-            group_id=gid,
-            sender_user=sender.user,
-            sender_device=sender.device_id,
-            outgoing=False,
-            content_type=kind.value,
-            body=payload.body,
-            sent_at=payload.sent_at_ms,
-            received_at=now,
-            expires_at=expires_at(result.group, now),
-            state=MessageState.RECEIVED,
-            server_id=payload.message_id.hex(),
-            franking=opened.franking,
-        )
+        if payload.kind == PayloadKind.history:
+            history = await handoff.open_offer(s, sender, payload)  # NETWORK: stays queued
+        else:
+            kind = _content_kind(payload)
+            message = Message(
+                group_id=gid,
+                sender_user=sender.user,
+                sender_device=sender.device_id,
+                outgoing=False,
+                content_type=kind.value,
+                body=payload.body,
+                sent_at=payload.sent_at_ms,
+                received_at=now,
+                expires_at=expires_at(result.group, now),
+                state=MessageState.RECEIVED,
+                server_id=payload.message_id.hex(),
+                franking=opened.franking,
+            )
     except FrankRejected as e:
         # Not shown, counted (I7: no message is displayed that could not be reported).
         hidden = type(e.error).__name__
@@ -327,6 +332,10 @@ async def on_application(
                 return None  # blocked: dropped, whatever it is
         if hidden is not None:
             count_hidden(tx, hidden)
+        if history is not None:
+            imported = handoff.store_history(tx, history)
+            log.info("history handed over by another device: %d messages", imported)
+            return None
         if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
             return None  # unusable, or a duplicate of a message already shown
         if message.sender_user == me:

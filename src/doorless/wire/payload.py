@@ -70,6 +70,7 @@ _MAX_UINT64 = 2**64 - 1
 class PayloadKind(IntEnum):
     text = 1
     file = 2
+    history = 3  # a history handoff to a newly linked device (doorless.client.handoff)
 
 
 def payload_kind_of(value: int) -> PayloadKind | int:
