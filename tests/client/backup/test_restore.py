@@ -132,3 +132,39 @@ async def test_bad_backups_write_nothing(tmp_path: Path) -> None:
             live, path, BACKUP_PASSPHRASE, PASSPHRASE, force=True, options=net.options()
         )
         assert report.rejoined == (chat.id,)
+
+
+async def test_attachments_come_back_encrypted(tmp_path: Path) -> None:
+    async with network(tmp_path) as net:
+        alice = await net.user("alice")
+        bob = await net.user("bob")
+        chat = await alice.start_direct("bob")
+        secret = b"attachment canary " + os.urandom(8).hex().encode()
+        await bob.sync()
+        await bob.send_file(chat.id, secret * 100, name="notes.txt")
+        await alice.sync()
+        path = tmp_path / "with-files.backup"
+        summary = await alice.create_backup(path, attachments=True)
+        assert summary.attachments == 1
+        without = await alice.create_backup(tmp_path / "without.backup")
+        assert without.attachments == 0
+        await alice.close()
+        net.clients.remove(alice)
+
+        fresh = tmp_path / "profiles" / "alice-restored"
+        assert summary.recovery_key is not None
+        report = await Client.restore_backup(
+            fresh, path, summary.recovery_key, PASSPHRASE, options=net.options()
+        )
+        assert report.attachments == 1
+        # Kept as the server had it: encrypted (I6), nothing of the file in clear on disk.
+        assert all(secret not in data for data in tree(fresh).values())
+        again = await Client.open(fresh, PASSPHRASE, options=net.options())
+        net.clients.append(again)
+
+        async def no_server(*args: object, **kwargs: object) -> bytes:
+            raise AssertionError("the restored copy should be used")
+
+        again._transport.download_attachment = no_server  # type: ignore[method-assign]
+        (message,) = [m for m in await again.history(chat.id) if m.file is not None]
+        assert await again.download(message) == secret * 100

@@ -54,7 +54,7 @@ BACKUP_TABLES: tuple[str, ...] = (
     "message_requests",
 )
 LEFT_OUT: dict[str, frozenset[str]] = {"mls_groups": frozenset({"mls_state"})}
-ATTACHMENTS_PREFIX = "attachments/"
+ATTACHMENTS_PREFIX = inbox.ATTACHMENTS_FOLDER + "/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,9 @@ def _dump(tx: Transaction) -> tuple[list[TableDump], list[GroupDisplay]]:
 
 
 async def _attachments(s: Session, progress: ProgressCallback | None) -> list[tuple[str, bytes]]:
-    """The plaintext of every file this profile received or sent (by SHA-256)."""
+    """The encrypted blob of every file this profile received or sent, named by the SHA-256
+    of the ciphertext (its key stays in the messages, so the blob is useless without them;
+    a restored profile keeps the blobs as they are: nothing in clear on its disk, I6)."""
     rows = await s.tx(
         lambda tx: [m for g in tx.list_groups() for m in tx.list_messages(g.group_id)]
     )
@@ -99,8 +101,9 @@ async def _attachments(s: Session, progress: ProgressCallback | None) -> list[tu
     wanted = [message_info(m) for m in rows if m.content_type == MessageKind.FILE.value]
     for done, info in enumerate(wanted, 1):
         assert info.file is not None
-        if info.file.sha256 not in files:
-            files[info.file.sha256] = await inbox.download(s, info)
+        digest = info.file.descriptor.ciphertext_sha256.hex()
+        if digest not in files:
+            files[digest] = await inbox.download_blob(s, info.file)
         if progress is not None:
             progress(done, len(wanted))
     return [(ATTACHMENTS_PREFIX + digest, data) for digest, data in sorted(files.items())]

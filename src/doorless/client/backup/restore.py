@@ -68,7 +68,6 @@ from doorless.wire.errors import ErrorCode
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ATTACHMENT_NAME = re.compile(re.escape(ATTACHMENTS_PREFIX) + r"[0-9a-f]{64}")
 _RESERVED = frozenset({HEADER_NAME, PENDING_HEADER_NAME, DB_NAME, LOCK_NAME})
-ATTACHMENTS_FOLDER = "attachments"
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +370,6 @@ async def restore_backup(
 
 
 __all__ = [
-    "ATTACHMENTS_FOLDER",
     "NotRestored",
     "RestoreReport",
     "backup_key_kind",
