@@ -205,9 +205,17 @@ def restore(
         options = client_options(profile=st.profile)
 
         async def restore_with(passphrase: str | None) -> RestoreReport:
-            return await dl.Client.restore_backup(
-                st.profile, file, key, passphrase, force=force, options=options
-            )
+            show = stderr_is_terminal() and not st.json
+            with progress_bar("rejoining conversations", show) as progress:
+                return await dl.Client.restore_backup(
+                    st.profile,
+                    file,
+                    key,
+                    passphrase,
+                    force=force,
+                    options=options,
+                    progress=progress,
+                )
 
         report = await with_passphrase(st.profile, restore_with, new=True)
         emit(st.json, report_json(report), _report_text(report))

@@ -554,12 +554,19 @@ class Client:
         *,
         force: bool = False,
         options: ClientOptions | None = None,
+        progress: ProgressCallback | None = None,
     ) -> backup.RestoreReport:
         """Restore a backup (``key``: its recovery key or passphrase) into ``profile_dir``
         (its store under ``passphrase``) and rejoin its conversations; refuses a folder that
         holds a profile unless ``force``, and a bad backup before writing anything."""
         return await backup.restore_backup(
-            profile_dir, backup_file, key, passphrase, force=force, options=options
+            profile_dir,
+            backup_file,
+            key,
+            passphrase,
+            force=force,
+            options=options,
+            progress=progress,
         )
 
     # --- internals reached by tests and tools (owned by the session) ------------------------

@@ -55,13 +55,16 @@ async def test_restore_brings_back_history_and_rejoins(tmp_path: Path) -> None:
         net.clients.remove(alice)
 
         fresh = tmp_path / "profiles" / "alice-restored"
+        steps: list[tuple[int, int | None]] = []
         report = await Client.restore_backup(
             fresh,
             tmp_path / "alice.backup",
             summary.recovery_key,
             PASSPHRASE,
             options=net.options(),
+            progress=lambda done, total: steps.append((done, total)),
         )
+        assert steps == [(1, 2), (2, 2)]
         assert report.username == "alice"
         assert report.rejoined == (chat.id,)
         assert [n.conversation_id for n in report.not_restored] == [team.id]

@@ -59,6 +59,7 @@ from doorless.client.store import (
 )
 from doorless.client.store.connection import ProfileLock
 from doorless.client.store.snapshot import SqlValue
+from doorless.client.transport import ProgressCallback
 from doorless.errors import DoorlessError
 from doorless.mls.extensions import Extension
 from doorless.mls.group import Group
@@ -297,10 +298,15 @@ _REASONS = {
 }
 
 
-async def _rejoin_all(s: Session) -> tuple[list[str], list[NotRestored]]:
+async def _rejoin_all(
+    s: Session, progress: ProgressCallback | None
+) -> tuple[list[str], list[NotRestored]]:
     rejoined: list[str] = []
     missed: list[NotRestored] = []
-    for row in await s.tx(lambda tx: tx.list_groups()):
+    rows = await s.tx(lambda tx: tx.list_groups())
+    for done, row in enumerate(rows, 1):
+        if progress is not None:
+            progress(done, len(rows))
         cid = row.group_id.hex()
         if row.status is not GroupStatus.ACTIVE:
             missed.append(NotRestored(cid, row.name, f"this device had {row.status.value} it"))
@@ -333,10 +339,12 @@ async def restore_backup(
     *,
     force: bool = False,
     options: ClientOptions | None = None,
+    progress: ProgressCallback | None = None,
 ) -> RestoreReport:
     """Restore ``backup`` (opened with ``key``: its recovery key or passphrase) into
     ``profile_dir``, whose store is encrypted under ``passphrase`` (as for any profile), and
-    rejoin its conversations. See the module docstring for the steps and guarantees."""
+    rejoin its conversations (``progress(done, total)``: conversations). See the module
+    docstring for the steps and guarantees."""
     opts = options or ClientOptions()
     target = Path(profile_dir)
     snapshot = await asyncio.to_thread(load_backup, backup, key)
@@ -345,7 +353,7 @@ async def restore_backup(
     try:
         s = await _build(stage, snapshot, passphrase, opts)
         try:
-            rejoined, missed = await _rejoin_all(s)
+            rejoined, missed = await _rejoin_all(s, progress)
         finally:
             await maintenance.close(s)
         await asyncio.to_thread(_swap, stage, target)
