@@ -143,6 +143,13 @@ def test_other_version_is_unsupported() -> None:
         unseal(bytes(sealed), KEY.secret)
 
 
+def test_unreasonable_argon2_costs_are_refused_before_any_work() -> None:
+    huge = Argon2Params(time_cost=1, memory_cost_kib=4 * 1024 * 1024, parallelism=1)
+    key = fmt.BackupKey(fmt.KeyKind.passphrase, fmt.BackupSecret(bytes(32)), huge, bytes(16))
+    with pytest.raises(BackupCorrupt, match="unreasonable"):
+        unseal(seal(b"x", key), key.secret)
+
+
 def test_not_a_backup() -> None:
     with pytest.raises(BackupCorrupt):
         unseal(b"PK\x03\x04" + bytes(100), KEY.secret)

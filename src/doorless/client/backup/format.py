@@ -73,6 +73,8 @@ MAX_CHUNK_SIZE = 16 * 1024 * 1024
 # The longest header: magic, version, kind, Argon2 parameters and salt, salts, chunk size.
 MAX_HEADER = len(MAGIC) + 2 + 9 + ARGON2_SALT_LENGTH + FILE_SALT_LENGTH + KEY_CHECK_LENGTH + 4
 
+MAX_ARGON2_TIME = 16
+MAX_ARGON2_MEMORY_KIB = 1024 * 1024  # 1 GiB
 _CONTENT_INFO = b"doorless backup v1 content"
 _CHECK_INFO = b"doorless backup v1 key check"
 
@@ -128,6 +130,10 @@ class Header:
         argon2_salt = b""
         if kind is KeyKind.passphrase:
             t, m, p = r.pull_uint32(), r.pull_uint32(), r.pull_uint8()
+            # A file from anywhere must not make us spend minutes or gigabytes before the key
+            # check: the costs a backup may ask for are bounded more tightly than a profile's.
+            if t > MAX_ARGON2_TIME or m > MAX_ARGON2_MEMORY_KIB:
+                raise BackupCorrupt("the backup header asks for an unreasonable Argon2id cost")
             try:
                 argon2 = Argon2Params(time_cost=t, memory_cost_kib=m, parallelism=p)
             except ConfigurationError as e:
