@@ -32,6 +32,16 @@ def test_history_choices() -> None:
 
 
 @pytest.mark.asyncio
+async def test_no_history_sends_nothing(tmp_path: Path) -> None:
+    async with network(tmp_path) as net:
+        alice = await net.user("alice")
+        alice2 = await net.link(alice, "alice2")
+        sent = await alice.send_history(alice2.device_id, "all")
+        assert (sent.messages, sent.conversations) == (0, 0)
+        assert await alice2.sync() == 0
+
+
+@pytest.mark.asyncio
 async def test_handoff_delivers_the_chosen_range_once(tmp_path: Path) -> None:
     async with network(tmp_path) as net:
         alice = await net.user("alice")

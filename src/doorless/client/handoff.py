@@ -213,6 +213,8 @@ async def send_history(
     if choice.none:
         return HistorySent(device_id, 0, 0, since)
     rows, conversations = await s.tx(lambda tx: _collect(since, tx))
+    if not rows:
+        return HistorySent(device_id, 0, 0, since)  # nothing to hand over: nothing is sent
     ref = DeviceRef(s.me.user, device_id)
     carrier = await _carrier(s, ref)
     key_package = await devices.claim_device(s, ref, key_package_timeout)
