@@ -200,6 +200,11 @@ def restore(
                         f"give the recovery key: --recovery-key or {RECOVERY_KEY_ENV}"
                     )
                 key = _ask("Recovery key: ", twice=False)
+        elif recovery_key is not None:
+            raise usage_error(
+                f"this backup opens with its passphrase (${BACKUP_PASSPHRASE_ENV}), not a "
+                "recovery key"
+            )
         else:
             key = _backup_passphrase(new=False)
         options = client_options(profile=st.profile)
