@@ -4,9 +4,11 @@ ways, a removed conversation is reported, and a bad backup or a live target writ
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from doorless.client import (
@@ -171,3 +173,55 @@ async def test_attachments_come_back_encrypted(tmp_path: Path) -> None:
         again._transport.download_attachment = no_server  # type: ignore[method-assign]
         (message,) = [m for m in await again.history(chat.id) if m.file is not None]
         assert await again.download(message) == secret * 100
+
+
+class NoGroupInfo(httpx.AsyncBaseTransport):
+    """The in-process server, except that the GroupInfo a rejoin needs cannot be reached."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/info"):
+            raise httpx.ConnectError("unreachable", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_conversation_not_rejoined_yet_is_rejoined_later(tmp_path: Path) -> None:
+    async with network(tmp_path) as net:
+        alice = await net.user("alice")
+        bob = await net.user("bob")
+        chat = await alice.start_direct("bob")
+        await alice.send_text(chat.id, "before")
+        await bob.sync()
+        summary = await alice.create_backup(tmp_path / "a.backup")
+        await alice.close()
+        net.clients.remove(alice)
+        assert summary.recovery_key is not None
+
+        fresh = tmp_path / "profiles" / "alice-restored"
+        options = net.options()
+        assert options.http_transport is not None
+        report = await Client.restore_backup(
+            fresh,
+            tmp_path / "a.backup",
+            summary.recovery_key,
+            PASSPHRASE,
+            options=dataclasses.replace(
+                options, http_transport=NoGroupInfo(options.http_transport)
+            ),
+        )
+        assert report.rejoined == ()
+        (later,) = report.not_restored
+        assert later.conversation_id == chat.id and "could not rejoin" in later.reason
+
+        again = await Client.open(fresh, PASSPHRASE, options=net.options())
+        net.clients.append(again)
+        assert (await again.conversation(chat.id)).status is ConversationStatus.ACTIVE
+        # Sending meets the group's newer epoch: the device rejoins, then the message goes.
+        await again.send_text(chat.id, "after a late rejoin")
+        take_events(bob)
+        await bob.sync()
+        got = [e.text for e in take_events(bob) if isinstance(e, MessageReceived)]
+        assert got == ["after a late rejoin"]
+        assert "bob" in (await again.conversation(chat.id)).members
