@@ -54,8 +54,10 @@ def run_cli(
     passphrase: str | None = PASSPHRASE,
     stdin: str | None = None,
     timeout: float = 120,
+    extra_env: dict[str, str] | None = None,
 ) -> CliResult:
-    """``doorless [--profile P] [--json] ARGS`` as a separate process."""
+    """``doorless [--profile P] [--json] ARGS`` as a separate process (``extra_env``: more
+    ``DOORLESS_*`` variables)."""
     argv = [*doorless_command()]
     if profile is not None:
         argv += ["--profile", str(profile)]
@@ -65,6 +67,7 @@ def run_cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOORLESS_")}
     if passphrase is not None:
         env["DOORLESS_PASSPHRASE"] = passphrase
+    env.update(extra_env or {})
     done = subprocess.run(
         argv,
         input=stdin if stdin is not None else "",

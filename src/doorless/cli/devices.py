@@ -32,10 +32,11 @@ from doorless.cli.session import (
     with_client,
     with_passphrase,
 )
+from doorless.errors import ConfigurationError, DoorlessError
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from doorless.client import Client, DeviceInfo, DeviceLink, PendingLink
+    from doorless.client import Client, DeviceInfo, DeviceLink, HistorySent, PendingLink
 
 app = typer.Typer(
     help="Link, approve, list and revoke the devices of this account.",
@@ -164,13 +165,27 @@ def approve(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve without asking (scripts).")
     ] = False,
+    history: Annotated[
+        str,
+        typer.Option(
+            "--history",
+            metavar="none|days:N|all",
+            help=(
+                "Hand the new device your conversation history (the last N days, or all), "
+                "encrypted to it alone (default: none)."
+            ),
+        ),
+    ] = "none",
 ) -> None:
     """Approve a new device of your account (it then joins all your conversations).
 
     Shows the new device's fingerprint and asks to confirm that the new device shows the
-    same; --fingerprint checks it for you, --yes skips the question.
+    same; --fingerprint checks it for you, --yes skips the question. --history also sends it
+    the chosen history, which it shows marked as transferred.
     """
     st = state(ctx)
+    with checked(st):
+        choice = _history_choice(history)
 
     async def main(client: Client) -> None:
         pending = await client.get_link(code)
@@ -189,13 +204,53 @@ def approve(
             if not await asyncio.to_thread(_confirm, pending):
                 raise CliError(ErrorCode.CANCELLED, "not approved")
         ref = await client.approve_link(pending)
+        sent = await _hand_over(client, ref.device_id, choice)
+        text = f"approved device {fingerprint(ref.device_id)} of @{ref.user}"
+        if sent is not None:
+            text += f"; handed it {sent.messages} messages of {sent.conversations} conversations"
         emit(
             st.json,
-            {"device_id": ref.device_id, "fingerprint": fingerprint(ref.device_id)},
-            f"approved device {fingerprint(ref.device_id)} of @{ref.user}",
+            {
+                "device_id": ref.device_id,
+                "fingerprint": fingerprint(ref.device_id),
+                "history": history_json(sent),
+            },
+            text,
         )
 
     with_client(st, main)
+
+
+def _history_choice(value: str) -> dl.HistoryChoice:
+    try:
+        return dl.HistoryChoice.parse(value)
+    except ConfigurationError as e:
+        raise usage_error(str(e)) from None
+
+
+def history_json(sent: HistorySent | None) -> JSON | None:
+    if sent is None:
+        return None
+    return {
+        "messages": sent.messages,
+        "conversations": sent.conversations,
+        "since": sent.since_ms,
+    }
+
+
+async def _hand_over(
+    client: Client, device_id: str, choice: dl.HistoryChoice
+) -> HistorySent | None:
+    """The history handoff after an approval; its failure says the approval stands."""
+    if choice.none:
+        return None
+    try:
+        return await client.send_history(device_id, choice)
+    except DoorlessError as e:
+        raise CliError(
+            ErrorCode.FAILED,
+            f"approved device {fingerprint(device_id)}, but its history was not sent: {e}",
+        ) from e
 
 
 def _device_line(d: DeviceInfo, me: str, name: str) -> str:
@@ -291,6 +346,7 @@ async def rpc_approve_link(client: Client, params: rpc.Params) -> JSON:
     """Approve a new device. Params: ``code``, ``fingerprint`` (what the new device shows;
     required, so that a bot cannot approve blindly). Result: ``{device_id, fingerprint}``."""
     code, expect = params.string("code"), params.string("fingerprint")
+    choice = _history_choice(params.opt_string("history") or "none")
     params.done()
     pending = await client.get_link(code)
     if not _same_fingerprint(expect, pending.device_id):
@@ -298,7 +354,12 @@ async def rpc_approve_link(client: Client, params: rpc.Params) -> JSON:
             ErrorCode.FINGERPRINT_MISMATCH, "the fingerprint does not match: not approved"
         )
     ref = await client.approve_link(pending)
-    return {"device_id": ref.device_id, "fingerprint": fingerprint(ref.device_id)}
+    sent = await _hand_over(client, ref.device_id, choice)
+    return {
+        "device_id": ref.device_id,
+        "fingerprint": fingerprint(ref.device_id),
+        "history": history_json(sent),
+    }
 
 
 @rpc.method("revokeDevice")
@@ -311,4 +372,4 @@ async def rpc_revoke_device(client: Client, params: rpc.Params) -> JSON:
     return {"device_id": device_id, "revoked": True}
 
 
-__all__ = ["app", "link_json"]
+__all__ = ["app", "history_json", "link_json"]

@@ -17,6 +17,7 @@ from doorless.cli import (
     EXIT_INTERRUPTED,
     account,
     alarms,
+    backup,
     contacts,
     daemon,
     demo,
@@ -148,6 +149,7 @@ app.command("disappearing", short_help="Show or set a disappearing-message timer
 app.command("search", short_help="Search your own messages (no network).")(search.search)
 app.command("export", short_help="Export a conversation to JSON or Markdown.")(export.export)
 app.add_typer(contacts.app, name="contacts")
+app.add_typer(backup.app, name="backup")
 
 
 if __name__ == "__main__":  # pragma: no cover

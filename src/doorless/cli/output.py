@@ -75,6 +75,7 @@ def message_json(m: MessageInfo) -> JSON:
         "sent_at": m.sent_at,
         "received_at": m.received_at,
         "state": m.state.value,
+        "transferred": m.transferred,
     }
 
 
@@ -354,7 +355,8 @@ def message_text(m: MessageInfo, label: str, nicknames: Mapping[str, str] | None
         )
     else:
         body = safe_text(m.text or "")
-    return f"{clock(m.sent_at)}  {label}  {who}: {body}"
+    mark = " (transferred)" if m.transferred else ""
+    return f"{clock(m.sent_at)}  {label}  {who}{mark}: {body}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,16 @@ else of the client package. Its modules:
 from __future__ import annotations
 
 from doorless.client.alarms import shown_id
+from doorless.client.backup import (
+    BackupError,
+    BackupSummary,
+    KeyKind,
+    NotRestored,
+    ProfileInUse,
+    RestoreReport,
+    WeakPassphrase,
+    backup_key_kind,
+)
 from doorless.client.client import (
     Client,
     ClientOptions,
@@ -77,6 +87,7 @@ from doorless.client.events import (
     TransparencyAlarm,
 )
 from doorless.client.export import ConversationExport
+from doorless.client.handoff import HistoryChoice, HistorySent
 from doorless.client.keys import (
     Argon2Params,
     KeyringKey,
@@ -114,6 +125,8 @@ __all__ = [
     "REPORT_REASONS",
     "AlarmKind",
     "Argon2Params",
+    "BackupError",
+    "BackupSummary",
     "BadResponse",
     "Client",
     "ClientOptions",
@@ -139,8 +152,11 @@ __all__ = [
     "FileInfo",
     "Forbidden",
     "GossipResult",
+    "HistoryChoice",
+    "HistorySent",
     "InvalidRequest",
     "InvalidSearchQuery",
+    "KeyKind",
     "KeyNotInTransparencyLog",
     "KeyUnavailable",
     "KeyringKey",
@@ -159,14 +175,17 @@ __all__ = [
     "MessageState",
     "NotAMember",
     "NotFound",
+    "NotRestored",
     "Passphrase",
     "PayloadTooLarge",
     "PendingLink",
     "ProfileCorrupt",
+    "ProfileInUse",
     "ProfileLocked",
     "RateLimited",
     "RawKey",
     "ReportReceipt",
+    "RestoreReport",
     "SafetyNumber",
     "SafetyStatus",
     "SearchResult",
@@ -181,6 +200,8 @@ __all__ = [
     "UnknownConversation",
     "UserUnavailable",
     "Verification",
+    "WeakPassphrase",
     "WrongPassphrase",
+    "backup_key_kind",
     "shown_id",
 ]

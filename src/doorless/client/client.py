@@ -59,10 +59,12 @@ from typing import TypeVar
 
 from doorless.client import (
     alarms,
+    backup,
     contact_safety,
     contacts,
     devices,
     export,
+    handoff,
     inbox,
     kt_profile,
     maintenance,
@@ -364,6 +366,22 @@ class Client:
         """
         return await devices.approve_link(self._core, link, key_package_timeout=key_package_timeout)
 
+    async def send_history(
+        self,
+        device_id: str,
+        history: str | handoff.HistoryChoice,
+        *,
+        key_package_timeout: float = 30.0,
+    ) -> handoff.HistorySent:
+        """Hand the conversation history over to another (newly approved) device of this
+        account, encrypted to it alone: ``history`` is ``none``, ``days:N`` or ``all``. The
+        device stores it marked as transferred (`MessageInfo.transferred`), exactly once."""
+        choice = history if isinstance(history, handoff.HistoryChoice) else None
+        choice = choice or handoff.HistoryChoice.parse(str(history))
+        return await handoff.send_history(
+            self._core, device_id, choice, key_package_timeout=key_package_timeout
+        )
+
     async def revoke_device(self, device_id: str) -> None:
         """Revoke another device of this account and remove it from every conversation."""
         await devices.revoke_device(self._core, device_id)
@@ -554,6 +572,55 @@ class Client:
         """Store a small string in the profile (one transaction)."""
         name = _APP_SETTING_PREFIX + key
         await self._core.tx(lambda tx: tx.set_setting(name, value))
+
+    # --- backups (doorless.client.backup) -------------------------------------------------
+
+    async def create_backup(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        passphrase: str | None = None,
+        attachments: bool = False,
+        profile_files: Sequence[str] = (),
+        progress: ProgressCallback | None = None,
+    ) -> backup.BackupSummary:
+        """Write an encrypted backup of this profile to ``path``: under a new recovery key
+        (returned once in the summary), or under ``passphrase`` (Argon2id; `WeakPassphrase`
+        if it is easy to guess). ``attachments``: include the files of messages;
+        ``profile_files``: names of files of the profile folder to include."""
+        key = await asyncio.to_thread(backup.new_backup_key, passphrase, self._core.options.argon2)
+        return await backup.create_backup(
+            self._core,
+            path,
+            key,
+            attachments=attachments,
+            profile_files=profile_files,
+            progress=progress,
+        )
+
+    @staticmethod
+    async def restore_backup(
+        profile_dir: str | os.PathLike[str],
+        backup_file: str | os.PathLike[str],
+        key: str,
+        passphrase: PassphraseArg,
+        *,
+        force: bool = False,
+        options: ClientOptions | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> backup.RestoreReport:
+        """Restore a backup (``key``: its recovery key or passphrase) into ``profile_dir``
+        (its store under ``passphrase``) and rejoin its conversations; refuses a folder that
+        holds a profile unless ``force``, and a bad backup before writing anything."""
+        return await backup.restore_backup(
+            profile_dir,
+            backup_file,
+            key,
+            passphrase,
+            force=force,
+            options=options,
+            progress=progress,
+        )
 
     # --- internals reached by tests and tools (owned by the session) ------------------------
 

@@ -218,6 +218,7 @@ def message_info(m: Message) -> MessageInfo:
         sent_at=m.sent_at,
         received_at=m.received_at,
         state=m.state,
+        transferred=m.transferred,
     )
 
 

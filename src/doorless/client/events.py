@@ -126,6 +126,7 @@ class MessageInfo:
     sent_at: int  # the sender's clock
     received_at: int | None  # this device's clock; None for outgoing
     state: MessageState
+    transferred: bool = False  # history handed over by another device of this account
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from doorless.client import (
     alarms,
     contact_safety,
     devices,
+    handoff,
     maintenance,
     membership,
     outbox,
@@ -71,7 +72,7 @@ from doorless.mls.key_package import KeyPackage
 from doorless.mls.welcome import Welcome
 from doorless.wire.call_signal import CallSignal
 from doorless.wire.messages import QueuedMessage
-from doorless.wire.payload import Payload, file_of, text_of
+from doorless.wire.payload import Payload, PayloadKind, file_of, text_of
 
 log = logging.getLogger("doorless.client")
 
@@ -141,9 +142,24 @@ async def download(
     info = file.file if isinstance(file, MessageInfo) else file
     if info is None:
         raise ConfigurationError("this message has no file")
-    ciphertext = await s.transport.download_attachment(info.attachment_id, progress=progress)
+    ciphertext = await download_blob(s, info, progress=progress)
     descriptor: AttachmentDescriptor = info.descriptor
     return await asyncio.to_thread(open_attachment, descriptor, ciphertext)
+
+
+# A restored backup keeps the encrypted blobs of its files here, by the ciphertext's SHA-256
+# (`doorless.client.backup`); `open_attachment` checks the hash whichever way a blob came.
+ATTACHMENTS_FOLDER = "attachments"
+
+
+async def download_blob(
+    s: Session, info: FileInfo, *, progress: ProgressCallback | None = None
+) -> bytes:
+    """A file's encrypted blob: the profile's own copy if it has one, else the server's."""
+    local = s.store.profile / ATTACHMENTS_FOLDER / info.descriptor.ciphertext_sha256.hex()
+    if await asyncio.to_thread(local.is_file):
+        return await asyncio.to_thread(local.read_bytes)
+    return await s.transport.download_attachment(info.attachment_id, progress=progress)
 
 
 async def download_to(
@@ -280,6 +296,7 @@ async def on_application(
     payload: Payload | None = None
     hidden: str | None = None  # the franking check that failed (counted)
     signal: CallSignal | None = None
+    history: handoff.ReceivedHistory | None = None  # another device's history handoff
     server_key = await s.franking_key()
     try:
         sender = device_ref_of(result.credential)
@@ -293,11 +310,11 @@ async def on_application(
         )
         payload = opened.payload
         signal = signal_of(payload)  # a call signal is handled by the calls, not stored
-        kind = _content_kind(payload) if signal is None else None
-        message = (
-            None
-            if kind is None
-            else Message(
+        if payload.kind == PayloadKind.history:
+            history = await handoff.open_offer(s, sender, payload)  # NETWORK: stays queued
+        elif signal is None:
+            kind = _content_kind(payload)
+            message = Message(
                 group_id=gid,
                 sender_user=sender.user,
                 sender_device=sender.device_id,
@@ -311,7 +328,6 @@ async def on_application(
                 server_id=payload.message_id.hex(),
                 franking=opened.franking,
             )
-        )
     except FrankRejected as e:
         # Not shown, counted (I7: no message is displayed that could not be reported).
         hidden = type(e.error).__name__
@@ -336,6 +352,10 @@ async def on_application(
                 return None  # blocked: dropped, whatever it is
         if hidden is not None:
             count_hidden(tx, hidden)
+        if history is not None:
+            imported = handoff.store_history(tx, history)
+            log.info("history handed over by another device: %d messages", imported)
+            return None
         if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
             return None  # unusable, or a duplicate of a message already shown
         if message.sender_user == me:

@@ -71,6 +71,7 @@ class PayloadKind(IntEnum):
     text = 1
     file = 2
     call_signal = 4  # body: a CallSignal (doorless.wire.call_signal), never a stored message
+    history = 5  # a history handoff to a newly linked device (doorless.client.handoff)
 
 
 def payload_kind_of(value: int) -> PayloadKind | int:

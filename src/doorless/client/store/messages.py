@@ -22,8 +22,8 @@ class MessageRows(TxBase):
             raise ConfigurationError("a new message has no local_id yet")
         cursor = self._x(
             "INSERT INTO messages (server_id, group_id, sender_user, sender_device, outgoing, "
-            "content_type, body, sent_at, received_at, expires_at, state, franking) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "content_type, body, sent_at, received_at, expires_at, state, franking, transferred) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message.server_id,
                 message.group_id,
@@ -37,6 +37,7 @@ class MessageRows(TxBase):
                 message.expires_at,
                 message.state.value,
                 message.franking,
+                int(message.transferred),
             ),
         )
         local_id: int = cursor.lastrowid

@@ -104,6 +104,7 @@ class Message:
     server_id: str | None = None
     franking: bytes | None = field(default=None, repr=False)  # opening material for reports
     local_id: int | None = None
+    transferred: bool = False  # handed over by another device of the account
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -183,12 +183,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # The messages stored before this version.
         "INSERT INTO message_search (message_search) VALUES ('rebuild')",
     ),
+    (
+        # History handed over by another device of the account when this one was linked
+        # (doorless.client.handoff): shown as transferred.
+        "ALTER TABLE messages ADD COLUMN transferred INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 MESSAGE_COLUMNS = (
     "local_id, server_id, group_id, sender_user, sender_device, outgoing, content_type, body, "
-    "sent_at, received_at, expires_at, state, franking"
+    "sent_at, received_at, expires_at, state, franking, transferred"
 )
 OUTBOX_COLUMNS = (
     "outbox_id, group_id, kind, payload, message_local_id, created_at, next_attempt_at, "
@@ -218,6 +223,7 @@ def message_row(row: Sequence[Any]) -> Message:
         expires_at=row[10],
         state=enum_of(MessageState, row[11]),
         franking=row[12],
+        transferred=bool(row[13]),
     )
 
 

@@ -9,10 +9,18 @@ from doorless.client.store.messages import MessageRows
 from doorless.client.store.outbox import OutboxRows
 from doorless.client.store.search import SearchRows
 from doorless.client.store.settings import SettingRows
+from doorless.client.store.snapshot import SnapshotRows
 
 
 class Transaction(
-    AccountRows, GroupRows, MessageRows, OutboxRows, KeyMaterialRows, SettingRows, SearchRows
+    AccountRows,
+    GroupRows,
+    MessageRows,
+    OutboxRows,
+    KeyMaterialRows,
+    SettingRows,
+    SearchRows,
+    SnapshotRows,
 ):
     """Typed access to the store inside one ``BEGIN IMMEDIATE`` transaction.
 
