@@ -162,3 +162,24 @@ async def test_quic_unreachable_falls_back_to_websocket_with_the_reason(
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_many_frames_too_large_for_a_datagram_all_arrive_over_quic(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    """Each goes on its own unidirectional stream: more than QUIC's initial stream limit."""
+    clients = [await account(server.url, tmp_path / "p", n) for n in ("alice", "bob")]
+    try:
+        gid = await group_with(*clients)
+        call = CallId.random()
+        a, b = [await transport_of(c).join_call(gid, call, transport="quic") for c in clients]
+        frames = [frame(1, ctr, os.urandom(3000)) for ctr in range(300)]
+        for f in frames:
+            await a.send(StreamKind.video, f)
+        got = [(await next_frame(b, 10)).frame for _ in frames]
+        assert sorted(got) == sorted(frames)
+        for c in (a, b):
+            await c.close()
+    finally:
+        for c in clients:
+            await c.close()
