@@ -118,3 +118,22 @@ async def test_a_device_that_left_the_group_is_dropped_from_its_calls() -> None:
     assert b.dropped is not None and b.dropped.code == "not_group_member"
     assert a.dropped is None
     assert [p.device_id for p in relay.participants(GROUP, CALL.value)] == ["dev-a"]
+
+
+async def test_recheck_drops_an_expired_or_revoked_token() -> None:
+    valid = {"dev-a", "dev-b"}
+
+    async def tokens(token: str) -> str:
+        if token not in valid:
+            raise RelayRefusal(ErrorCode.DEVICE_REVOKED, "this device was revoked")
+        return token
+
+    relay = Relay(Members("dev-a", "dev-b"), tokens)  # type: ignore[arg-type]
+    a, b = await joined(relay, "dev-a", "dev-b")
+    await relay.recheck()
+    assert a.dropped is None and b.dropped is None
+    valid.discard("dev-b")
+    await relay.recheck()
+    assert b.dropped is not None and b.dropped.code == "device_revoked"
+    assert a.dropped is None
+    assert [p.device_id for p in relay.participants(GROUP, CALL.value)] == ["dev-a"]
