@@ -50,5 +50,14 @@ async def test_relay_port_option_and_config_key(tmp_path: Path) -> None:
         # A restart keeps the certificate: clients' pins stay valid.
         server.restart()
         assert fingerprint(cert) == info.fingerprint
+        server.stop()
+        server.args = (*server.args, "--relay-public-host", "relay.example")
+        server.start()
+        alice = await account(server.url, tmp_path / "p2", "alice2")
+        try:
+            announced = await transport_of(alice).relay_info()
+            assert (announced.host, announced.port) == ("relay.example", udp)
+        finally:
+            await alice.close()
     finally:
         server.stop()
