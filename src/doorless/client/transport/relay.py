@@ -69,6 +69,7 @@ from doorless.wire.calls import (
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
 _MAX_PENDING_DATAGRAMS = 512
+_MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
 _REFUSED = bytes((RelayMessageType.refused,))
 
 
@@ -208,6 +209,8 @@ class _QuicClient(QuicConnectionProtocol):
                 return False
             quic.send_datagram_frame(data)
         else:
+            if len(quic._streams) >= _MAX_OPEN_STREAMS:  # a peer that does not read: bounded
+                return False
             stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
             quic.send_stream_data(stream_id, data, end_stream=True)
         self._transmit_soon()
@@ -282,7 +285,9 @@ class _WebSocketLink:
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> Any:
+    async def open(
+        cls, url: str, ssl_context: ssl.SSLContext | None, timeout: float
+    ) -> _WebSocketLink:
         socket = await ws_connect(
             url,
             ssl=ssl_context if url.startswith("wss") else None,
