@@ -68,7 +68,7 @@ def _bundle(
 
 async def _ghost_with_key_package(
     net: Net, username: str, like: object, *, root: bool = False, suite: int = 1
-):  # type: ignore[no-untyped-def]
+) -> tuple[DeviceIdentity, Transport, KeyPackageBundle]:
     ghost = await add_ghost_device(net.server, username, root=root, now=int(net.clock()))
     t = net.transport("ghost-" + username, ghost)
     await t.authenticate()
@@ -172,6 +172,7 @@ async def test_3_swapped_key_is_refused_both_ways(tmp_path: Path) -> None:
         kp = decode(MLSMessage, claimed.key_packages[0].key_package).body
         assert isinstance(kp, KeyPackage)
         out = group_.commit([Add(kp)], now=int(net.clock()))
+        assert out.welcome is not None
         await fake_t.send(out.welcome, [alice.device_id])
         take_events(alice)
         await alice.sync()
