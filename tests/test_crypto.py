@@ -32,6 +32,7 @@ from doorless.secret import (
 SUITE_IDS = [int(s) for s in SUPPORTED_SUITES]
 suites = pytest.mark.parametrize("suite_id", SUITE_IDS, ids=[f"suite{i}" for i in SUITE_IDS])
 
+MLDSA_SCHEMES = (SignatureScheme.MLDSA44, SignatureScheme.MLDSA65, SignatureScheme.MLDSA87)
 MESSAGE = b"Doorless test message"
 INFO = b"test info"
 
@@ -58,7 +59,9 @@ def hpke_keys(suite_id: int) -> tuple[KeyPair, KeyPair]:
 
 
 def test_every_rfc9420_suite_is_supported() -> None:
-    assert SUITE_IDS == [1, 2, 3, 4, 5, 6, 7]
+    assert SUITE_IDS[:7] == [1, 2, 3, 4, 5, 6, 7]
+    # ts-mls 1.6.4 PQ ids, then the PQ draft's TBD1, TBD6, TBD9 at 0xF000 + n.
+    assert SUITE_IDS[7:] == [83, 84, 87, 88, 0xF001, 0xF006, 0xF009]
 
 
 @pytest.mark.parametrize("suite_id", [0, 8, 0xFFFF, 0x0A0A])
@@ -124,10 +127,9 @@ def test_malformed_signature_private_key_is_configuration_error(suite_id: int) -
     cs = cipher_suite(suite_id)
     kp, _ = signature_keys(suite_id)
     for bad in (b"", kp.private_key + b"\x00\x00", b"\x00" * len(kp.private_key)):
-        if cs.signature_scheme in (SignatureScheme.ED25519, SignatureScheme.ED448) and len(
-            bad
-        ) == len(kp.private_key):
-            continue  # every 32/57-byte string is an EdDSA seed
+        seeded = (SignatureScheme.ED25519, SignatureScheme.ED448, *MLDSA_SCHEMES)
+        if cs.signature_scheme in seeded and len(bad) == len(kp.private_key):
+            continue  # every 32/57-byte string is an EdDSA (or ML-DSA) seed
         with pytest.raises(ConfigurationError):
             cs.sign(bad, MESSAGE)
 

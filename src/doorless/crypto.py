@@ -2,7 +2,14 @@
 
 Every primitive comes from `cryptography` (pyca). HPKE (RFC 9180) comes from pyca's
 ``hpke.Suite`` where it covers the KEM (base-mode seal/open); `pyhpke` supplies what pyca lacks:
-DHKEM(X448), DeriveKeyPair and the exporter (used by external joins, RFC 9420 §12.1.8).
+DHKEM(X448), DeriveKeyPair and the exporter (used by external joins, RFC 9420 §12.1.8). The
+post-quantum KEMs (ML-KEM-768, X-Wing) are pyhpke KEMs over pyca's ML-KEM (`doorless.pq_kem`);
+ML-DSA signatures are pyca's.
+
+Post-quantum suites (draft-ietf-mls-pq-ciphersuites-06, whose code points are still TBD) use
+private-use code points (RFC 9420 §17.1: 0xF000-0xFFFF): 0xF000 + n for the draft's TBDn. The
+ts-mls 1.6.4 PQ suites that map onto the same primitives keep ts-mls's own ids (83, 84, 87, 88)
+so that groups can be shared with it; the client never picks them (see docs/architecture.md).
 
 This module is the boundary where errors from those libraries become `doorless.errors`.
 """
@@ -22,12 +29,15 @@ from cryptography.exceptions import InvalidSignature as _PycaInvalidSignature
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hpke as pyca_hpke
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, mldsa, x448, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pyhpke.aead import AEAD as PyhpkeAEAD
+from pyhpke.kdf import KDF as PyhpkeKDF
 
 from doorless.errors import ConfigurationError, DecodeError, DecryptError, InvalidSignature
+from doorless.pq_kem import PqKem, SeedDerivation, pq_kem
 
 MLS_LABEL_PREFIX = b"MLS 1.0 "
 
@@ -42,6 +52,15 @@ class CipherSuiteId(IntEnum):
     MLS_256_DHKEMP521_AES256GCM_SHA512_P521 = 5
     MLS_256_DHKEMX448_CHACHA20POLY1305_SHA512_Ed448 = 6
     MLS_256_DHKEMP384_AES256GCM_SHA384_P384 = 7
+    # ts-mls 1.6.4's own ids (X-Wing with its unlabeled DeriveKeyPair); interop only.
+    MLS_256_XWING_AES256GCM_SHA512_Ed25519 = 83
+    MLS_256_XWING_CHACHA20POLY1305_SHA512_Ed25519 = 84
+    MLS_256_XWING_AES256GCM_SHA512_MLDSA87 = 87
+    MLS_256_XWING_CHACHA20POLY1305_SHA512_MLDSA87 = 88
+    # draft-ietf-mls-pq-ciphersuites-06 §3 TBD1, TBD6, TBD9 at private-use 0xF000 + n.
+    MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519 = 0xF001
+    MLS_128_MLKEM768_AES256GCM_SHA384_Ed25519 = 0xF006
+    MLS_128_MLKEM768X25519_CHACHA20POLY1305_SHA384_MLDSA44 = 0xF009
 
 
 class KemId(IntEnum):
@@ -52,6 +71,8 @@ class KemId(IntEnum):
     DHKEM_P521_HKDF_SHA512 = 0x0012
     DHKEM_X25519_HKDF_SHA256 = 0x0020
     DHKEM_X448_HKDF_SHA512 = 0x0021
+    ML_KEM_768 = 0x0041  # draft-ietf-hpke-pq (`doorless.pq_kem.PqKemId`)
+    MLKEM768_X25519 = 0x647A  # X-Wing
 
 
 class KdfId(IntEnum):
@@ -74,6 +95,9 @@ class SignatureScheme(IntEnum):
     ECDSA_SECP521R1_SHA512 = 0x0603
     ED25519 = 0x0807
     ED448 = 0x0808
+    MLDSA44 = 0x0904  # draft-ietf-tls-mldsa
+    MLDSA65 = 0x0905
+    MLDSA87 = 0x0906
 
 
 _HASHES: dict[KdfId, tuple[str, type[hashes.HashAlgorithm], int]] = {
@@ -132,7 +156,33 @@ _SUITES: dict[CipherSuiteId, tuple[KemId, KdfId, AeadId, SignatureScheme]] = {
     CipherSuiteId(5): (KemId(0x12), KdfId(3), AeadId(2), SignatureScheme.ECDSA_SECP521R1_SHA512),
     CipherSuiteId(6): (KemId(0x21), KdfId(3), AeadId(3), SignatureScheme.ED448),
     CipherSuiteId(7): (KemId(0x11), KdfId(2), AeadId(2), SignatureScheme.ECDSA_SECP384R1_SHA384),
+    CipherSuiteId(83): (KemId(0x647A), KdfId(3), AeadId(2), SignatureScheme.ED25519),
+    CipherSuiteId(84): (KemId(0x647A), KdfId(3), AeadId(3), SignatureScheme.ED25519),
+    CipherSuiteId(87): (KemId(0x647A), KdfId(3), AeadId(2), SignatureScheme.MLDSA87),
+    CipherSuiteId(88): (KemId(0x647A), KdfId(3), AeadId(3), SignatureScheme.MLDSA87),
+    CipherSuiteId(0xF001): (KemId(0x647A), KdfId(1), AeadId(1), SignatureScheme.ED25519),
+    CipherSuiteId(0xF006): (KemId(0x0041), KdfId(2), AeadId(2), SignatureScheme.ED25519),
+    CipherSuiteId(0xF009): (KemId(0x647A), KdfId(2), AeadId(3), SignatureScheme.MLDSA44),
 }
+
+# ts-mls derives X-Wing keys with hpke-js's unlabeled SHAKE256 (see `SeedDerivation`).
+_UNLABELED_SEED_SUITES = frozenset(CipherSuiteId(i) for i in (83, 84, 87, 88))
+
+_MLDSA: dict[
+    SignatureScheme,
+    tuple[
+        type[mldsa.MLDSA44PrivateKey | mldsa.MLDSA65PrivateKey | mldsa.MLDSA87PrivateKey],
+        type[mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey],
+    ],
+] = {
+    SignatureScheme.MLDSA44: (mldsa.MLDSA44PrivateKey, mldsa.MLDSA44PublicKey),
+    SignatureScheme.MLDSA65: (mldsa.MLDSA65PrivateKey, mldsa.MLDSA65PublicKey),
+    SignatureScheme.MLDSA87: (mldsa.MLDSA87PrivateKey, mldsa.MLDSA87PublicKey),
+}
+
+# The suites new conversations choose between (client default, docs/architecture.md).
+HYBRID_SUITE = CipherSuiteId.MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519
+CLASSIC_SUITE = CipherSuiteId.MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519
 
 
 def _opaque(data: bytes) -> bytes:
@@ -251,6 +301,9 @@ class CipherSuite:
         if scheme == SignatureScheme.ED448:
             sk448 = ed448.Ed448PrivateKey.generate()
             return KeyPair(sk448.private_bytes_raw(), sk448.public_key().public_bytes_raw())
+        if scheme in _MLDSA:  # the private key is the 32-byte seed (FIPS 204 §6.1)
+            skdsa = _MLDSA[scheme][0].generate()
+            return KeyPair(skdsa.private_bytes_raw(), skdsa.public_key().public_bytes_raw())
         curve, _, size = _EC_CURVES[scheme]
         skec = ec.generate_private_key(curve)
         return KeyPair(
@@ -268,7 +321,8 @@ class CipherSuite:
         curve = _EC_CURVES.get(self.signature_scheme)
         if curve is not None:
             return cast("ec.EllipticCurvePrivateKey", key).sign(message, ec.ECDSA(curve[1]()))
-        return cast("ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey", key).sign(message)
+        # ML-DSA: pure mode with an empty context (draft-ietf-tls-mldsa §3).
+        return cast("_EdOrDsaPrivate", key).sign(message)
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> None:
         """Raise `InvalidSignature` unless ``signature`` is valid (malformed keys included)."""
@@ -280,9 +334,7 @@ class CipherSuite:
                     signature, message, ec.ECDSA(curve[1]())
                 )
             else:
-                cast("ed25519.Ed25519PublicKey | ed448.Ed448PublicKey", key).verify(
-                    signature, message
-                )
+                cast("_EdOrDsaPublic", key).verify(signature, message)
         except _PycaInvalidSignature:
             raise InvalidSignature("signature does not verify") from None
 
@@ -297,7 +349,32 @@ class CipherSuite:
     # --- HPKE (RFC 9180 base mode) ---------------------------------------------------------
 
     def _pyhpke(self) -> pyhpke.CipherSuite:
-        return _pyhpke_suite(self.kem_id, self.kdf_id, self.aead_id)
+        return _pyhpke_suite(self.kem_id, self.kdf_id, self.aead_id, self._derivation)
+
+    @property
+    def _derivation(self) -> SeedDerivation:
+        if self.id in _UNLABELED_SEED_SUITES:
+            return SeedDerivation.SHAKE256_UNLABELED
+        return SeedDerivation.LABELED
+
+    @property
+    def _pq_kem(self) -> PqKem | None:
+        """The post-quantum KEM of this suite, or None for a DHKEM."""
+        if self.kem_id in _PQ_KEMS:
+            return pq_kem(self.kem_id, self._derivation)
+        return None
+
+    @property
+    def is_post_quantum(self) -> bool:
+        """Whether the suite's KEM resists a quantum adversary (harvest now, decrypt later)."""
+        return self.kem_id in _PQ_KEMS
+
+    def _check_hpke_public(self, public_key: bytes) -> None:
+        pq = self._pq_kem
+        if pq is not None:
+            pq.validate_public_key(public_key)
+        else:
+            _hpke_public(self.kem_id, public_key)
 
     def derive_key_pair(self, ikm: bytes) -> KeyPair:
         """RFC 9180 §7.1.3 DeriveKeyPair (TreeKEM node keys, RFC 9420 §7.4)."""
@@ -315,6 +392,10 @@ class CipherSuite:
 
     def hpke_public_key(self, private_key: bytes) -> bytes:
         """The HPKE public key that belongs to ``private_key``."""
+        pq = self._pq_kem
+        if pq is not None:
+            pq.deserialize_private_key(private_key)  # the length check
+            return pq.public_from_seed(private_key)
         sk = _hpke_private(self.kem_id, private_key)
         pk = sk.public_key()
         if isinstance(pk, ec.EllipticCurvePublicKey):
@@ -322,8 +403,8 @@ class CipherSuite:
         return pk.public_bytes_raw()
 
     def validate_hpke_public_key(self, public_key: bytes) -> None:
-        """Raise `DecodeError` unless ``public_key`` is a valid point for this KEM."""
-        _hpke_public(self.kem_id, public_key)
+        """Raise `DecodeError` unless ``public_key`` is a valid public key for this KEM."""
+        self._check_hpke_public(public_key)
 
     def seal_base(self, public_key: bytes, info: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
         """SealBase(pkR, info, aad="", pt) -> (enc, ct)."""
@@ -338,7 +419,7 @@ class CipherSuite:
             out = suite.encrypt(plaintext, pk, info=info)
             n = pyca_kem.enc_length()
             return out[:n], out[n:]
-        _hpke_public(self.kem_id, public_key)
+        self._check_hpke_public(public_key)
         try:
             pkr = self._pyhpke().kem.deserialize_public_key(public_key)
             enc, ctx = self._pyhpke().create_sender_context(pkr, info=info)
@@ -382,7 +463,7 @@ class CipherSuite:
         self, public_key: bytes, info: bytes, exporter_context: bytes, length: int
     ) -> tuple[bytes, bytes]:
         """SetupBaseS(pkR, info) then Export(exporter_context, L) -> (enc, secret)."""
-        _hpke_public(self.kem_id, public_key)
+        self._check_hpke_public(public_key)
         try:
             pkr = self._pyhpke().kem.deserialize_public_key(public_key)
             enc, ctx = self._pyhpke().create_sender_context(pkr, info=info)
@@ -404,12 +485,20 @@ class CipherSuite:
 
 # --- key object construction (cached: parsing a point costs more than using it) ----------
 
+_MLDSAPrivate = mldsa.MLDSA44PrivateKey | mldsa.MLDSA65PrivateKey | mldsa.MLDSA87PrivateKey
+_MLDSAPublic = mldsa.MLDSA44PublicKey | mldsa.MLDSA65PublicKey | mldsa.MLDSA87PublicKey
+_EdOrDsaPrivate = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | _MLDSAPrivate
+_EdOrDsaPublic = ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | _MLDSAPublic
+_SigningKey = _EdOrDsaPrivate | ec.EllipticCurvePrivateKey
+
 
 @lru_cache(maxsize=4096)
 def _verifying_key(
     scheme: SignatureScheme, public_key: bytes
-) -> ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | ec.EllipticCurvePublicKey:
+) -> _EdOrDsaPublic | ec.EllipticCurvePublicKey:
     try:
+        if scheme in _MLDSA:
+            return _MLDSA[scheme][1].from_public_bytes(public_key)
         if scheme == SignatureScheme.ED25519:
             return ed25519.Ed25519PublicKey.from_public_bytes(public_key)
         if scheme == SignatureScheme.ED448:
@@ -427,16 +516,15 @@ def _verifying_key(
 # deleting them), and parsing one costs as much as a signature (Ed25519 derives the public
 # key), so the few a client signs with are kept parsed.
 @lru_cache(maxsize=8)
-def _cached_signing_key(
-    scheme: SignatureScheme, private_key: bytes
-) -> tuple[ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey, bytes]:
+def _cached_signing_key(scheme: SignatureScheme, private_key: bytes) -> tuple[_SigningKey, bytes]:
     return _signing_key(scheme, private_key)
 
 
-def _signing_key(
-    scheme: SignatureScheme, private_key: bytes
-) -> tuple[ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey | ec.EllipticCurvePrivateKey, bytes]:
+def _signing_key(scheme: SignatureScheme, private_key: bytes) -> tuple[_SigningKey, bytes]:
     try:
+        if scheme in _MLDSA:
+            kdsa = _MLDSA[scheme][0].from_seed_bytes(private_key)
+            return kdsa, kdsa.public_key().public_bytes_raw()
         if scheme == SignatureScheme.ED25519:
             k25519 = ed25519.Ed25519PrivateKey.from_private_bytes(private_key)
             return k25519, k25519.public_key().public_bytes_raw()
@@ -489,8 +577,20 @@ def _pyca_suite(kem: KemId, kdf: KdfId, aead: AeadId) -> pyca_hpke.Suite:
     return pyca_hpke.Suite(_PYCA_KEMS[kem], _PYCA_KDFS[kdf], _PYCA_AEADS[aead])
 
 
+_PQ_KEMS = frozenset({KemId.ML_KEM_768, KemId.MLKEM768_X25519})
+
+
 @cache
-def _pyhpke_suite(kem: KemId, kdf: KdfId, aead: AeadId) -> pyhpke.CipherSuite:
+def _pyhpke_suite(
+    kem: KemId, kdf: KdfId, aead: AeadId, derivation: SeedDerivation
+) -> pyhpke.CipherSuite:
+    if kem in _PQ_KEMS:
+        kdf_id, aead_id = pyhpke.KDFId(kdf), pyhpke.AEADId(aead)
+        # pyhpke's key schedule rebuilds the HPKE suite_id from the three ids, so the KDF's
+        # own suite_id is unused (RFC 9180 §5.1).
+        return pyhpke.CipherSuite(
+            pq_kem(kem, derivation), PyhpkeKDF(kdf_id, b""), PyhpkeAEAD(aead_id)
+        )
     return pyhpke.CipherSuite.new(pyhpke.KEMId(kem), pyhpke.KDFId(kdf), pyhpke.AEADId(aead))
 
 

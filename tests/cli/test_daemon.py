@@ -123,6 +123,11 @@ async def test_socket_requests_and_notifications(
             created = await peer.call("createGroup", name="ops", members=[f"@{alice_name}"])
             group = created["result"]
             assert group["members"] == sorted([bot_name, alice_name])
+            # Post-quantum by default, and the daemon says which suite.
+            assert group["cipher_suite"] == "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519"
+            assert group["post_quantum"] is True
+            listed = (await peer.call("listConversations"))["result"]["conversations"]
+            assert [c["cipher_suite"] for c in listed] == [group["cipher_suite"]]
             sent = await peer.call("send", group="ops", text="hello from the bot")
             assert sent["result"]["state"] == "sent"
 

@@ -69,7 +69,7 @@ class Network:
     def profile(self, name: str) -> Path:
         return self.root / "profiles" / name
 
-    async def user(self, username: str, profile: str | None = None) -> Client:
+    async def user(self, username: str, profile: str | None = None, **options: Any) -> Client:
         name = profile or username
         client = await Client.create_account(
             self.profile(name),
@@ -77,7 +77,7 @@ class Network:
             server_url=BASE_URL,
             username=username,
             device_name=name,
-            options=self.options(),
+            options=self.options(**options),
         )
         self.profiles[client.device_id] = self.profile(name)
         self.clients.append(client)

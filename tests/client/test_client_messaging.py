@@ -429,8 +429,11 @@ async def test_ghost_device_is_refused(tmp_path: Path) -> None:
         take_events(alice)
         # A fresh key (so the leaf binds to its device id) that alice never approved.
         ghost = DeviceIdentity.generate()
+        gid = bytes.fromhex(group.id)
+        group_conv = await mallory._load(gid)
+        assert group_conv is not None
         forged = generate_key_package(
-            mallory._suite,
+            group_conv.mls.suite,  # the conversation's suite (post-quantum by default)
             make_credential("alice", ghost.device_id),
             ghost.private_key,
             now=int(now_ms() / 1000),
@@ -539,7 +542,9 @@ async def test_key_packages_rotate_expire_and_are_pruned(tmp_path: Path) -> None
             PASSPHRASE,
             server_url=BASE_URL,
             username="bob",
-            options=net.options(clock=clock),
+            # One suite, so that the counts below are one suite's (tests/client/test_suites.py
+            # has both suites).
+            options=net.options(clock=clock, post_quantum=False),
         )
         net.clients.append(bob)
         local = await bob._tx(lambda tx: tx.list_key_packages())

@@ -113,13 +113,13 @@ class Devices:
         self.events.setdefault(name, [])
         return client
 
-    async def account(self, name: str, username: str | None = None) -> Client:
+    async def account(self, name: str, username: str | None = None, **overrides: Any) -> Client:
         client = await Client.create_account(
             self.profile(name),
             PASSPHRASE,
             server_url=self.server_url,
             username=username or name,
-            options=options(),
+            options=options(**overrides),
         )
         return self._add(name, client)
 

@@ -52,11 +52,13 @@ from .test_kt_adversarial import drop_latest_version
 pytestmark = pytest.mark.asyncio
 
 
-def _bundle(username: str, device: DeviceIdentity, like: object, now: int) -> KeyPackageBundle:
+def _bundle(
+    username: str, device: DeviceIdentity, like: object, now: int, suite: int = 1
+) -> KeyPackageBundle:
     """A KeyPackage of ``device`` claiming to be ``username``'s, with a Doorless client's
-    capabilities (``like``: a client whose capabilities to copy)."""
+    capabilities (``like``: a client whose capabilities to copy), in ``suite``."""
     return generate_key_package(
-        cipher_suite(1),
+        cipher_suite(suite),
         BasicCredential(credential_identity(username, device.device_id)),
         device.private_key,
         now=now,
@@ -64,11 +66,13 @@ def _bundle(username: str, device: DeviceIdentity, like: object, now: int) -> Ke
     )
 
 
-async def _ghost_with_key_package(net: Net, username: str, like: object, *, root: bool = False):  # type: ignore[no-untyped-def]
+async def _ghost_with_key_package(
+    net: Net, username: str, like: object, *, root: bool = False, suite: int = 1
+) -> tuple[DeviceIdentity, Transport, KeyPackageBundle]:
     ghost = await add_ghost_device(net.server, username, root=root, now=int(net.clock()))
     t = net.transport("ghost-" + username, ghost)
     await t.authenticate()
-    bundle = _bundle(username, ghost, like, int(net.clock()))
+    bundle = _bundle(username, ghost, like, int(net.clock()), suite)
     await t.upload_key_packages([encode(MLSMessage(bundle.key_package))])
     return ghost, t, bundle
 
@@ -109,10 +113,13 @@ async def test_2_commit_adding_a_ghost_is_refused(tmp_path: Path) -> None:
         chat = await alice.create_group("team", ["bob", "mallory"])
         await bob.sync()
         await mallory.sync()
-        # Mallory's client is malicious: it adds a device whose key is not in KT.
-        ghost, ghost_t, bundle = await _ghost_with_key_package(net, "mallory", mallory)
+        # Mallory's client is malicious: it adds a device whose key is not in KT (with a
+        # KeyPackage in the conversation's suite, post-quantum by default).
         conv = await mallory._load(bytes.fromhex(chat.id))
         assert conv is not None
+        ghost, ghost_t, bundle = await _ghost_with_key_package(
+            net, "mallory", mallory, suite=int(conv.mls.suite.id)
+        )
         out = conv.mls.commit([Add(bundle.key_package)], now=int(net.clock()))
         await mallory._transport.send(
             out.commit,
@@ -165,6 +172,7 @@ async def test_3_swapped_key_is_refused_both_ways(tmp_path: Path) -> None:
         kp = decode(MLSMessage, claimed.key_packages[0].key_package).body
         assert isinstance(kp, KeyPackage)
         out = group_.commit([Add(kp)], now=int(net.clock()))
+        assert out.welcome is not None
         await fake_t.send(out.welcome, [alice.device_id])
         take_events(alice)
         await alice.sync()

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from doorless.client.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from doorless.codec import encode
+from doorless.crypto import HYBRID_SUITE, cipher_suite
+from doorless.mls.credential import BasicCredential
+from doorless.mls.framing import MLSMessage
+from doorless.mls.key_packages import generate_key_package
+from doorless.secret import PrivateKeyBytes
 from doorless.server.fanout.base import Topic
 from doorless.wire import protocol
 
@@ -144,3 +151,60 @@ async def test_upload_response_matches_schema(server: Harness) -> None:
         "last_resort": False,
         "low_watermark": server.config.key_package_low_watermark,
     }
+
+
+@cache
+def hybrid_key_package(i: int) -> bytes:
+    """A well-formed MLSMessage(mls_key_package) of the post-quantum hybrid suite."""
+    suite = cipher_suite(HYBRID_SUITE)
+    bundle = generate_key_package(
+        suite,
+        BasicCredential(b"pq %d" % i),
+        PrivateKeyBytes(suite.generate_signature_key_pair().private_key),
+        now=1_700_000_000,
+    )
+    return encode(MLSMessage(bundle.key_package))
+
+
+async def test_key_packages_are_kept_and_claimed_per_suite(server: Harness) -> None:
+    alice = await server.user("alice")
+    laptop = await server.linked(alice)
+    bob = await server.user("bob")
+    assert alice.device is not None and laptop.device is not None
+    hybrid = int(HYBRID_SUITE)
+    status = await alice.upload_key_packages([hybrid_key_package(1)], hybrid_key_package(2))
+    assert (status.count, status.last_resort) == (1, True)
+    status = await alice.upload_key_packages([key_package(1), key_package(2)], key_package(3))
+    assert (status.count, status.last_resort) == (2, True)  # the classic suite's count
+    await laptop.upload_key_packages([key_package(4)])
+    assert (await alice.key_package_status(hybrid)).count == 1
+    assert (await alice.key_package_status(1)).count == 2
+    assert (await alice.key_package_status()).count == 2  # no suite named: RFC 9420 ones
+
+    # A claim without a suite (an older client) never gets a post-quantum package.
+    first = await bob.claim_key_package(alice.device.device_id)
+    assert first.key_package == key_package(1)
+    got = await bob.claim_key_package(alice.device.device_id, hybrid)
+    assert (got.key_package, got.last_resort) == (hybrid_key_package(1), False)
+    got = await bob.claim_key_package(alice.device.device_id, hybrid)  # the last resort
+    assert (got.key_package, got.last_resort) == (hybrid_key_package(2), True)
+    # Per user: the laptop has no hybrid package, so it is missing in that suite only.
+    result = await bob.claim_key_packages("alice", hybrid)
+    assert [k.key_package for k in result.key_packages] == [hybrid_key_package(2)]
+    assert result.missing == [laptop.device.device_id]
+    result = await bob.claim_key_packages("alice", 1)
+    assert sorted(k.key_package for k in result.key_packages) == sorted(
+        [key_package(2), key_package(4)]
+    )
+    with pytest.raises(NotFound):
+        await bob.claim_key_package(laptop.device.device_id, int(HYBRID_SUITE))
+
+
+async def test_an_upload_mixing_suites_changes_nothing(server: Harness) -> None:
+    alice = await server.user("alice")
+    before = server.db_dump()
+    with pytest.raises(InvalidRequest, match="one cipher suite"):
+        await alice.upload_key_packages([key_package(1), hybrid_key_package(1)])
+    with pytest.raises(InvalidRequest, match="one cipher suite"):
+        await alice.upload_key_packages([key_package(1)], last_resort=hybrid_key_package(1))
+    assert server.db_dump() == before

@@ -549,11 +549,12 @@ def download(
 def _conversation_line(c: Conversation, me: str, nicknames: dict[str, str]) -> str:
     label = request_label(c, me, nicknames=nicknames)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
-    return f"{c.id[:12]}  {label:<24}  {users(c.members)}{status}"
+    suite = f"{c.cipher_suite} (post-quantum)" if c.post_quantum else c.cipher_suite
+    return f"{c.id[:12]}  {label:<24}  {users(c.members)}  {suite}{status}"
 
 
 def conversations(ctx: typer.Context) -> None:
-    """List this profile's conversations (id prefix, name, members)."""
+    """List this profile's conversations (id prefix, name, members, MLS cipher suite)."""
     st = state(ctx)
 
     async def main(client: Client) -> None:

@@ -92,6 +92,8 @@ def conversation_json(c: Conversation) -> JSON:
         "updated_at": c.updated_at,
         "request_from": c.request_from,
         "disappearing_seconds": c.disappearing_seconds,
+        "cipher_suite": c.cipher_suite,
+        "post_quantum": c.post_quantum,
     }
 
 

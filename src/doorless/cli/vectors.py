@@ -24,7 +24,9 @@ SHORT_HELP = "Check official MLS and SFrame test-vector files against this imple
 
 HELP = (
     "Check official MLS test-vector files (mlswg/mls-implementations format) and SFrame "
-    "(RFC 9605, sframe-wg/sframe test-vectors/*.json) files against this implementation.\n\n"
+    "(RFC 9605, sframe-wg/sframe test-vectors/*.json) files, and the post-quantum KEM files "
+    "(X-Wing, HPKE-PQ, concrete hybrid KEMs, under their upstream names) against this "
+    "implementation.\n\n"
     "Each file's kind comes from its name (tree-math.json, key-schedule.json, ...) or, failing "
     "that, from the keys of its first case (an SFrame file is an object of arrays). A directory "
     "stands for the *.json files in it.\n\n"

@@ -45,7 +45,7 @@ from doorless.client.store import Account, GroupStatus, Message, ProfileStore, T
 from doorless.client.store import Group as StoredGroup
 from doorless.client.transport import DeviceInfo, Transport
 from doorless.codec import decode
-from doorless.crypto import cipher_suite
+from doorless.crypto import HYBRID_SUITE, CipherSuite, cipher_suite
 from doorless.errors import ConfigurationError, RemoteError, StateError
 from doorless.franking import SALT_LENGTH, SenderIdentity
 from doorless.mls.credential import BasicCredential, CredentialType
@@ -250,11 +250,17 @@ class Session:
         if account.cipher_suite not in ED25519_SUITES:
             raise ConfigurationError("this profile's cipher suite is not supported")
         self.suite = cipher_suite(account.cipher_suite)
+        # PQ by default (docs/architecture.md): KeyPackages for the hybrid suite too, which
+        # signs with the same Ed25519 key; new conversations use it when every device can.
+        self.pq_suite = cipher_suite(HYBRID_SUITE) if self.options.post_quantum else None
+        self.publish_suites = (
+            (self.suite,) if self.pq_suite is None else (self.suite, self.pq_suite)
+        )
         self.signature_key: PrivateKeyBytes = account.signature_private_key
         self.credential = decode(BasicCredential, account.credential)
         self.capabilities = Capabilities(
             versions=(ProtocolVersion.mls10,),
-            cipher_suites=(int(self.suite.id),),
+            cipher_suites=tuple(int(s.id) for s in self.publish_suites),
             extensions=(CONVERSATION_INFO_EXTENSION, DISAPPEARING_EXTENSION),
             proposals=(),
             credentials=(int(CredentialType.basic),),
@@ -339,6 +345,8 @@ class Session:
             updated_at=conv.updated_at,
             request_from=(self.requests or {}).get(conv.group_id),
             disappearing_seconds=disappearing_seconds(conv.mls),
+            cipher_suite=conv.mls.suite.id.name,
+            post_quantum=conv.mls.suite.is_post_quantum,
         )
 
     async def load_requests(self) -> dict[bytes, str]:
@@ -417,10 +425,11 @@ class Session:
             )
         )
 
-    def new_key_package(self) -> KeyPackageBundle:
-        """A new KeyPackage of this device, with its private keys."""
+    def new_key_package(self, suite: CipherSuite | None = None) -> KeyPackageBundle:
+        """A new KeyPackage of this device (of ``suite``, default the profile's classic one),
+        with its private keys."""
         return generate_key_package(
-            self.suite,
+            suite or self.suite,
             self.credential,
             self.signature_key,
             now=self.now_s(),

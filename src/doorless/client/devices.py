@@ -50,6 +50,7 @@ from doorless.client.transport import (
     device_approval_problems,
 )
 from doorless.codec import decode, encode
+from doorless.crypto import CipherSuite
 from doorless.errors import ConfigurationError, DoorlessError, ValidationError
 from doorless.mls.framing import MLSMessage
 from doorless.mls.group import KeyPackageBundle
@@ -211,20 +212,32 @@ async def roster_changed(s: Session, username: str) -> None:
 
 
 async def top_up_key_packages(s: Session) -> None:
-    """Keep ``key_package_target`` one-time KeyPackages and a last-resort one uploaded.
+    """Keep ``key_package_target`` one-time KeyPackages and a last-resort one uploaded, for
+    each suite this device publishes (the classic one, and the PQ hybrid one by default)."""
+    for suite in s.publish_suites:
+        await _top_up(s, suite)
+
+
+def _of_suite(local: Sequence[StoredKeyPackage], suite: CipherSuite) -> list[StoredKeyPackage]:
+    return [k for k in local if decode(KeyPackage, k.key_package).cipher_suite == suite.id]
+
+
+async def _top_up(s: Session, suite: CipherSuite) -> None:
+    """`top_up_key_packages` for one suite.
 
     The private keys are stored before the upload, so a crash can only leave keys that
     were never published (harmless), never a published package we cannot open.
     """
-    status = await s.transport.key_package_status()
+    sid = int(suite.id)
+    status = await s.transport.key_package_status(sid)
     now = s.now_ms()
-    local = await s.tx(lambda tx: tx.list_key_packages())
+    local = _of_suite(await s.tx(lambda tx: tx.list_key_packages()), suite)
     if status.count and any(
         not k.last_resort and now - k.created_at > KEY_PACKAGE_LIFETIME_MS // 2 for k in local
     ):
-        await drain_stale_key_packages(s, status.count)
-        status = await s.transport.key_package_status()
-        local = await s.tx(lambda tx: tx.list_key_packages())
+        await drain_stale_key_packages(s, status.count, suite)
+        status = await s.transport.key_package_status(sid)
+        local = _of_suite(await s.tx(lambda tx: tx.list_key_packages()), suite)
     newest_last = max((k.created_at for k in local if k.last_resort), default=None)
     # The last-resort package is replaced long before it expires (it is never consumed).
     rotate = (
@@ -236,8 +249,8 @@ async def top_up_key_packages(s: Session) -> None:
     count = target - status.count if status.count < status.low_watermark else 0
     if count <= 0 and not rotate:
         return
-    bundles = await asyncio.to_thread(lambda: [s.new_key_package() for _ in range(count)])
-    last = await asyncio.to_thread(s.new_key_package) if rotate else None
+    bundles = await asyncio.to_thread(lambda: [s.new_key_package(suite) for _ in range(count)])
+    last = await asyncio.to_thread(s.new_key_package, suite) if rotate else None
 
     def stored(bundle: KeyPackageBundle, last_resort: bool) -> StoredKeyPackage:
         return StoredKeyPackage(
@@ -262,13 +275,17 @@ async def top_up_key_packages(s: Session) -> None:
     )
 
 
-async def drain_stale_key_packages(s: Session, limit: int) -> None:
-    """Take our own old one-time KeyPackages back from the directory (it hands out the
-    oldest first and cannot tell that they will expire), so that peers get fresh ones."""
+async def drain_stale_key_packages(
+    s: Session, limit: int, suite: CipherSuite | None = None
+) -> None:
+    """Take our own old one-time KeyPackages (of ``suite``, default the classic one) back
+    from the directory (it hands out the oldest first and cannot tell that they will
+    expire), so that peers get fresh ones."""
     half = KEY_PACKAGE_LIFETIME_MS // 2000
+    suite = suite or s.suite
     for _ in range(limit):
         try:
-            claimed = await s.transport.claim_key_package(s.me.device_id)
+            claimed = await s.transport.claim_key_package(s.me.device_id, int(suite.id))
         except NotFound:
             return
         if claimed.last_resort:
@@ -276,7 +293,7 @@ async def drain_stale_key_packages(s: Session, limit: int) -> None:
         body = decode(MLSMessage, claimed.key_package).body
         if not isinstance(body, KeyPackage):
             raise BadResponse("the directory returned something else than a KeyPackage")
-        ref = make_key_package_ref(s.suite, body)
+        ref = make_key_package_ref(suite, body)
         await s.tx(functools.partial(_forget_key_package, ref=ref))
         lifetime = body.leaf_node.lifetime
         if lifetime is None or lifetime.not_after - s.now_s() > half:
@@ -379,8 +396,11 @@ async def _not_in_log(s: Session, ref: DeviceRef, e: KeyNotInTransparencyLog) ->
         await alarms.skipped(s, ref, f"not in the transparency log: {e}")
 
 
-async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> KeyPackage | None:
-    """A claimed KeyPackage usable for ``user``'s device, or None (logged) if it is not."""
+async def check_claimed(
+    s: Session, user: str, claimed: ClaimedKeyPackage, suite: CipherSuite | None = None
+) -> KeyPackage | None:
+    """A claimed KeyPackage of ``suite`` (default the classic one) usable for ``user``'s
+    device, or None (logged) if it is not."""
     try:
         body = decode(MLSMessage, claimed.key_package).body
         if not isinstance(body, KeyPackage):
@@ -403,7 +423,7 @@ async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> Ke
         ref = check_binding(body.leaf_node)
         if ref != DeviceRef(user, claimed.device_id):
             raise ValidationError("KeyPackage names another device")
-        if body.cipher_suite != s.suite.id:
+        if body.cipher_suite != (suite or s.suite).id:
             raise ValidationError("KeyPackage of another cipher suite")
         if CONVERSATION_INFO_EXTENSION not in body.leaf_node.capabilities.extensions:
             raise ValidationError("KeyPackage lacks the conversation info capability")
@@ -428,46 +448,73 @@ async def check_claimed(s: Session, user: str, claimed: ClaimedKeyPackage) -> Ke
     return body
 
 
-async def claim_users(s: Session, users: Sequence[str]) -> Claimed:
-    """One KeyPackage for every device of each user (this device excepted)."""
+async def claim_users(
+    s: Session, users: Sequence[str], suite: CipherSuite | None = None
+) -> Claimed:
+    """One KeyPackage of ``suite`` (default the classic one) for every device of each user
+    (this device excepted)."""
+    claimed = await _claim_users(s, users, suite, every_device=False)
+    assert claimed is not None  # only every_device gives None
+    return claimed
+
+
+async def claim_every_device(
+    s: Session, users: Sequence[str], suite: CipherSuite
+) -> Claimed | None:
+    """Like `claim_users`, or None as soon as one live device has no usable package of
+    ``suite`` (the packages claimed until then are used up: their owners top up)."""
+    return await _claim_users(s, users, suite, every_device=True)
+
+
+async def _claim_users(
+    s: Session, users: Sequence[str], suite: CipherSuite | None, *, every_device: bool
+) -> Claimed | None:
     claimed: Claimed = {}
+    sid = int((suite or s.suite).id)
     for user in users:
-        result = await s.transport.claim_key_packages(user)
+        result = await s.transport.claim_key_packages(user, sid)
+        if every_device and result.missing:
+            return None
         usable = 0
         for c in result.key_packages:
-            kp = await check_claimed(s, user, c)
+            kp = await check_claimed(s, user, c, suite)
             # An unusable one-time package (e.g. expired on an idle device): claim again,
             # which also drains it from the directory.
             for _ in range(_RECLAIMS):
                 if kp is not None or c.last_resort:
                     break
                 try:
-                    c = await s.transport.claim_key_package(c.device_id)
+                    c = await s.transport.claim_key_package(c.device_id, sid)
                 except NotFound:
                     break
-                kp = await check_claimed(s, user, c)
+                kp = await check_claimed(s, user, c, suite)
             if kp is not None:
                 claimed[c.device_id] = (DeviceRef(user, c.device_id), kp)
                 usable += 1
+            elif every_device:
+                return None
         if usable == 0 and user != s.me.user:
             raise UserUnavailable(f"{user} has no device that can be added now")
     return claimed
 
 
-async def claim_device(s: Session, ref: DeviceRef, wait: float) -> KeyPackage | None:
-    """Claim one KeyPackage of one device, waiting up to ``wait`` seconds for one."""
+async def claim_device(
+    s: Session, ref: DeviceRef, wait: float, suite: CipherSuite | None = None
+) -> KeyPackage | None:
+    """Claim one KeyPackage of ``suite`` (default the classic one) of one device, waiting up
+    to ``wait`` seconds for one."""
     deadline = asyncio.get_running_loop().time() + wait
     delay = 0.1
     while True:
         try:
-            claimed = await s.transport.claim_key_package(ref.device_id)
+            claimed = await s.transport.claim_key_package(ref.device_id, int((suite or s.suite).id))
         except NotFound:
             if asyncio.get_running_loop().time() >= deadline:
                 return None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
-        return await check_claimed(s, ref.user, claimed)
+        return await check_claimed(s, ref.user, claimed, suite)
 
 
 async def active_groups(s: Session) -> list[Conv]:
@@ -484,7 +531,7 @@ async def add_own_device(s: Session, device_id: str, *, wait: float) -> None:
     for conv in await active_groups(s):
         if ref in safe_roster(conv.mls):
             continue
-        kp = await claim_device(s, ref, wait)
+        kp = await claim_device(s, ref, wait, conv.mls.suite)
         if kp is None:
             log.info("device %s has no KeyPackage yet; it will be added later", ref)
             return

@@ -88,6 +88,10 @@ class Conversation:
     # none of its attachments by itself (doorless.client.safety).
     request_from: str | None = None
     disappearing_seconds: int | None = None  # the agreed timer of disappearing messages
+    # The group's MLS cipher suite by name (e.g. MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519),
+    # and whether its KEM is post-quantum (harvest-now-decrypt-later resistant).
+    cipher_suite: str = ""
+    post_quantum: bool = False
 
     @property
     def is_request(self) -> bool:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from doorless.client import devices, inbox
+from doorless.client import devices, inbox, suites
 from doorless.client.conversations import (
     ConversationInfo,
     conversation_info,
@@ -115,7 +115,8 @@ async def add_members(s: Session, conversation_id: str, usernames: Sequence[str]
     view = await conversation(s, conversation_id)
     if view.kind is ConversationKind.DIRECT:
         raise ConfigurationError("a direct conversation has two users; create a group")
-    claimed = await devices.claim_users(s, users)
+    conv = await s.require_active(gid)
+    claimed = await devices.claim_users(s, users, conv.mls.suite)
     async with s.lock:
         conv = await commit_locked(s, gid, adds(s, claimed))
     return s.view(conv)
@@ -166,12 +167,11 @@ async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> 
     their adds. A refused commit deletes the new group again; one whose fate is unknown keeps
     it (the outbox settles it)."""
     users = [u for u in checked_users(members) if u != s.me.user]
-    claimed = await devices.claim_users(s, users)
-    claimed.update(await devices.claim_users(s, [s.me.user]))  # our other devices
-    bundle = await asyncio.to_thread(s.new_key_package)
+    suite, claimed = await suites.claim_for_new_group(s, users)
+    bundle = await asyncio.to_thread(s.new_key_package, suite)
     gid = os.urandom(32)
     group = Group.create(
-        s.suite,
+        suite,
         gid,
         bundle.key_package.leaf_node,
         bundle.encryption_private_key,

@@ -33,6 +33,7 @@ class ClientOptions:
     ``key_package_target``: how many one-time KeyPackages to keep on the server.
     ``http_transport``: replaces the network (tests: ``httpx.ASGITransport``).
     ``argon2``: Argon2id cost of a new profile's passphrase key.
+    ``post_quantum``: publish hybrid-suite KeyPackages and prefer that suite (the default).
     """
 
     push: bool = True
@@ -53,6 +54,10 @@ class ClientOptions:
     # re-checks this account's own device list.
     kt: KtConfig = dataclasses.field(default_factory=KtConfig)
     kt_monitor_interval: float = 3600.0
+    # Post-quantum by default: also publish KeyPackages for the hybrid X-Wing suite
+    # (MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519) and create conversations in it when
+    # every member device can. False behaves as a client from before the PQ suites.
+    post_quantum: bool = True
 
     def __post_init__(self) -> None:
         if self.cipher_suite not in ED25519_SUITES:

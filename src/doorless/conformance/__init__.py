@@ -1,5 +1,6 @@
-"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations) and the
-SFrame vectors (RFC 9605, sframe-wg/sframe).
+"""Checkers for the official MLS interoperability vectors (mlswg/mls-implementations), the
+SFrame vectors (RFC 9605, sframe-wg/sframe) and the post-quantum KEM vectors (X-Wing, HPKE-PQ,
+concrete hybrid KEMs).
 
 Each vector kind (the file name, e.g. ``tree-math``) has a module ``doorless.conformance.<kind>``
 with ``check(case) -> None``; it raises `VectorMismatch` at the first value that differs, or
@@ -57,6 +58,10 @@ KINDS: dict[str, str] = {
     "passive-client-random": "passive_client",
     # RFC 9605 SFrame (sframe-wg/sframe test-vectors/*.json); see `load_cases`.
     "sframe": "sframe",
+    # Post-quantum KEMs for the MLS PQ suites, under their upstream file names.
+    "draft-connolly-cfrg-xwing-kem-test-vectors": "pq_kems",
+    "draft-ietf-hpke-pq-test-vectors": "pq_kems",
+    "draft-irtf-cfrg-concrete-hybrid-kems-test-vectors": "pq_kems",
 }
 
 
@@ -81,6 +86,8 @@ KIND_KEYS: dict[str, frozenset[str]] = {
         {"key_package", "welcome", "initial_epoch_authenticator", "epochs"}
     ),
     "sframe": frozenset({SFRAME_SECTION}),
+    "draft-connolly-cfrg-xwing-kem-test-vectors": frozenset({"seed", "eseed", "sk", "pk", "ss"}),
+    "draft-ietf-hpke-pq-test-vectors": frozenset({"kem_id", "ikmR", "pkRm", "encryptions"}),
 }
 
 

@@ -27,6 +27,10 @@ from doorless.client.transport.types import (
 from doorless.wire import protocol
 
 
+def _suite(cipher_suite: int | None) -> dict[str, int]:
+    return {} if cipher_suite is None else {"cipher_suite": cipher_suite}
+
+
 class DeliveryEndpoints(HttpBase):
     """KeyPackages, messages, reports and blocks over HTTP."""
 
@@ -41,21 +45,44 @@ class DeliveryEndpoints(HttpBase):
             await self._json("POST", "/v1/keypackages", "key packages", json=body)
         )
 
-    async def key_package_status(self) -> KeyPackageStatus:
+    async def key_package_status(self, cipher_suite: int | None = None) -> KeyPackageStatus:
+        """This device's one-time KeyPackages left on the server, of ``cipher_suite``
+        (``None``: the RFC 9420 suites)."""
         return parse_key_package_status(
-            await self._json("GET", "/v1/keypackages/count", "key packages", retry_unanswered=True)
+            await self._json(
+                "GET",
+                "/v1/keypackages/count",
+                "key packages",
+                retry_unanswered=True,
+                params=_suite(cipher_suite),
+            )
         )
 
-    async def claim_key_package(self, device_id: str) -> ClaimedKeyPackage:
+    async def claim_key_package(
+        self, device_id: str, cipher_suite: int | None = None
+    ) -> ClaimedKeyPackage:
         check_path_value(protocol.is_device_id(device_id), "device id")
         return parse_claimed(
-            await self._json("POST", f"/v1/devices/{device_id}/keypackages/claim", "claim")
+            await self._json(
+                "POST",
+                f"/v1/devices/{device_id}/keypackages/claim",
+                "claim",
+                params=_suite(cipher_suite),
+            )
         )
 
-    async def claim_key_packages(self, username: str) -> UserKeyPackages:
-        """One KeyPackage per live device of ``username`` (not this device)."""
+    async def claim_key_packages(
+        self, username: str, cipher_suite: int | None = None
+    ) -> UserKeyPackages:
+        """One KeyPackage of ``cipher_suite`` per live device of ``username`` (not this
+        device); a device without one is in ``missing``."""
         check_path_value(protocol.is_username(username), "username")
-        f = await self._json("POST", f"/v1/users/{username}/keypackages/claim", "claim")
+        f = await self._json(
+            "POST",
+            f"/v1/users/{username}/keypackages/claim",
+            "claim",
+            params=_suite(cipher_suite),
+        )
         return UserKeyPackages(
             username=f.text("username"),
             key_packages=[parse_claimed(Fields(k, "claim")) for k in f.items("key_packages")],

@@ -378,19 +378,31 @@ class Storage(ABC):
     # key packages
     @abstractmethod
     async def add_key_packages(
-        self, device_id: str, key_packages: Sequence[bytes], last_resort: bytes | None, limit: int
+        self,
+        device_id: str,
+        key_packages: Sequence[bytes],
+        last_resort: bytes | None,
+        limit: int,
+        cipher_suite: int = 1,
     ) -> KeyPackageCount:
-        """Store one-time packages (and replace the last-resort one if given).
+        """Store one-time packages of ``cipher_suite`` (and replace that suite's last-resort
+        one if given); returns that suite's count.
 
-        Raises `TooManyKeyPackages` if the device would hold more than ``limit``.
+        Raises `TooManyKeyPackages` if the device would hold more than ``limit`` (all suites).
         """
 
     @abstractmethod
-    async def claim_key_package(self, device_id: str) -> ClaimedKeyPackage | None:
-        """Remove and return one one-time package; else the last-resort one (kept)."""
+    async def claim_key_package(
+        self, device_id: str, cipher_suite: int | None = None
+    ) -> ClaimedKeyPackage | None:
+        """Remove and return one one-time package of ``cipher_suite``; else that suite's
+        last-resort one (kept). ``None``: any RFC 9420 suite (`CLASSIC_SUITES_SQL`), what a
+        client that names no suite can use."""
 
     @abstractmethod
-    async def key_package_count(self, device_id: str) -> KeyPackageCount: ...
+    async def key_package_count(
+        self, device_id: str, cipher_suite: int | None = None
+    ) -> KeyPackageCount: ...
 
     # delivery
     @abstractmethod

@@ -65,6 +65,7 @@ from doorless.server.storage.base import (
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
+from doorless.server.storage.sql_hooks import suite_filter
 
 T = TypeVar("T")
 
@@ -334,14 +335,15 @@ class PostgresStorage(SqlStorage):
         await ex.execute("SELECT true FROM devices WHERE device_id = $1 FOR UPDATE", device_id)
 
     async def _insert_key_packages(
-        self, ex: Executor, device_id: str, key_packages: Sequence[bytes]
+        self, ex: Executor, device_id: str, key_packages: Sequence[bytes], cipher_suite: int
     ) -> None:
         await ex.execute(
-            "INSERT INTO key_packages (device_id, data, last_resort) "
-            "SELECT $1, data, false FROM unnest($2::bytea[]) WITH ORDINALITY AS k (data, n) "
+            "INSERT INTO key_packages (device_id, data, last_resort, cipher_suite) "
+            "SELECT $1, data, false, $3 FROM unnest($2::bytea[]) WITH ORDINALITY AS k (data, n) "
             "ORDER BY n",
             device_id,
             list(key_packages),
+            cipher_suite,
         )
 
     # --- row locks and batches ----------------------------------------------------------
@@ -388,19 +390,24 @@ class PostgresStorage(SqlStorage):
         )
         return len(rows)
 
-    async def _claim_key_package(self, ex: Executor, device_id: str) -> ClaimedKeyPackage | None:
+    async def _claim_key_package(
+        self, ex: Executor, device_id: str, cipher_suite: int | None
+    ) -> ClaimedKeyPackage | None:
+        where, args = suite_filter(cipher_suite, 2)
         # SKIP LOCKED: two claimers racing for one device's packages take different ones
         # instead of both getting (or waiting for) the same row.
         row = await ex.fetchrow(
-            "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
+            f"SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 {where} "
             "ORDER BY last_resort, id LIMIT 1 FOR UPDATE SKIP LOCKED",
             device_id,
+            *args,
         )
         if row is None:
             row = await ex.fetchrow(  # only the (shared) last-resort package may be left
                 "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
-                "AND last_resort LIMIT 1",
+                f"AND last_resort {where} LIMIT 1",
                 device_id,
+                *args,
             )
             if row is None:
                 return None

@@ -212,6 +212,16 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        5,
+        "key packages by cipher suite (post-quantum and classic packages of one device)",
+        (
+            # Rows from before are suite 1, the only suite clients published then.
+            "ALTER TABLE key_packages ADD COLUMN cipher_suite INTEGER NOT NULL DEFAULT 1",
+            "CREATE INDEX key_packages_by_suite "
+            "ON key_packages (device_id, cipher_suite, last_resort, id)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = _MIGRATIONS[-1][0]

@@ -275,37 +275,54 @@ class SqlStorage(KtOperations, SafetyOperations):
     # --- key packages ----------------------------------------------------------------------
 
     async def add_key_packages(
-        self, device_id: str, key_packages: Sequence[bytes], last_resort: bytes | None, limit: int
+        self,
+        device_id: str,
+        key_packages: Sequence[bytes],
+        last_resort: bytes | None,
+        limit: int,
+        cipher_suite: int = 1,
     ) -> KeyPackageCount:
         packages = tuple(key_packages)
 
         async def op(ex: Executor) -> KeyPackageCount:
             await self._lock_key_packages(ex, device_id)
-            before = await self._key_package_count(ex, device_id)
-            if before.count + len(packages) > limit:
+            stored = await ex.fetchval(
+                "SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort",
+                device_id,
+            )
+            if int(stored) + len(packages) > limit:
                 raise TooManyKeyPackages(
-                    f"a device may hold at most {limit} key packages ({before.count} stored)"
+                    f"a device may hold at most {limit} key packages ({stored} stored)"
                 )
             if packages:
-                await self._insert_key_packages(ex, device_id, packages)
+                await self._insert_key_packages(ex, device_id, packages, cipher_suite)
             if last_resort is not None:
                 await ex.execute(
-                    "DELETE FROM key_packages WHERE device_id = $1 AND last_resort", device_id
+                    "DELETE FROM key_packages "
+                    "WHERE device_id = $1 AND last_resort AND cipher_suite = $2",
+                    device_id,
+                    cipher_suite,
                 )
                 await ex.execute(
-                    "INSERT INTO key_packages (device_id, data, last_resort) VALUES ($1, $2, true)",
+                    "INSERT INTO key_packages (device_id, data, last_resort, cipher_suite) "
+                    "VALUES ($1, $2, true, $3)",
                     device_id,
                     last_resort,
+                    cipher_suite,
                 )
-            return await self._key_package_count(ex, device_id)
+            return await self._key_package_count(ex, device_id, cipher_suite)
 
         return await self._run(Tx.WRITE, op)
 
-    async def claim_key_package(self, device_id: str) -> ClaimedKeyPackage | None:
-        return await self._run(Tx.WRITE, self._claim_key_package, device_id)
+    async def claim_key_package(
+        self, device_id: str, cipher_suite: int | None = None
+    ) -> ClaimedKeyPackage | None:
+        return await self._run(Tx.WRITE, self._claim_key_package, device_id, cipher_suite)
 
-    async def key_package_count(self, device_id: str) -> KeyPackageCount:
-        return await self._run(Tx.READ, self._key_package_count, device_id)
+    async def key_package_count(
+        self, device_id: str, cipher_suite: int | None = None
+    ) -> KeyPackageCount:
+        return await self._run(Tx.READ, self._key_package_count, device_id, cipher_suite)
 
     # --- delivery --------------------------------------------------------------------------
 

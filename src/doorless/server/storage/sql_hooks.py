@@ -28,6 +28,18 @@ from doorless.server.storage.executor import Executor, Op, Tx
 T = TypeVar("T")
 
 
+# RFC 9420's suites (1-7): what a client that names no suite in a claim or count can use.
+CLASSIC_SUITES_SQL = "AND cipher_suite BETWEEN 1 AND 7"
+
+
+def suite_filter(cipher_suite: int | None, param: int) -> tuple[str, tuple[int, ...]]:
+    """The ``AND ...`` selecting one suite's key packages (as parameter ``$param``), or the
+    classic suites' for ``None``, and its arguments."""
+    if cipher_suite is None:
+        return CLASSIC_SUITES_SQL, ()
+    return f"AND cipher_suite = ${param}", (cipher_suite,)
+
+
 class SqlHooks(Storage):
     """The dialect hooks and shared pieces of the SQL storage."""
 
@@ -58,12 +70,14 @@ class SqlHooks(Storage):
 
     @abstractmethod
     async def _insert_key_packages(
-        self, ex: Executor, device_id: str, key_packages: Sequence[bytes]
+        self, ex: Executor, device_id: str, key_packages: Sequence[bytes], cipher_suite: int
     ) -> None:
-        """Insert one-time packages, in order."""
+        """Insert one-time packages of one suite, in order."""
 
     @abstractmethod
-    async def _claim_key_package(self, ex: Executor, device_id: str) -> ClaimedKeyPackage | None:
+    async def _claim_key_package(
+        self, ex: Executor, device_id: str, cipher_suite: int | None
+    ) -> ClaimedKeyPackage | None:
         """`Storage.claim_key_package`, inside its transaction."""
 
     @abstractmethod
@@ -93,12 +107,16 @@ class SqlHooks(Storage):
         return str(await ex.fetchval("SELECT value FROM meta WHERE key = 'server_id'"))
 
     @staticmethod
-    async def _key_package_count(ex: Executor, device_id: str) -> KeyPackageCount:
+    async def _key_package_count(
+        ex: Executor, device_id: str, cipher_suite: int | None
+    ) -> KeyPackageCount:
+        where, args = suite_filter(cipher_suite, 2)
         row = await ex.fetchrow(
             "SELECT COALESCE(SUM(CASE WHEN last_resort THEN 0 ELSE 1 END), 0), "
             "COALESCE(MAX(CASE WHEN last_resort THEN 1 ELSE 0 END), 0) "
-            "FROM key_packages WHERE device_id = $1",
+            f"FROM key_packages WHERE device_id = $1 {where}",
             device_id,
+            *args,
         )
         assert row is not None
         return KeyPackageCount(int(row[0]), bool(row[1]))

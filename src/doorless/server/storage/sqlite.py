@@ -45,6 +45,7 @@ from doorless.server.storage.base import (
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
+from doorless.server.storage.sql_hooks import suite_filter
 
 T = TypeVar("T")
 
@@ -389,18 +390,23 @@ class SQLiteStorage(SqlStorage):
         pass  # BEGIN IMMEDIATE already holds the database's one write lock
 
     async def _insert_key_packages(
-        self, ex: Executor, device_id: str, key_packages: Sequence[bytes]
+        self, ex: Executor, device_id: str, key_packages: Sequence[bytes], cipher_suite: int
     ) -> None:
         await ex.executemany(
-            "INSERT INTO key_packages (device_id, data, last_resort) VALUES ($1, $2, 0)",
-            [(device_id, kp) for kp in key_packages],
+            "INSERT INTO key_packages (device_id, data, last_resort, cipher_suite) "
+            "VALUES ($1, $2, 0, $3)",
+            [(device_id, kp, cipher_suite) for kp in key_packages],
         )
 
-    async def _claim_key_package(self, ex: Executor, device_id: str) -> ClaimedKeyPackage | None:
+    async def _claim_key_package(
+        self, ex: Executor, device_id: str, cipher_suite: int | None
+    ) -> ClaimedKeyPackage | None:
+        where, args = suite_filter(cipher_suite, 2)
         row = await ex.fetchrow(
-            "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 "
+            f"SELECT id, data, last_resort FROM key_packages WHERE device_id = $1 {where} "
             "ORDER BY last_resort, id LIMIT 1",
             device_id,
+            *args,
         )
         if row is None:
             return None
