@@ -47,6 +47,7 @@ MESSAGE_KEYS = {
     "sent_at",
     "received_at",
     "state",
+    "transferred",
 }
 
 HOSTILE = [
