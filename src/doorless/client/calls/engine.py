@@ -19,6 +19,7 @@ tests, an in-memory one; `MediaChannel` is all the engine needs of it. The clock
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class CallEngine:
         self._wall_us = wall_clock_us
         self._ring = CallKeyring()
         self._sender: SFrameSender | None = None
+        self._sending = asyncio.Lock()
         self._meters: dict[DeviceRef, Meter] = {}
         self._unattributed: Meter = Meter("?", "?")  # failures naming no known sender
         self.epoch_changes = 0
@@ -148,12 +150,13 @@ class CallEngine:
     async def seal(self, frame: MediaFrame) -> bytes | None:
         """The SFrame ciphertext of ``frame`` under this device's current key (None once
         this device left the conversation)."""
-        if self._epoch_moved() and not await self.refresh_keys():
-            return None
-        sender = self._sender
-        assert sender is not None
-        await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
-        data = sender.encrypt(encode_frame(frame))
+        async with self._sending:  # audio and video share the sender and its counter
+            if self._epoch_moved() and not await self.refresh_keys():
+                return None
+            sender = self._sender
+            assert sender is not None
+            await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
+            data = sender.encrypt(encode_frame(frame))
         self._meter(self._s.me).sent += 1
         return data
 
