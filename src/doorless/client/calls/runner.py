@@ -31,6 +31,7 @@ import av
 from doorless.client.calls.engine import CallEngine
 from doorless.client.calls.media import (
     FRAME_BYTES,
+    AudioJitterBuffer,
     AudioPacketizer,
     AudioPlayout,
     CodecDecodeError,
@@ -93,11 +94,18 @@ class MediaRunner:
         video_out: VideoSink | None = None,
         speed: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        track_out: Callable[[DeviceRef, bytes], None] | None = None,
+        playout_delay: float = 0.06,
+        max_playout_delay: float = 0.4,
     ) -> None:
         if speed <= 0:
             raise ConfigurationError("speed must be positive")
         self.engine = engine
         self.audio_out = audio_out
+        self.track_out = track_out  # each sender's played audio, before the mix
+        # The jitter buffers' start and largest delay: short for a speaker, longer for a
+        # recording (a file does not mind latency, and a loaded machine delivers late).
+        self._delays = (playout_delay, max(playout_delay, max_playout_delay))
         self.video_out = video_out
         self.speed = speed
         self._clock = clock
@@ -107,6 +115,7 @@ class MediaRunner:
         self._video: dict[DeviceRef, _VideoIn] = {}
         self._video_sender: DeviceRef | None = None
         self.frames_written = 0
+        self._keyframe_wanted = False
         self.video_frames_written = 0
 
     def now(self) -> float:
@@ -119,6 +128,10 @@ class MediaRunner:
             await asyncio.sleep(delay)
 
     # --- sending --------------------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """Make the next video frame a keyframe (someone joined: they can decode from it)."""
+        self._keyframe_wanted = True
 
     async def send_audio(
         self, source: Iterable[bytes], *, seconds: float | None = None, blocking: bool = False
@@ -151,7 +164,10 @@ class MediaRunner:
         for picture in source:
             if limit is not None and sent >= limit:
                 break
-            packet = encoder.encode(picture)
+            if self._keyframe_wanted:
+                self._keyframe_wanted = False
+                encoder.request_keyframe()
+            packet = await asyncio.to_thread(encoder.encode, picture)  # keeps audio flowing
             if packet is not None:
                 timestamp = self.engine.timestamp()
                 for frame in packetizer.packetize(packet.data, timestamp, packet.keyframe):
@@ -177,7 +193,8 @@ class MediaRunner:
             if received.frame.stream is StreamKind.AUDIO:
                 playout = self._playouts.get(received.sender)
                 if playout is None:
-                    playout = self._playouts[received.sender] = AudioPlayout()
+                    jitter = AudioJitterBuffer(self._delays[0], max_delay=self._delays[1])
+                    playout = self._playouts[received.sender] = AudioPlayout(jitter)
                 playout.push(received.frame, self.now())
             else:
                 self._on_video(received.sender, received.frame)
@@ -214,6 +231,10 @@ class MediaRunner:
             if late > self._late.get(ref, 0):
                 self.engine.count_late(ref, late - self._late.get(ref, 0))
                 self._late[ref] = late
+        if self.track_out is not None:
+            for ref, played in released.items():
+                for p in played:
+                    self.track_out(ref, p.pcm)
         longest = max((len(frames) for frames in released.values()), default=0)
         for i in range(longest):
             frames = [f[i].pcm for f in released.values() if i < len(f)]

@@ -1,0 +1,135 @@
+"""Calls with the real programs: ``doorless server`` (with its QUIC relay) and ``doorless call
+start`` / ``call answer`` processes, from WAV and video files; what each side writes matches
+what the other sent (the similarity measures of `support.media`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.media import (
+    AUDIO_THRESHOLD,
+    VIDEO_PSNR_THRESHOLD,
+    audio_similarity,
+    moving_video,
+    psnr,
+    read_video_luma,
+    read_wav,
+    speech_like,
+    write_wav,
+)
+from support.servers import free_port
+
+from .helpers import ServerProcess, run_cli
+from .test_cli_process import spawn
+
+SECONDS = "2.5"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    s = ServerProcess(
+        tmp_path / "server", tmp_path / "server.log", args=("--relay-port", str(free_port()))
+    )
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def accounts(server: ServerProcess, root: Path, *names: str) -> dict[str, Path]:
+    profiles = {}
+    for name in names:
+        profiles[name] = root / name
+        r = run_cli(profiles[name], "account", "create", "--server", server.url, name)
+        assert r.returncode == 0, r.stderr
+    return profiles
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def stats_of(result: dict[str, Any], user: str) -> dict[str, Any]:
+    (found,) = [s for s in result["stats"] if s["user"] == user]
+    return found
+
+
+def test_two_party_call_from_wav_files(server: ServerProcess, tmp_path: Path) -> None:
+    p = accounts(server, tmp_path, "alice", "bob")
+    voice = {n: speech_like(n, 2.0) for n in ("alice", "bob")}
+    wav_in = {n: write_wav(tmp_path / f"{n}.wav", v) for n, v in voice.items()}
+    heard = {n: tmp_path / f"{n}-heard.wav" for n in voice}
+    common = ("--seconds", SECONDS, "--transport", "quic")
+    bob = spawn(
+        p["bob"], "call", "answer", "--wait", "60", "--audio-in", str(wav_in["bob"]),
+        "--audio-out", str(heard["bob"]), *common,
+    )  # fmt: skip
+    alice = spawn(
+        p["alice"], "call", "start", "@bob", "--ring", "60", "--audio-in", str(wav_in["alice"]),
+        "--audio-out", str(heard["alice"]), *common,
+    )  # fmt: skip
+    a, b = finish(alice), finish(bob)
+    assert a["call_id"] == b["call_id"] and a["privacy_code"] == b["privacy_code"]
+    assert a["privacy_code"] and len(a["privacy_code"].replace(" ", "")) == 30
+    assert stats_of(a, "bob")["frames_received"] > 50
+    assert stats_of(b, "alice")["frames_received"] > 50
+    assert stats_of(b, "alice")["failed_to_decrypt"] == 0
+    assert stats_of(b, "alice")["latency_p95_ms"] is not None
+    bob_heard, _ = read_wav(heard["bob"])
+    alice_heard, _ = read_wav(heard["alice"])
+    assert audio_similarity(voice["alice"], bob_heard) > AUDIO_THRESHOLD
+    assert audio_similarity(voice["bob"], alice_heard) > AUDIO_THRESHOLD
+    assert audio_similarity(voice["alice"], alice_heard) < AUDIO_THRESHOLD  # not an echo
+
+
+def late_join_similarity(reference: Any, received: Any) -> float:
+    """`audio_similarity` for a receiver that may have joined up to 0.6 s after the sender
+    started (the caller starts sending when the first callee is on the relay): the best
+    over the reference's possible starts."""
+    return max(audio_similarity(reference[k:], received) for k in range(0, 28_800, 960))
+
+
+def test_three_party_group_call_with_video(server: ServerProcess, tmp_path: Path) -> None:
+    p = accounts(server, tmp_path, "alice", "bob", "carol")
+    r = run_cli(p["alice"], "group", "create", "team", "-m", "@bob", "-m", "@carol")
+    assert r.returncode == 0, r.stderr
+    voice = {"alice": speech_like("alice", 2.0)}  # alice talks and shows; the others listen
+    wav_in = {"alice": write_wav(tmp_path / "alice.wav", voice["alice"])}
+    clip = moving_video(tmp_path / "alice.y4m", frames=30, width=320, height=240)
+    heard = {n: tmp_path / f"{n}-heard.wav" for n in ("alice", "bob", "carol")}
+    seen = {n: tmp_path / f"{n}-seen.y4m" for n in ("bob", "carol")}
+    callees = []
+    for n in ("bob", "carol"):
+        args = ("--audio-out", str(heard[n]), "--video-out", str(seen[n]), "--seconds", SECONDS)
+        callees.append(spawn(p[n], "call", "answer", "--wait", "60", *args))
+    alice = spawn(
+        p["alice"], "call", "start", "--group", "team", "--audio-in", str(wav_in["alice"]),
+        "--video-in", str(clip), "--seconds", SECONDS,
+    )  # fmt: skip
+    a = finish(alice)
+    results = [finish(c) for c in callees]
+    assert {r["privacy_code"] for r in results} == {a["privacy_code"]}
+    for name, result in zip(("bob", "carol"), results, strict=True):
+        assert stats_of(result, "alice")["frames_received"] > 50
+        got, _ = read_wav(heard[name])
+        assert late_join_similarity(voice["alice"], got) > AUDIO_THRESHOLD, name
+        frames = read_video_luma(seen[name])
+        assert len(frames) >= 15
+        reference = read_video_luma(clip)
+        # The callee may have joined after the first frames: compare from the best offset.
+        best = max(
+            sum(psnr(x, y) for x, y in zip(reference[k:], frames, strict=False))
+            / max(1, min(len(frames), len(reference) - k))
+            for k in range(0, 10)
+        )
+        assert best > VIDEO_PSNR_THRESHOLD
