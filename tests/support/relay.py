@@ -4,16 +4,18 @@ helpers to put devices in a call.
 `relay_server` runs the app under uvicorn (HTTP and the WebSocket fallback on a TCP port) with
 the QUIC relay on a UDP port, so a test can reach both transports and still look inside: the
 `Relay` (``server.relay``) and the `Forwarder` it was given. `Recorder` keeps every frame the
-relay forwarded; a test that tampers, replays, reorders, duplicates or drops frames gives its
-own `Forwarder` (see `doorless.server.relay.hub`).
+relay forwarded; `Lossy` drops a share of frames at random (seeded), `Reordering` reverses
+groups of frames, and `Scripted` does whatever a test scripts per frame (tamper, replay,
+duplicate, drop); any other `Forwarder` works too (see `doorless.server.relay.hub`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,54 @@ class Recorder:
     def forward(self, frame: ForwardedFrame, deliver: Deliver) -> None:
         self.frames.append(frame)
         deliver(frame.data)
+
+
+class Lossy:
+    """Drops each frame with probability ``rate`` (a seeded generator: runs repeat), counting
+    what it dropped; the rest are delivered unchanged."""
+
+    def __init__(self, rate: float = 0.05, seed: int = 13) -> None:
+        self.rate = rate
+        self._random = random.Random(seed)
+        self.dropped = 0
+        self.delivered = 0
+
+    def forward(self, frame: ForwardedFrame, deliver: Deliver) -> None:
+        if self._random.random() < self.rate:
+            self.dropped += 1
+            return
+        self.delivered += 1
+        deliver(frame.data)
+
+
+class Scripted:
+    """A malicious relay: ``script(frame, history)`` returns the list of byte strings to deliver
+    for this frame (empty: drop it; the same twice: duplicate; an earlier frame of ``history``:
+    replay; changed bytes: tamper). ``history`` holds every frame that came in, oldest first."""
+
+    def __init__(self, script: Callable[[ForwardedFrame, list[ForwardedFrame]], list[bytes]]):
+        self._script = script
+        self.history: list[ForwardedFrame] = []
+
+    def forward(self, frame: ForwardedFrame, deliver: Deliver) -> None:
+        self.history.append(frame)
+        for data in self._script(frame, self.history):
+            deliver(data)
+
+
+class Reordering:
+    """Holds frames back and delivers each group of ``size`` in reverse order."""
+
+    def __init__(self, size: int = 3) -> None:
+        self._size = size
+        self._held: list[tuple[bytes, Deliver]] = []
+
+    def forward(self, frame: ForwardedFrame, deliver: Deliver) -> None:
+        self._held.append((frame.data, deliver))
+        if len(self._held) >= self._size:
+            held, self._held = self._held, []
+            for data, send in reversed(held):
+                send(data)
 
 
 @dataclass
@@ -132,8 +182,11 @@ def transport_of(client: Client) -> Transport:
 
 
 __all__ = [
+    "Lossy",
     "Recorder",
     "RelayServer",
+    "Reordering",
+    "Scripted",
     "account",
     "group_with",
     "options",

@@ -118,3 +118,45 @@ async def test_a_device_that_left_the_group_is_dropped_from_its_calls() -> None:
     assert b.dropped is not None and b.dropped.code == "not_group_member"
     assert a.dropped is None
     assert [p.device_id for p in relay.participants(GROUP, CALL.value)] == ["dev-a"]
+
+
+async def test_recheck_drops_an_expired_or_revoked_token() -> None:
+    valid = {"dev-a", "dev-b"}
+
+    async def tokens(token: str) -> str:
+        if token not in valid:
+            raise RelayRefusal(ErrorCode.DEVICE_REVOKED, "this device was revoked")
+        return token
+
+    relay = Relay(Members("dev-a", "dev-b"), tokens)  # type: ignore[arg-type]
+    a, b = await joined(relay, "dev-a", "dev-b")
+    await relay.recheck()
+    assert a.dropped is None and b.dropped is None
+    valid.discard("dev-b")
+    await relay.recheck()
+    assert b.dropped is not None and b.dropped.code == "device_revoked"
+    assert a.dropped is None
+    assert [p.device_id for p in relay.participants(GROUP, CALL.value)] == ["dev-a"]
+
+
+async def test_the_malicious_relay_helpers_do_what_they_say() -> None:
+    from support.relay import Lossy, Reordering, Scripted
+
+    def replay_first(frame: ForwardedFrame, history: list[ForwardedFrame]) -> list[bytes]:
+        return [frame.data, history[0].data]
+
+    lossy, reordering = Lossy(0.05, seed=1), Reordering(3)
+    scripted = Scripted(replay_first)
+    for forwarder, count in ((lossy, 2000), (reordering, 6), (scripted, 3)):
+        relay = Relay(Members("dev-a", "dev-b"), by_token, forwarder=forwarder)  # type: ignore[arg-type]
+        _, b = await joined(relay, "dev-a", "dev-b")
+        pa = relay.participants(GROUP, CALL.value)[0]
+        sent = [envelope(ctr % 200) for ctr in range(count)]
+        for data in sent:
+            relay.receive(pa, data)
+        if forwarder is lossy:
+            assert 60 <= lossy.dropped <= 140 and lossy.dropped + len(b.frames) == count
+        elif forwarder is reordering:
+            assert b.frames == [*sent[2::-1], *sent[5:2:-1]]
+        else:
+            assert b.frames == [sent[0], sent[0], sent[1], sent[0], sent[2], sent[0]]

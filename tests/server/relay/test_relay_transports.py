@@ -10,15 +10,26 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from doorless.client import Client
 from doorless.client.transport.relay import (
     RelayConnection,
     RelayFingerprintMismatch,
     RelayRefused,
+    _QuicLink,
 )
 from doorless.sframe import encode_header
-from doorless.wire.calls import CallId, FrameEnvelope, StreamKind
+from doorless.wire.calls import (
+    CallId,
+    FrameEnvelope,
+    Leave,
+    Refused,
+    StreamKind,
+    decode_message,
+    encode_message,
+)
 from support.relay import (
     Recorder,
     RelayServer,
@@ -159,6 +170,66 @@ async def test_quic_unreachable_falls_back_to_websocket_with_the_reason(
         assert conn.transport == "websocket"
         assert conn.fallback_reason is not None and "QUIC failed" in conn.fallback_reason
         await conn.close()
+    finally:
+        for c in clients:
+            await c.close()
+
+
+async def test_many_frames_too_large_for_a_datagram_all_arrive_over_quic(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    """Each goes on its own unidirectional stream: more than QUIC's initial stream limit."""
+    clients = [await account(server.url, tmp_path / "p", n) for n in ("alice", "bob")]
+    try:
+        gid = await group_with(*clients)
+        call = CallId.random()
+        a, b = [await transport_of(c).join_call(gid, call, transport="quic") for c in clients]
+        frames = [frame(1, ctr, os.urandom(3000)) for ctr in range(300)]
+        for f in frames:
+            await a.send(StreamKind.video, f)
+        got = [(await next_frame(b, 10)).frame for _ in frames]
+        assert sorted(got) == sorted(frames)
+        for c in (a, b):
+            await c.close()
+    finally:
+        for c in clients:
+            await c.close()
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["text, not binary", b"", b"\x09garbage", encode_message(Leave()), b"\x04\x01\x10abc"],
+    ids=["text", "empty", "unknown-type", "leave", "frame-before-join"],
+)
+async def test_websocket_garbage_before_the_join_is_refused(
+    server: RelayServer, first: str | bytes
+) -> None:
+    url = server.url.replace("http", "ws", 1) + "/v1/calls/ws"
+    async with ws_connect(url, proxy=None) as socket:
+        await socket.send(first)
+        answer = decode_message(await asyncio.wait_for(socket.recv(), 5))  # type: ignore[arg-type]
+        assert isinstance(answer, Refused) and answer.code == "invalid_request"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(socket.recv(), 5)
+    assert server.relay.call_count() == 0
+
+
+async def test_quic_garbage_on_the_control_stream_is_refused(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    clients = [await account(server.url, tmp_path / "p", "alice")]
+    try:
+        info = await transport_of(clients[0]).relay_info()
+        assert info.port is not None and info.fingerprint is not None
+        link = await _QuicLink.open(info.host, info.port, info.fingerprint, 5.0)
+        p = link.protocol
+        p.control_id = p._quic.get_next_available_stream_id()
+        p._quic.send_stream_data(p.control_id, b"\x03\x09ab")  # a "refused" from the client
+        p.transmit()
+        answer = await asyncio.wait_for(asyncio.shield(p.answer), 5)
+        assert isinstance(answer, Refused) and answer.code == "invalid_request"
+        await link.close()
+        assert server.relay.call_count() == 0
     finally:
         for c in clients:
             await c.close()

@@ -282,7 +282,9 @@ class _WebSocketLink:
         self._writer: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> Any:
+    async def open(
+        cls, url: str, ssl_context: ssl.SSLContext | None, timeout: float
+    ) -> _WebSocketLink:
         socket = await ws_connect(
             url,
             ssl=ssl_context if url.startswith("wss") else None,

@@ -13,7 +13,9 @@ received envelope to `Relay.receive`. The relay:
 * reads only the envelope's stream kind and SFrame header (`doorless.wire.calls.frame_header`)
   to drop what is not an SFrame frame; the ciphertext is never parsed, stored or logged;
 * drops a participant whose device left the group: `group_changed` (called when a commit that
-  removes members is accepted, on any node) re-checks each local participant of the group.
+  removes members is accepted, on any node) re-checks each local participant of the group;
+  and every ``recheck_interval`` seconds `recheck` checks every participant's token (expired,
+  device revoked) and membership again.
 
 The `Forwarder` is the seam between "a frame came in" and "deliver it": production uses
 `PlainForwarder` (deliver once, unchanged); tests give a recorder, or one that tampers,
@@ -22,8 +24,9 @@ replays, reorders, duplicates or drops (`create_app(..., relay_forwarder=...)`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,7 +34,7 @@ from typing import Protocol
 from doorless.errors import DecodeError, RemoteError
 from doorless.server.log import device_tag, log_event
 from doorless.server.relay.bridge import Bridge, CallKey, LocalBridge
-from doorless.server.storage.base import Storage
+from doorless.server.storage.base import Storage, StorageUnavailable
 from doorless.wire.calls import JoinRequest, Refused, frame_header
 from doorless.wire.errors import ErrorCode
 
@@ -43,6 +46,7 @@ class RelayRefusal(RemoteError):
 
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(f"{code}: {message}")
+        self.code = code
         self.refused = Refused(code, message)
 
 
@@ -85,6 +89,7 @@ class Participant:
     call: CallKey
     transport: str  # "quic" or "websocket"
     link: Link = field(repr=False)
+    token: str = field(repr=False, default="")  # re-checked now and then (`Relay.recheck`)
     counters: Counters = field(default_factory=Counters)
     active: bool = True
 
@@ -142,8 +147,11 @@ class Relay:
         *,
         bridge: Bridge | None = None,
         forwarder: Forwarder | None = None,
+        recheck_interval: float = 30.0,
     ) -> None:
         self._storage = storage
+        self._recheck_interval = recheck_interval
+        self._recheck_task: asyncio.Task[None] | None = None
         self._authenticate = authenticate
         self.bridge = bridge if bridge is not None else LocalBridge()
         self.forwarder: Forwarder = forwarder if forwarder is not None else PlainForwarder()
@@ -152,8 +160,14 @@ class Relay:
 
     async def start(self) -> None:
         await self.bridge.start(self._from_bridge, self._group_changed_here)
+        self._recheck_task = asyncio.create_task(self._recheck_loop(), name="doorless-relay")
 
     async def close(self) -> None:
+        task, self._recheck_task = self._recheck_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for members in list(self._calls.values()):
             for p in list(members):
                 self.leave(p)
@@ -163,8 +177,11 @@ class Relay:
 
     async def admit(self, request: JoinRequest, link: Link, transport: str) -> Participant:
         """Admit one connection to a call; `RelayRefusal` (nothing changed) if not allowed."""
-        device_id = await self._authenticate(request.token)
-        access = await self._storage.group_access(request.group_id, device_id)
+        try:
+            device_id = await self._authenticate(request.token)
+            access = await self._storage.group_access(request.group_id, device_id)
+        except StorageUnavailable:
+            raise RelayRefusal(ErrorCode.UNAVAILABLE, "the server's database is away") from None
         if access is None:
             raise RelayRefusal(
                 ErrorCode.NOT_FOUND, "the server keeps no state for this group: no calls"
@@ -175,7 +192,9 @@ class Relay:
         members = self._calls.get(key, [])
         if len(members) >= MAX_PARTICIPANTS:
             raise RelayRefusal(ErrorCode.CONFLICT, f"a call has at most {MAX_PARTICIPANTS}")
-        participant = Participant(next(self._numbers), device_id, key, transport, link)
+        participant = Participant(
+            next(self._numbers), device_id, key, transport, link, request.token
+        )
         if not members:
             self._calls[key] = members
             await self.bridge.join(key)
@@ -253,16 +272,36 @@ class Relay:
 
     async def _group_changed_here(self, group_id: bytes) -> None:
         for key, members in list(self._calls.items()):
-            if key.group_id != group_id:
-                continue
+            if key.group_id == group_id:
+                for p in list(members):
+                    await self._check(p, token=False)
+
+    async def recheck(self) -> None:
+        """Every participant again: its token (expired, or its device revoked) and its
+        membership (a removal whose notice was lost, e.g. while Redis was away)."""
+        for members in list(self._calls.values()):
             for p in list(members):
-                access = await self._storage.group_access(group_id, p.device_id)
-                if access is None or not access.member:
-                    log_event("call member removed", logging.INFO, device=device_tag(p.device_id))
-                    self.leave(p)
-                    p.link.drop(
-                        Refused(ErrorCode.NOT_GROUP_MEMBER, "this device left the call's group")
-                    )
+                await self._check(p, token=True)
+
+    async def _check(self, p: Participant, *, token: bool) -> None:
+        try:
+            if token and await self._authenticate(p.token) != p.device_id:
+                raise RelayRefusal(ErrorCode.UNAUTHORIZED, "the token is another device's")
+            access = await self._storage.group_access(p.call.group_id, p.device_id)
+            if access is None or not access.member:
+                raise RelayRefusal(ErrorCode.NOT_GROUP_MEMBER, "this device left the group")
+        except StorageUnavailable:
+            return  # judged at the next check; a database outage does not end calls
+        except RelayRefusal as exc:
+            if p.active:
+                log_event("call member dropped", device=device_tag(p.device_id), error=exc.code)
+                self.leave(p)
+                p.link.drop(exc.refused)
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._recheck_interval)
+            await self.recheck()
 
     # --- observation ---------------------------------------------------------------------------
 
