@@ -195,6 +195,9 @@ def moving_video(
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = fractions.Fraction(1, fps)
+        stream.codec_context.thread_count = 1  # fast on a loaded machine (see media/vp8.py)
+        if codec == "libvpx":
+            stream.codec_context.options = {"deadline": "realtime", "cpu-used": "8"}
         for i in range(frames):
             gray = moving_luma(i, width, height, variant)
             frame = av.VideoFrame.from_ndarray(gray, format="gray").reformat(format="yuv420p")
