@@ -227,3 +227,14 @@ def test_any_arrival_pattern_plays_in_order_with_bounded_memory(
     st_ = buffer.stats
     assert min(st_.concealed, st_.lost, st_.late, st_.duplicate, st_.received) >= 0
     assert st_.played == sum(s.payload is not None for s in played)
+
+
+def test_a_sender_that_restarts_its_numbering_after_a_stop_is_played() -> None:
+    first_run, second_run = _frames(300), _frames(20)
+    arrivals = [(i * F, f) for i, f in enumerate(first_run) if i != 100]  # one lost
+    arrivals += [(8.0 + i * F, f) for i, f in enumerate(second_run)]  # numbering from 0 again
+    buffer = AudioJitterBuffer(0.06, adaptive=False)
+    slots = _run(buffer, arrivals, 9.0)
+    played = [s.sequence for s in slots if s.payload is not None]
+    assert played == [n for n in range(300) if n != 100] + list(range(20))
+    assert buffer.stats.resyncs == 1 and buffer.stats.lost == 1 and buffer.stats.late == 0
