@@ -97,11 +97,35 @@ class Vp8Encoder:
         return Vp8Packet(bytes(packets[0]), packets[0].is_keyframe)
 
 
+# The largest picture a decoder accepts: a peer's keyframe declaring 16383x16383 would make
+# libvpx allocate ~400 MB before anything else could object.
+MAX_DECODE_WIDTH, MAX_DECODE_HEIGHT = 1920, 1088
+
+
+def keyframe_size(data: bytes) -> tuple[int, int] | None:
+    """The picture size a VP8 keyframe declares (RFC 6386 §9.1), or None for an interframe.
+
+    A keyframe is a 3-byte frame tag whose lowest bit is 0, the start code 9d 01 2a, then
+    width and height as 16-bit little-endian values whose low 14 bits are the size.
+    """
+    if len(data) < 10 or data[0] & 1:
+        return None
+    if data[3:6] != b"\x9d\x01\x2a":
+        raise CodecDecodeError("VP8 keyframe without its start code")
+    width = int.from_bytes(data[6:8], "little") & 0x3FFF
+    height = int.from_bytes(data[8:10], "little") & 0x3FFF
+    return width, height
+
+
 class Vp8Decoder:
     """``decode(data)`` returns the frame or raises `CodecDecodeError` (counted in ``errors``);
-    the decoder stays usable after a rejected packet."""
+    the decoder stays usable after a rejected packet. Keyframes larger than ``max_width`` x
+    ``max_height`` are refused before libvpx sees them."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_width: int = MAX_DECODE_WIDTH, max_height: int = MAX_DECODE_HEIGHT
+    ) -> None:
+        self.max_width, self.max_height = max_width, max_height
         ctx = av.CodecContext.create(_CODEC, "r")
         assert isinstance(ctx, av.VideoCodecContext)
         ctx.thread_count = 1  # as the encoder: no thread hand-offs per frame
@@ -112,6 +136,12 @@ class Vp8Decoder:
     def decode(self, data: bytes) -> av.VideoFrame:
         if not data:  # an empty packet would end the decoder
             return self._reject("empty VP8 frame")
+        try:
+            size = keyframe_size(data)
+        except CodecDecodeError as e:
+            return self._reject(str(e))
+        if size is not None and (size[0] > self.max_width or size[1] > self.max_height):
+            return self._reject(f"VP8 keyframe of {size[0]}x{size[1]} is too large")
         try:
             frames = self._ctx.decode(av.Packet(data))
         except av.error.FFmpegError as e:
