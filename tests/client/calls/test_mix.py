@@ -15,6 +15,7 @@ from doorless.client.calls.media import (
     OpusEncoder,
     mix_pcm,
 )
+from doorless.client.calls.media.mix import MAX_BACKLOG
 from support.media import AUDIO_THRESHOLD, audio_similarity, from_pcm, pcm_frames, speech_like
 
 
@@ -89,3 +90,12 @@ def test_a_sender_that_leaves_stops_adding_audio() -> None:
 def test_nothing_is_played_before_the_first_frame() -> None:
     mixer: AudioMixer[int] = AudioMixer()
     assert mixer.pull(1.0) == []
+
+
+def test_a_long_pause_of_the_caller_skips_ahead_instead_of_flooding() -> None:
+    alice = _frames("alice", 0.2)
+    mixer: AudioMixer[str] = AudioMixer()
+    mixer.push("alice", alice[0], 0.0)
+    assert len(mixer.pull(0.06)) == 1
+    assert len(mixer.pull(3600.0)) == MAX_BACKLOG
+    assert mixer.skipped > 170_000

@@ -23,6 +23,9 @@ from doorless.client.calls.media.opus import FRAME_BYTES
 from doorless.client.calls.media.playout import AudioPlayout, PlayoutStats
 
 K = TypeVar("K", bound=Hashable)
+# At most this many mixed frames (1 s) per pull: after a pause of the caller (or a clock jump)
+# the schedule skips ahead instead of returning a flood of silence.
+MAX_BACKLOG = 50
 
 
 def mix_pcm(frames: Sequence[bytes]) -> bytes:
@@ -48,7 +51,8 @@ class AudioMixer(Generic[K]):
         self._queues: dict[K, deque[bytes]] = {}
         self._start: float | None = None
         self._emitted = 0
-        self.overflow = 0
+        self.overflow = 0  # frames a sender produced beyond ``max_queue``, dropped
+        self.skipped = 0  # mixer slots skipped after a long pause of the caller
 
     def push(self, sender: K, frame: MediaFrame, now: float) -> None:
         playout = self._playouts.get(sender)
@@ -76,6 +80,9 @@ class AudioMixer(Generic[K]):
         if self._start is None:
             return []
         due = int((now - self._start) / FRAME_SECONDS + 1e-9) + 1
+        if due - self._emitted > MAX_BACKLOG:
+            self.skipped += due - self._emitted - MAX_BACKLOG
+            self._emitted = due - MAX_BACKLOG
         out = []
         while self._emitted < due:
             out.append(mix_pcm([q.popleft() for q in self._queues.values() if q]))

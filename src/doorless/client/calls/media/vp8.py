@@ -18,6 +18,10 @@ from doorless.client.calls.media.errors import CodecDecodeError, MediaConfigErro
 
 _CODEC = "libvpx"
 
+# The largest picture a decoder accepts: a peer's keyframe declaring 16383x16383 would make
+# libvpx allocate ~400 MB before anything else could object.
+MAX_DECODE_WIDTH, MAX_DECODE_HEIGHT = 1920, 1088
+
 
 @dataclass(frozen=True, slots=True)
 class VideoConfig:
@@ -28,10 +32,13 @@ class VideoConfig:
     keyframe_interval: float = 5.0  # seconds between periodic keyframes
 
     def __post_init__(self) -> None:
-        # VP8 (RFC 6386 §9.2) codes 14-bit dimensions; 4:2:0 wants them even.
-        for name, value in (("width", self.width), ("height", self.height)):
-            if not 16 <= value <= 4096 or value % 2:
-                raise MediaConfigError(f"video {name} {value} must be even, 16..4096")
+        # 4:2:0 wants even sizes; receivers decode up to MAX_DECODE_WIDTH x MAX_DECODE_HEIGHT.
+        for name, value, top in (
+            ("width", self.width, MAX_DECODE_WIDTH),
+            ("height", self.height, MAX_DECODE_HEIGHT),
+        ):
+            if not 16 <= value <= top or value % 2:
+                raise MediaConfigError(f"video {name} {value} must be even, 16..{top}")
         if not 1 <= self.fps <= 60:
             raise MediaConfigError(f"video fps {self.fps} not in 1..60")
         if not 50_000 <= self.bitrate <= 8_000_000:
@@ -95,11 +102,6 @@ class Vp8Encoder:
         if len(packets) != 1:
             raise MediaConfigError(f"libvpx returned {len(packets)} packets for one frame")
         return Vp8Packet(bytes(packets[0]), packets[0].is_keyframe)
-
-
-# The largest picture a decoder accepts: a peer's keyframe declaring 16383x16383 would make
-# libvpx allocate ~400 MB before anything else could object.
-MAX_DECODE_WIDTH, MAX_DECODE_HEIGHT = 1920, 1088
 
 
 def keyframe_size(data: bytes) -> tuple[int, int] | None:
