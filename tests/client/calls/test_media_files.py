@@ -170,3 +170,16 @@ def test_damaged_files_give_frames_or_media_file_error_only(tmp_path: Path, seed
     except MediaFileError:
         pcm = []
     assert all(len(p) == FRAME_BYTES for p in pcm)
+
+
+def test_a_source_is_read_once(tmp_path: Path) -> None:
+    audio = WavFileSource(write_wav(tmp_path / "a.wav", speech_like("bob", 0.1)))
+    video = VideoFileSource(moving_video(tmp_path / "v.mkv", frames=2), VideoConfig(160, 120))
+    assert len(list(audio)) == 5 and len(list(video)) == 2
+    for source in (audio, video):
+        with pytest.raises(MediaConfigError, match="already read"):
+            list(source)
+    closed = WavFileSource(tmp_path / "a.wav")
+    closed.close()
+    with pytest.raises(MediaConfigError):
+        list(closed)

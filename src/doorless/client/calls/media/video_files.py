@@ -40,8 +40,10 @@ class VideoFileSource:
         if not self._container.streams.video:
             self._container.close()
             raise MediaFileError(f"{self.path.name} has no video stream")
+        self._read = False
 
     def __iter__(self) -> Iterator[av.VideoFrame]:
+        self._claim()
         stream = self._container.streams.video[0]
         stream.codec_context.thread_count = 1  # see vp8.py
         rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(self.config.fps)
@@ -72,7 +74,14 @@ class VideoFileSource:
         c = self.config
         return frame.reformat(width=c.width, height=c.height, format="yuv420p")
 
+    def _claim(self) -> None:
+        # A source is read once, front to back (it closes the file at the end).
+        if self._read:
+            raise MediaConfigError(f"{self.path.name} was already read or closed")
+        self._read = True
+
     def close(self) -> None:
+        self._read = True
         self._container.close()
 
 
