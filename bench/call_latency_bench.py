@@ -75,17 +75,7 @@ async def run_calls(info: RelayInfo, seconds: float, encrypted: bool) -> list[fl
     pairs = []
     for _ in range(CALLS):
         call = CallId.random()
-        conns = [
-            await RelayConnection.open(
-                info,
-                token=os.urandom(8).hex(),
-                group_id=b"bench-group",
-                call_id=call,
-                transport="quic",
-                timeout=10.0,
-            )  # fmt: skip
-            for _ in range(2)
-        ]
+        conns = [await join(info, call) for _ in range(2)]
         pairs.append(conns)
 
     async def send(conn: RelayConnection, leaf: int) -> None:
