@@ -188,33 +188,57 @@ def _final_text(info: CallInfo, stats: tuple[ParticipantStats, ...], me: str) ->
     return "\n".join(lines)
 
 
-def _audio_source(spec: MediaSpec) -> tuple[Iterable[bytes], bool] | None:
-    if spec.audio_in is None:
-        return None
-    if spec.audio_in == "mic":
-        return MicrophoneSource(), True
-    return WavFileSource(spec.audio_in), False
+@dataclass(slots=True)
+class OpenMedia:
+    """The sources and sinks of a call, opened before it rings (a missing audio device or a
+    bad file is an error before anyone is called)."""
 
+    audio_in: Iterable[bytes] | None = None
+    blocking: bool = False  # the microphone: read in a thread
+    audio_out: Any = None
+    video_in: VideoFileSource | None = None
+    video_out: VideoFileSink | None = None
 
-def _audio_sink(spec: MediaSpec) -> Any:
-    if spec.audio_out is None:
-        return None
-    if spec.audio_out == "speaker":
-        return SpeakerSink()
-    return WavFileSink(spec.audio_out)
+    @classmethod
+    def open(cls, spec: MediaSpec) -> OpenMedia:
+        media = cls()
+        try:
+            if spec.audio_in == "mic":
+                media.audio_in, media.blocking = MicrophoneSource(), True
+            elif spec.audio_in is not None:
+                media.audio_in = WavFileSource(spec.audio_in)
+            if spec.audio_out == "speaker":
+                media.audio_out = SpeakerSink()
+            elif spec.audio_out is not None:
+                media.audio_out = WavFileSink(spec.audio_out)
+            if spec.video_in is not None:
+                media.video_in = VideoFileSource(spec.video_in, CALL_VIDEO)
+            if spec.video_out is not None:
+                media.video_out = VideoFileSink(spec.video_out, CALL_VIDEO)
+        except BaseException:
+            media.close()
+            raise
+        return media
+
+    def close(self) -> None:
+        """Close every source and sink once (a sink writes its file's end here)."""
+        items = (self.audio_in, self.audio_out, self.video_in, self.video_out)
+        self.audio_in = self.audio_out = self.video_in = self.video_out = None
+        for item in items:
+            close = getattr(item, "close", None)
+            if close is not None:
+                close()
 
 
 async def run_media(
-    client: Client, info: CallInfo, spec: MediaSpec, *, status: bool | None
+    client: Client, info: CallInfo, spec: MediaSpec, media: OpenMedia, *, status: bool | None
 ) -> tuple[CallInfo, tuple[ParticipantStats, ...]]:
     """Join the relay and run the call's media until it ends; returns the final state and
     statistics (the call is hung up here unless the others ended it). ``status``: a live
     status line on stderr (True), the privacy code once (False), nothing (None)."""
     engine = await client.calls.connect(info.call_id, transport=spec.transport)  # type: ignore[arg-type]
     await client.calls.wait_for_peer(info.call_id, timeout=PEER_TIMEOUT)
-    audio_in = _audio_source(spec)
-    audio_out = _audio_sink(spec)
-    video_out = VideoFileSink(spec.video_out, CALL_VIDEO) if spec.video_out else None
+    audio_out, video_out = media.audio_out, media.video_out
     recording = spec.audio_out not in (None, "speaker")
     delays = (RECORDING_DELAY, 1.0) if recording else (0.06, 0.4)
     runner = MediaRunner(
@@ -226,13 +250,12 @@ async def run_media(
     )
     background = [asyncio.create_task(runner.receive()), asyncio.create_task(runner.play())]
     senders = []
-    if audio_in is not None:
-        source, blocking = audio_in
-        senders.append(runner.send_audio(source, seconds=spec.seconds, blocking=blocking))
-    if spec.video_in is not None:
+    if media.audio_in is not None:
         senders.append(
-            runner.send_video(VideoFileSource(spec.video_in, CALL_VIDEO), seconds=spec.seconds)
+            runner.send_audio(media.audio_in, seconds=spec.seconds, blocking=media.blocking)
         )
+    if media.video_in is not None:
+        senders.append(runner.send_video(media.video_in, seconds=spec.seconds))
 
     async def media_done() -> None:
         started = asyncio.get_running_loop().time()
@@ -273,9 +296,7 @@ async def run_media(
         if status:
             print(file=sys.stderr)
         runner.drain()
-        for sink in (audio_out, video_out):
-            if sink is not None:
-                sink.close()
+        media.close()
         final = client.calls.get(info.call_id)
         if final.state is not CallState.ENDED:
             final = await client.calls.hang_up(info.call_id)
@@ -328,10 +349,16 @@ def start(
         async with client:
             await client.sync()
             await client.start()
-            info = await _start(client, target, spec, ring)
-            if info.state is CallState.ENDED:
-                raise usage_error(f"the call ended: {info.reason}")
-            final, stats = await run_media(client, info, spec, status=stderr_is_terminal())
+            media = OpenMedia.open(spec)
+            try:
+                info = await _start(client, target, spec, ring)
+                if info.state is CallState.ENDED:
+                    raise usage_error(f"the call ended: {info.reason}")
+                final, stats = await run_media(
+                    client, info, spec, media, status=stderr_is_terminal()
+                )
+            finally:
+                media.close()
             _finish(st, client, final, stats)
 
     run(st, main)
@@ -358,9 +385,15 @@ def answer(
         async with client:
             await client.sync()
             await client.start()
-            ringing = await client.calls.incoming(timeout=wait)
-            info = await client.calls.answer(ringing.call_id, spec.media)
-            final, stats = await run_media(client, info, spec, status=stderr_is_terminal())
+            media = OpenMedia.open(spec)
+            try:
+                ringing = await client.calls.incoming(timeout=wait)
+                info = await client.calls.answer(ringing.call_id, spec.media)
+                final, stats = await run_media(
+                    client, info, spec, media, status=stderr_is_terminal()
+                )
+            finally:
+                media.close()
             _finish(st, client, final, stats)
 
     run(st, main)
@@ -464,5 +497,9 @@ async def rpc_join_call(client: Client, params: rpc.Params) -> JSON:
         params.opt_string("transport") or "auto",
     ).check()
     params.done()
-    final, stats = await run_media(client, client.calls.get(call_id), spec, status=None)
+    media = OpenMedia.open(spec)
+    try:
+        final, stats = await run_media(client, client.calls.get(call_id), spec, media, status=None)
+    finally:
+        media.close()
     return call_json(final, stats)

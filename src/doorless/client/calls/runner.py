@@ -28,7 +28,7 @@ from typing import Protocol
 
 import av
 
-from doorless.client.calls.engine import CallEngine
+from doorless.client.calls.engine import CallEngine, Received
 from doorless.client.calls.media import (
     FRAME_BYTES,
     AudioJitterBuffer,
@@ -188,16 +188,18 @@ class MediaRunner:
             except DoorlessError:
                 return  # the relay connection ended
             received = await self.engine.open(data)
-            if received is None:
-                continue
-            if received.frame.stream is StreamKind.AUDIO:
-                playout = self._playouts.get(received.sender)
-                if playout is None:
-                    jitter = AudioJitterBuffer(self._delays[0], max_delay=self._delays[1])
-                    playout = self._playouts[received.sender] = AudioPlayout(jitter)
-                playout.push(received.frame, self.now())
-            else:
-                self._on_video(received.sender, received.frame)
+            for item in (*self.engine.released(), *((received,) if received else ())):
+                self._on_frame(item)
+
+    def _on_frame(self, received: Received) -> None:
+        if received.frame.stream is StreamKind.AUDIO:
+            playout = self._playouts.get(received.sender)
+            if playout is None:
+                jitter = AudioJitterBuffer(self._delays[0], max_delay=self._delays[1])
+                playout = self._playouts[received.sender] = AudioPlayout(jitter)
+            playout.push(received.frame, self.now())
+        else:
+            self._on_video(received.sender, received.frame)
 
     def _on_video(self, sender: DeviceRef, frame: MediaFrame) -> None:
         state = self._video.get(sender)
