@@ -98,7 +98,15 @@ async def group_call(
         engines.append(engine)
         sinks.append(sink)
         runners.append(
-            MediaRunner(engine, audio_out=sink, video_out=sink, speed=SPEED, track_out=sink.track)
+            MediaRunner(
+                engine,
+                audio_out=sink,
+                video_out=sink,
+                speed=SPEED,
+                track_out=sink.track,
+                playout_delay=0.3,  # a recording, as doorless call makes with --audio-out FILE
+                max_playout_delay=1.0,
+            )
         )
     return engines, sinks, runners
 
