@@ -1,22 +1,32 @@
 """Calls with the real programs: ``doorless server`` (with its QUIC relay) and ``doorless call
 start`` / ``call answer`` processes, from WAV and video files; what each side writes matches
-what the other sent (the similarity measures of `support.media`)."""
+what the other sent (the similarity measures of `support.media`). And a member removed from
+the conversation mid-call (library clients against the server process) stops receiving
+within the grace window while the others go on."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from doorless.client import Client
+from doorless.client.calls.keys import GRACE_SECONDS
+from doorless.client.calls.runner import MediaRunner
+from doorless.client.events import CallState
 from support.media import (
     AUDIO_THRESHOLD,
     VIDEO_PSNR_THRESHOLD,
     audio_similarity,
     moving_video,
+    pcm_frames,
     psnr,
     read_video_luma,
     read_wav,
@@ -25,7 +35,7 @@ from support.media import (
 )
 from support.servers import free_port
 
-from .helpers import ServerProcess, run_cli
+from .helpers import PASSPHRASE, ServerProcess, options, run_cli
 from .test_cli_process import spawn
 
 SECONDS = "2.5"
@@ -133,3 +143,78 @@ def test_three_party_group_call_with_video(server: ServerProcess, tmp_path: Path
             for k in range(0, 10)
         )
         assert best > VIDEO_PSNR_THRESHOLD
+
+
+async def _removed_mid_call(server: ServerProcess, root: Path) -> None:
+    names = ("alice", "bob", "carol")
+    clients = {
+        n: await Client.create_account(
+            root / n, PASSPHRASE, server_url=server.url, username=n, options=options(push=True)
+        )
+        for n in names
+    }
+    alice, bob, carol = (clients[n] for n in names)
+    chat = await alice.create_group("team", ["bob", "carol"])
+    for c in (bob, carol):
+        await c.sync()
+        await c.start()
+    await alice.start()
+    call = await alice.calls.start(chat.id)
+    for c in (bob, carol):
+        await c.calls.answer((await c.calls.incoming(timeout=20)).call_id)
+    await alice.calls.wait(call.call_id, CallState.ACTIVE, timeout=20)
+    engines = {n: await clients[n].calls.connect(call.call_id, transport="quic") for n in names}
+    tracks: dict[str, list[bytes]] = {n: [] for n in names}
+    runners = {
+        n: MediaRunner(
+            engines[n],
+            track_out=lambda ref, pcm, n=n: tracks[n].append(pcm) if ref.user == "alice" else None,
+            playout_delay=0.3,
+            max_playout_delay=1.0,
+        )
+        for n in names
+    }
+    carol_times: list[float] = []
+    carol_open = engines["carol"].open
+
+    async def carol_opens(data: bytes) -> Any:
+        got = await carol_open(data)
+        if got is not None:
+            carol_times.append(time.monotonic())
+        return got
+
+    engines["carol"].open = carol_opens  # type: ignore[method-assign]
+    background = [asyncio.create_task(r.receive()) for r in runners.values()]
+    background += [asyncio.create_task(r.play()) for r in runners.values()]
+    voice = speech_like("alice", 3.0)
+    sending = asyncio.create_task(runners["alice"].send_audio(pcm_frames(voice)))
+    await asyncio.sleep(1.0)
+    await alice.remove_members(chat.id, ["carol"])
+    removed_at = time.monotonic()
+    await sending
+    await asyncio.sleep(1.0)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    for r in runners.values():
+        r.drain()
+    # Carol heard the first second, and nothing later than the grace window after the removal.
+    assert carol_times and carol_times[0] < removed_at
+    assert max(carol_times) <= removed_at + GRACE_SECONDS + 0.5
+    (bob_from_alice,) = [p for p in engines["bob"].stats() if p.user == "alice"]
+    (carol_from_alice,) = [p for p in engines["carol"].stats() if p.user == "alice"]
+    assert carol_from_alice.frames_received < bob_from_alice.frames_received - 50
+    # Bob heard all of it, across the epoch change.
+    assert engines["bob"].keys.epoch == engines["alice"].keys.epoch
+    assert engines["bob"].privacy_code == engines["alice"].privacy_code
+    assert bob_from_alice.frames_received >= 140
+    got = np.frombuffer(b"".join(tracks["bob"]), dtype="<i2")
+    assert audio_similarity(voice, got) > AUDIO_THRESHOLD
+    for c in clients.values():
+        await c.close()
+
+
+def test_member_removed_mid_call_stops_receiving_within_the_grace_window(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    asyncio.run(_removed_mid_call(server, tmp_path / "profiles"))
