@@ -73,3 +73,45 @@ async def test_media_options_are_checked_before_anything_happens(tmp_path: Path)
     with pytest.raises(DoorlessError, match="--seconds"):
         MediaSpec(seconds=-1).check()
     assert MediaSpec(seconds=1).check().seconds == 1
+
+
+async def test_no_audio_device_is_a_typed_error_before_ringing() -> None:
+    from doorless.cli.call import OpenMedia
+    from doorless.client.calls.media import AudioDeviceUnavailable
+
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        pass  # no PortAudio: the case under test
+    else:
+        pytest.skip("this machine has PortAudio")
+    with pytest.raises(AudioDeviceUnavailable):
+        OpenMedia.open(MediaSpec(audio_in="mic", seconds=1).check())
+    with pytest.raises(AudioDeviceUnavailable):
+        OpenMedia.open(MediaSpec(audio_out="speaker", seconds=1).check())
+
+
+async def test_final_text_and_json() -> None:
+    from doorless.cli.call import _final_text, call_json
+    from doorless.client.calls.manager import CallInfo
+    from doorless.client.calls.stats import ParticipantStats
+    from doorless.client.events import CallState, DeviceRef
+
+    alice = DeviceRef("alice", "a" * 32)
+    info = CallInfo("c" * 32, "d" * 64, CallState.ENDED, False, alice, (alice,), True, "1 2", "x")
+    stats = (
+        ParticipantStats("alice", "a" * 32, frames_sent=10),
+        ParticipantStats(
+            "bob\x1b[2J",
+            "b" * 32,
+            frames_received=9,
+            frames_lost=1,
+            decrypt_failures={"tampered": 2},
+        ),
+    )
+    text = _final_text(info, stats, "alice")
+    assert "\x1b" not in text  # a peer's name is untrusted text
+    assert "you: sent 10" in text and "failed to decrypt 2" in text and "lost 1" in text
+    data = call_json(info, stats)
+    assert data["stats"][1]["failed_to_decrypt"] == 2 and data["privacy_code"] == "1 2"
+    assert data["participants"] == [{"user": "alice", "device_id": "a" * 32}]

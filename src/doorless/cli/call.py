@@ -107,6 +107,7 @@ Wait = Annotated[
     typer.Option("--wait", metavar="S", help="Wait up to S seconds for a call to come in."),
 ]
 STATUS_PERIOD = 1.0
+STATS_PERIOD = 2.0  # a call_updated event with live statistics this often
 RECORDING_DELAY = 0.3  # jitter buffer delay when --audio-out is a file (latency does not matter)
 PEER_TIMEOUT = 30.0  # after answering: wait this long for another device on the relay
 LINGER = 0.6  # after the last frame sent: let the others' last frames arrive
@@ -283,6 +284,13 @@ async def run_media(
         background.append(asyncio.create_task(keyframe_on_join()))
     ended = asyncio.create_task(client.calls.wait(info.call_id, CallState.ENDED))
     done_task = asyncio.create_task(media_done())
+
+    async def report_stats() -> None:
+        while True:  # a CallUpdated event with the statistics (daemon notifications)
+            await asyncio.sleep(STATS_PERIOD)
+            client.calls.refresh(info.call_id)
+
+    background.append(asyncio.create_task(report_stats()))
     if status:
         background.append(asyncio.create_task(show_status()))
     elif status is not None:
