@@ -15,6 +15,8 @@ does not inflate (it can only slow the wall clock). Wall-clock throughput is sho
 * ``bare``: the floor — an aioquic server that pairs the connections of a call and copies every
   DATAGRAM to the other connections: no header check, no counters, no forwarder, no bridge.
 
+The second table is the added latency of encrypt + relay + decrypt at 10 concurrent calls.
+
     PYTHONPATH=src python bench/relay_bench.py                  # print the table
     PYTHONPATH=src python bench/relay_bench.py --update-doc docs/benchmarks.md
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -35,13 +38,16 @@ from _report import machine, update_doc
 
 from doorless.client.transport.relay import RelayConnection, RelayInfo
 from doorless.server.relay.cert import load_or_create
-from doorless.sframe import encode_header
+from doorless.sframe import BaseKey, SFrameReceiver, SFrameSender, SFrameSuite, encode_header
 from doorless.wire.calls import ALPN, CallId, FrameEnvelope, StreamKind
 
 SECTION = "## Media relay forwarding (issue #13)"
 STREAMS = (10, 50, 200)
 TARGET = 10_000
 FRAME = 100
+LATENCY_CALLS = 10
+LATENCY_TARGET_MS = 5.0
+SUITE = SFrameSuite.AES_128_GCM_SHA256_128
 
 
 # --- the server side (child process) ---------------------------------------------------------
@@ -193,6 +199,59 @@ async def run_load(
     }
 
 
+async def run_latency(info: RelayInfo, transport: str, calls: int, seconds: float) -> list[float]:
+    """Encrypt + relay + decrypt, in ms: ``calls`` two-party calls, one SFrame-encrypted audio
+    stream each at 50 frames/s (20 ms), the send time inside the plaintext."""
+    key = BaseKey(os.urandom(16))
+    latencies: list[float] = []
+    pairs = []
+    for _ in range(calls):
+        call = CallId.random()
+        pair = [
+            await RelayConnection.open(
+                info,
+                token=os.urandom(8).hex(),
+                group_id=b"bench-group",
+                call_id=call,
+                transport=transport,  # type: ignore[arg-type]
+                timeout=10.0,
+            )
+            for _ in range(2)
+        ]
+        pairs.append(pair)
+    stop = asyncio.Event()
+
+    async def sender(conn: RelayConnection, kid: int) -> None:
+        s = SFrameSender(SUITE, kid, key)
+        s.reserve(100_000)
+        padding = os.urandom(FRAME - 8 - 17)
+        while not stop.is_set():
+            sent = struct.pack(">d", time.perf_counter())
+            await conn.send(StreamKind.audio, s.encrypt(sent + padding))
+            await asyncio.sleep(0.02)
+
+    async def receiver(conn: RelayConnection, kid: int) -> None:
+        r = SFrameReceiver(SUITE)
+        r.add_key(kid, key)
+        async for envelope in conn:
+            sent = struct.unpack(">d", r.decrypt(envelope.frame).plaintext[:8])[0]
+            if not stop.is_set():
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+    tasks = [asyncio.create_task(receiver(b, i)) for i, (_, b) in enumerate(pairs)]
+    senders = [asyncio.create_task(sender(a, i)) for i, (a, _) in enumerate(pairs)]
+    await asyncio.sleep(1.0)
+    latencies.clear()  # after the warm-up
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*senders)
+    for pair in pairs:
+        for conn in pair:
+            await conn.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return latencies
+
+
 def start_child(args: list[str], port: int | None) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
         [sys.executable, __file__, *args],
@@ -222,6 +281,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def measure_latency(seconds: float) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        port, udp = free_port(), free_port()
+        data = Path(tmp) / "latency"
+        data.mkdir()
+        child = start_child(["--serve", str(data), str(port), str(udp)], port)
+        try:
+            fingerprint = load_or_create(data / "relay").fingerprint
+            info = RelayInfo(
+                "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
+            )
+            for transport in ("quic", "websocket"):
+                out[transport] = asyncio.run(run_latency(info, transport, LATENCY_CALLS, seconds))
+                v = out[transport]
+                print(
+                    f"latency {transport}: p50 {quantile(v, 0.5):.2f} ms, "
+                    f"p95 {quantile(v, 0.95):.2f} ms ({len(v)} frames)",
+                    flush=True,
+                )
+        finally:
+            child.terminate()
+            child.wait(10)
+    return out
 
 
 def measure(seconds: float) -> dict[str, dict[int, dict[str, float]]]:
@@ -259,7 +349,11 @@ def measure(seconds: float) -> dict[str, dict[int, dict[str, float]]]:
     return results
 
 
-def section(results: dict[str, dict[int, dict[str, float]]], info: dict[str, Any]) -> str:
+def section(
+    results: dict[str, dict[int, dict[str, float]]],
+    latency: dict[str, list[float]],
+    info: dict[str, Any],
+) -> str:
     lines = [
         SECTION,
         "",
@@ -286,6 +380,22 @@ def section(results: dict[str, dict[int, dict[str, float]]], info: dict[str, Any
             f"{ws['per_cpu_second'] / q:.2f} | {quic['per_wall_second']:,.0f} | "
             f"{'yes' if q >= TARGET else 'no'} |"
         )
+    lines += [
+        "",
+        f"Added latency of encrypt + relay + decrypt (SFrame {SUITE.name}, {FRAME}-byte audio "
+        f"frames), {LATENCY_CALLS} concurrent two-party calls, one 50 frames/s stream each, "
+        "the send time inside the plaintext, clients and server on loopback. Target "
+        f"(issue #13): p95 below {LATENCY_TARGET_MS} ms.",
+        "",
+        "| transport | frames | p50 (ms) | p95 (ms) | p99 (ms) | target met |",
+        "|---|---:|---:|---:|---:|:---:|",
+    ]
+    for transport, v in latency.items():
+        p95 = quantile(v, 0.95)
+        lines.append(
+            f"| {transport} | {len(v)} | {quantile(v, 0.5):.2f} | {p95:.2f} | "
+            f"{quantile(v, 0.99):.2f} | {'yes' if p95 < LATENCY_TARGET_MS else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +414,8 @@ def main() -> None:
         return
     info = machine()
     results = measure(args.seconds)
-    text = section(results, info)
+    latency = measure_latency(args.seconds)
+    text = section(results, latency, info)
     print(text)
     if args.update_doc:
         update_doc(args.update_doc, SECTION, text)

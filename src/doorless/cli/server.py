@@ -148,6 +148,13 @@ def serve(
         str | None,
         typer.Option(metavar="ADDRESS", help="Address of the QUIC relay (default: --host)."),
     ] = None,
+    relay_public_host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Host name clients dial for the QUIC relay (default: the API's host name).",
+        ),
+    ] = None,
     config_file: Annotated[
         Path | None,
         typer.Option(
@@ -186,6 +193,7 @@ def serve(
         anon_rate_limit = values["anon_rate_limit"]
         relay_port = values["relay_port"]
         relay_host = values["relay_host"]
+        relay_public_host = values["relay_public_host"]
     if data_dir is None:
         fail_usage("--data-dir is required")
     if (tls_cert is None) != (tls_key is None):
@@ -216,6 +224,7 @@ def serve(
         anon_rate_burst=max(1, round(ANON_RATE_BURST * anon_rate_limit)),
         relay_port=relay_port,
         relay_host=relay_host or host,
+        relay_public_host=relay_public_host,
     )
     try:
         storage, fanout = make_storage(config, database), make_fanout(redis)
@@ -309,6 +318,7 @@ _SETTINGS: dict[str, Any] = {
     "anon_rate_limit": _rate,
     "relay_port": _port,
     "relay_host": _text,
+    "relay_public_host": _text,
 }
 
 

@@ -69,6 +69,7 @@ class ServerConfig:
     # WebSocket fallback; 0: any free port) and address. Its certificate is in ``relay/``.
     relay_port: int | None = None
     relay_host: str = "127.0.0.1"
+    relay_public_host: str | None = None  # what clients dial (None: the API's host name)
 
     def __post_init__(self) -> None:
         sizes = (

@@ -54,6 +54,7 @@ async def test_the_relay_forwards_only_what_it_cannot_read(
     async with relay_server(tmp_path / "server", forwarder=recorder) as server:
         alice = await account(server.url, tmp_path / "p", "alice")
         bob = await account(server.url, tmp_path / "p", "bob")
+        alice_device, bob_device = alice.device_id, bob.device_id
         try:
             gid = await group_with(alice, bob)
             call = CallId.random()
@@ -93,4 +94,6 @@ async def test_the_relay_forwards_only_what_it_cannot_read(
     log = server_log.getvalue()
     assert "call joined" in log  # the log was captured
     assert canary.decode() not in log
+    for identifier in (gid.hex(), call.hex(), alice_device, bob_device):
+        assert identifier not in log  # ids only hashed, group and call never
     assert scan_files(data_dir, [canary]) == []

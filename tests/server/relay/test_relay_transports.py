@@ -18,6 +18,7 @@ from doorless.client.transport.relay import (
     RelayConnection,
     RelayFingerprintMismatch,
     RelayRefused,
+    RelayUnreachable,
     _QuicLink,
 )
 from doorless.sframe import encode_header
@@ -103,8 +104,9 @@ async def test_frames_go_to_the_others_and_never_back(
             await c.close()
 
 
+@pytest.mark.parametrize("transport", ["quic", "websocket"])
 async def test_a_non_member_is_refused_and_a_removed_member_dropped(
-    server: RelayServer, tmp_path: Path
+    server: RelayServer, tmp_path: Path, transport: str
 ) -> None:
     clients, gid = await three(server, tmp_path)
     alice = clients[0]
@@ -117,7 +119,10 @@ async def test_a_non_member_is_refused_and_a_removed_member_dropped(
         with pytest.raises(RelayRefused) as unknown:
             await transport_of(eve).join_call(os.urandom(32), call, transport="websocket")
         assert unknown.value.code == "not_found"
-        conns = [await transport_of(c).join_call(gid, call) for c in clients]
+        conns = [
+            await transport_of(c).join_call(gid, call, transport=transport)  # type: ignore[arg-type]
+            for c in clients
+        ]
         assert len(server.relay.participants(gid, call.value)) == 3
         await alice.remove_members(gid.hex(), ["carol"])
         with pytest.raises(RelayRefused) as dropped:
@@ -185,8 +190,9 @@ async def test_many_frames_too_large_for_a_datagram_all_arrive_over_quic(
         call = CallId.random()
         a, b = [await transport_of(c).join_call(gid, call, transport="quic") for c in clients]
         frames = [frame(1, ctr, os.urandom(3000)) for ctr in range(300)]
-        for f in frames:
-            await a.send(StreamKind.video, f)
+        for f in frames:  # 100 frames/s: a busy video stream
+            assert await a.send(StreamKind.video, f)
+            await asyncio.sleep(0.01)
         got = [(await next_frame(b, 10)).frame for _ in frames]
         assert sorted(got) == sorted(frames)
         for c in (a, b):
@@ -233,3 +239,21 @@ async def test_quic_garbage_on_the_control_stream_is_refused(
     finally:
         for c in clients:
             await c.close()
+
+
+async def test_a_server_without_quic_is_joined_over_websocket(tmp_path: Path) -> None:
+    async with relay_server(tmp_path / "server", quic=False) as server:
+        clients = [await account(server.url, tmp_path / "p", n) for n in ("alice", "bob")]
+        try:
+            gid = await group_with(*clients)
+            info = await transport_of(clients[0]).relay_info()
+            assert (info.port, info.fingerprint) == (None, None)
+            conn = await transport_of(clients[0]).join_call(gid, CallId.random())
+            assert conn.transport == "websocket"
+            assert conn.fallback_reason == "the server has no QUIC relay"
+            await conn.close()
+            with pytest.raises(RelayUnreachable):
+                await transport_of(clients[1]).join_call(gid, CallId.random(), transport="quic")
+        finally:
+            for c in clients:
+                await c.close()

@@ -69,6 +69,7 @@ from doorless.wire.calls import (
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
 _MAX_PENDING_DATAGRAMS = 512
+_MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
 _REFUSED = bytes((RelayMessageType.refused,))
 
 
@@ -208,6 +209,8 @@ class _QuicClient(QuicConnectionProtocol):
                 return False
             quic.send_datagram_frame(data)
         else:
+            if len(quic._streams) >= _MAX_OPEN_STREAMS:  # a peer that does not read: bounded
+                return False
             stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
             quic.send_stream_data(stream_id, data, end_stream=True)
         self._transmit_soon()

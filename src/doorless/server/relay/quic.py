@@ -44,6 +44,7 @@ from doorless.wire.calls import (
 from doorless.wire.errors import ErrorCode
 
 _MAX_PENDING_DATAGRAMS = 512  # beyond this a congested connection drops frames
+_MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
 _JOIN_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 30.0
 _CLOSE_DELAY = 0.2
@@ -82,6 +83,8 @@ class RelayQuicProtocol(QuicConnectionProtocol):
                 return False
             quic.send_datagram_frame(data)
         else:
+            if len(quic._streams) >= _MAX_OPEN_STREAMS:  # a peer that does not read: bounded
+                return False
             stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
             quic.send_stream_data(stream_id, data, end_stream=True)
         self._transmit_soon()

@@ -40,6 +40,7 @@ class RelayService:
         self._cert_folder = config.relay_dir
         self._host = config.relay_host
         self._port = config.relay_port
+        self._public_host = config.relay_public_host
         self._server: QuicServer | None = None
 
     async def start(self) -> RelayEndpoint | None:
@@ -50,7 +51,7 @@ class RelayService:
         self._server = await quic.start(self.relay, cert, self._host, self._port)
         port = quic.bound_port(self._server)
         log_event("relay listening", transport="quic", port=port)
-        return RelayEndpoint(None, port, cert.fingerprint)
+        return RelayEndpoint(self._public_host, port, cert.fingerprint)
 
     async def close(self) -> None:
         server, self._server = self._server, None
