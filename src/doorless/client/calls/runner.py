@@ -30,7 +30,6 @@ import av
 
 from doorless.client.calls.engine import CallEngine, Received
 from doorless.client.calls.media import (
-    FRAME_BYTES,
     AudioJitterBuffer,
     AudioPacketizer,
     AudioPlayout,
@@ -45,12 +44,12 @@ from doorless.client.calls.media import (
     Vp8Decoder,
     Vp8Encoder,
 )
+from doorless.client.calls.media.mix import mix_pcm
 from doorless.client.events import DeviceRef
 from doorless.errors import ConfigurationError, DoorlessError
 
 CALL_VIDEO = VideoConfig(width=320, height=240, fps=15, bitrate=300_000, keyframe_interval=1.0)
 _TICK = 0.020  # one audio frame
-_MAX = 32767
 
 
 class AudioSink(Protocol):
@@ -59,20 +58,6 @@ class AudioSink(Protocol):
 
 class VideoSink(Protocol):
     def write(self, frame: av.VideoFrame) -> None: ...
-
-
-def mix(frames: list[bytes]) -> bytes:
-    """The sum of 20 ms s16 frames, clipped."""
-    if len(frames) == 1:
-        return frames[0]
-    total = [0] * (FRAME_BYTES // 2)
-    for pcm in frames:
-        for i, v in enumerate(memoryview(pcm).cast("h")):
-            total[i] += v
-    out = memoryview(bytearray(FRAME_BYTES)).cast("h")
-    for i, v in enumerate(total):
-        out[i] = -_MAX - 1 if v < -_MAX - 1 else _MAX if v > _MAX else v
-    return out.tobytes()
 
 
 @dataclass(slots=True)
@@ -241,7 +226,7 @@ class MediaRunner:
         for i in range(longest):
             frames = [f[i].pcm for f in released.values() if i < len(f)]
             if self.audio_out is not None:
-                self.audio_out.write(mix(frames))
+                self.audio_out.write(mix_pcm(frames))
                 self.frames_written += 1
 
     def drain(self) -> None:
@@ -252,4 +237,4 @@ class MediaRunner:
         return {ref: p.stats for ref, p in self._playouts.items()}
 
 
-__all__ = ["CALL_VIDEO", "AudioSink", "MediaRunner", "VideoSink", "mix"]
+__all__ = ["CALL_VIDEO", "AudioSink", "MediaRunner", "VideoSink"]
