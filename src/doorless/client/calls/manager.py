@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
@@ -39,7 +40,7 @@ from doorless.client.events import (
     Event,
 )
 from doorless.client.transport.relay import TransportChoice
-from doorless.errors import StateError
+from doorless.errors import DoorlessError, StateError
 from doorless.wire.call_signal import (
     CALL_ID_LENGTH,
     CallMedia,
@@ -47,6 +48,8 @@ from doorless.wire.call_signal import (
     CallSignalType,
     new_call_id,
 )
+
+log = logging.getLogger("doorless.client.calls")
 
 ChannelFactory = Callable[[bytes, bytes, TransportChoice], Awaitable[MediaChannel]]
 """Opens the relay channel of (group id, call id) for this device, by transport."""
@@ -229,8 +232,12 @@ class Calls:
     # --- signals from the conversation --------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, CallSignalReceived):
+        if not isinstance(event, CallSignalReceived):
+            return
+        try:
             self._on_signal(event)
+        except DoorlessError as e:  # a peer's odd signal must not stop the inbox
+            log.warning("call signal ignored: %s", e)
 
     def _on_signal(self, event: CallSignalReceived) -> None:
         signal, sender = event.signal, event.sender
