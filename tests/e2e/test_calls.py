@@ -62,7 +62,7 @@ def accounts(server: ServerProcess, root: Path, *names: str) -> dict[str, Path]:
     return profiles
 
 
-def finish(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -124,7 +124,7 @@ def test_three_party_group_call_with_video(server: ServerProcess, tmp_path: Path
         callees.append(spawn(p[n], "call", "answer", "--wait", "60", *args))
     alice = spawn(
         p["alice"], "call", "start", "--group", "team", "--audio-in", str(wav_in["alice"]),
-        "--video-in", str(clip), "--seconds", SECONDS,
+        "--video-in", str(clip), "--seconds", SECONDS, "--peers", "2",
     )  # fmt: skip
     a = finish(alice)
     results = [finish(c) for c in callees]

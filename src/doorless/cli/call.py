@@ -20,6 +20,7 @@ the call and a stats object per participant.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,6 +103,14 @@ Transport = Annotated[
         help="How to reach the relay: QUIC, else the WebSocket fallback (auto), or only one.",
     ),
 ]
+Peers = Annotated[
+    int,
+    typer.Option(
+        "--peers",
+        metavar="N",
+        help="Start sending once N others are on the call (a group call: wait for everyone).",
+    ),
+]
 Wait = Annotated[
     float,
     typer.Option("--wait", metavar="S", help="Wait up to S seconds for a call to come in."),
@@ -121,10 +130,13 @@ class MediaSpec:
     video_out: Path | None = None
     seconds: float | None = None
     transport: str = "auto"
+    peers: int = 1  # start sending once this many others are on the call
 
     def check(self) -> MediaSpec:
         if self.seconds is not None and self.seconds <= 0:
             raise usage_error("--seconds must be positive")
+        if not 1 <= self.peers <= 1000:
+            raise usage_error("--peers is 1..1000")
         if self.transport not in ("auto", "quic", "websocket"):
             raise usage_error("--transport is auto, quic or websocket")
         for name, value in (("--audio-in", self.audio_in), ("--video-in", self.video_in)):
@@ -238,7 +250,8 @@ async def run_media(
     statistics (the call is hung up here unless the others ended it). ``status``: a live
     status line on stderr (True), the privacy code once (False), nothing (None)."""
     engine = await client.calls.connect(info.call_id, transport=spec.transport)  # type: ignore[arg-type]
-    await client.calls.wait_for_peer(info.call_id, timeout=PEER_TIMEOUT)
+    with contextlib.suppress(TimeoutError):  # not everyone came: start with those who did
+        await client.calls.wait_for_peer(info.call_id, timeout=PEER_TIMEOUT, count=spec.peers)
     audio_out, video_out = media.audio_out, media.video_out
     recording = spec.audio_out not in (None, "speaker")
     delays = (RECORDING_DELAY, 1.0) if recording else (0.06, 0.4)
@@ -340,6 +353,7 @@ def start(
     video_out: VideoOut = None,
     seconds: Seconds = None,
     transport: Transport = "auto",
+    peers: Peers = 1,
     ring: Annotated[
         float, typer.Option("--ring", metavar="S", help="Ring for up to S seconds.")
     ] = 60.0,
@@ -350,7 +364,9 @@ def start(
         if (user is None) == (group is None):
             raise usage_error("name one conversation: @USER or --group NAME")
         target = Target.of(user, group)
-        spec = MediaSpec(audio_in, audio_out, video_in, video_out, seconds, transport).check()
+        spec = MediaSpec(
+            audio_in, audio_out, video_in, video_out, seconds, transport, peers
+        ).check()
 
     async def main() -> None:
         client = await open_client(st, push=True)
@@ -381,12 +397,15 @@ def answer(
     video_out: VideoOut = None,
     seconds: Seconds = None,
     transport: Transport = "auto",
+    peers: Peers = 1,
     wait: Wait = 60.0,
 ) -> None:
     """Answer the next incoming call (waiting up to --wait seconds) and run it."""
     st = state(ctx)
     with checked(st):
-        spec = MediaSpec(audio_in, audio_out, video_in, video_out, seconds, transport).check()
+        spec = MediaSpec(
+            audio_in, audio_out, video_in, video_out, seconds, transport, peers
+        ).check()
 
     async def main() -> None:
         client = await open_client(st, push=True)

@@ -190,14 +190,17 @@ class Calls:
         self._update(call, privacy_code=engine.privacy_code)
         return engine
 
-    async def wait_for_peer(self, call_id: str, timeout: float | None = None) -> CallInfo:
-        """Wait until another device joined the call on the relay (or the call ended)."""
+    async def wait_for_peer(
+        self, call_id: str, timeout: float | None = None, *, count: int = 1
+    ) -> CallInfo:
+        """Wait until ``count`` other devices joined the call on the relay (or the call
+        ended)."""
         call = self._call(call_id)
         me = self._s.me
 
         def peer() -> CallInfo | None:
             ended = call.info.state is CallState.ENDED
-            return call.info if ended or call.joined - {me} else None
+            return call.info if ended or len(call.joined - {me}) >= count else None
 
         return await asyncio.wait_for(self._until(peer), timeout)
 
