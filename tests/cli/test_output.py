@@ -22,7 +22,9 @@ from doorless.client import (
     MessageKind,
     MessageState,
 )
+from doorless.client.events import CallSignalReceived, CallState, CallUpdated
 from doorless.franking import AttachmentDescriptor
+from doorless.wire.call_signal import CallSignal, CallSignalType
 
 ALICE = DeviceRef("alice", "a" * 32)
 BOB = DeviceRef("bob", "b" * 32)
@@ -90,6 +92,12 @@ EXAMPLES: dict[str, Any] = {
     "DeviceChanged": dl.DeviceChanged(BOB, dl.DeviceChange.LINKED, None, BOB),
     "DeviceSkipped": dl.DeviceSkipped(BOB, "not in the\nlog", "n1"),
     "DeliveryFailed": dl.DeliveryFailed(dl.FailureReason.UNDECRYPTABLE, "bad\nmac", GROUP.id),
+    "CallSignalReceived": CallSignalReceived(
+        GROUP.id, ALICE, CallSignal(CallSignalType.ring, bytes(16))
+    ),
+    "CallUpdated": CallUpdated(
+        "00" * 16, GROUP.id, CallState.ACTIVE, (ALICE, BOB), "12345 " * 5 + "12345", "a\nb"
+    ),
 }
 
 

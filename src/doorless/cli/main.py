@@ -18,6 +18,7 @@ from doorless.cli import (
     account,
     alarms,
     backup,
+    call,
     contacts,
     daemon,
     demo,
@@ -142,6 +143,7 @@ app.command("block", short_help="Block a user on all your devices.")(safety.bloc
 app.command("unblock", short_help="Unblock a user.")(safety.unblock)
 app.command("blocked", short_help="List the users you block.")(safety.blocked)
 app.add_typer(alarms.app, name="alarms")
+app.add_typer(call.app, name="call")  # audio and video calls (doorless.cli.call)
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )

@@ -118,18 +118,6 @@ def _refs(refs: tuple[DeviceRef, ...]) -> list[JSON | None]:
 _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
     "MessageReceived": ("message_received", lambda e: {"message": message_json(e.message)}),
     "MessageSent": ("message_sent", lambda e: {"message": message_json(e.message)}),
-    "CallUpdated": (
-        "call_updated",
-        lambda e: {
-            "call_id": e.call_id,
-            "conversation_id": e.conversation_id,
-            "state": e.state.value,
-            "participants": _refs(e.participants),
-            "privacy_code": e.privacy_code,
-            "reason": e.reason,
-            "stats": [s.to_json() for s in e.stats],
-        },
-    ),
     "ConversationJoined": (
         "conversation_joined",
         lambda e: {"conversation": conversation_json(e.conversation), "by": device_ref_json(e.by)},
@@ -176,6 +164,27 @@ _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
             "message_id": e.message_id,
             "sender": device_ref_json(e.sender),
             "outgoing": e.outgoing,
+        },
+    ),
+    "CallSignalReceived": (
+        "call_signal",
+        lambda e: {
+            "conversation_id": e.conversation_id,
+            "sender": device_ref_json(e.sender),
+            "signal": e.signal.type.name,
+            "call_id": e.signal.call_id.hex(),
+        },
+    ),
+    "CallUpdated": (
+        "call_updated",
+        lambda e: {
+            "call_id": e.call_id,
+            "conversation_id": e.conversation_id,
+            "state": e.state.value,
+            "participants": _refs(e.participants),
+            "privacy_code": e.privacy_code,
+            "reason": e.reason,
+            "stats": [p.to_json() for p in e.stats],
         },
     ),
 }
@@ -463,6 +472,14 @@ _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
     "DeviceSkipped": _skipped_text,
     "TransparencyAlarm": lambda e, ctx: alarm_text(e),
     "DeliveryFailed": _failure_text,
+    "CallSignalReceived": lambda e, ctx: (
+        f"call {e.signal.type.name} from @{safe(e.sender.user)} in {ctx.label(e.conversation_id)}"
+    ),
+    "CallUpdated": lambda e, ctx: (
+        f"call {e.call_id[:8]} {e.state.value}"
+        + (f" ({safe(e.reason)})" if e.reason else "")
+        + (f", privacy code {e.privacy_code}" if e.privacy_code else "")
+    ),
 }
 
 

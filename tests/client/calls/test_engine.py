@@ -159,6 +159,25 @@ async def test_removed_member_stops_receiving_within_the_grace_window(tmp_path: 
         assert eb.failures()[FailureKind.UNKNOWN_KID] == 2
 
 
+async def test_frames_of_the_next_epoch_wait_for_the_commit(tmp_path: Path) -> None:
+    relay, clock = MemoryRelay(), Clock()
+    async with network(tmp_path) as net:
+        (alice, bob, _), (ea, eb, _), chat = await call_of(
+            net, relay, clock, ("alice", "bob", "carol")
+        )
+        await alice.remove_members(chat, ["carol"])
+        pcm = pcm_frames(speech_like("alice", seconds=0.1))
+        await send_audio(ea, pcm[:3])  # in the new epoch, which bob has not processed yet
+        assert await receive_all(eb, relay.channels["bob"].pending()) == []
+        assert eb.failures() == {} and eb.released() == []
+        await bob.sync()  # the commit arrives: the held frames decrypt
+        await send_audio(ea, pcm[3:4], start_seq=3)
+        (latest,) = relay.channels["bob"].pending()
+        got = await eb.open(latest)
+        assert got is not None and [r.frame.sequence for r in eb.released()] == [0, 1, 2]
+        assert eb.failures() == {}
+
+
 async def test_malicious_relay_frames_are_rejected_and_counted(tmp_path: Path) -> None:
     relay, clock = MemoryRelay(), Clock()
     async with network(tmp_path) as net:

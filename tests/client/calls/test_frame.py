@@ -17,7 +17,9 @@ from doorless.client.calls.media import (
     decode_frame,
     encode_frame,
 )
+from doorless.client.calls.media.frame import RELAY_DATAGRAM_ENVELOPE
 from doorless.errors import DecodeError
+from doorless.sframe import BaseKey, SFrameSender, SFrameSuite, suite_params
 
 
 def test_round_trip_is_byte_exact() -> None:
@@ -76,7 +78,7 @@ GOOD = encode_frame(MediaFrame(StreamKind.AUDIO, 1, 2, b"opus"))
         (GOOD + b"\x00", "trailing"),
         (GOOD[:15] + b"\x00", "empty"),
         (b"", "malformed"),
-        (b"\x01" * (DATAGRAM_BUDGET + 1), "> 1100"),
+        (b"\x01" * (DATAGRAM_BUDGET + 1), f"> {DATAGRAM_BUDGET}"),
     ],
     ids=[
         "version",
@@ -103,3 +105,19 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
         assert isinstance(e, MediaFrameError)
     else:
         assert encode_frame(frame) == data
+
+
+@pytest.mark.parametrize("suite", list(SFrameSuite), ids=lambda s: s.name)
+def test_the_largest_frame_under_sframe_fits_the_relays_datagram_envelope(
+    suite: SFrameSuite,
+) -> None:
+    """The budget holds for every SFrame suite with the longest header (8-byte KID and CTR):
+    2 envelope bytes + SFrame header + ciphertext + tag <= the relay's 1,100 bytes."""
+    frame = MediaFrame(StreamKind.VIDEO, 2**32 - 1, 2**64 - 1, b"x" * MAX_PAYLOAD, FrameFlags.END)
+    key = BaseKey(bytes(suite_params(suite).nk))
+    sender = SFrameSender(suite, 2**63, key, next_ctr=2**63)
+    sender.reserve(1)
+    envelope = 2 + len(sender.encrypt(encode_frame(frame)))
+    assert envelope <= RELAY_DATAGRAM_ENVELOPE
+    if suite_params(suite).nt == 16:  # the longest tag: the budget is used up exactly
+        assert envelope == RELAY_DATAGRAM_ENVELOPE

@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from doorless.client.calls.media import (
     FRAME_BYTES,
@@ -17,7 +19,7 @@ from doorless.client.calls.media import (
     PlayedAudio,
     StreamKind,
 )
-from doorless.client.calls.media.jitter import AudioJitterBuffer, Slot
+from doorless.client.calls.media.jitter import CAPACITY, AudioJitterBuffer, Slot
 from support.media import AUDIO_THRESHOLD, audio_similarity, from_pcm, pcm_frames, speech_like
 
 F = 0.02
@@ -202,3 +204,37 @@ def test_undecodable_packets_are_concealed_and_counted() -> None:
     assert [p.sequence for p in out if p.sequence < 20] == list(range(len(frames)))
     assert [p.sequence for p in out if p.concealed] == [5]
     assert playout.stats.decode_errors == 1 and playout.stats.concealed == 1
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 400), st.floats(0, 0.1)), max_size=150),
+    st.booleans(),
+)
+def test_any_arrival_pattern_plays_in_order_with_bounded_memory(
+    arrivals: list[tuple[int, float]], adaptive: bool
+) -> None:
+    buffer = AudioJitterBuffer(0.04, adaptive=adaptive)
+    now, played = 0.0, []
+    for seq, gap in arrivals:
+        now += gap
+        buffer.push(MediaFrame(StreamKind.AUDIO, seq, 0, seq.to_bytes(2, "big")), now)
+        played += buffer.pop(now)
+        assert buffer.depth <= CAPACITY
+    played += buffer.pop(now + 5.0)
+    sequences = [s.sequence for s in played if not s.inserted]
+    assert sequences == sorted(set(sequences))  # strictly increasing: never twice, never back
+    assert all(s.payload is None or s.payload == s.sequence.to_bytes(2, "big") for s in played)
+    st_ = buffer.stats
+    assert min(st_.concealed, st_.lost, st_.late, st_.duplicate, st_.received) >= 0
+    assert st_.played == sum(s.payload is not None for s in played)
+
+
+def test_a_sender_that_restarts_its_numbering_after_a_stop_is_played() -> None:
+    first_run, second_run = _frames(300), _frames(20)
+    arrivals = [(i * F, f) for i, f in enumerate(first_run) if i != 100]  # one lost
+    arrivals += [(8.0 + i * F, f) for i, f in enumerate(second_run)]  # numbering from 0 again
+    buffer = AudioJitterBuffer(0.06, adaptive=False)
+    slots = _run(buffer, arrivals, 9.0)
+    played = [s.sequence for s in slots if s.payload is not None]
+    assert played == [n for n in range(300) if n != 100] + list(range(20))
+    assert buffer.stats.resyncs == 1 and buffer.stats.lost == 1 and buffer.stats.late == 0

@@ -23,7 +23,12 @@ from doorless.client.calls.keys import (
     epoch_keys,
     privacy_code,
 )
-from doorless.sframe import FrameDecryptError, ReplayedFrame, UnknownKeyId, decode_header
+from doorless.sframe import (
+    FrameDecryptError,
+    ReplayedFrame,
+    UnknownKeyId,
+    decode_header,
+)
 
 from ..harness import Network, mls_state, network
 

@@ -24,7 +24,7 @@ async def test_direct_call_ring_answer_hang_up(tmp_path: Path) -> None:
         await bob.sync()
 
         call = await alice.calls.start(chat.id)
-        assert call.state is CallState.CALLING and call.participants == (alice.me,)
+        assert call.state is CallState.CALLING and call.participants == ()
         with pytest.raises(NoSuchCall):
             await bob.calls.incoming(timeout=0.05)
         await bob.sync()
@@ -34,13 +34,18 @@ async def test_direct_call_ring_answer_hang_up(tmp_path: Path) -> None:
         answered = await bob.calls.answer(ringing.call_id)
         assert answered.state is CallState.ACTIVE
         await alice.sync()
-        now = await alice.calls.wait(call.call_id, CallState.ACTIVE, timeout=1)
-        assert now.participants == tuple(sorted((alice.me, bob.me)))
+        await alice.calls.wait(call.call_id, CallState.ACTIVE, timeout=1)
 
         relay = MemoryRelay()
         ea = await alice.calls.connect(call.call_id, relay.channel("alice"))
         eb = await bob.calls.connect(call.call_id, relay.channel("bob"))
         assert ea.privacy_code == eb.privacy_code == alice.calls.get(call.call_id).privacy_code
+        # Each announced itself on the relay (join): both see the other as a participant.
+        await alice.sync()
+        await bob.sync()
+        both = tuple(sorted((alice.me, bob.me)))
+        assert (await alice.calls.wait_for_peer(call.call_id, timeout=1)).participants == both
+        assert (await bob.calls.wait_for_peer(call.call_id, timeout=1)).participants == both
 
         await bob.calls.hang_up(call.call_id)
         await alice.sync()

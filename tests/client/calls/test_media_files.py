@@ -3,8 +3,10 @@ out, video files in any container and out as WebM/Matroska/Y4M, typed errors on 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import av
 import pytest
 
 from doorless.client.calls.media import (
@@ -124,3 +126,60 @@ def test_garbage_video_files_raise_media_file_error(tmp_path: Path) -> None:
         list(VideoFileSource(path))
     with pytest.raises(MediaFileError, match="no video"):
         VideoFileSource(write_wav(tmp_path / "a.wav", speech_like("bob", 0.1)))
+
+
+@pytest.mark.parametrize(("suffix", "codec"), [(".flac", "flac"), (".ogg", "libopus")])
+def test_audio_from_other_containers_is_read_too(tmp_path: Path, suffix: str, codec: str) -> None:
+    signal = speech_like("alice", 1.0)
+    path = tmp_path / f"in{suffix}"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=48_000)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "mono"
+        for i, pcm in enumerate(pcm_frames(signal)):
+            frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+            frame.planes[0].update(pcm)
+            frame.sample_rate, frame.pts = 48_000, i * 960
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    frames = list(WavFileSource(path))
+    assert abs(len(frames) - 50) <= 1
+    assert similarity(signal, from_pcm(frames)) > AUDIO_THRESHOLD
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_damaged_files_give_frames_or_media_file_error_only(tmp_path: Path, seed: int) -> None:
+    """Bytes overwritten or cut anywhere in a valid file: the sources yield what they can
+    decode or raise `MediaFileError`, never another exception."""
+    rng = random.Random(seed)
+    video = bytearray(moving_video(tmp_path / "v.webm", frames=10).read_bytes())
+    audio = bytearray(write_wav(tmp_path / "a.wav", speech_like("bob", 0.3)).read_bytes())
+    for data, name in ((video, "v2.webm"), (audio, "a2.wav")):
+        start = rng.randrange(len(data))
+        data[start : start + 64] = rng.randbytes(64)
+        if seed % 2:
+            del data[rng.randrange(len(data)) :]
+        (tmp_path / name).write_bytes(bytes(data))
+    try:
+        frames = list(VideoFileSource(tmp_path / "v2.webm", VideoConfig(160, 120)))
+    except MediaFileError:
+        frames = []
+    assert all((f.width, f.height) == (160, 120) for f in frames)
+    try:
+        pcm = list(WavFileSource(tmp_path / "a2.wav"))
+    except MediaFileError:
+        pcm = []
+    assert all(len(p) == FRAME_BYTES for p in pcm)
+
+
+def test_a_source_is_read_once(tmp_path: Path) -> None:
+    audio = WavFileSource(write_wav(tmp_path / "a.wav", speech_like("bob", 0.1)))
+    video = VideoFileSource(moving_video(tmp_path / "v.mkv", frames=2), VideoConfig(160, 120))
+    assert len(list(audio)) == 5 and len(list(video)) == 2
+    for source in (audio, video):
+        with pytest.raises(MediaConfigError, match="already read"):
+            list(source)
+    closed = WavFileSource(tmp_path / "a.wav")
+    closed.close()
+    with pytest.raises(MediaConfigError):
+        list(closed)

@@ -14,6 +14,7 @@ from support.media import (
     AUDIO_THRESHOLD,
     VIDEO_PSNR_THRESHOLD,
     Samples,
+    aligned_video_similarity,
     audio_similarity,
     from_pcm,
     moving_luma,
@@ -40,6 +41,8 @@ def test_same_signal_through_opus_passes_even_delayed() -> None:
     assert audio_similarity(REFERENCE, received) > 0.95
     delayed = np.concatenate([np.zeros(14_400, dtype=np.int16), received])  # 300 ms later
     assert audio_similarity(REFERENCE, delayed) > 0.95
+    joined_late = received[24_000:]  # the first 500 ms missed
+    assert audio_similarity(REFERENCE, joined_late) > 0.95
 
 
 @pytest.mark.parametrize(
@@ -72,3 +75,8 @@ def test_same_video_through_vp8_passes_and_others_fail(tmp_path: Path) -> None:
     garbage = [rng.integers(0, 256, (120, 160), dtype=np.uint8) for _ in range(20)]
     for wrong in (other, black, garbage, []):
         assert video_similarity(reference, wrong) < VIDEO_PSNR_THRESHOLD
+        assert aligned_video_similarity(reference, wrong)[0] < VIDEO_PSNR_THRESHOLD
+    late = through_vp8[4:]  # a receiver that started at frame 4
+    assert video_similarity(reference, late) < VIDEO_PSNR_THRESHOLD
+    score, offset = aligned_video_similarity(reference, late)
+    assert offset == 4 and score > VIDEO_PSNR_THRESHOLD

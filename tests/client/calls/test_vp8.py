@@ -17,6 +17,7 @@ from doorless.client.calls.media import (
     Vp8Decoder,
     Vp8Encoder,
 )
+from doorless.client.calls.media.vp8 import keyframe_size
 from support.media import VIDEO_PSNR_THRESHOLD, luma_of, moving_luma, video_similarity
 
 W, H = 160, 120
@@ -110,3 +111,25 @@ def test_video_path_with_a_lost_fragment_recovers_at_the_requested_keyframe() ->
     # Frame 10 is lost and frame 11 skipped (it refers to 10); 12 is the requested keyframe.
     assert shown == [*range(10), *range(12, 30)]
     assert reassembler.stats.skipped == 1
+
+
+def test_keyframe_size_is_read_from_the_header() -> None:
+    packet = Vp8Encoder(VideoConfig(W, H)).encode(_frame(0))
+    assert packet is not None and packet.keyframe
+    assert keyframe_size(packet.data) == (W, H)
+    assert keyframe_size(b"\x01" + packet.data[1:]) is None  # an interframe
+
+
+def test_a_keyframe_declaring_a_huge_picture_is_refused_before_decoding() -> None:
+    packet = Vp8Encoder(VideoConfig(W, H)).encode(_frame(0))
+    assert packet is not None
+    huge = packet.data[:6] + (16_383).to_bytes(2, "little") * 2 + packet.data[10:]
+    decoder = Vp8Decoder()
+    with pytest.raises(CodecDecodeError, match="too large"):
+        decoder.decode(huge)
+    with pytest.raises(CodecDecodeError, match="start code"):
+        decoder.decode(packet.data[:3] + b"\x00\x00\x00" + packet.data[6:])
+    assert decoder.errors == 2
+    with pytest.raises(CodecDecodeError):
+        Vp8Decoder(max_width=W - 2).decode(packet.data)
+    assert decoder.decode(packet.data).width == W

@@ -26,9 +26,7 @@ from doorless.cli.account import account_json
 from doorless.cli.common import State
 from doorless.cli.daemon import Connection, Daemon
 from doorless.cli.session import CliError, client_options, open_client, parse_user
-from doorless.client.calls.manager import CallInfo
 from doorless.errors import DoorlessError
-from doorless.wire.call_signal import CallMedia
 from doorless.wire.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -52,23 +50,6 @@ def qr_data_uri(data: str | bytes) -> str:
 SETUP = frozenset({"createAccount", "beginLink", "cancelLink"})
 
 
-def call_json(info: CallInfo) -> JSON:
-    return {
-        "call_id": info.call_id,
-        "conversation_id": info.conversation_id,
-        "state": info.state.value,
-        "incoming": info.incoming,
-        "caller": {"user": info.caller.user, "device_id": info.caller.device_id},
-        "participants": [{"user": p.user, "device_id": p.device_id} for p in info.participants],
-        "privacy_code": info.privacy_code,
-        "reason": info.reason,
-    }
-
-
-def _media(params: rpc.Params) -> CallMedia:
-    return CallMedia.video if params.flag("video") else CallMedia.audio
-
-
 class AppRuntime:
     """One profile's client (once it exists) and the pages connected to it."""
 
@@ -89,11 +70,6 @@ class AppRuntime:
                 ("beginLink", self._begin_link),
                 ("cancelLink", self._cancel_link),
                 ("qrCode", self._qr_code),
-                ("startCall", self._start_call),
-                ("answerCall", self._answer_call),
-                ("declineCall", self._decline_call),
-                ("hangUp", self._hang_up),
-                ("listCalls", self._list_calls),
             )
         }
 
@@ -266,44 +242,6 @@ class AppRuntime:
         if len(data) > 1024:
             raise rpc.InvalidParams("too long for a QR code")
         return {"image": qr_data_uri(data)}
-
-    # --- calls (the media go through `doorless.cli.app.media`) --------------------------------
-
-    def _ready_client(self) -> Client:
-        if self.client is None:
-            raise CliError(ErrorCode.INVALID_STATE, "create an account or link this device first")
-        return self.client
-
-    async def _start_call(self, _client: Any, params: rpc.Params) -> JSON:
-        """Ring a conversation. Params: ``conversation_id``, optional ``video``. Result: the
-        call (``call_id``, ``state``, ...); then open ``/media/CALL_ID`` for its media."""
-        conversation_id = params.string("conversation_id")
-        media = _media(params)
-        params.done()
-        return call_json(await self._ready_client().calls.start(conversation_id, media))
-
-    async def _answer_call(self, _client: Any, params: rpc.Params) -> JSON:
-        """Answer a ringing call. Params: ``call_id``, optional ``video``."""
-        call_id, media = params.string("call_id"), _media(params)
-        params.done()
-        return call_json(await self._ready_client().calls.answer(call_id, media))
-
-    async def _decline_call(self, _client: Any, params: rpc.Params) -> JSON:
-        """Decline a ringing call. Params: ``call_id``."""
-        call_id = params.string("call_id")
-        params.done()
-        return call_json(await self._ready_client().calls.decline(call_id))
-
-    async def _hang_up(self, _client: Any, params: rpc.Params) -> JSON:
-        """Leave a call. Params: ``call_id``."""
-        call_id = params.string("call_id")
-        params.done()
-        return call_json(await self._ready_client().calls.hang_up(call_id))
-
-    async def _list_calls(self, _client: Any, params: rpc.Params) -> JSON:
-        """The calls this device knows of: ``{calls: [...]}``."""
-        params.done()
-        return {"calls": [call_json(c) for c in self._ready_client().calls.list()]}
 
     async def _cancel_link(self, _client: Any, params: rpc.Params) -> JSON:
         """Stop waiting for approval of this device. Result: the app status."""

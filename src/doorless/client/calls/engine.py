@@ -19,20 +19,28 @@ tests, an in-memory one; `MediaChannel` is all the engine needs of it. The clock
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from doorless.client.calls import counters
-from doorless.client.calls.keys import CallKeyring, EpochKeys, Opened, epoch_keys
+from doorless.client.calls.keys import KID_LAYOUT, CallKeyring, EpochKeys, Opened, epoch_keys
 from doorless.client.calls.media import MediaFrame, decode_frame, encode_frame
 from doorless.client.calls.stats import FailureKind, Meter, ParticipantStats
 from doorless.client.core import Session
 from doorless.client.events import DeviceRef
 from doorless.client.store import GroupStatus
 from doorless.errors import DecodeError, DoorlessError, StateError
-from doorless.sframe import FrameDecryptError, ReplayedFrame, SFrameSender, UnknownKeyId
+from doorless.sframe import (
+    FrameDecryptError,
+    ReplayedFrame,
+    SFrameSender,
+    UnknownKeyId,
+    decode_header,
+)
 from doorless.wire.calls import StreamKind
 
 
@@ -68,6 +76,10 @@ class Received:
     latency_ms: float
 
 
+HOLD_SECONDS = 1.0  # a frame of the next epoch waits this long for its key
+HOLD_FRAMES = 256
+
+
 def wall_us() -> int:
     return time.time_ns() // 1000
 
@@ -93,6 +105,9 @@ class CallEngine:
         self._wall_us = wall_clock_us
         self._ring = CallKeyring()
         self._sender: SFrameSender | None = None
+        self._sending = asyncio.Lock()
+        self._held: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._released: list[Received] = []
         self._meters: dict[DeviceRef, Meter] = {}
         self._unattributed: Meter = Meter("?", "?")  # failures naming no known sender
         self.epoch_changes = 0
@@ -148,12 +163,13 @@ class CallEngine:
     async def seal(self, frame: MediaFrame) -> bytes | None:
         """The SFrame ciphertext of ``frame`` under this device's current key (None once
         this device left the conversation)."""
-        if self._epoch_moved() and not await self.refresh_keys():
-            return None
-        sender = self._sender
-        assert sender is not None
-        await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
-        data = sender.encrypt(encode_frame(frame))
+        async with self._sending:  # audio and video share the sender and its counter
+            if self._epoch_moved() and not await self.refresh_keys():
+                return None
+            sender = self._sender
+            assert sender is not None
+            await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
+            data = sender.encrypt(encode_frame(frame))
         self._meter(self._s.me).sent += 1
         return data
 
@@ -172,21 +188,73 @@ class CallEngine:
     # --- receiving ------------------------------------------------------------------------
 
     async def open(self, data: bytes) -> Received | None:
-        """Decrypt and parse one frame from the relay; None (and counted) if it is rejected."""
-        if self._epoch_moved():
-            await self.refresh_keys()
+        """Decrypt and parse one frame from the relay; None if it is rejected (counted) or
+        held for the next epoch (see `released`)."""
+        if self._epoch_moved() and await self.refresh_keys():
+            self._retry_held()
         now = self._monotonic()
         try:
             opened: Opened = self._ring.open(data, now)
             frame = decode_frame(opened.plaintext)
         except _CAUGHT as e:
+            if isinstance(e, UnknownKeyId) and self._hold(data, now):
+                return None
             self._failure_meter(data).failures[failure_kind(e)] += 1
             return None
+        return self._received(opened, frame, len(data), now)
+
+    def _received(self, opened: Opened, frame: MediaFrame, size: int, now: float) -> Received:
         latency_ms = max(0.0, (self._wall_us() - frame.timestamp) / 1000)
         self._meter(opened.sender).on_frame(
-            int(frame.stream), frame.sequence, len(data), latency_ms, now
+            int(frame.stream), frame.sequence, size, latency_ms, now
         )
         return Received(opened.sender, frame, opened.epoch, latency_ms)
+
+    def _hold(self, data: bytes, now: float) -> bool:
+        """Keep a frame of the *next* epoch (its sender processed a commit before we did:
+        RFC 9605 §4.4.4 lets a receiver buffer it until the key arrives), for at most
+        `HOLD_SECONDS` and `HOLD_FRAMES`."""
+        if self.cut_off:
+            return False  # removed: no next epoch will come
+        try:
+            header, _ = decode_header(data)
+        except DecodeError:
+            return False
+        current = self._ring.current.epoch
+        if KID_LAYOUT.epoch_bits_of(header.kid) != (current + 1) % (1 << KID_LAYOUT.epoch_bits):
+            return False
+        while self._held and (
+            len(self._held) >= HOLD_FRAMES or now - self._held[0][0] > HOLD_SECONDS
+        ):
+            _, dropped = self._held.popleft()
+            self._failure_meter(dropped).failures[FailureKind.UNKNOWN_KID] += 1
+        self._held.append((now, data))
+        return True
+
+    def _retry_held(self) -> None:
+        """After a new epoch: decrypt the frames held for it (`released` returns them)."""
+        held, self._held = self._held, collections.deque()
+        now = self._monotonic()
+        for _, data in held:
+            try:
+                opened = self._ring.open(data, now)
+                frame = decode_frame(opened.plaintext)
+            except _CAUGHT as e:
+                self._failure_meter(data).failures[failure_kind(e)] += 1
+                continue
+            self._released.append(self._received(opened, frame, len(data), now))
+
+    def released(self) -> list[Received]:
+        """Frames held for an epoch this device had not processed yet that decrypted once
+        it did (in arrival order); take them after each `open`."""
+        out, self._released = self._released, []
+        return out
+
+    def expire_held(self) -> None:
+        """Count the held frames as unknown KIDs (the call ends, or they waited too long)."""
+        while self._held:
+            _, data = self._held.popleft()
+            self._failure_meter(data).failures[FailureKind.UNKNOWN_KID] += 1
 
     def _failure_meter(self, data: bytes) -> Meter:
         try:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from doorless.client.conversations import roster
 from doorless.client.events import DeviceRef
 from doorless.client.safety_number import digits_of
-from doorless.errors import StateError, ValidationError
+from doorless.errors import StateError
 from doorless.mls.group import Group
 from doorless.sframe import (
     BaseKey,
@@ -182,12 +182,6 @@ class CallKeyring:
         return Opened(ref, keys.epoch, decrypted.ctr, decrypted.kid, decrypted.plaintext)
 
 
-def check_call_member(keys: EpochKeys, ref: DeviceRef) -> None:
-    """`ValidationError` unless ``ref`` is a member of the epoch (a signal's sender)."""
-    if ref not in keys.senders.values():
-        raise ValidationError(f"{ref} is not a member of the call's conversation")
-
-
 __all__ = [
     "CALL_SFRAME_SUITE",
     "GRACE_SECONDS",
@@ -196,7 +190,6 @@ __all__ = [
     "CallKeyring",
     "EpochKeys",
     "Opened",
-    "check_call_member",
     "epoch_keys",
     "privacy_code",
 ]

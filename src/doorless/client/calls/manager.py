@@ -4,10 +4,14 @@ A call belongs to one conversation and is driven by signals inside it
 (`doorless.wire.call_signal`, sent by `doorless.client.calls.signalling`)::
 
     caller                                   callee(s)
-    start: ring, join   ──────────────────►  RINGING (CallUpdated)
-                                             answer: accept, join ──► both ACTIVE
-                                             decline: decline      ──► 1:1: ENDED
+    start: ring         ──────────────────►  RINGING (CallUpdated)
+                                             answer: accept   ──► both ACTIVE
+                                             decline: decline ──► 1:1: ENDED
+    connect: on the relay, then join    ◄─►  connect: on the relay, then join
     hang_up: leave (+ end by the caller) ──► ENDED when nobody else is left (1:1: at once)
+
+``join`` says "this device is on the relay now": media sent before another participant
+joined reaches nobody, so a program starts sending once `wait_for_peer` returns.
 
 The state machine is here, without media; `connect` opens the relay channel and returns a
 `CallEngine` (docs/calls.md). Every change is reported as `CallUpdated`. Calls live in
@@ -18,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from doorless.client.calls.channel import join_relay
 from doorless.client.calls.engine import CallEngine, MediaChannel
 from doorless.client.calls.signalling import send_signal
+from doorless.client.calls.stats import ParticipantStats
 from doorless.client.core import Session, conversation_gid
 from doorless.client.events import (
     CallSignalReceived,
@@ -33,7 +39,8 @@ from doorless.client.events import (
     DeviceRef,
     Event,
 )
-from doorless.errors import StateError
+from doorless.client.transport.relay import TransportChoice
+from doorless.errors import DoorlessError, StateError
 from doorless.wire.call_signal import (
     CALL_ID_LENGTH,
     CallMedia,
@@ -42,8 +49,10 @@ from doorless.wire.call_signal import (
     new_call_id,
 )
 
-ChannelFactory = Callable[[bytes, bytes], Awaitable[MediaChannel]]
-"""Opens the relay channel of (group id, call id) for this device."""
+log = logging.getLogger("doorless.client.calls")
+
+ChannelFactory = Callable[[bytes, bytes, TransportChoice], Awaitable[MediaChannel]]
+"""Opens the relay channel of (group id, call id) for this device, by transport."""
 
 
 class NoSuchCall(StateError):
@@ -70,6 +79,7 @@ class _Call:
     info: CallInfo
     joined: set[DeviceRef] = field(default_factory=set)
     engine: CallEngine | None = None
+    media: CallMedia = CallMedia.audio
 
 
 class Calls:
@@ -101,10 +111,9 @@ class Calls:
         direct = self._s.view(conv).kind is ConversationKind.DIRECT
         call_id = new_call_id()
         me = self._s.me
-        info = CallInfo(call_id.hex(), conversation_id, CallState.CALLING, False, me, (me,), direct)
-        self._calls[call_id] = _Call(info, {me})
+        info = CallInfo(call_id.hex(), conversation_id, CallState.CALLING, False, me, (), direct)
+        self._calls[call_id] = _Call(info, media=media)
         await send_signal(self._s, gid, CallSignal(CallSignalType.ring, call_id, media))
-        await send_signal(self._s, gid, CallSignal(CallSignalType.join, call_id, media))
         self._emit(self._calls[call_id])
         return self._calls[call_id].info
 
@@ -129,8 +138,7 @@ class Calls:
             raise StateError(f"the call is {call.info.state.value}, not ringing")
         gid, cid = conversation_gid(call.info.conversation_id), bytes.fromhex(call_id)
         await send_signal(self._s, gid, CallSignal(CallSignalType.accept, cid, media))
-        await send_signal(self._s, gid, CallSignal(CallSignalType.join, cid, media))
-        call.joined.add(self._s.me)
+        call.media = media
         self._update(call, state=CallState.ACTIVE)
         return call.info
 
@@ -158,20 +166,43 @@ class Calls:
         self._update(call, state=CallState.ENDED, reason="hung up")
         return call.info
 
-    async def connect(self, call_id: str, channel: MediaChannel | None = None) -> CallEngine:
+    async def connect(
+        self,
+        call_id: str,
+        channel: MediaChannel | None = None,
+        *,
+        transport: TransportChoice = "auto",
+    ) -> CallEngine:
         """The media engine of a call this device joined, over ``channel`` (default: the
-        relay connection from the factory given to the client)."""
+        server's relay, by ``transport``: QUIC with the pinned certificate, else the WebSocket
+        fallback; or only one of them)."""
         call = self._call(call_id)
         if call.engine is not None:
             return call.engine
         gid, cid = conversation_gid(call.info.conversation_id), bytes.fromhex(call_id)
         if channel is None:
-            channel = await self._connect(gid, cid)
+            channel = await self._connect(gid, cid, transport)
         engine = CallEngine(self._s, gid, cid, channel)
         await engine.start()
         call.engine = engine
+        await send_signal(self._s, gid, CallSignal(CallSignalType.join, cid, call.media))
+        call.joined.add(self._s.me)
         self._update(call, privacy_code=engine.privacy_code)
         return engine
+
+    async def wait_for_peer(
+        self, call_id: str, timeout: float | None = None, *, count: int = 1
+    ) -> CallInfo:
+        """Wait until ``count`` other devices joined the call on the relay (or the call
+        ended)."""
+        call = self._call(call_id)
+        me = self._s.me
+
+        def peer() -> CallInfo | None:
+            ended = call.info.state is CallState.ENDED
+            return call.info if ended or len(call.joined - {me}) >= count else None
+
+        return await asyncio.wait_for(self._until(peer), timeout)
 
     async def wait(
         self, call_id: str, *states: CallState, timeout: float | None = None
@@ -189,6 +220,11 @@ class Calls:
             await self._tick.wait()
         return found
 
+    def stats(self, call_id: str) -> tuple[ParticipantStats, ...]:
+        """Per-participant statistics of a call whose media runs (else empty)."""
+        engine = self._call(call_id).engine
+        return () if engine is None else engine.stats()
+
     def refresh(self, call_id: str) -> CallInfo:
         """Report the engine's current privacy code and statistics (`CallUpdated`)."""
         call = self._call(call_id)
@@ -199,8 +235,12 @@ class Calls:
     # --- signals from the conversation --------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        if isinstance(event, CallSignalReceived):
+        if not isinstance(event, CallSignalReceived):
+            return
+        try:
             self._on_signal(event)
+        except DoorlessError as e:  # a peer's odd signal must not stop the inbox
+            log.warning("call signal ignored: %s", e)
 
     def _on_signal(self, event: CallSignalReceived) -> None:
         signal, sender = event.signal, event.sender

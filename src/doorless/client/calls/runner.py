@@ -1,156 +1,240 @@
-"""Running a call's audio: a PCM source through Opus and the engine to the relay, and the
-relay through the engine and Opus to a mix of every other participant.
+"""Running a call's media on one device: sources through the codecs and the engine to the
+relay, and the relay through the engine, the jitter buffers and the codecs to the sinks.
 
-* **Sending**: 20 ms frames of 48 kHz mono PCM from ``source`` (a WAV file, the microphone:
-  `doorless.client.calls.media`), Opus-encoded, one `MediaFrame` each with the sender's wall
-  clock as timestamp, paced at ``speed`` × real time (0: as fast as the relay accepts, for
-  files).
-* **Receiving**: each decrypted frame goes to `AudioMix`: per sender its own Opus decoder,
-  frames placed on the call's timeline by the sender's frame number; a frame that never came
-  is concealed (the sender's previous frame at half amplitude, then silence) and counted as
-  lost in the engine's statistics; a frame that came after the mix was written past it is
-  counted late.
+* **Audio out** (``audio_in``: a `WavFileSource`, a `MicrophoneSource`): 20 ms frames of
+  48 kHz mono PCM, Opus-encoded, one `MediaFrame` each, timestamped with the sender's wall
+  clock (so the receiver can measure latency).
+* **Video out** (``video_in``: a `VideoFileSource`): VP8 at `CALL_VIDEO` (a keyframe every
+  second, since there is no feedback channel to ask for one), split into fragments.
+* **Audio in**: per sender an `AudioPlayout` (jitter buffer, Opus, concealment); every 20 ms
+  the slots due are pulled and the senders' audio is summed into ``audio_out`` (a
+  `WavFileSink`, a `SpeakerSink`).
+* **Video in**: per sender a `VideoReassembler` and a `Vp8Decoder`; the frames of the first
+  sender that sends video go to ``video_out`` (one file holds one picture).
 
-The mix is written at the end (a file) or pulled as it fills (a speaker).
+``speed`` runs the whole call faster than real time (files only): the senders pace at
+``speed`` × real time and the receivers' playout clock runs ``speed`` times faster, so jitter
+buffers behave as in a real-time call. Statistics go to the engine (late frames from the
+jitter buffers); the runner keeps the playout's own counts in `playout_stats`.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from doorless.client.calls.engine import CallEngine
+import av
+
+from doorless.client.calls.engine import CallEngine, Received
 from doorless.client.calls.media import (
-    FRAME_BYTES,
-    FRAME_SAMPLES,
+    AudioJitterBuffer,
+    AudioPacketizer,
+    AudioPlayout,
     CodecDecodeError,
     MediaFrame,
-    OpusDecoder,
     OpusEncoder,
+    PlayoutStats,
     StreamKind,
+    VideoConfig,
+    VideoPacketizer,
+    VideoReassembler,
+    Vp8Decoder,
+    Vp8Encoder,
 )
+from doorless.client.calls.media.mix import mix_pcm
 from doorless.client.events import DeviceRef
-from doorless.errors import DoorlessError
+from doorless.errors import ConfigurationError, DoorlessError
 
-_SILENCE = bytes(FRAME_BYTES)
+CALL_VIDEO = VideoConfig(width=320, height=240, fps=15, bitrate=300_000, keyframe_interval=1.0)
+_TICK = 0.020  # one audio frame
 
 
-def _quieter(pcm: bytes) -> bytes:
-    samples = array.array("h", pcm)
-    return array.array("h", (s // 2 for s in samples)).tobytes()
+class AudioSink(Protocol):
+    def write(self, pcm: bytes) -> None: ...
+
+
+class VideoSink(Protocol):
+    def write(self, frame: av.VideoFrame) -> None: ...
 
 
 @dataclass(slots=True)
-class _Track:
-    decoder: OpusDecoder = field(default_factory=OpusDecoder)
-    frames: dict[int, bytes] = field(default_factory=dict)  # frame number -> PCM
-    first: int | None = None
-    concealed: int = 0
+class _VideoIn:
+    reassembler: VideoReassembler = field(default_factory=VideoReassembler)
+    decoder: Vp8Decoder = field(default_factory=Vp8Decoder)
+    decoded: int = 0
+    undecodable: int = 0
 
 
-class AudioMix:
-    """Every other participant's audio on one timeline (see the module docstring)."""
+class MediaRunner:
+    """The media of one call on this device (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.tracks: dict[DeviceRef, _Track] = {}
-        self.undecodable = 0
+    def __init__(
+        self,
+        engine: CallEngine,
+        *,
+        audio_out: AudioSink | None = None,
+        video_out: VideoSink | None = None,
+        speed: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        track_out: Callable[[DeviceRef, bytes], None] | None = None,
+        playout_delay: float = 0.06,
+        max_playout_delay: float = 0.4,
+    ) -> None:
+        if speed <= 0:
+            raise ConfigurationError("speed must be positive")
+        self.engine = engine
+        self.audio_out = audio_out
+        self.track_out = track_out  # each sender's played audio, before the mix
+        # The jitter buffers' start and largest delay: short for a speaker, longer for a
+        # recording (a file does not mind latency, and a loaded machine delivers late).
+        self._delays = (playout_delay, max(playout_delay, max_playout_delay))
+        self.video_out = video_out
+        self.speed = speed
+        self._clock = clock
+        self._start = clock()
+        self._playouts: dict[DeviceRef, AudioPlayout] = {}
+        self._late: dict[DeviceRef, int] = {}
+        self._video: dict[DeviceRef, _VideoIn] = {}
+        self._video_sender: DeviceRef | None = None
+        self.frames_written = 0
+        self._keyframe_wanted = False
+        self.video_frames_written = 0
 
-    def add(self, sender: DeviceRef, frame: MediaFrame) -> None:
-        track = self.tracks.get(sender)
-        if track is None:
-            track = self.tracks[sender] = _Track()
-        if frame.sequence in track.frames:
-            return
-        try:
-            pcm = track.decoder.decode(frame.payload)
-        except CodecDecodeError:
-            self.undecodable += 1
-            return
-        track.frames[frame.sequence] = pcm
-        track.first = frame.sequence if track.first is None else min(track.first, frame.sequence)
+    def now(self) -> float:
+        """The call's media clock: real time × ``speed`` since the runner started."""
+        return (self._clock() - self._start) * self.speed
 
-    def track_pcm(self, sender: DeviceRef) -> bytes:
-        """One sender's audio from its first frame to its last, losses concealed."""
-        track = self.tracks[sender]
-        if track.first is None:
-            return b""
-        out, previous, concealed = [], _SILENCE, 0
-        for number in range(track.first, max(track.frames) + 1):
-            pcm = track.frames.get(number)
+    async def _sleep_until(self, media_time: float) -> None:
+        delay = (media_time - self.now()) / self.speed
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # --- sending --------------------------------------------------------------------------
+
+    def request_keyframe(self) -> None:
+        """Make the next video frame a keyframe (someone joined: they can decode from it)."""
+        self._keyframe_wanted = True
+
+    async def send_audio(
+        self, source: Iterable[bytes], *, seconds: float | None = None, blocking: bool = False
+    ) -> int:
+        """Send ``source``'s frames (``blocking``: a device read in a thread); returns how
+        many were sent (fewer if this device left the conversation)."""
+        encoder, packetizer = OpusEncoder(), AudioPacketizer()
+        limit = None if seconds is None else round(seconds / _TICK)
+        frames: Iterator[bytes] = iter(source)
+        start, sent = self.now(), 0
+        while limit is None or sent < limit:
+            pcm = await asyncio.to_thread(next, frames, None) if blocking else next(frames, None)
             if pcm is None:
-                concealed += 1
-                pcm = _quieter(previous) if concealed == 1 else _SILENCE
-                previous = pcm
-            else:
-                concealed = 0
-                previous = pcm
-            out.append(pcm)
-        return b"".join(out)
+                break
+            frame = packetizer.packetize(encoder.encode(pcm), self.engine.timestamp())
+            if not await self.engine.send(frame):
+                break
+            sent += 1
+            if not blocking:
+                await self._sleep_until(start + sent * _TICK)
+        return sent
 
-    def mixed(self) -> bytes:
-        """All tracks summed (clipped to 16 bits), each from the start of the mix."""
-        tracks = [array.array("h", self.track_pcm(s)) for s in sorted(self.tracks)]
-        length = max((len(t) for t in tracks), default=0)
-        total = array.array("h", bytes(2 * length))
-        for t in tracks:
-            for i, v in enumerate(t):
-                total[i] = max(-32768, min(32767, total[i] + v))
-        return total.tobytes()
+    async def send_video(
+        self, source: Iterable[av.VideoFrame], *, seconds: float | None = None
+    ) -> int:
+        encoder, packetizer = Vp8Encoder(CALL_VIDEO), VideoPacketizer()
+        period = 1 / CALL_VIDEO.fps
+        limit = None if seconds is None else round(seconds * CALL_VIDEO.fps)
+        start, sent = self.now(), 0
+        for picture in source:
+            if limit is not None and sent >= limit:
+                break
+            if self._keyframe_wanted:
+                self._keyframe_wanted = False
+                encoder.request_keyframe()
+            packet = await asyncio.to_thread(encoder.encode, picture)  # keeps audio flowing
+            if packet is not None:
+                timestamp = self.engine.timestamp()
+                for frame in packetizer.packetize(packet.data, timestamp, packet.keyframe):
+                    if not await self.engine.send(frame):
+                        return sent
+            sent += 1
+            await self._sleep_until(start + sent * period)
+        return sent
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def receive(self) -> None:
+        """Decrypt frames from the relay into the jitter buffers and the video decoders
+        until the channel ends (or the task is cancelled)."""
+        while True:
+            try:
+                data = await self.engine.channel.receive()
+            except DoorlessError:
+                return  # the relay connection ended
+            received = await self.engine.open(data)
+            for item in (*self.engine.released(), *((received,) if received else ())):
+                self._on_frame(item)
+
+    def _on_frame(self, received: Received) -> None:
+        if received.frame.stream is StreamKind.AUDIO:
+            playout = self._playouts.get(received.sender)
+            if playout is None:
+                jitter = AudioJitterBuffer(self._delays[0], max_delay=self._delays[1])
+                playout = self._playouts[received.sender] = AudioPlayout(jitter)
+            playout.push(received.frame, self.now())
+        else:
+            self._on_video(received.sender, received.frame)
+
+    def _on_video(self, sender: DeviceRef, frame: MediaFrame) -> None:
+        state = self._video.get(sender)
+        if state is None:
+            state = self._video[sender] = _VideoIn()
+        for whole in state.reassembler.push(frame):
+            try:
+                picture = state.decoder.decode(whole.data)
+            except CodecDecodeError:
+                state.undecodable += 1
+                continue
+            state.decoded += 1
+            self._video_sender = self._video_sender or sender
+            if self.video_out is not None and sender == self._video_sender:
+                self.video_out.write(picture)
+                self.video_frames_written += 1
+
+    async def play(self) -> None:
+        """Every 20 ms (media time), mix what the jitter buffers release into ``audio_out``."""
+        tick = 0
+        while True:
+            tick += 1
+            await self._sleep_until(tick * _TICK)
+            self.pull()
+
+    def pull(self, now: float | None = None) -> None:
+        at = self.now() if now is None else now
+        released = {ref: p.pull(at) for ref, p in self._playouts.items()}
+        for ref, playout in self._playouts.items():
+            late = playout.stats.late
+            if late > self._late.get(ref, 0):
+                self.engine.count_late(ref, late - self._late.get(ref, 0))
+                self._late[ref] = late
+        if self.track_out is not None:
+            for ref, played in released.items():
+                for p in played:
+                    self.track_out(ref, p.pcm)
+        longest = max((len(frames) for frames in released.values()), default=0)
+        for i in range(longest):
+            frames = [f[i].pcm for f in released.values() if i < len(f)]
+            if self.audio_out is not None:
+                self.audio_out.write(mix_pcm(frames))
+                self.frames_written += 1
+
+    def drain(self) -> None:
+        """Play what is still buffered (at the end of the call)."""
+        self.pull(self.now() + 0.3)
+
+    def playout_stats(self) -> dict[DeviceRef, PlayoutStats]:
+        return {ref: p.stats for ref, p in self._playouts.items()}
 
 
-async def send_audio(
-    engine: CallEngine,
-    source: Iterable[bytes],
-    *,
-    speed: float = 1.0,
-    seconds: float | None = None,
-    stop: asyncio.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> int:
-    """Encode and send ``source``'s 20 ms frames; returns how many were sent."""
-    encoder = OpusEncoder()
-    start = clock()
-    sent = 0
-    limit = None if seconds is None else int(seconds * 1000 / 20)
-    for number, pcm in enumerate(source):
-        if (limit is not None and number >= limit) or (stop is not None and stop.is_set()):
-            break
-        if len(pcm) != FRAME_BYTES:
-            pcm = pcm.ljust(FRAME_BYTES, b"\0")[:FRAME_BYTES]
-        frame = MediaFrame(StreamKind.AUDIO, number, engine.timestamp(), encoder.encode(pcm))
-        if not await engine.send(frame):
-            break  # this device is no longer in the conversation
-        sent += 1
-        if speed > 0:
-            delay = start + (number + 1) * 0.020 / speed - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        elif number % 16 == 15:
-            await asyncio.sleep(0)  # let the receive side run
-    return sent
-
-
-async def receive_audio(engine: CallEngine, mix: AudioMix) -> None:
-    """Decrypt frames from the relay into ``mix`` until the channel ends (or cancelled)."""
-    while True:
-        try:
-            data = await engine.channel.receive()
-        except DoorlessError:
-            return  # the relay connection ended
-        received = await engine.open(data)
-        if received is not None and received.frame.stream is StreamKind.AUDIO:
-            mix.add(received.sender, received.frame)
-
-
-def frames_of(pcm: bytes) -> list[bytes]:
-    """48 kHz mono s16 PCM in 20 ms frames (the last one padded with silence)."""
-    return [
-        pcm[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\0")
-        for i in range(0, len(pcm), FRAME_SAMPLES * 2)
-    ]
-
-
-__all__ = ["AudioMix", "frames_of", "receive_audio", "send_audio"]
+__all__ = ["CALL_VIDEO", "AudioSink", "MediaRunner", "VideoSink"]

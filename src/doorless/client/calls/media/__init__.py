@@ -10,7 +10,7 @@ Sending audio::
     source = WavFileSource("in.wav")            # or MicrophoneSource(); any rate/channels in
     encoder = OpusEncoder(bitrate=32_000)
     audio = AudioPacketizer()                   # sequence numbers and timestamps
-    for pcm in source:                          # pace with `Pacer` for real time
+    async for pcm, t in paced(source, 0.020):    # real time; realtime=False for tests
         data = encode_frame(audio.packetize(encoder.encode(pcm), now_us))
         # data -> SFrame -> relay
 
@@ -22,19 +22,39 @@ Receiving audio::
         sink.write(played.pcm)                  # WavFileSink("out.wav") or SpeakerSink()
     playout.stats                               # received, lost, late, duplicate, concealed
 
-Video: `Vp8Encoder` (``encode(frame, keyframe=False) -> EncodedVideo``), `VideoPacketizer`
-(splits a VP8 frame into `MediaFrame` fragments of at most `DATAGRAM_BUDGET` bytes),
-`VideoReassembler` (fragments back to whole frames, in order, with loss counted and
-``keyframe_needed`` raised until a keyframe arrives), `Vp8Decoder`, `VideoFileSource` (any
-container PyAV reads, scaled to the call's size and rate) and `VideoFileSink` (``.webm`` VP8 or
-``.y4m`` raw).
+Several senders into one sink: `AudioMixer` (one playout per sender, keyed by anything
+hashable, e.g. the sender's device): ``mixer.push(sender, frame, now)``, ``mixer.pull(now)`` ->
+mixed 20 ms PCM frames, ``mixer.stats`` -> ``{sender: PlayoutStats}``.
 
-Modules: `frame` (MediaFrame, StreamKind, the datagram budget), `opus`, `vp8`, `fragment`,
-`jitter` (the audio jitter buffer, pure logic with the clock passed in), `playout`
-(jitter buffer + decoder + concealment), `audio_files`, `video_files`, `devices`
-(sounddevice; `AudioDeviceUnavailable` without PortAudio), `pacing`, `errors`.
-`StreamKind` is defined in `frame` until the relay's wire contract (`doorless.wire.calls`)
-provides the shared one.
+Timing: ``now`` is any monotonic clock in seconds. In real time it is the receiver's clock;
+for a file-to-file call run as fast as possible, drive it with the media time instead (e.g.
+the frame's ``timestamp`` / 1e6 plus a fixed delay), or the jitter buffer sees every frame
+arrive at once.
+
+Video::
+
+    config = VideoConfig(width=320, height=240, fps=15)
+    source = VideoFileSource("in.mp4", config)  # any container PyAV reads; size and rate mapped
+    encoder, video = Vp8Encoder(config), VideoPacketizer()
+    for frame in source:                        # paced(source, 1 / config.fps)
+        packet = encoder.encode(frame)          # Vp8Packet(data, keyframe) or None (dropped)
+        for media_frame in video.packetize(packet.data, now_us, packet.keyframe):
+            ...                                 # each fits one datagram (`DATAGRAM_BUDGET`)
+    encoder.request_keyframe()                  # when a receiver asks (it lost a frame)
+
+    reassembler, decoder = VideoReassembler(), Vp8Decoder()
+    for whole in reassembler.push(media_frame): # whole frames, in order, once complete
+        sink.write(decoder.decode(whole.data))  # VideoFileSink("out.webm" | ".mkv" | ".y4m")
+    reassembler.keyframe_needed                 # True after a loss: ask the sender
+
+Modules: `frame` (MediaFrame, StreamKind, the datagram budget), `opus`, `vp8`, `packetize`
+(sequence numbers, video fragmentation), `reassembly` (video), `jitter` (the audio jitter
+buffer, pure logic with the clock passed in), `conceal` (fading repetition), `playout`
+(jitter buffer + decoder + concealment), `mix`, `audio_files`, `video_files`, `devices`
+(sounddevice; `AudioDeviceUnavailable` without PortAudio; its blocking ``read``/``write``
+belong in a thread, e.g. ``asyncio.to_thread``), `pacing`, `errors`.
+`StreamKind` has the values of the relay envelope's (`doorless.wire.calls`): convert with
+``int``. Errors: `errors` (all in the `doorless.errors` tree).
 """
 
 from __future__ import annotations
@@ -58,6 +78,7 @@ from doorless.client.calls.media.frame import (
     encode_frame,
 )
 from doorless.client.calls.media.jitter import AudioJitterBuffer, JitterStats, Slot
+from doorless.client.calls.media.mix import AudioMixer, mix_pcm
 from doorless.client.calls.media.opus import (
     FRAME_BYTES,
     FRAME_MS,
@@ -82,6 +103,7 @@ __all__ = [
     "SAMPLE_RATE",
     "AudioDeviceUnavailable",
     "AudioJitterBuffer",
+    "AudioMixer",
     "AudioPacketizer",
     "AudioPlayout",
     "CodecDecodeError",
@@ -113,5 +135,6 @@ __all__ = [
     "WavFileSource",
     "decode_frame",
     "encode_frame",
+    "mix_pcm",
     "paced",
 ]

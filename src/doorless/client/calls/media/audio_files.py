@@ -32,8 +32,10 @@ class WavFileSource:
         if not self._container.streams.audio:
             self._container.close()
             raise MediaFileError(f"{self.path.name} has no audio stream")
+        self._read = False
 
     def __iter__(self) -> Iterator[bytes]:
+        self._claim()
         resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
         fifo = av.AudioFifo()
         try:
@@ -49,7 +51,14 @@ class WavFileSource:
         finally:
             self._container.close()
 
+    def _claim(self) -> None:
+        # A source is read once, front to back (it closes the file at the end).
+        if self._read:
+            raise MediaConfigError(f"{self.path.name} was already read or closed")
+        self._read = True
+
     def close(self) -> None:
+        self._read = True
         self._container.close()
 
 

@@ -15,9 +15,9 @@
 
 An audio frame is one whole Opus packet (START and END set). A VP8 frame larger than the
 datagram budget is split into fragments with consecutive sequence numbers and the same
-timestamp; the first has START, the last END (`doorless.client.calls.media.fragment`). The
-encoded frame never exceeds `DATAGRAM_BUDGET` bytes, so with SFrame's header and tag and the
-relay's envelope it fits one QUIC datagram of a 1,280-byte path MTU.
+timestamp; the first has START, the last END (`packetize`, `reassembly`). The encoded frame
+never exceeds `DATAGRAM_BUDGET` bytes, so with SFrame's header and tag and the relay's
+envelope it fits one QUIC datagram.
 """
 
 from __future__ import annotations
@@ -31,10 +31,12 @@ from doorless.client.calls.media.errors import MediaConfigError, MediaFrameError
 from doorless.errors import DecodeError
 
 VERSION = 1
-# Bytes of an encoded MediaFrame at most: 1,280 (IPv6 minimum MTU) minus IP/UDP/QUIC short
-# header and datagram framing (~60), SFrame header and tag (up to 17 + 16) and the relay
-# envelope, with margin.
-DATAGRAM_BUDGET = 1100
+# Bytes of an encoded MediaFrame at most. The relay sends an envelope of up to 1,100 bytes as
+# one QUIC datagram (a DATAGRAM frame fits one packet of QUIC's 1,200-byte minimum, RFC 9221
+# §5); the envelope is 2 bytes (message type, stream kind) + the SFrame header (at most 17
+# bytes, RFC 9605 §4.3) + the ciphertext (as long as this frame) + the tag (at most 16).
+RELAY_DATAGRAM_ENVELOPE = 1100
+DATAGRAM_BUDGET = RELAY_DATAGRAM_ENVELOPE - 2 - 17 - 16  # 1,065
 # version, stream, flags, sequence, timestamp, a 2-byte payload length.
 HEADER_SIZE = 1 + 1 + 1 + 4 + 8 + 2
 MAX_PAYLOAD = DATAGRAM_BUDGET - HEADER_SIZE
@@ -43,7 +45,12 @@ MAX_TIMESTAMP = (1 << 64) - 1
 
 
 class StreamKind(enum.IntEnum):
-    """Which media a frame carries (one audio and one video stream per sender)."""
+    """Which media a frame carries (one audio and one video stream per sender).
+
+    The same values as the relay envelope's ``StreamKind`` (``doorless.wire.calls``, built on
+    the relay's branch): convert with ``int``. Once both are merged, this one can become an
+    import of that one.
+    """
 
     AUDIO = 1
     VIDEO = 2

@@ -9,7 +9,8 @@ caller conceals it); adaptive mode may insert an extra concealed slot (``inserte
 Counting follows RTP (RFC 3550 §6.4.1, appendix A.3 and A.8):
 
 * ``lost`` = expected (highest - first + 1) - received, where received counts distinct frames
-  (a frame that arrives too late still counts as received, as in RFC 3550);
+  (a frame that arrives too late still counts as received, as in RFC 3550); a sender's
+  sequence numbers count the frames it sends, so a muted sender does not advance them;
 * ``late``: arrived after its slot was played (concealed, then discarded);
 * ``duplicate``: a sequence number already received;
 * ``jitter``: the interarrival jitter estimate of RFC 3550 §6.4.1, in seconds.
@@ -22,7 +23,8 @@ after a stall), the oldest frames are dropped (``dropped``) to bring the latency
 
 A stream that stops (the sender muted or left) is not concealed forever: after ``max_gap``
 seconds with no frame and an empty buffer, `pop` stops emitting and the next frame to arrive
-starts a new schedule (``resyncs``).
+starts a new schedule (``resyncs``); if that frame's sequence number is far below the last
+ones (more than `CAPACITY`), the sender restarted its numbering and a new run begins.
 """
 
 from __future__ import annotations
@@ -82,8 +84,11 @@ class AudioJitterBuffer:
         self._max_gap = max_gap
         self._frames: dict[int, bytes] = {}
         self._seen: set[int] = set()  # sequence numbers received in the current window
+        # RFC 3550 A.3 counting, per run of sequence numbers (a new run after a restart).
         self._first: int | None = None
         self._highest = -1
+        self._received_run = 0
+        self._lost_base = 0
         self._next = 0  # the next sequence number to play
         self._epoch_seq = 0  # schedule: sequence ``_epoch_seq`` is due at ``_epoch_time``
         self._epoch_time = 0.0
@@ -99,11 +104,9 @@ class AudioJitterBuffer:
         if seq in self._seen:
             self.stats.duplicate += 1
             return
-        if (
-            self._playing
-            and not self._started_playout
-            and self._next - REORDER_AT_START <= seq < self._next
-        ):
+        if not self._playing and self._first is not None and seq < self._next - CAPACITY:
+            self._restart_numbering()
+        if self._reordered_at_start(seq):
             # Reordered before the first slot was played: start from this earlier frame, at
             # the time planned for the first one (the schedule moves later, nothing is lost).
             due = self._due(self._next)
@@ -164,6 +167,14 @@ class AudioJitterBuffer:
             and self._next - REORDER_AT_START <= seq < self._next
         )
 
+    def _restart_numbering(self) -> None:
+        """After a stop, a frame far below the last ones: the sender numbers a new run from a
+        new start (it restarted sending). The losses counted so far are kept."""
+        self._lost_base = self.stats.lost
+        self._first, self._highest, self._received_run = None, -1, 0
+        self._seen.clear()
+        self.stats.resyncs += 1
+
     def _start(self, seq: int, now: float) -> None:
         if self._first is not None:
             self.stats.resyncs += 1
@@ -179,9 +190,11 @@ class AudioJitterBuffer:
     def _count_arrival(self, seq: int, now: float) -> None:
         self._seen.add(seq)
         self.stats.received += 1
+        self._received_run += 1
         self._first = seq if self._first is None else min(self._first, seq)
         self._highest = max(self._highest, seq)
-        self.stats.lost = max(0, self._highest - self._first + 1 - self.stats.received)
+        expected = self._highest - self._first + 1
+        self.stats.lost = self._lost_base + max(0, expected - self._received_run)
         self._last_arrival = now
         # RFC 3550 §6.4.1: J += (|D| - J) / 16, D the change in transit time; the media clock
         # is the sequence number times the frame duration.

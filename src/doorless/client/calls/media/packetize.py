@@ -18,7 +18,7 @@ from doorless.client.calls.media.frame import (
     StreamKind,
 )
 
-# A VP8 frame of at most this many fragments (~550 kB): larger is refused on both sides.
+# A VP8 frame of at most this many fragments (~540 kB): larger is refused on both sides.
 MAX_FRAGMENTS = 512
 
 

@@ -40,9 +40,12 @@ class VideoFileSource:
         if not self._container.streams.video:
             self._container.close()
             raise MediaFileError(f"{self.path.name} has no video stream")
+        self._read = False
 
     def __iter__(self) -> Iterator[av.VideoFrame]:
+        self._claim()
         stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = 1  # see vp8.py
         rate = stream.average_rate or stream.guessed_rate or fractions.Fraction(self.config.fps)
         period = 1 / float(rate)
         slot = 0  # the call's frame number: slot k shows the file at time k / fps
@@ -71,7 +74,14 @@ class VideoFileSource:
         c = self.config
         return frame.reformat(width=c.width, height=c.height, format="yuv420p")
 
+    def _claim(self) -> None:
+        # A source is read once, front to back (it closes the file at the end).
+        if self._read:
+            raise MediaConfigError(f"{self.path.name} was already read or closed")
+        self._read = True
+
     def close(self) -> None:
+        self._read = True
         self._container.close()
 
 
@@ -93,8 +103,10 @@ class VideoFileSink:
         assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = c.width, c.height, "yuv420p"
         stream.time_base = fractions.Fraction(1, c.fps)
+        stream.codec_context.thread_count = 1  # see vp8.py
         if fmt[1] == "libvpx":
             stream.bit_rate = c.bitrate * 4  # an archive copy: keep more than the call sent
+            stream.codec_context.options = {"deadline": "realtime", "cpu-used": "8"}
         self._stream = stream
         self._open = True
         self.frames = 0
