@@ -54,6 +54,7 @@ from doorless.client.errors import (
 from doorless.client.events import (
     ALARM_ADVICE,
     AlarmKind,
+    ChangeKind,
     Conversation,
     ConversationJoined,
     ConversationKind,
@@ -68,11 +69,15 @@ from doorless.client.events import (
     FailureReason,
     FileInfo,
     MembershipChanged,
+    MessageChanged,
     MessageInfo,
     MessageKind,
     MessageReceived,
     MessageSent,
+    ReactionInfo,
+    ReadUpTo,
     TransparencyAlarm,
+    Typing,
 )
 from doorless.client.keys import (
     Argon2Params,
@@ -94,6 +99,9 @@ from doorless.client.kt import (
     LogView,
 )
 from doorless.client.kt_profile import SafetyStatus, Verification
+from doorless.client.rich import NotYourMessage
+from doorless.client.rich_inbox import NotAuthor, UnknownTarget
+from doorless.client.rich_view import UnknownMessage
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
 from doorless.client.safety_number import SafetyNumber
 from doorless.client.store import MessageState, ProfileLocked, StoreError, WrongPassphrase
@@ -105,6 +113,7 @@ __all__ = [
     "AlarmKind",
     "Argon2Params",
     "BadResponse",
+    "ChangeKind",
     "Client",
     "ClientOptions",
     "CommitFailed",
@@ -139,13 +148,16 @@ __all__ = [
     "KtViolation",
     "LogView",
     "MembershipChanged",
+    "MessageChanged",
     "MessageInfo",
     "MessageKind",
     "MessageReceived",
     "MessageSent",
     "MessageState",
     "NotAMember",
+    "NotAuthor",
     "NotFound",
+    "NotYourMessage",
     "Passphrase",
     "PayloadTooLarge",
     "PendingLink",
@@ -153,6 +165,8 @@ __all__ = [
     "ProfileLocked",
     "RateLimited",
     "RawKey",
+    "ReactionInfo",
+    "ReadUpTo",
     "ReportReceipt",
     "SafetyNumber",
     "SafetyStatus",
@@ -163,8 +177,11 @@ __all__ = [
     "SetupIncomplete",
     "StoreError",
     "TransparencyAlarm",
+    "Typing",
     "Unauthorized",
     "UnknownConversation",
+    "UnknownMessage",
+    "UnknownTarget",
     "UserUnavailable",
     "Verification",
     "WrongPassphrase",

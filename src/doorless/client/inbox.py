@@ -18,6 +18,7 @@ from doorless.client import (
     maintenance,
     membership,
     outbox,
+    rich_inbox,
 )
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
@@ -43,6 +44,7 @@ from doorless.client.events import (
     TransparencyAlarm,
 )
 from doorless.client.kt import GossipResult, KtViolation
+from doorless.client.rich_view import rich_infos
 from doorless.client.safety import FrankRejected, count_hidden, expires_at, open_franked
 from doorless.client.store import GroupStatus, Message, MessageRequest, MessageState, Transaction
 from doorless.client.transport import ProgressCallback
@@ -68,7 +70,7 @@ from doorless.mls.group import (
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.welcome import Welcome
 from doorless.wire.messages import QueuedMessage
-from doorless.wire.payload import Payload, file_of, text_of
+from doorless.wire.payload import Payload, PayloadKind, file_of, text_of
 
 log = logging.getLogger("doorless.client")
 
@@ -84,6 +86,8 @@ class _Unsupported(RemoteError):
 
 def _content_kind(payload: Payload) -> MessageKind:
     """The kind of a received payload, after checking its body; `DecodeError` if malformed."""
+    if payload.kind == PayloadKind.content:
+        return MessageKind.TEXT  # checked by `rich_inbox.read`
     kind = MESSAGE_KIND.get(int(payload.kind))
     if kind is None:
         raise _Unsupported(int(payload.kind))
@@ -127,8 +131,13 @@ async def history(
 ) -> list[MessageInfo]:
     """Messages of a conversation, oldest first (``before``/``after``: local ids)."""
     gid = conversation_gid(conversation_id)
-    rows = await s.tx(lambda tx: tx.list_messages(gid, after=after, before=before, limit=limit))
-    return [message_info(m) for m in rows]
+    me = s.me.user
+
+    def read(tx: Transaction) -> list[MessageInfo]:
+        rows = tx.list_messages(gid, after=after, before=before, limit=limit)
+        return rich_infos(tx, me, rows)
+
+    return await s.tx(read)
 
 
 async def download(
@@ -275,6 +284,7 @@ async def on_application(
     failure: tuple[FailureReason, str] | None = None
     message: Message | None = None
     payload: Payload | None = None
+    received: rich_inbox.Received | None = None  # a MIMI container (doorless.wire.rich)
     hidden: str | None = None  # the franking check that failed (counted)
     server_key = await s.franking_key()
     try:
@@ -288,20 +298,34 @@ async def on_application(
             group_id=gid,
         )
         payload = opened.payload
+        if payload.kind == PayloadKind.content:
+            received = rich_inbox.read(
+                payload,
+                opened.franking,
+                sender=sender,
+                group_id=gid,
+                now=now,
+                expires_at=expires_at(result.group, now),
+                me=s.me.user,
+            )
         kind = _content_kind(payload)
-        message = Message(
-            group_id=gid,
-            sender_user=sender.user,
-            sender_device=sender.device_id,
-            outgoing=False,
-            content_type=kind.value,
-            body=payload.body,
-            sent_at=payload.sent_at_ms,
-            received_at=now,
-            expires_at=expires_at(result.group, now),
-            state=MessageState.RECEIVED,
-            server_id=payload.message_id.hex(),
-            franking=opened.franking,
+        message = (
+            None
+            if received is not None
+            else Message(
+                group_id=gid,
+                sender_user=sender.user,
+                sender_device=sender.device_id,
+                outgoing=False,
+                content_type=kind.value,
+                body=payload.body,
+                sent_at=payload.sent_at_ms,
+                received_at=now,
+                expires_at=expires_at(result.group, now),
+                state=MessageState.RECEIVED,
+                server_id=payload.message_id.hex(),
+                franking=opened.franking,
+            )
         )
     except FrankRejected as e:
         # Not shown, counted (I7: no message is displayed that could not be reported).
@@ -313,11 +337,12 @@ async def on_application(
         failure = (FailureReason.INVALID_PAYLOAD, str(e))
     me = s.me.user
     alarm = None
-    if payload is not None and payload.checkpoint and message is not None:
+    usable = message is not None or received is not None
+    if payload is not None and payload.checkpoint and usable:
         assert sender is not None
         alarm = await _gossip(s, payload.checkpoint, sender)  # NETWORK: stays queued
 
-    def write(tx: Transaction) -> Message | None:
+    def write(tx: Transaction) -> Message | rich_inbox.Outcome | None:
         if not tx.mark_processed(key, now):
             raise StateError("a queued message was processed twice")
         tx.update_group(new.stored())  # the ratchet moved on, whatever the payload
@@ -327,6 +352,8 @@ async def on_application(
                 return None  # blocked: dropped, whatever it is
         if hidden is not None:
             count_hidden(tx, hidden)
+        if received is not None:
+            return received.apply(tx)
         if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
             return None  # unusable, or a duplicate of a message already shown
         if message.sender_user == me:
@@ -334,6 +361,11 @@ async def on_application(
         return tx.insert_message(message)
 
     stored = await s.save(new, write)
+    if isinstance(stored, rich_inbox.Outcome):
+        if alarm is not None:
+            await alarms.raise_alarm(s, alarm)
+        _rich_outcome(s, stored, gid, payload, sender)
+        return
     if stored is not None and stored.sender_user == s.me.user:
         s.forget_request(gid)
     if alarm is not None:
@@ -344,6 +376,29 @@ async def on_application(
         s.fail(
             failure[0],
             failure[1],
+            conversation=gid,
+            message_id=payload.message_id.hex() if payload is not None else None,
+            sender=sender,
+        )
+
+
+def _rich_outcome(
+    s: Session,
+    outcome: rich_inbox.Outcome,
+    gid: bytes,
+    payload: Payload | None,
+    sender: DeviceRef | None,
+) -> None:
+    """Emit what a received MIMI container did, or report why it was refused."""
+    if isinstance(outcome.event, MessageReceived) and outcome.event.sender.user == s.me.user:
+        s.forget_request(gid)
+    if outcome.event is not None:
+        s.hub.emit(outcome.event)
+    if outcome.refused is not None:
+        log.warning("a change from %s was refused: %s", sender, outcome.refused)
+        s.fail(
+            outcome.reason,
+            str(outcome.refused),
             conversation=gid,
             message_id=payload.message_id.hex() if payload is not None else None,
             sender=sender,

@@ -33,6 +33,7 @@ class ClientOptions:
     ``key_package_target``: how many one-time KeyPackages to keep on the server.
     ``http_transport``: replaces the network (tests: ``httpx.ASGITransport``).
     ``argon2``: Argon2id cost of a new profile's passphrase key.
+    ``read_receipts`` / ``typing_notices``: send them (each can be switched off).
     """
 
     push: bool = True
@@ -53,6 +54,9 @@ class ClientOptions:
     # re-checks this account's own device list.
     kt: KtConfig = dataclasses.field(default_factory=KtConfig)
     kt_monitor_interval: float = 3600.0
+    # Rich messages: whether this user sends "read up to" receipts and typing notices.
+    read_receipts: bool = True
+    typing_notices: bool = True
 
     def __post_init__(self) -> None:
         if self.cipher_suite not in ED25519_SUITES:

@@ -3,7 +3,7 @@
 Every MLS application message of Doorless carries one encoded `Payload` as its
 ``application_data`` (RFC 9420 §6.3 encrypts it; the server sees none of it)::
 
-    enum { text(1), file(2), (65535) } PayloadKind;
+    enum { text(1), file(2), content(3), (65535) } PayloadKind;  // 4: call signalling
 
     struct {
         uint8 version;              // 1 or 2
@@ -24,6 +24,9 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
         AttachmentDescriptor attachment;    // doorless.franking: locator = attachment id,
                                             // media_type = MIME type, key, nonce, hashes, size
     } FileBody;
+    // kind = content: body is an encoded MIMI content container (application/mimi-content,
+    // draft-ietf-mimi-content-08; doorless.wire.rich maps it). Every new message is one;
+    // kinds text and file are still read (messages sent by older versions).
 
 Checkpoint gossip (version 2, docs/key-transparency.md): ``checkpoint`` is the signed note of
 the latest key-transparency log head the sender verified (1..8192 bytes), so that the receiver
@@ -50,6 +53,8 @@ from enum import IntEnum
 from typing import Self
 
 from doorless.codec import Reader, Writer, decode, encode
+from doorless.content import MimiContent
+from doorless.content import decode as decode_content
 from doorless.errors import ConfigurationError, DecodeError
 from doorless.franking import (
     AttachmentDescriptor,
@@ -58,6 +63,7 @@ from doorless.franking import (
     SenderIdentity,
     frank_content,
 )
+from doorless.wire.rich import attachments_of
 
 PAYLOAD_VERSION = 2  # the newest; 1 (no checkpoint) is still read and written
 MAX_CHECKPOINT_BYTES = 8192
@@ -70,6 +76,7 @@ _MAX_UINT64 = 2**64 - 1
 class PayloadKind(IntEnum):
     text = 1
     file = 2
+    content = 3  # a MIMI content container (doorless.wire.rich)
 
 
 def payload_kind_of(value: int) -> PayloadKind | int:
@@ -187,6 +194,20 @@ def file_payload(file: FileBody, sent_at_ms: int, message_id: bytes | None = Non
     return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.file, encode(file))
 
 
+def content_payload(
+    content: MimiContent, sent_at_ms: int, message_id: bytes | None = None
+) -> Payload:
+    return Payload(
+        message_id or new_message_id(), sent_at_ms, PayloadKind.content, content.encode()
+    )
+
+
+def content_of(payload: Payload) -> MimiContent:
+    """The MIMI container of a ``content`` payload; `DecodeError` / `ValidationError` if
+    malformed."""
+    return decode_content(payload.body, max_size=MAX_TEXT_BYTES)
+
+
 def text_of(payload: Payload) -> str:
     """The text of a ``text`` payload; `DecodeError` if it is not UTF-8."""
     return _utf8(payload.body, "text")
@@ -203,6 +224,8 @@ PAYLOAD_MEDIA_TYPE = b"application/vnd.doorless.payload"
 
 
 def _committed_attachments(payload: Payload) -> tuple[AttachmentDescriptor, ...]:
+    if payload.kind == PayloadKind.content:
+        return attachments_of(content_of(payload))
     return (file_of(payload).attachment,) if payload.kind == PayloadKind.file else ()
 
 
@@ -247,6 +270,8 @@ __all__ = [
     "Payload",
     "PayloadKind",
     "check_file_name",
+    "content_of",
+    "content_payload",
     "file_of",
     "file_payload",
     "frank_payload",

@@ -59,7 +59,7 @@ exceptions raised here.
 
 Modules: `errors`, `rows` (the records), `schema` (migrations, row decoding), `connection`
 (folder, lock, SQLCipher, key recovery), `base` and one module per record family (`accounts`,
-`groups`, `messages`, `outbox`, `key_material`, `settings`) making up `transaction`, and
+`groups`, `messages`, `outbox`, `key_material`, `settings`, `rich`) making up `transaction`, and
 `profile` (`ProfileStore`).
 """
 
@@ -85,6 +85,7 @@ from doorless.client.store.connection import (
 )
 from doorless.client.store.errors import ProfileLocked, StoreError, WrongPassphrase
 from doorless.client.store.profile import ProfileStore
+from doorless.client.store.rich import EditVersion, RichMeta, StoredReaction
 from doorless.client.store.rows import (
     Account,
     Contact,
@@ -117,6 +118,7 @@ __all__ = [
     "Contact",
     "ContactDevice",
     "DeviceStatus",
+    "EditVersion",
     "Group",
     "GroupStatus",
     "KeySource",
@@ -133,9 +135,11 @@ __all__ = [
     "ProfileLocked",
     "ProfileStore",
     "RawKey",
+    "RichMeta",
     "StoreError",
     "StoreKey",
     "StoredKeyPackage",
+    "StoredReaction",
     "Transaction",
     "WrongPassphrase",
 ]

@@ -11,6 +11,7 @@ import sqlcipher3
 
 from doorless.client.keys import ProfileCorrupt
 from doorless.client.store.errors import StoreError
+from doorless.client.store.rich import RICH_MIGRATION
 from doorless.client.store.rows import (
     Contact,
     DeviceStatus,
@@ -137,6 +138,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at INTEGER NOT NULL
         ) STRICT""",
     ),
+    # Rich messages (MIMI content): metadata, edit history, reactions, read receipts, and
+    # the payloads of outgoing messages not yet sent (doorless.client.store.rich).
+    RICH_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,10 +7,13 @@ from doorless.client.store.groups import GroupRows
 from doorless.client.store.key_material import KeyMaterialRows
 from doorless.client.store.messages import MessageRows
 from doorless.client.store.outbox import OutboxRows
+from doorless.client.store.rich import RichRows
 from doorless.client.store.settings import SettingRows
 
 
-class Transaction(AccountRows, GroupRows, MessageRows, OutboxRows, KeyMaterialRows, SettingRows):
+class Transaction(
+    AccountRows, GroupRows, MessageRows, OutboxRows, KeyMaterialRows, SettingRows, RichRows
+):
     """Typed access to the store inside one ``BEGIN IMMEDIATE`` transaction.
 
     Obtained from `ProfileStore.transaction`; unusable once the ``with`` block ends.
