@@ -37,6 +37,7 @@ from doorless.cli.output import (
     progress_bar,
     request_label,
     safe,
+    short_ids,
     size,
     stderr_is_terminal,
     users,
@@ -494,13 +495,17 @@ def history(
         await client.purge_expired()  # disappearing messages whose time has come (no network)
         messages = await client.history(conv.id, limit=limit)
         label = request_label(conv, client.username)
+        ids = short_ids(messages)
         emit(
             st.json,
             {
                 "conversation": conversation_json(conv),
                 "messages": [message_json(m) for m in messages],
             },
-            lambda: "\n".join(message_text(m, label) for m in messages) or f"{label}: no messages",
+            lambda: (
+                "\n".join(message_text(m, label, ids[m.message_id]) for m in messages)
+                or f"{label}: no messages"
+            ),
         )
 
     with_client(st, main)

@@ -127,6 +127,7 @@ class MessageInfo:
     state: MessageState
     # Rich messages (MIMI content, docs/content.md); defaults for messages of older versions.
     reply_to: str | None = None  # the id of the message this one answers (if stored here)
+    reply_text: str | None = field(default=None, repr=False)  # its text (None if deleted)
     edited: bool = False  # its sender replaced the text (`Client.edit_history` has the old)
     deleted: bool = False  # its sender deleted it for everyone: the text is gone
     mentions: tuple[str, ...] = ()  # users mentioned (@user)

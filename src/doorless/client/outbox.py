@@ -92,9 +92,10 @@ async def send_text(
         expires_s=disappearing_seconds(conv.mls),
     )
     shown, mentions = rich.displayed(content_text(content))
-    return await send_content(
+    info = await send_content(
         s, gid, content, MessageKind.TEXT, shown.encode("utf-8"), mentions=mentions
     )
+    return dataclasses.replace(info, reply_to=reply_to, mentions=mentions)
 
 
 async def send_reply(s: Session, message_id: str, text: str) -> MessageInfo:

@@ -39,11 +39,13 @@ def rich_infos(tx: Transaction, me: str, messages: Sequence[Message]) -> list[Me
         info = message_info(m)
         meta = metas.get(m.local_id or 0)
         if meta is not None:
+            reply = _reply_to(tx, meta)
             info = dataclasses.replace(
                 info,
                 text=None if meta.deleted else info.text,
                 file=None if meta.deleted else info.file,
-                reply_to=_reply_to(tx, meta),
+                reply_to=reply[0] if reply else None,
+                reply_text=reply[1] if reply else None,
                 edited=meta.edited,
                 deleted=meta.deleted,
                 mentions=meta.mentions,
@@ -58,12 +60,16 @@ def rich_info(tx: Transaction, me: str, message: Message) -> MessageInfo:
     return rich_infos(tx, me, [message])[0]
 
 
-def _reply_to(tx: Transaction, meta: RichMeta) -> str | None:
+def _reply_to(tx: Transaction, meta: RichMeta) -> tuple[str, str | None] | None:
+    """The id and text (None if deleted or not a text) of the message ``meta`` answers."""
     if meta.in_reply_to is None:
         return None
     target = tx.rich_by_mimi_id(meta.in_reply_to)
     message = None if target is None else tx.get_message(target.local_id)
-    return None if message is None else message.server_id
+    if target is None or message is None or message.server_id is None:
+        return None
+    shown = message.content_type == "text" and not target.deleted
+    return message.server_id, message.body.decode("utf-8", "replace") if shown else None
 
 
 def find_target(
