@@ -33,7 +33,7 @@ from doorless.mls.framing import MLSMessage, PrivateMessage
 from doorless.wire import rich
 from doorless.wire.payload import content_payload, text_payload
 
-from .harness import network, of_type, take_events
+from .harness import network, now_ms, of_type, take_events
 
 pytestmark = pytest.mark.asyncio
 
@@ -232,3 +232,54 @@ async def test_application_messages_are_padded_to_buckets(tmp_path: Path) -> Non
         await bob.send_text(gid, "x" * 2000)  # a longer text: the next bucket
         assert sizes[-1] > sizes[0]
         assert min(PADDING_BUCKETS) <= sizes[0] <= min(PADDING_BUCKETS) + 64
+
+
+async def test_changes_of_unknown_messages_and_others_reactions_are_refused(
+    tmp_path: Path,
+) -> None:
+    async with network(tmp_path) as net:
+        alice, bob, carol, gid = await _three(net)
+        sent = await alice.send_text(gid, "react to me")
+        await net.sync_all()
+        await carol.react(sent.message_id, "👍")
+        await net.sync_all()
+        local_id = (await bob.history(gid))[0].local_id
+        reaction = await bob._tx(lambda tx: tx.reactions_of([local_id]))
+        assert [(r.sender_user, r.emoji) for r in reaction] == [("carol", "👍")]
+        target = await bob._tx(lambda tx: _mimi(tx, sent.message_id))
+        gbytes = bytes.fromhex(gid)
+        nowhere = b"\x01" + bytes(31)
+        for content in (
+            rich.unreaction(reaction[0].mimi_id, target, salt=os.urandom(SALT_SIZE)),  # carol's
+            rich.reaction(nowhere, "👀", salt=os.urandom(SALT_SIZE)),  # no such message
+            rich.read_up_to(nowhere, salt=os.urandom(SALT_SIZE)),
+        ):
+            await outbox.send_payload(bob._core, gbytes, content_payload(content, 1), shown=None)
+        for c in (alice, carol):
+            take_events(c)
+        await net.sync_all(alice, carol)
+        for c in (alice, carol):
+            failed = of_type(take_events(c), DeliveryFailed)
+            assert [f.reason for f in failed] == [
+                FailureReason.NOT_AUTHOR,
+                FailureReason.UNKNOWN_TARGET,
+                FailureReason.UNKNOWN_TARGET,
+            ]
+            [m] = await c.history(gid)
+            assert m.reactions == (ReactionInfo("carol", "👍"),)
+            assert await c._tx(refused_counts) == {"NotAuthor": 1, "UnknownTarget": 2}
+
+
+async def test_disappearing_timer_travels_as_expires(tmp_path: Path) -> None:
+    async with network(tmp_path) as net:
+        alice, bob, _, gid = await _three(net)
+        await alice.set_disappearing(gid, 3600)
+        await net.sync_all()
+        sent_at = now_ms()
+        sent = await alice.send_text(gid, "gone in an hour")
+        payload = await alice._tx(lambda tx: tx.get_pending_payload(sent.message_id))
+        assert payload is None  # sent: the kept payload is gone
+        await net.sync_all(bob)
+        row = await bob._tx(lambda tx: tx.get_message_by_server_id(sent.message_id))
+        assert row is not None and row.expires_at is not None
+        assert sent_at + 3_600_000 - 60_000 <= row.expires_at <= now_ms() + 3_600_000
