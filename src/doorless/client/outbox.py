@@ -39,7 +39,7 @@ from doorless.client.events import (
     MessageSent,
 )
 from doorless.client.records import KIND_APPLICATION, OutgoingMessage
-from doorless.client.rich_view import content_text, find_target, rich_target
+from doorless.client.rich_view import content_text, find_target, rich_info, rich_target
 from doorless.client.safety import disappearing_seconds, expires_at
 from doorless.client.store import (
     GroupStatus,
@@ -92,10 +92,9 @@ async def send_text(
         expires_s=disappearing_seconds(conv.mls),
     )
     shown, mentions = rich.displayed(content_text(content))
-    info = await send_content(
+    return await send_content(
         s, gid, content, MessageKind.TEXT, shown.encode("utf-8"), mentions=mentions
     )
-    return dataclasses.replace(info, reply_to=reply_to, mentions=mentions)
 
 
 async def send_reply(s: Session, message_id: str, text: str) -> MessageInfo:
@@ -169,7 +168,13 @@ async def send_content(
 
     info = await send_payload(s, gid, payload, shown=(kind, body), extra=meta)
     assert info is not None
-    return info
+    me = s.me.user
+
+    def view(tx: Transaction) -> MessageInfo:
+        stored = tx.get_message(info.local_id)
+        return info if stored is None else rich_info(tx, me, stored)
+
+    return await s.tx(view)  # with its reply target and mentions
 
 
 async def send_control(s: Session, gid: bytes, content: MimiContent) -> None:
