@@ -283,3 +283,21 @@ async def test_disappearing_timer_travels_as_expires(tmp_path: Path) -> None:
         row = await bob._tx(lambda tx: tx.get_message_by_server_id(sent.message_id))
         assert row is not None and row.expires_at is not None
         assert sent_at + 3_600_000 - 60_000 <= row.expires_at <= now_ms() + 3_600_000
+
+
+async def test_changes_crossing_a_delete_are_dropped_quietly(tmp_path: Path) -> None:
+    """A reaction sent before its message's delete arrived is dropped at the sender, who
+    deleted it already: not a failure (the sender's own delete is applied when sent)."""
+    async with network(tmp_path) as net:
+        alice, bob, _, gid = await _three(net)
+        sent = await alice.send_text(gid, "oops")
+        await net.sync_all(bob)
+        await bob.react(sent.message_id, "😮")
+        await alice.delete(sent.message_id)  # before alice received the reaction
+        take_events(alice)
+        await net.sync_all(alice, bob)
+        assert of_type(take_events(alice), DeliveryFailed) == []
+        [m] = await alice.history(gid)
+        assert m.deleted and m.reactions == ()
+        [m] = await bob.history(gid)
+        assert m.deleted and m.reactions == ()

@@ -205,8 +205,10 @@ def _reaction(r: Received, tx: Transaction) -> Outcome:
     action = r.action
     assert isinstance(action, rich.Reaction)
     found = _target(r, tx, action.target)
-    if found is None or found[1].deleted:
+    if found is None:
         return _unknown("reaction")
+    if found[1].deleted:
+        return Outcome()  # deleted here meanwhile (e.g. by its sender on this device)
     message, meta = found
     tx.put_reaction(
         StoredReaction(
@@ -227,6 +229,10 @@ def _unreaction(r: Received, tx: Transaction) -> Outcome:
     reaction = tx.get_reaction(action.reaction_id)
     message = None if reaction is None else tx.get_message(reaction.local_id)
     if reaction is None or message is None or message.group_id != r.group_id:
+        target = r.content.in_reply_to
+        found = None if target is None else _target(r, tx, target)
+        if found is not None and found[1].deleted:
+            return Outcome()  # its message was deleted, with its reactions
         return _unknown("reaction removal")
     if reaction.sender_user != r.sender.user:
         return Outcome(refused=NotAuthor("a reaction can only be taken back by its sender"))
@@ -237,11 +243,13 @@ def _unreaction(r: Received, tx: Transaction) -> Outcome:
 
 def _replaced(r: Received, tx: Transaction, target: bytes, what: str) -> Outcome | Message:
     found = _target(r, tx, target)
-    if found is None or found[1].deleted:
+    if found is None:
         return _unknown(what)
     message = found[0]
     if message.sender_user != r.sender.user:
         return Outcome(refused=NotAuthor(f"only its sender can {what} a message"))
+    if found[1].deleted:
+        return Outcome()  # its sender deleted it already: nothing left to change
     return message
 
 
