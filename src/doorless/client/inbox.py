@@ -34,10 +34,12 @@ from doorless.client.core import (
 )
 from doorless.client.events import (
     AlarmKind,
+    ChangeKind,
     ConversationJoined,
     DeviceRef,
     FailureReason,
     FileInfo,
+    MessageChanged,
     MessageInfo,
     MessageKind,
     MessageReceived,
@@ -364,7 +366,7 @@ async def on_application(
     if isinstance(stored, rich_inbox.Outcome):
         if alarm is not None:
             await alarms.raise_alarm(s, alarm)
-        _rich_outcome(s, stored, gid, payload, sender)
+        await _rich_outcome(s, stored, gid, payload, sender)
         return
     if stored is not None and stored.sender_user == s.me.user:
         s.forget_request(gid)
@@ -382,7 +384,7 @@ async def on_application(
         )
 
 
-def _rich_outcome(
+async def _rich_outcome(
     s: Session,
     outcome: rich_inbox.Outcome,
     gid: bytes,
@@ -392,6 +394,9 @@ def _rich_outcome(
     """Emit what a received MIMI container did, or report why it was refused."""
     if isinstance(outcome.event, MessageReceived) and outcome.event.sender.user == s.me.user:
         s.forget_request(gid)
+    if isinstance(outcome.event, MessageChanged) and outcome.event.change is ChangeKind.DELETED:
+        # secure_delete overwrote the text; the checkpoint drops its old page images (WAL)
+        await s.store.run(s.store.checkpoint)
     if outcome.event is not None:
         s.hub.emit(outcome.event)
     if outcome.refused is not None:

@@ -89,6 +89,7 @@ async def delete(s: Session, message_id: str) -> None:
     message, meta = await _target(s, message_id)
     _own(message, s.me.user, "delete")
     await outbox.send_control(s, message.group_id, rich.delete(meta.mimi_id, salt=_salt()))
+    await s.store.run(s.store.checkpoint)  # drop the old page images of the text (WAL)
 
 
 async def edit_history(s: Session, message_id: str) -> list[EditVersion]:
