@@ -253,3 +253,13 @@ def test_a_garbled_container_is_a_typed_error() -> None:
 def test_old_file_body_still_decodes() -> None:
     body = FileBody("a.txt", DESCRIPTOR)
     assert decode(FileBody, encode(body)) == body
+
+
+def test_reprs_show_no_content() -> None:
+    secret = "canary-text-1234"
+    for action in (
+        _round(rich.post(secret, salt=SALT)),
+        _round(rich.edit(TARGET, secret, salt=SALT, members=frozenset())),
+        rich.Reaction(TARGET, secret),
+    ):
+        assert secret not in repr(action)

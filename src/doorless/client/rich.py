@@ -13,7 +13,7 @@ import logging
 import os
 
 from doorless.client import membership, outbox
-from doorless.client.core import TRANSIENT, Session
+from doorless.client.core import TRANSIENT, Session, conversation_gid
 from doorless.client.errors import ServerError
 from doorless.client.records import OutgoingMessage
 from doorless.client.rich_view import UnknownMessage, find_target
@@ -112,13 +112,13 @@ async def typing(s: Session, conversation_id: str, active: bool) -> bool:
     are off). Returns whether a notice was sent."""
     if not s.options.typing_notices:
         return False
-    gid = bytes.fromhex(conversation_id)
+    gid = conversation_gid(conversation_id)
     return await _send_once(s, gid, rich.typing(active, salt=_salt()))
 
 
 async def read_marks(s: Session, conversation_id: str) -> dict[str, str]:
     """user -> the id of the newest message they read (from their receipts)."""
-    gid = bytes.fromhex(conversation_id)
+    gid = conversation_gid(conversation_id)
 
     def read(tx: Transaction) -> dict[str, str]:
         marks = {}

@@ -67,9 +67,10 @@ class Outcome:
 Apply = Callable[[Transaction], Outcome]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Received:
-    """A verified container, ready to be applied in the receiving transaction."""
+    """A verified container, ready to be applied in the receiving transaction (its repr
+    shows no content)."""
 
     content: MimiContent
     action: rich.Rich
@@ -81,6 +82,9 @@ class Received:
     now: int
     expires_at: int | None
     me: str
+
+    def __repr__(self) -> str:
+        return f"Received({type(self.action).__name__}, from={self.sender})"
 
     def apply(self, tx: Transaction) -> Outcome:
         """Apply it (inside the receiving transaction); never raises for a peer's mistake."""

@@ -32,7 +32,7 @@ No I/O; randomness (the salt) comes in as a parameter.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from doorless.content import (
     HASH_ALG_SHA256,
@@ -217,7 +217,7 @@ class Post:
 @dataclass(frozen=True, slots=True)
 class Reaction:
     target: bytes
-    emoji: str
+    emoji: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,10 +225,10 @@ class Unreaction:
     reaction_id: bytes
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Edit:
     target: bytes
-    text: str
+    text: str = field(repr=False)
     mentions: tuple[str, ...]
 
 

@@ -68,7 +68,7 @@ class StoredReaction:
     mimi_id: bytes
     local_id: int  # the message reacted to
     sender_user: str
-    emoji: str
+    emoji: str = field(repr=False)
     sent_at: int
 
 
