@@ -121,15 +121,6 @@ app.command("send-file", short_help="Send a file to @USER or --group NAME.")(mes
 app.command("receive", short_help="Fetch and show incoming messages and events.")(messaging.receive)
 app.command("history", short_help="Show the stored messages of a conversation.")(messaging.history)
 app.command("download", short_help="Download and decrypt a received file.")(messaging.download)
-app.command("reply", short_help="Answer a message (it is quoted).")(rich.reply)
-app.command("react", short_help="React to a message with an emoji (--remove: take it back).")(
-    rich.react
-)
-app.command("edit", short_help="Replace the text of one of your messages.")(rich.edit)
-app.command("delete", short_help="Delete one of your messages for everyone.")(rich.delete)
-app.command("edits", short_help="Show the earlier texts of an edited message.")(rich.edits)
-app.command("read", short_help="Send a 'read up to' receipt to a conversation.")(rich.read)
-app.command("typing", short_help="Tell a conversation you are typing.")(rich.typing)
 app.command("conversations", short_help="List this profile's conversations.")(
     messaging.conversations
 )
@@ -147,6 +138,16 @@ app.add_typer(alarms.app, name="alarms")
 app.command("disappearing", short_help="Show or set a disappearing-message timer.")(
     safety.disappearing
 )
+# Rich messages (doorless.cli.rich).
+app.command("reply", short_help="Answer a message (it is quoted).")(rich.reply)
+app.command("react", short_help="React to a message with an emoji (--remove: take it back).")(
+    rich.react
+)
+app.command("edit", short_help="Replace the text of one of your messages.")(rich.edit)
+app.command("delete", short_help="Delete one of your messages for everyone.")(rich.delete)
+app.command("edits", short_help="Show the earlier texts of an edited message.")(rich.edits)
+app.command("read", short_help="Send a 'read up to' receipt to a conversation.")(rich.read)
+app.command("typing", short_help="Tell a conversation you are typing.")(rich.typing)
 
 
 if __name__ == "__main__":  # pragma: no cover
