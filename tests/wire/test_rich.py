@@ -19,12 +19,13 @@ from doorless.content import (
     derive_message_id,
 )
 from doorless.content import decode as decode_content
-from doorless.errors import DecodeError, ValidationError
+from doorless.errors import ConfigurationError, DecodeError, ValidationError
 from doorless.franking import AttachmentDescriptor, SenderIdentity
 from doorless.franking.errors import FrankingTagMismatch
 from doorless.franking.receiver import open_content
 from doorless.wire import rich
 from doorless.wire.payload import (
+    MAX_TEXT_BYTES,
     FileBody,
     Payload,
     PayloadKind,
@@ -263,3 +264,11 @@ def test_reprs_show_no_content() -> None:
         rich.Reaction(TARGET, secret),
     ):
         assert secret not in repr(action)
+
+
+def test_the_largest_text_fits_and_a_larger_container_is_refused() -> None:
+    members = frozenset({"bob"})
+    biggest = rich.post("x" * (MAX_TEXT_BYTES - 5) + " @bob", salt=SALT, members=members)
+    assert content_of(content_payload(biggest, 1)) == biggest
+    with pytest.raises(ConfigurationError):
+        content_payload(rich.post("@bob " * (MAX_TEXT_BYTES // 5), salt=SALT, members=members), 1)

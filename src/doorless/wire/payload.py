@@ -69,6 +69,9 @@ PAYLOAD_VERSION = 2  # the newest; 1 (no checkpoint) is still read and written
 MAX_CHECKPOINT_BYTES = 8192
 MESSAGE_ID_LENGTH = 16
 MAX_TEXT_BYTES = 256 * 1024
+# The largest MIMI container read or sent: a text of MAX_TEXT_BYTES, its mention links and the
+# container's own fields.
+MAX_CONTENT_BYTES = MAX_TEXT_BYTES + 16 * 1024
 MAX_FILE_NAME_BYTES = 255
 _MAX_UINT64 = 2**64 - 1
 
@@ -197,15 +200,16 @@ def file_payload(file: FileBody, sent_at_ms: int, message_id: bytes | None = Non
 def content_payload(
     content: MimiContent, sent_at_ms: int, message_id: bytes | None = None
 ) -> Payload:
-    return Payload(
-        message_id or new_message_id(), sent_at_ms, PayloadKind.content, content.encode()
-    )
+    body = content.encode()
+    if len(body) > MAX_CONTENT_BYTES:
+        raise ConfigurationError(f"a message is at most {MAX_CONTENT_BYTES} bytes encoded")
+    return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.content, body)
 
 
 def content_of(payload: Payload) -> MimiContent:
     """The MIMI container of a ``content`` payload; `DecodeError` / `ValidationError` if
     malformed."""
-    return decode_content(payload.body, max_size=MAX_TEXT_BYTES)
+    return decode_content(payload.body, max_size=MAX_CONTENT_BYTES)
 
 
 def text_of(payload: Payload) -> str:
@@ -262,6 +266,7 @@ def payload_of(content: FrankedContent) -> Payload:
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
+    "MAX_CONTENT_BYTES",
     "MAX_TEXT_BYTES",
     "MESSAGE_ID_LENGTH",
     "PAYLOAD_MEDIA_TYPE",
