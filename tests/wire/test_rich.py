@@ -4,6 +4,8 @@ and the ``content`` payload kind."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from doorless.codec import decode, encode
 from doorless.content import (
@@ -272,3 +274,37 @@ def test_the_largest_text_fits_and_a_larger_container_is_refused() -> None:
     assert content_of(content_payload(biggest, 1)) == biggest
     with pytest.raises(ConfigurationError):
         content_payload(rich.post("@bob " * (MAX_TEXT_BYTES // 5), salt=SALT, members=members), 1)
+
+
+_SAMPLES = [
+    rich.post("hi [@bob](mimi://doorless/u/bob)", salt=SALT, in_reply_to=TARGET).encode(),
+    rich.attachment("a.png", DESCRIPTOR, salt=SALT).encode(),
+    rich.reaction(TARGET, "👍", salt=SALT).encode(),
+    rich.unreaction(TARGET, TARGET, salt=SALT).encode(),
+    rich.read_up_to(TARGET, salt=SALT).encode(),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SAMPLES), st.integers(min_value=0), st.integers(0, 255))
+def test_a_mutated_container_is_classified_or_refused_with_a_typed_error(
+    sample: bytes, at: int, value: int
+) -> None:
+    data = bytearray(sample)
+    data[at % len(data)] = value
+    payload = Payload(b"m" * 16, 1, PayloadKind.content, bytes(data))
+    try:
+        action = rich.classify(content_of(payload))
+    except (DecodeError, ValidationError) as e:  # what a receiver turns into invalid_payload
+        assert str(e)
+        return
+    kinds = (rich.Post, rich.Reaction, rich.Unreaction, rich.Edit, rich.Delete, rich.ReadUpTo)
+    assert isinstance(action, (*kinds, rich.Typing))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_are_refused_with_a_typed_error(data: bytes) -> None:
+    payload = Payload(b"m" * 16, 1, PayloadKind.content, data)
+    with pytest.raises((DecodeError, ValidationError)):
+        rich.classify(content_of(payload))
