@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from doorless.cli import config as profile_config
 from doorless.cli.main import app
+from doorless.cli.session import client_options
 from doorless.errors import ConfigurationError
 from doorless.kt.checkpoint import NoteVerifier, SignatureType, ed25519_public_key
 
@@ -87,3 +88,19 @@ def test_account_create_refuses_a_bad_witness_before_any_setup(tmp_path: Path) -
     )
     assert code != 0 and "invalid witness key" in err
     assert not profile.exists() or not any(profile.iterdir())
+
+
+def test_privacy_switches_reach_the_client_options(tmp_path: Path) -> None:
+    assert client_options(profile=tmp_path).read_receipts  # on unless switched off
+    assert cli(tmp_path, "config", "set", "privacy.read_receipts", "off")[0] == 0
+    assert cli(tmp_path, "config", "set", "privacy.typing", "No")[0] == 0
+    assert "read_receipts = false" in (tmp_path / "config.toml").read_text()
+    options = client_options(profile=tmp_path)
+    assert (options.read_receipts, options.typing_notices) == (False, False)
+    assert cli(tmp_path, "config", "set", "privacy.typing", "on")[0] == 0
+    assert client_options(profile=tmp_path).typing_notices
+    code, _, err = cli(tmp_path, "config", "set", "privacy.typing", "maybe")
+    assert code == 2 and "on or off" in err
+    (tmp_path / "config.toml").write_text("[privacy]\ntyping = 1\n")
+    with pytest.raises(ConfigurationError, match="wrong kind"):
+        profile_config.load(tmp_path)

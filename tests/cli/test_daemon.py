@@ -186,3 +186,67 @@ async def test_stale_socket_is_replaced_and_a_live_one_refused(
         assert regular.read_text() == "not a socket"
     finally:
         await bot.close()
+
+
+async def test_rich_message_methods_and_notifications(
+    server: ThreadServer, tmp_path: Path, sock_dir: Path
+) -> None:
+    suffix = secrets.token_hex(3)
+    bot_name, alice_name = f"bot-{suffix}", f"alice-{suffix}"
+    bot = await account(server, tmp_path, bot_name, push=True)
+    alice = await account(server, tmp_path, alice_name)
+    path = sock_dir / "d.sock"
+    try:
+        async with daemon(bot, path), connect(path) as peer:
+            group = (await peer.call("createGroup", name="ops", members=[alice_name]))["result"]
+            await alice.sync()
+            asked = await alice.send_text(group["id"], f"status, @{bot_name}?")
+            received = (await peer.event("message_received"))["message"]
+            assert received["mentions_me"] and received["mentions"] == [bot_name]
+
+            short = asked.message_id[:8]
+            reply = (await peer.call("reply", message_id=short, text="all green"))["result"]
+            assert reply["reply_to"] == asked.message_id and reply["reply_text"] == (
+                f"status, @{bot_name}?"
+            )
+            assert (await peer.call("react", message_id=short, emoji="✅"))["result"] == {
+                "message_id": asked.message_id,
+                "emoji": "✅",
+                "removed": False,
+            }
+            assert (await peer.call("markRead", message_id=short))["result"]["sent"]
+            assert (await peer.call("typing", group="ops", active=False))["result"]["sent"]
+            forbidden = await peer.call("edit", message_id=short, text="mine")
+            assert forbidden["error"]["data"]["error"] == "forbidden"
+            edited = await peer.call("edit", message_id=reply["message_id"], text="all GREEN")
+            assert edited["result"]["edited"]
+            versions = (await peer.call("editHistory", message_id=reply["message_id"]))["result"]
+            assert [v["text"] for v in versions["versions"]] == ["all green"]
+            unknown = await peer.call("react", message_id="00" * 8, emoji="x")
+            assert unknown["error"]["data"]["error"] == "not_found"
+
+            await alice.sync()
+            [first, answer] = await alice.history(group["id"])
+            assert [(r.user, r.emoji) for r in first.reactions] == [(bot_name, "✅")]
+            assert (answer.text, answer.edited, answer.reply_to) == (
+                "all GREEN",
+                True,
+                asked.message_id,
+            )
+            assert await alice.read_up_to(group["id"]) == {bot_name: asked.message_id}
+
+            await alice.react(asked.message_id, "👀")
+            changed = await peer.event("message_changed")
+            assert (changed["change"], changed["emoji"]) == ("reacted", "👀")
+            await alice.typing(group["id"], True)
+            typing = await peer.event("typing")
+            assert typing["active"] and typing["user"]["user"] == alice_name
+            await alice.mark_read(reply["message_id"])
+            read = await peer.event("read_up_to")
+            assert read["message_id"] == reply["message_id"]
+            await alice.delete(asked.message_id)
+            deleted = await peer.event("message_changed")
+            assert deleted["change"] == "deleted" and deleted["message"]["text"] is None
+    finally:
+        await bot.close()
+        await alice.close()

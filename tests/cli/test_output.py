@@ -4,6 +4,7 @@ library (a new kind without a shape fails here), without a server."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import typing
 from typing import Any
@@ -98,6 +99,9 @@ EXAMPLES: dict[str, Any] = {
     "CallUpdated": CallUpdated(
         "00" * 16, GROUP.id, CallState.ACTIVE, (ALICE, BOB), "12345 " * 5 + "12345", "a\nb"
     ),
+    "MessageChanged": dl.MessageChanged(message(), dl.ChangeKind.REACTED, ALICE, "\x1b[2J"),
+    "ReadUpTo": dl.ReadUpTo(GROUP.id, ALICE, "1f" * 16),
+    "Typing": dl.Typing(GROUP.id, ALICE, True),
 }
 
 
@@ -192,3 +196,43 @@ def test_conversation_labels(conversation: Conversation, me: str, label: str) ->
 )
 def test_sizes(n: int, text: str) -> None:
     assert output.size(n) == text
+
+
+def test_rich_message_lines() -> None:
+    """A reply quotes what it answers, flags a mention of me, "edited", the reactions and
+    the short id; a deleted message shows no text; peer text stays safe everywhere."""
+    m = dataclasses.replace(
+        message(conversation=DIRECT),
+        text="sure @bob",
+        reply_to="2e" * 16,
+        reply_text="lunch\x1b[2J today?",
+        edited=True,
+        mentions=("bob",),
+        mentions_me=True,
+        reactions=(dl.ReactionInfo("carol", "👍"), dl.ReactionInfo("eve", "\u202e!")),
+    )
+    line = output.message_text(m, "@alice", "1f1f1f1f1")
+    assert line.split("  ")[1] == "1f1f1f1f1"
+    assert '> 2e2e2e2e "lunch\\x1b[2J today?"\n    | sure @bob' in line
+    assert line.endswith("[@you] [edited] [👍 carol <U+202E>! eve]")
+    gone = dataclasses.replace(m, deleted=True, text=None, reply_to=None, reactions=())
+    assert output.message_text(gone, "@alice").endswith("alice: (deleted) [@you]")
+    data = output.message_json(m)
+    assert data["reply_to"] == "2e" * 16 and data["mentions_me"] and data["edited"]
+    assert data["reactions"] == [
+        {"user": "carol", "emoji": "👍"},
+        {"user": "eve", "emoji": "\u202e!"},
+    ]
+    changed = output.event_text(EXAMPLES["MessageChanged"], "bob", {GROUP.id: GROUP})
+    assert changed == "#team  alice reacted \\x1b[2J  (1f1f1f1f)"
+
+
+def test_short_ids_are_unique_prefixes() -> None:
+    a = dataclasses.replace(message(), message_id="abcdef0123" + "0" * 22)
+    b = dataclasses.replace(message(), message_id="abcdef0199" + "0" * 22)
+    c = dataclasses.replace(message(), message_id="12345678" + "0" * 24)
+    assert output.short_ids([a, b, c]) == {
+        a.message_id: "abcdef012",
+        b.message_id: "abcdef019",
+        c.message_id: "12345678",
+    }

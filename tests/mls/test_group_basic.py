@@ -17,7 +17,7 @@ from doorless.mls.extensions import Extension
 from doorless.mls.framing import MLSMessage, PrivateMessage, PublicMessage, WireFormat
 from doorless.mls.group import Group, GroupConfig, PskStore, StagedCommit
 from doorless.mls.leaf_node import LeafNode
-from doorless.mls.message_protection import unprotect_private
+from doorless.mls.message_protection import bucket_size, unprotect_private
 from doorless.mls.proposals import (
     Add,
     Commit,
@@ -454,3 +454,14 @@ def test_capabilities_upgrade_then_new_group_context_extension() -> None:
     h.commit("c", leaf_node=with_extension("c"))
     h.commit("b", [gce])
     assert h.clients["c"].state.extensions == gce.extensions
+
+
+def test_application_messages_padded_to_buckets() -> None:
+    """RFC 9420 §6.3.1 padding: with buckets, plaintexts of different lengths fill one size."""
+    buckets = (256, 1024)
+    h = make_group("ab", GroupConfig(padding_buckets=buckets))
+    sizes = {len(h.send("a", b"x" * n).message) for n in (0, 10, 100)}
+    assert len(sizes) == 1
+    assert len(h.send("a", b"x" * 600).message) > sizes.pop()
+    assert bucket_size(1, buckets) == 256 and bucket_size(257, buckets) == 1024
+    assert bucket_size(1025, buckets) == 2048

@@ -33,6 +33,8 @@ from doorless.franking import (
     verify_received,
 )
 from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
+from doorless.wire import payload as wire_payload
+from doorless.wire import rich
 from doorless.wire.messages import QueuedMessage
 from doorless.wire.payload import PAYLOAD_MEDIA_TYPE, Payload, text_payload
 from server.helpers import scan
@@ -40,6 +42,13 @@ from server.helpers import scan
 from .harness import Clock, SafetyNetwork, canary, safety_network
 
 pytestmark = pytest.mark.asyncio
+
+
+def _text(payload: Payload) -> str:
+    """The text of a ``content`` payload (its MIMI container's one part)."""
+    action = rich.classify(wire_payload.content_of(payload))
+    assert isinstance(action, rich.Post) and action.text is not None
+    return action.text
 
 
 def identity(client: Client) -> SenderIdentity:
@@ -120,7 +129,7 @@ async def test_messages_carry_a_tag_are_stamped_by_the_server_and_verified(tmp_p
             mls_sender=identity(alice),
             group_id=bytes.fromhex(chat),
         )
-        assert decode(Payload, content.body).body == secret.encode()
+        assert _text(decode(Payload, content.body)) == secret  # a MIMI container
         assert content.salt and len(content.salt) == 16
         assert await bob.hidden_messages() == {}
 
@@ -308,8 +317,8 @@ async def test_report_reveals_exactly_the_reported_message(tmp_path: Path) -> No
         assert record.reason == "harassment" and record.group_id == bytes.fromhex(chat)
         report = decode(AbuseReport, record.report)
         assert report.reason is ReportReason.harassment and report.note == "please look"
-        body = decode(Payload, decode(FrankedContent, report.franked_content).body).body
-        assert body == reported.encode()
+        payload = decode(Payload, decode(FrankedContent, report.franked_content).body)
+        assert _text(payload) == reported
 
         # The reported plaintext is now on the server (the reporter chose that); the other
         # message's is not, anywhere under the data directory.

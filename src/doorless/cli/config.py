@@ -15,6 +15,8 @@ Keys::
     kt.quorum         how many of them must cosign every log head (default: all of them)
     kt.witness_wait   seconds to wait for the witnesses to cosign a new head (default 10)
     kt.log_key        the log's key (default: pinned on first contact)
+    privacy.read_receipts   send "read up to" receipts (on/off, default on)
+    privacy.typing          send typing notices (on/off, default on)
 """
 
 from __future__ import annotations
@@ -39,7 +41,16 @@ from doorless.kt.checkpoint import ed25519_verifier
 CONFIG_FILE = "config.toml"
 DEFAULT_WITNESS_WAIT = 10.0
 
-Value = str | int | float | tuple[str, ...]
+Value = str | int | float | bool | tuple[str, ...]
+
+_SWITCH = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+
+
+def _switch(text: str) -> bool:
+    value = _SWITCH.get(text.strip().lower())
+    if value is None:
+        raise ConfigurationError(f"a switch is on or off, not {text!r}")
+    return value
 
 
 def _witnesses(text: str) -> tuple[str, ...]:
@@ -74,6 +85,8 @@ KEYS: dict[str, _Key] = {
     "kt.quorum": _Key(int, _quorum, "cosignatures required on every log head"),
     "kt.witness_wait": _Key(float, _seconds, "seconds to wait for a cosignature"),
     "kt.log_key": _Key(str, str, "the log's key (pinned on first contact if unset)"),
+    "privacy.read_receipts": _Key(bool, _switch, "send read receipts (on/off)"),
+    "privacy.typing": _Key(bool, _switch, "send typing notices (on/off)"),
 }
 
 
@@ -109,6 +122,10 @@ class ProfileConfig:
             ed25519_verifier(log_key, "kt.log_key")
         return config
 
+    def switch(self, key: str) -> bool:
+        """An on/off setting (on unless set off)."""
+        return self.values.get(key) is not False
+
     def replace(self, key: str, value: Value | None) -> ProfileConfig:
         _check_key(key)
         values = dict(self.values)
@@ -143,9 +160,11 @@ def _from_toml(data: dict[str, object], path: Path) -> ProfileConfig:
             if key not in KEYS:
                 raise ConfigurationError(f"{path}: unknown setting {key!r}")
             kind = KEYS[key].kind
-            if kind is tuple and isinstance(raw, list) and all(isinstance(w, str) for w in raw):
+            if kind is bool and isinstance(raw, bool):
+                values[key] = raw
+            elif kind is tuple and isinstance(raw, list) and all(isinstance(w, str) for w in raw):
                 values[key] = tuple(raw)
-            elif kind is int and isinstance(raw, int) and not isinstance(raw, bool):
+            elif kind is int and type(raw) is int:
                 values[key] = raw
             elif kind is float and isinstance(raw, int | float) and not isinstance(raw, bool):
                 values[key] = float(raw)

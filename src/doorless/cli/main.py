@@ -26,6 +26,7 @@ from doorless.cli import (
     export,
     groups,
     messaging,
+    rich,
     safety,
     search,
     vectors,
@@ -152,6 +153,16 @@ app.command("search", short_help="Search your own messages (no network).")(searc
 app.command("export", short_help="Export a conversation to JSON or Markdown.")(export.export)
 app.add_typer(contacts.app, name="contacts")
 app.add_typer(backup.app, name="backup")
+# Rich messages (doorless.cli.rich).
+app.command("reply", short_help="Answer a message (it is quoted).")(rich.reply)
+app.command("react", short_help="React to a message with an emoji (--remove: take it back).")(
+    rich.react
+)
+app.command("edit", short_help="Replace the text of one of your messages.")(rich.edit)
+app.command("delete", short_help="Delete one of your messages for everyone.")(rich.delete)
+app.command("edits", short_help="Show the earlier texts of an edited message.")(rich.edits)
+app.command("read", short_help="Send a 'read up to' receipt to a conversation.")(rich.read)
+app.command("typing", short_help="Tell a conversation you are typing.")(rich.typing)
 
 
 if __name__ == "__main__":  # pragma: no cover

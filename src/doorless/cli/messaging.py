@@ -37,6 +37,7 @@ from doorless.cli.output import (
     progress_bar,
     request_label,
     safe,
+    short_ids,
     size,
     stderr_is_terminal,
     users,
@@ -497,6 +498,7 @@ def history(
         messages = await client.history(conv.id, limit=limit)
         nicknames = await client.nicknames()
         label = request_label(conv, client.username, nicknames=nicknames)
+        ids = short_ids(messages)
         emit(
             st.json,
             {
@@ -504,7 +506,7 @@ def history(
                 "messages": [message_json(m) for m in messages],
             },
             lambda: (
-                "\n".join(message_text(m, label, nicknames) for m in messages)
+                "\n".join(message_text(m, label, nicknames, ids[m.message_id]) for m in messages)
                 or f"{label}: no messages"
             ),
         )

@@ -76,6 +76,13 @@ def message_json(m: MessageInfo) -> JSON:
         "received_at": m.received_at,
         "state": m.state.value,
         "transferred": m.transferred,
+        "reply_to": m.reply_to,
+        "reply_text": m.reply_text,
+        "edited": m.edited,
+        "deleted": m.deleted,
+        "mentions": list(m.mentions),
+        "mentions_me": m.mentions_me,
+        "reactions": [{"user": r.user, "emoji": r.emoji} for r in m.reactions],
     }
 
 
@@ -154,6 +161,31 @@ _EVENT_FIELDS: dict[str, tuple[str, Callable[[Any], JSON]]] = {
     "TransparencyAlarm": (
         "transparency_alarm",
         lambda e: alarm_json(e),
+    ),
+    "MessageChanged": (
+        "message_changed",
+        lambda e: {
+            "change": e.change.value,
+            "by": device_ref_json(e.by),
+            "emoji": e.emoji,
+            "message": message_json(e.message),
+        },
+    ),
+    "ReadUpTo": (
+        "read_up_to",
+        lambda e: {
+            "conversation_id": e.conversation_id,
+            "reader": device_ref_json(e.reader),
+            "message_id": e.message_id,
+        },
+    ),
+    "Typing": (
+        "typing",
+        lambda e: {
+            "conversation_id": e.conversation_id,
+            "user": device_ref_json(e.user),
+            "active": e.active,
+        },
     ),
     "DeliveryFailed": (
         "delivery_failed",
@@ -356,9 +388,22 @@ def _joined_text(e: Any, ctx: _TextContext) -> str:
     return f"joined {conversation_label(c, ctx.me)} ({users(c.members)}){_by(e.by)}"
 
 
-def message_text(m: MessageInfo, label: str, nicknames: Mapping[str, str] | None = None) -> str:
+QUOTE_LENGTH = 60
+
+
+def message_text(
+    m: MessageInfo,
+    label: str,
+    nicknames: Mapping[str, str] | None = None,
+    short_id: str | None = None,
+) -> str:
+    """One message: time, id (``short_id``: a unique prefix, to copy into reply, react, edit,
+    delete), conversation, sender (with a local nickname), text; a reply quotes what it
+    answers; then [@you] if it mentions this user, [edited], and the reactions."""
     who = "me" if m.outgoing else nicknamed(m.sender.user, nicknames, safe(m.sender.user))
-    if m.kind is dl.MessageKind.FILE and m.file is not None:
+    if m.deleted:
+        body = "(deleted)"
+    elif m.kind is dl.MessageKind.FILE and m.file is not None:
         f = m.file
         body = (
             f"[file] {safe(f.name)} ({size(f.size)}, {safe(f.media_type)}) - "
@@ -366,8 +411,38 @@ def message_text(m: MessageInfo, label: str, nicknames: Mapping[str, str] | None
         )
     else:
         body = safe_text(m.text or "")
+    if m.reply_to is not None:
+        quoted = (
+            "(deleted)" if m.reply_text is None else f'"{one_line(m.reply_text, QUOTE_LENGTH)}"'
+        )
+        body = f"> {m.reply_to[:8]} {quoted}\n{CONTINUATION}{body}"
+    tags = [
+        *(["@you"] if m.mentions_me else []),
+        *(["edited"] if m.edited and not m.deleted else []),
+    ]
+    if m.reactions:
+        tags.append(" ".join(f"{safe(r.emoji)} {safe(r.user)}" for r in m.reactions))
+    extra = "".join(f" [{t}]" for t in tags)
     mark = " (transferred)" if m.transferred else ""
-    return f"{clock(m.sent_at)}  {label}  {who}{mark}: {body}"
+    sid = short_id or m.message_id[:8]
+    return f"{clock(m.sent_at)}  {sid}  {label}  {who}{mark}: {body}{extra}"
+
+
+def short_ids(messages: list[MessageInfo], minimum: int = 8) -> dict[str, str]:
+    """message id -> its shortest prefix (at least ``minimum``) unique among ``messages``,
+    as git shortens commit ids."""
+    ids = sorted({m.message_id for m in messages})
+    short: dict[str, str] = {}
+    for i, mid in enumerate(ids):
+        length = minimum
+        for other in (ids[i - 1] if i else "", ids[i + 1] if i + 1 < len(ids) else ""):
+            common = next(
+                (k for k, (a, b) in enumerate(zip(mid, other, strict=False)) if a != b), None
+            )
+            if other and common is not None:
+                length = max(length, common + 1)
+        short[mid] = mid[:length]
+    return short
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +524,17 @@ def alarm_text(e: Any) -> str:
     )
 
 
+def _changed_text(e: Any, ctx: _TextContext) -> str:
+    m = e.message
+    what = {
+        "edited": f'edited: "{one_line(m.text or "", QUOTE_LENGTH)}"',
+        "deleted": "deleted a message",
+        "reacted": f"reacted {safe(e.emoji or '')}",
+        "unreacted": f"took back {safe(e.emoji or '')}",
+    }[e.change.value]
+    return f"{ctx.label(m.conversation_id)}  {safe(e.by.user)} {what}  ({m.message_id[:8]})"
+
+
 def _failure_text(e: Any, ctx: _TextContext) -> str:
     where = f" in {ctx.label(e.conversation_id)}" if e.conversation_id else ""
     direction = "could not send a message" if e.outgoing else "could not read a message"
@@ -479,6 +565,14 @@ _EVENT_TEXT: dict[str, Callable[[Any, _TextContext], str]] = {
         f"call {e.call_id[:8]} {e.state.value}"
         + (f" ({safe(e.reason)})" if e.reason else "")
         + (f", privacy code {e.privacy_code}" if e.privacy_code else "")
+    ),
+    "MessageChanged": _changed_text,
+    "ReadUpTo": lambda e, ctx: (
+        f"{ctx.label(e.conversation_id)}  {safe(e.reader.user)} read up to {e.message_id[:8]}"
+    ),
+    "Typing": lambda e, ctx: (
+        f"{ctx.label(e.conversation_id)}  {safe(e.user.user)} "
+        + ("is typing..." if e.active else "stopped typing")
     ),
 }
 

@@ -472,10 +472,11 @@ def _text(value: bytes) -> str:
 def report_view(record: ReportRecord) -> JSON:
     """What a moderator sees of a filed report (its message decoded)."""
     from doorless.codec import decode
-    from doorless.errors import DecodeError
+    from doorless.errors import DecodeError, ValidationError
     from doorless.franking import AbuseReport, FrankedContent
     from doorless.server.franking import report_fingerprint
-    from doorless.wire.payload import PayloadKind, file_of, payload_of
+    from doorless.wire import rich
+    from doorless.wire.payload import PayloadKind, content_of, file_of, payload_of
 
     report = decode(AbuseReport, record.report)
     content = decode(FrankedContent, report.franked_content)
@@ -507,13 +508,19 @@ def report_view(record: ReportRecord) -> JSON:
     }
     try:
         payload = payload_of(content)
-    except DecodeError:
+        action = rich.classify(content_of(payload)) if payload.kind == PayloadKind.content else None
+    except (DecodeError, ValidationError):
         view["text"] = _text(content.body)
         return view
     if payload.kind == PayloadKind.text:
         view["kind"], view["text"] = "text", _text(payload.body)
     elif payload.kind == PayloadKind.file:
         view["kind"], view["file_name"] = "file", file_of(payload).name
+    elif isinstance(action, rich.Post | rich.Edit):  # a MIMI container (docs/content.md)
+        view["kind"] = "text" if action.text is not None else "file"
+        view["text"] = action.text
+        if isinstance(action, rich.Post) and action.file_name is not None:
+            view["file_name"] = action.file_name
     return view
 
 

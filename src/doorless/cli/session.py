@@ -145,6 +145,10 @@ def _classify(exc: BaseException, profile: Path | None) -> Failure:
         return Failure(ErrorCode.USER_UNAVAILABLE, f"{exc} (no device of theirs can be added now)")
     if isinstance(exc, dl.UnknownConversation):
         return Failure(ErrorCode.UNKNOWN_CONVERSATION, one_line(str(exc)))
+    if isinstance(exc, dl.UnknownMessage):
+        return Failure(ErrorCode.NOT_FOUND, one_line(str(exc)))
+    if isinstance(exc, dl.NotYourMessage):
+        return Failure(ErrorCode.FORBIDDEN, one_line(str(exc)))
     if isinstance(exc, dl.NotAMember):
         return Failure(ErrorCode.NOT_A_MEMBER, "you are no longer a member of this conversation")
     if isinstance(exc, dl.ServerError):
@@ -261,7 +265,12 @@ def client_options(
     if config is None and profile is not None:
         config = profile_config.load(profile)
     if config is not None and config.values:
-        options = dataclasses.replace(options, kt=config.kt_config())
+        options = dataclasses.replace(
+            options,
+            kt=config.kt_config(),
+            read_receipts=config.switch("privacy.read_receipts"),
+            typing_notices=config.switch("privacy.typing"),
+        )
     return options
 
 

@@ -66,6 +66,7 @@ from doorless.client.errors import (
 from doorless.client.events import (
     ALARM_ADVICE,
     AlarmKind,
+    ChangeKind,
     Conversation,
     ConversationJoined,
     ConversationKind,
@@ -80,11 +81,15 @@ from doorless.client.events import (
     FailureReason,
     FileInfo,
     MembershipChanged,
+    MessageChanged,
     MessageInfo,
     MessageKind,
     MessageReceived,
     MessageSent,
+    ReactionInfo,
+    ReadUpTo,
     TransparencyAlarm,
+    Typing,
 )
 from doorless.client.export import ConversationExport
 from doorless.client.handoff import HistoryChoice, HistorySent
@@ -108,6 +113,9 @@ from doorless.client.kt import (
     LogView,
 )
 from doorless.client.kt_profile import SafetyStatus, Verification
+from doorless.client.rich import NotYourMessage
+from doorless.client.rich_inbox import NotAuthor, UnknownTarget
+from doorless.client.rich_view import UnknownMessage
 from doorless.client.safety import REPORT_REASONS, ReportReceipt
 from doorless.client.safety_number import SafetyNumber
 from doorless.client.search import SearchResult
@@ -128,6 +136,7 @@ __all__ = [
     "BackupError",
     "BackupSummary",
     "BadResponse",
+    "ChangeKind",
     "Client",
     "ClientOptions",
     "CommitFailed",
@@ -168,14 +177,17 @@ __all__ = [
     "KtViolation",
     "LogView",
     "MembershipChanged",
+    "MessageChanged",
     "MessageInfo",
     "MessageKind",
     "MessageReceived",
     "MessageSent",
     "MessageState",
     "NotAMember",
+    "NotAuthor",
     "NotFound",
     "NotRestored",
+    "NotYourMessage",
     "Passphrase",
     "PayloadTooLarge",
     "PendingLink",
@@ -184,6 +196,8 @@ __all__ = [
     "ProfileLocked",
     "RateLimited",
     "RawKey",
+    "ReactionInfo",
+    "ReadUpTo",
     "ReportReceipt",
     "RestoreReport",
     "SafetyNumber",
@@ -196,8 +210,11 @@ __all__ = [
     "SetupIncomplete",
     "StoreError",
     "TransparencyAlarm",
+    "Typing",
     "Unauthorized",
     "UnknownConversation",
+    "UnknownMessage",
+    "UnknownTarget",
     "UserUnavailable",
     "Verification",
     "WeakPassphrase",

@@ -70,6 +70,7 @@ from doorless.client import (
     maintenance,
     membership,
     outbox,
+    rich,
     search,
     setup,
 )
@@ -103,7 +104,7 @@ from doorless.client.options import ED25519_SUITES, ClientOptions, PassphraseArg
 from doorless.client.safety import ReportReceipt
 from doorless.client.search import SearchResult
 from doorless.client.setup import DeviceLink
-from doorless.client.store import Account, ProfileStore, Transaction
+from doorless.client.store import Account, EditVersion, ProfileStore, Transaction
 from doorless.client.transport import DeviceInfo, PendingLink, ProgressCallback, Transport
 from doorless.crypto import CipherSuite
 from doorless.franking import ReportReason
@@ -288,13 +289,16 @@ class Client:
 
     # --- sending (doorless.client.outbox) -----------------------------------------------------
 
-    async def send_text(self, conversation_id: str, text: str) -> MessageInfo:
-        """Send a text to every other device of the conversation.
+    async def send_text(
+        self, conversation_id: str, text: str, *, reply_to: str | None = None
+    ) -> MessageInfo:
+        """Send a text to every other device of the conversation (``reply_to``: the id of
+        the message it answers; ``@member`` mentions a member).
 
         The returned message is ``sent`` once the server accepted it, or ``pending`` if the
         server could not be reached (it is sent later; `MessageSent` tells when).
         """
-        return await outbox.send_text(self._core, conversation_id, text)
+        return await outbox.send_text(self._core, conversation_id, text, reply_to=reply_to)
 
     async def send_file(
         self,
@@ -309,6 +313,43 @@ class Client:
         return await outbox.send_file(
             self._core, conversation_id, source, name=name, media_type=media_type, progress=progress
         )
+
+    # --- rich messages (doorless.client.rich) ----------------------------------------------
+
+    async def reply(self, message_id: str, text: str) -> MessageInfo:
+        """Answer a stored message in its conversation."""
+        return await outbox.send_reply(self._core, message_id, text)
+
+    async def react(self, message_id: str, emoji: str, *, remove: bool = False) -> None:
+        """React to a message with ``emoji``, or take that reaction back (``remove``)."""
+        if remove:
+            await rich.unreact(self._core, message_id, emoji)
+        else:
+            await rich.react(self._core, message_id, emoji)
+
+    async def edit(self, message_id: str, text: str) -> None:
+        """Replace the text of one of this user's messages, for everyone."""
+        await rich.edit(self._core, message_id, text)
+
+    async def delete(self, message_id: str) -> None:
+        """Delete one of this user's messages for everyone (its text leaves every store)."""
+        await rich.delete(self._core, message_id)
+
+    async def edit_history(self, message_id: str) -> list[EditVersion]:
+        """The replaced texts of an edited message, oldest first."""
+        return await rich.edit_history(self._core, message_id)
+
+    async def mark_read(self, message_id: str) -> bool:
+        """Send a "read up to ``message_id``" receipt (unless receipts are switched off)."""
+        return await rich.mark_read(self._core, message_id)
+
+    async def typing(self, conversation_id: str, active: bool = True) -> bool:
+        """Send a typing notice (unless typing notices are switched off)."""
+        return await rich.typing(self._core, conversation_id, active)
+
+    async def read_up_to(self, conversation_id: str) -> dict[str, str]:
+        """user -> the id of the newest message they said they read (read receipts)."""
+        return await rich.read_marks(self._core, conversation_id)
 
     # --- history and files (doorless.client.inbox) --------------------------------------------
 
@@ -676,7 +717,9 @@ class Client:
         return self._core.encrypt_payload(conv, payload)
 
     async def _send_payload(self, gid: bytes, payload: Payload) -> MessageInfo:
-        return await outbox.send_payload(self._core, gid, payload)
+        info = await outbox.send_payload(self._core, gid, payload)
+        assert info is not None  # a payload of kind text or file is stored as a message
+        return info
 
     def __repr__(self) -> str:
         return f"Client({self._core.me}, {self._core.account.server_url!r})"

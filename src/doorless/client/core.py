@@ -74,7 +74,10 @@ MAX_BACKOFF = 60.0
 _SETTING_FRANKING_KEY = "franking_public_key"  # the server's, pinned (hex)
 # Handshakes travel as PublicMessage so the server can validate them (`doorless.server.groups`);
 # application messages are PrivateMessages.
-MLS_CONFIG = GroupConfig(private_handshakes=False)
+# Application messages are padded to size buckets (RFC 9420 §6.3.1), so that a reaction, a
+# receipt, a typing notice and a short text are the same kind of ciphertext to the server.
+PADDING_BUCKETS = (1024, 4096, 16384, 65536)
+MLS_CONFIG = GroupConfig(private_handshakes=False, padding_buckets=PADDING_BUCKETS)
 
 
 # Server answers that say "try again later" rather than "no": an outbox item stays.

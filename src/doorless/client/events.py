@@ -10,6 +10,9 @@ is never about something a crash could undo.
     Event
      ├── MessageReceived      a text or file from another device (yours included)
      ├── MessageSent          the server accepted a message this device sent
+     ├── MessageChanged       a message was edited, deleted for everyone, reacted to or not
+     ├── ReadUpTo             a member read a conversation up to a message (read receipt)
+     ├── Typing               a member started or stopped typing (never stored)
      ├── ConversationJoined   this device was added to a conversation (Welcome)
      ├── ConversationUpdated  the conversation's name changed
      ├── MembershipChanged    devices (and so users) were added or removed
@@ -131,6 +134,57 @@ class MessageInfo:
     received_at: int | None  # this device's clock; None for outgoing
     state: MessageState
     transferred: bool = False  # history handed over by another device of this account
+    # Rich messages (MIMI content, docs/content.md); defaults for messages of older versions.
+    reply_to: str | None = None  # the id of the message this one answers (if stored here)
+    reply_text: str | None = field(default=None, repr=False)  # its text (None if deleted)
+    edited: bool = False  # its sender replaced the text (`Client.edit_history` has the old)
+    deleted: bool = False  # its sender deleted it for everyone: the text is gone
+    mentions: tuple[str, ...] = ()  # users mentioned (@user)
+    mentions_me: bool = False
+    reactions: tuple[ReactionInfo, ...] = ()  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionInfo:
+    user: str
+    emoji: str
+
+
+class ChangeKind(StrEnum):
+    EDITED = "edited"
+    DELETED = "deleted"
+    REACTED = "reacted"
+    UNREACTED = "unreacted"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChanged:
+    """A stored message was edited, deleted for everyone, reacted to or un-reacted to by
+    ``by``; ``message`` is its new state; ``emoji`` for a reaction change."""
+
+    message: MessageInfo
+    change: ChangeKind
+    by: DeviceRef
+    emoji: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadUpTo:
+    """``reader`` has read the conversation up to message ``message_id`` (a read receipt
+    never says more than "read up to")."""
+
+    conversation_id: str
+    reader: DeviceRef
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """``user`` started (``active``) or stopped typing in a conversation (not stored)."""
+
+    conversation_id: str
+    user: DeviceRef
+    active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +277,8 @@ class FailureReason(StrEnum):
     REJECTED = "rejected"  # outgoing: the server refused it for good
     NOT_A_MEMBER = "not_a_member"  # outgoing: this device is no longer in the conversation
     INVALID_FRANK = "invalid_frank"  # franking check failed (docs/franking.md): hidden, counted
+    NOT_AUTHOR = "not_author"  # an edit or delete of another user's message: refused, counted
+    UNKNOWN_TARGET = "unknown_target"  # a reaction, edit or delete of a message not stored here
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +385,9 @@ Event = (
     | TransparencyAlarm
     | CallSignalReceived
     | CallUpdated
+    | MessageChanged
+    | ReadUpTo
+    | Typing
 )
 
 # --- delivery to the application ---------------------------------------------------------
@@ -383,6 +442,7 @@ __all__ = [
     "CallSignalReceived",
     "CallState",
     "CallUpdated",
+    "ChangeKind",
     "Conversation",
     "ConversationJoined",
     "ConversationKind",
@@ -398,9 +458,13 @@ __all__ = [
     "FailureReason",
     "FileInfo",
     "MembershipChanged",
+    "MessageChanged",
     "MessageInfo",
     "MessageKind",
     "MessageReceived",
     "MessageSent",
+    "ReactionInfo",
+    "ReadUpTo",
     "TransparencyAlarm",
+    "Typing",
 ]

@@ -19,6 +19,7 @@ from doorless.client import (
     maintenance,
     membership,
     outbox,
+    rich_inbox,
 )
 from doorless.client.calls.signalling import signal_of
 from doorless.client.conversations import device_ref_of, roster, safe_roster
@@ -36,16 +37,19 @@ from doorless.client.core import (
 from doorless.client.events import (
     AlarmKind,
     CallSignalReceived,
+    ChangeKind,
     ConversationJoined,
     DeviceRef,
     FailureReason,
     FileInfo,
+    MessageChanged,
     MessageInfo,
     MessageKind,
     MessageReceived,
     TransparencyAlarm,
 )
 from doorless.client.kt import GossipResult, KtViolation
+from doorless.client.rich_view import rich_infos
 from doorless.client.safety import FrankRejected, count_hidden, expires_at, open_franked
 from doorless.client.store import GroupStatus, Message, MessageRequest, MessageState, Transaction
 from doorless.client.transport import ProgressCallback
@@ -88,6 +92,8 @@ class _Unsupported(RemoteError):
 
 def _content_kind(payload: Payload) -> MessageKind:
     """The kind of a received payload, after checking its body; `DecodeError` if malformed."""
+    if payload.kind == PayloadKind.content:
+        return MessageKind.TEXT  # checked by `rich_inbox.read`
     kind = MESSAGE_KIND.get(int(payload.kind))
     if kind is None:
         raise _Unsupported(int(payload.kind))
@@ -131,8 +137,13 @@ async def history(
 ) -> list[MessageInfo]:
     """Messages of a conversation, oldest first (``before``/``after``: local ids)."""
     gid = conversation_gid(conversation_id)
-    rows = await s.tx(lambda tx: tx.list_messages(gid, after=after, before=before, limit=limit))
-    return [message_info(m) for m in rows]
+    me = s.me.user
+
+    def read(tx: Transaction) -> list[MessageInfo]:
+        rows = tx.list_messages(gid, after=after, before=before, limit=limit)
+        return rich_infos(tx, me, rows)
+
+    return await s.tx(read)
 
 
 async def download(
@@ -294,6 +305,7 @@ async def on_application(
     failure: tuple[FailureReason, str] | None = None
     message: Message | None = None
     payload: Payload | None = None
+    received: rich_inbox.Received | None = None  # a MIMI container (doorless.wire.rich)
     hidden: str | None = None  # the franking check that failed (counted)
     signal: CallSignal | None = None
     history: handoff.ReceivedHistory | None = None  # another device's history handoff
@@ -312,6 +324,16 @@ async def on_application(
         signal = signal_of(payload)  # a call signal is handled by the calls, not stored
         if payload.kind == PayloadKind.history:
             history = await handoff.open_offer(s, sender, payload)  # NETWORK: stays queued
+        elif payload.kind == PayloadKind.content:
+            received = rich_inbox.read(
+                payload,
+                opened.franking,
+                sender=sender,
+                group_id=gid,
+                now=now,
+                expires_at=expires_at(result.group, now),
+                me=s.me.user,
+            )
         elif signal is None:
             kind = _content_kind(payload)
             message = Message(
@@ -338,11 +360,12 @@ async def on_application(
         failure = (FailureReason.INVALID_PAYLOAD, str(e))
     me = s.me.user
     alarm = None
-    if payload is not None and payload.checkpoint and message is not None:
+    usable = message is not None or received is not None
+    if payload is not None and payload.checkpoint and usable:
         assert sender is not None
         alarm = await _gossip(s, payload.checkpoint, sender)  # NETWORK: stays queued
 
-    def write(tx: Transaction) -> Message | None:
+    def write(tx: Transaction) -> Message | rich_inbox.Outcome | None:
         if not tx.mark_processed(key, now):
             raise StateError("a queued message was processed twice")
         tx.update_group(new.stored())  # the ratchet moved on, whatever the payload
@@ -356,6 +379,8 @@ async def on_application(
             imported = handoff.store_history(tx, history)
             log.info("history handed over by another device: %d messages", imported)
             return None
+        if received is not None:
+            return received.apply(tx)
         if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
             return None  # unusable, or a duplicate of a message already shown
         if message.sender_user == me:
@@ -363,6 +388,11 @@ async def on_application(
         return tx.insert_message(message)
 
     stored = await s.save(new, write)
+    if isinstance(stored, rich_inbox.Outcome):
+        if alarm is not None:
+            await alarms.raise_alarm(s, alarm)
+        await _rich_outcome(s, stored, gid, payload, sender)
+        return
     if stored is not None and stored.sender_user == s.me.user:
         s.forget_request(gid)
     if alarm is not None:
@@ -375,6 +405,32 @@ async def on_application(
         s.fail(
             failure[0],
             failure[1],
+            conversation=gid,
+            message_id=payload.message_id.hex() if payload is not None else None,
+            sender=sender,
+        )
+
+
+async def _rich_outcome(
+    s: Session,
+    outcome: rich_inbox.Outcome,
+    gid: bytes,
+    payload: Payload | None,
+    sender: DeviceRef | None,
+) -> None:
+    """Emit what a received MIMI container did, or report why it was refused."""
+    if isinstance(outcome.event, MessageReceived) and outcome.event.sender.user == s.me.user:
+        s.forget_request(gid)
+    if isinstance(outcome.event, MessageChanged) and outcome.event.change is ChangeKind.DELETED:
+        # secure_delete overwrote the text; the checkpoint drops its old page images (WAL)
+        await s.store.run(s.store.checkpoint)
+    if outcome.event is not None:
+        s.hub.emit(outcome.event)
+    if outcome.refused is not None:
+        log.warning("a change from %s was refused: %s", sender, outcome.refused)
+        s.fail(
+            outcome.reason,
+            str(outcome.refused),
             conversation=gid,
             message_id=payload.message_id.hex() if payload is not None else None,
             sender=sender,

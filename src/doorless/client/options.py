@@ -34,6 +34,7 @@ class ClientOptions:
     ``http_transport``: replaces the network (tests: ``httpx.ASGITransport``).
     ``argon2``: Argon2id cost of a new profile's passphrase key.
     ``post_quantum``: publish hybrid-suite KeyPackages and prefer that suite (the default).
+    ``read_receipts`` / ``typing_notices``: send them (each can be switched off).
     """
 
     push: bool = True
@@ -58,6 +59,9 @@ class ClientOptions:
     # (MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519) and create conversations in it when
     # every member device can. False behaves as a client from before the PQ suites.
     post_quantum: bool = True
+    # Rich messages: whether this user sends "read up to" receipts and typing notices.
+    read_receipts: bool = True
+    typing_notices: bool = True
 
     def __post_init__(self) -> None:
         if self.cipher_suite not in ED25519_SUITES:

@@ -440,7 +440,8 @@ class Group:
         return self._protect_private(auth, rng)
 
     def _protect_private(self, auth: AuthenticatedContent, rng: Rng) -> tuple[Group, bytes]:
-        # Pad the actual plaintext (content and auth, §6.3.1) to a multiple of the block.
+        # Pad the actual plaintext (content and auth, §6.3.1) to a size bucket if the
+        # configuration has them, else to a multiple of the block.
         protected = protect_private(
             self.suite,
             auth,
@@ -448,6 +449,7 @@ class Group:
             self.epoch_secrets.sender_data_secret,
             rng(4),
             pad_to=self.config.padding_block,
+            buckets=self.config.padding_buckets,
         )
         return self._with_secret_tree(protected.tree), encode(MLSMessage(protected.message))
 

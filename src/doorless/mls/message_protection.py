@@ -264,6 +264,15 @@ class ProtectedMessage:
         return f"ProtectedMessage(generation={self.generation})"
 
 
+def bucket_size(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest of ``buckets`` (ascending) that holds ``length`` octets; beyond the
+    largest, the next multiple of the largest."""
+    for size in buckets:
+        if length <= size:
+            return size
+    return -(-length // buckets[-1]) * buckets[-1]
+
+
 def protect_private(
     suite: CipherSuite,
     content: AuthenticatedContent,
@@ -273,11 +282,14 @@ def protect_private(
     padding: int = 0,
     *,
     pad_to: int = 0,
+    buckets: tuple[int, ...] = (),
 ) -> ProtectedMessage:
     """Encrypt signed content from a member as a PrivateMessage (§6.3).
 
     ``reuse_guard`` is 4 fresh random bytes (§6.3.1); ``padding`` the number of zero octets
-    appended to the plaintext; or ``pad_to`` > 1: pad the plaintext to a multiple of it.
+    appended to the plaintext; or ``pad_to`` > 1: pad the plaintext to a multiple of it; or
+    ``buckets`` (ascending): pad it to the smallest bucket that holds it (beyond the largest,
+    to a multiple of the largest).
     """
     framed = content.content
     if not isinstance(framed.sender, SenderMember):
@@ -291,7 +303,9 @@ def protect_private(
     step = tree.next_key(leaf, ratchet_type_for(content_type))
     w = Writer()  # PrivateMessageContent's pull takes the content type, so no `encode`
     PrivateMessageContent(framed.content, content.auth, padding).push(w)
-    if pad_to > 1:
+    if buckets:
+        w.push_bytes(bytes(bucket_size(len(w), buckets) - len(w)))
+    elif pad_to > 1:
         w.push_bytes(bytes(-len(w) % pad_to))  # zero octets, as `padding` would be
     plaintext = w.getvalue()
     aad = _content_aad(framed.group_id, framed.epoch, content_type, framed.authenticated_data)
@@ -385,6 +399,7 @@ __all__ = [
     "UnverifiedContent",
     "VerifiedContent",
     "authenticate",
+    "bucket_size",
     "encode_tbs",
     "membership_tag",
     "protect_private",

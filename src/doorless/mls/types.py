@@ -58,9 +58,13 @@ class GroupConfig:
     the roster from the delivery service, §6); ``max_past_epochs``: how many previous epochs'
     secrets are kept to decrypt late application messages (§14 trade-off against forward
     secrecy); ``resumption_psk_epochs``: how many epochs of resumption PSKs are kept (§8.6).
+    ``padding_buckets`` (ascending sizes): if set, a PrivateMessage's plaintext is padded to
+    the smallest bucket that holds it (beyond the largest, to a multiple of it) instead, so
+    that messages of different purposes look alike to the delivery service (§6.3.1).
     """
 
     padding_block: int = 32
+    padding_buckets: tuple[int, ...] = ()
     private_handshakes: bool = True
     max_past_epochs: int = 2
     resumption_psk_epochs: int = 8

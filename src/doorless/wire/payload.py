@@ -3,7 +3,9 @@
 Every MLS application message of Doorless carries one encoded `Payload` as its
 ``application_data`` (RFC 9420 §6.3 encrypts it; the server sees none of it)::
 
-    enum { text(1), file(2), (65535) } PayloadKind;
+    enum {
+        text(1), file(2), content(3), call_signal(4), history(5), (65535)
+    } PayloadKind;
 
     struct {
         uint8 version;              // 1 or 2
@@ -24,6 +26,11 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
         AttachmentDescriptor attachment;    // doorless.franking: locator = attachment id,
                                             // media_type = MIME type, key, nonce, hashes, size
     } FileBody;
+    // kind = content: body is an encoded MIMI content container (application/mimi-content,
+    // draft-ietf-mimi-content-08; doorless.wire.rich maps it). Every new message is one;
+    // kinds text and file are still read (messages sent by older versions).
+    // kind = call_signal: body is a CallSignal (doorless.wire.call_signal), never stored.
+    // kind = history: a history handoff to a newly linked device (doorless.client.handoff).
 
 Checkpoint gossip (version 2, docs/key-transparency.md): ``checkpoint`` is the signed note of
 the latest key-transparency log head the sender verified (1..8192 bytes), so that the receiver
@@ -50,6 +57,8 @@ from enum import IntEnum
 from typing import Self
 
 from doorless.codec import Reader, Writer, decode, encode
+from doorless.content import MimiContent
+from doorless.content import decode as decode_content
 from doorless.errors import ConfigurationError, DecodeError
 from doorless.franking import (
     AttachmentDescriptor,
@@ -58,11 +67,15 @@ from doorless.franking import (
     SenderIdentity,
     frank_content,
 )
+from doorless.wire.rich import attachments_of
 
 PAYLOAD_VERSION = 2  # the newest; 1 (no checkpoint) is still read and written
 MAX_CHECKPOINT_BYTES = 8192
 MESSAGE_ID_LENGTH = 16
 MAX_TEXT_BYTES = 256 * 1024
+# The largest MIMI container read or sent: a text of MAX_TEXT_BYTES, its mention links and the
+# container's own fields.
+MAX_CONTENT_BYTES = MAX_TEXT_BYTES + 16 * 1024
 MAX_FILE_NAME_BYTES = 255
 _MAX_UINT64 = 2**64 - 1
 
@@ -70,6 +83,7 @@ _MAX_UINT64 = 2**64 - 1
 class PayloadKind(IntEnum):
     text = 1
     file = 2
+    content = 3  # a MIMI content container (doorless.wire.rich)
     call_signal = 4  # body: a CallSignal (doorless.wire.call_signal), never a stored message
     history = 5  # a history handoff to a newly linked device (doorless.client.handoff)
 
@@ -189,6 +203,21 @@ def file_payload(file: FileBody, sent_at_ms: int, message_id: bytes | None = Non
     return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.file, encode(file))
 
 
+def content_payload(
+    content: MimiContent, sent_at_ms: int, message_id: bytes | None = None
+) -> Payload:
+    body = content.encode()
+    if len(body) > MAX_CONTENT_BYTES:
+        raise ConfigurationError(f"a message is at most {MAX_CONTENT_BYTES} bytes encoded")
+    return Payload(message_id or new_message_id(), sent_at_ms, PayloadKind.content, body)
+
+
+def content_of(payload: Payload) -> MimiContent:
+    """The MIMI container of a ``content`` payload; `DecodeError` / `ValidationError` if
+    malformed."""
+    return decode_content(payload.body, max_size=MAX_CONTENT_BYTES)
+
+
 def text_of(payload: Payload) -> str:
     """The text of a ``text`` payload; `DecodeError` if it is not UTF-8."""
     return _utf8(payload.body, "text")
@@ -205,6 +234,8 @@ PAYLOAD_MEDIA_TYPE = b"application/vnd.doorless.payload"
 
 
 def _committed_attachments(payload: Payload) -> tuple[AttachmentDescriptor, ...]:
+    if payload.kind == PayloadKind.content:
+        return attachments_of(content_of(payload))
     return (file_of(payload).attachment,) if payload.kind == PayloadKind.file else ()
 
 
@@ -241,6 +272,7 @@ def payload_of(content: FrankedContent) -> Payload:
 
 __all__ = [
     "MAX_CHECKPOINT_BYTES",
+    "MAX_CONTENT_BYTES",
     "MAX_TEXT_BYTES",
     "MESSAGE_ID_LENGTH",
     "PAYLOAD_MEDIA_TYPE",
@@ -249,6 +281,8 @@ __all__ = [
     "Payload",
     "PayloadKind",
     "check_file_name",
+    "content_of",
+    "content_payload",
     "file_of",
     "file_payload",
     "frank_payload",

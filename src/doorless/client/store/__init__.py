@@ -59,8 +59,8 @@ exceptions raised here.
 
 Modules: `errors`, `rows` (the records), `schema` (migrations, row decoding), `connection`
 (folder, lock, SQLCipher, key recovery), `base` and one module per record family (`accounts`,
-`groups`, `messages`, `outbox`, `key_material`, `settings`, `search`: full-text search over
-the text messages) making up `transaction`, and
+`groups`, `messages`, `outbox`, `key_material`, `settings`, `search` (full-text search over
+the text messages), `rich`) making up `transaction`, and
 `profile` (`ProfileStore`).
 """
 
@@ -91,6 +91,7 @@ from doorless.client.store.errors import (
     WrongPassphrase,
 )
 from doorless.client.store.profile import ProfileStore
+from doorless.client.store.rich import EditVersion, RichMeta, StoredReaction
 from doorless.client.store.rows import (
     Account,
     Contact,
@@ -124,6 +125,7 @@ __all__ = [
     "Contact",
     "ContactDevice",
     "DeviceStatus",
+    "EditVersion",
     "Group",
     "GroupStatus",
     "InvalidSearchQuery",
@@ -141,10 +143,12 @@ __all__ = [
     "ProfileLocked",
     "ProfileStore",
     "RawKey",
+    "RichMeta",
     "SearchRow",
     "StoreError",
     "StoreKey",
     "StoredKeyPackage",
+    "StoredReaction",
     "Transaction",
     "WrongPassphrase",
 ]

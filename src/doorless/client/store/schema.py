@@ -11,6 +11,7 @@ import sqlcipher3
 
 from doorless.client.keys import ProfileCorrupt
 from doorless.client.store.errors import StoreError
+from doorless.client.store.rich import RICH_MIGRATION
 from doorless.client.store.rows import (
     Contact,
     DeviceStatus,
@@ -188,6 +189,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # (doorless.client.handoff): shown as transferred.
         "ALTER TABLE messages ADD COLUMN transferred INTEGER NOT NULL DEFAULT 0",
     ),
+    # Rich messages (MIMI content): metadata, edit history, reactions, read receipts, and
+    # the payloads of outgoing messages not yet sent (doorless.client.store.rich).
+    RICH_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

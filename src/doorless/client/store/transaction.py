@@ -7,6 +7,7 @@ from doorless.client.store.groups import GroupRows
 from doorless.client.store.key_material import KeyMaterialRows
 from doorless.client.store.messages import MessageRows
 from doorless.client.store.outbox import OutboxRows
+from doorless.client.store.rich import RichRows
 from doorless.client.store.search import SearchRows
 from doorless.client.store.settings import SettingRows
 from doorless.client.store.snapshot import SnapshotRows
@@ -21,6 +22,7 @@ class Transaction(
     SettingRows,
     SearchRows,
     SnapshotRows,
+    RichRows,
 ):
     """Typed access to the store inside one ``BEGIN IMMEDIATE`` transaction.
 
