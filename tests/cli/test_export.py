@@ -48,6 +48,13 @@ MESSAGE_KEYS = {
     "received_at",
     "state",
     "transferred",
+    "reply_to",
+    "reply_text",
+    "edited",
+    "deleted",
+    "mentions",
+    "mentions_me",
+    "reactions",
 }
 
 HOSTILE = [

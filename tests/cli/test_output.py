@@ -211,7 +211,7 @@ def test_rich_message_lines() -> None:
         mentions_me=True,
         reactions=(dl.ReactionInfo("carol", "👍"), dl.ReactionInfo("eve", "\u202e!")),
     )
-    line = output.message_text(m, "@alice", "1f1f1f1f1")
+    line = output.message_text(m, "@alice", short_id="1f1f1f1f1")
     assert line.split("  ")[1] == "1f1f1f1f1"
     assert '> 2e2e2e2e "lunch\\x1b[2J today?"\n    | sure @bob' in line
     assert line.endswith("[@you] [edited] [👍 carol <U+202E>! eve]")

@@ -68,6 +68,6 @@ def test_peer_chosen_names_never_look_like_a_nickname(user: str, group_name: str
         person(user, {}),
         conversation_label(group, "alice"),
         conversation_label(direct, "alice"),
-        message_text(message, "#x").split("  ")[2],
+        message_text(message, "#x").split("  ")[3],
     ):
         assert not shown.startswith("~"), shown
