@@ -227,6 +227,43 @@ def test_two_people_chat_share_a_file_make_a_group_and_link_a_device(
     bob.get_by_label("Message", exact=True).press("Enter")
     expect_message(alice, "hi alice, got it")
 
+    # Rich messages: a reply quotes, a reaction shows on both sides, an edit is marked, a
+    # delete empties the message everywhere; typing and "read" show on the other side.
+    hostile_item = bob.locator("#messages .message", has_text="onerror").first
+    hostile_item.get_by_role("button", name="Reply").click()
+    playwright_api.expect(bob.locator("#replying")).to_be_visible()
+    send(bob, "replying here")
+    reply = alice.locator("#messages .message", has_text="replying here")
+    playwright_api.expect(reply.locator("blockquote")).to_contain_text("onerror", timeout=30_000)
+    reply.get_by_role("button", name="React").click()
+    alice.get_by_role("button", name="React with 👍").click()
+    chip = bob.locator("#messages .message", has_text="replying here").locator(".chip")
+    playwright_api.expect(chip).to_have_text("👍 1", timeout=30_000)
+    mine = alice.locator("#messages .message.outgoing", has_text="onerror").first
+    mine.get_by_role("button", name="Edit").click()
+    alice.locator("#dialog textarea").fill("a calmer first message")
+    dialog_ok(alice, "Save")
+    edited = bob.locator("#messages .message", has_text="a calmer first message")
+    playwright_api.expect(edited).to_contain_text("edited", timeout=30_000)
+    send(alice, "oops, wrong chat")
+    oops = bob.locator("#messages .message", has_text="oops, wrong chat")
+    playwright_api.expect(oops).to_be_visible(timeout=30_000)
+    alice.locator("#messages .message", has_text="oops, wrong chat").get_by_role(
+        "button", name="Delete"
+    ).click()
+    dialog_ok(alice, "Delete")
+    playwright_api.expect(bob.locator("#messages .text.deleted")).to_have_count(1, timeout=30_000)
+    assert bob.locator("#messages", has_text="oops, wrong chat").count() == 0
+    alice.get_by_label("Message", exact=True).fill("typing someth")
+    playwright_api.expect(bob.locator("#typing")).to_contain_text(
+        "@alice is typing", timeout=30_000
+    )
+    alice.get_by_label("Message", exact=True).fill("")
+    # bob has the conversation open: what he received is read, and alice sees it.
+    playwright_api.expect(
+        alice.locator("#messages .message.outgoing", has_text="a calmer first message")
+    ).to_contain_text("read", timeout=30_000)
+
     # The safety number, with its QR code, the same digits on both sides.
     digits = {}
     for page in (alice, bob):

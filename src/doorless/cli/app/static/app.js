@@ -11,6 +11,12 @@ const state = {
   unread: new Map(),
   shown: new Set(), // message ids in the open conversation
   nicknames: new Map(), // username -> local nickname (never sent)
+  replyTo: null, // the message the composer answers
+  readUpTo: new Map(), // conversation id -> Map(reader user -> message id)
+  localIds: new Map(), // message id -> local id (this profile's order)
+  lastRead: new Map(), // conversation id -> the last message id we sent a receipt for
+  typingSent: 0,
+  typingTimer: null,
   call: null, // {id, media: CallMedia}
   ringing: null, // an incoming call_updated event
 };
@@ -162,6 +168,8 @@ async function openConversation(id) {
   state.current = id;
   state.unread.delete(id);
   state.shown = new Set();
+  cancelReply();
+  $("typing").textContent = "";
   document.body.classList.add("in-conversation");
   renderConversations();
   renderHeader();
@@ -191,22 +199,34 @@ $("back").addEventListener("click", () => document.body.classList.remove("in-con
 
 // --- messages ----------------------------------------------------------------------------
 
-function showMessage(m) {
+function showMessage(m, { scroll = true } = {}) {
+  state.localIds.set(m.message_id, m.local_id);
   if (m.conversation_id !== state.current) return;
   const existing = document.getElementById(`m-${m.message_id}`);
   const el = renderMessage(m);
   if (existing) existing.replaceWith(el);
   else {
     $("messages").append(el);
-    el.scrollIntoView({ block: "end" });
+    if (scroll) el.scrollIntoView({ block: "end" });
+    markRead(m);
   }
   state.shown.add(m.message_id);
 }
 
+const EMOJI = ["👍", "❤️", "😂", "😮", "😢"];
+
 function renderMessage(m) {
   const author = m.outgoing ? "you" : who(m.sender.user);
   const body = [];
-  if (m.kind === "file" && m.file) {
+  if (m.reply_to) {
+    body.push(
+      h("blockquote", { class: "quote" },
+        m.reply_text === null ? "(deleted)" : m.reply_text),
+    );
+  }
+  if (m.deleted) {
+    body.push(h("p", { class: "text deleted" }, "(deleted)"));
+  } else if (m.kind === "file" && m.file) {
     const progress = h("progress", { max: 1, value: 0, hidden: true });
     body.push(
       h("span", { class: "file" }, `File: ${m.file.name} (${size(m.file.size)})`),
@@ -217,16 +237,176 @@ function renderMessage(m) {
     body.push(h("p", { class: "text" }, m.text ?? ""));
   }
   const status = m.state === "pending" ? " · sending" : m.state === "failed" ? " · not sent" : "";
+  const tags = [
+    m.transferred ? " · transferred" : "",
+    m.outgoing && isRead(m) ? " · read" : "",
+  ].join("");
   return h(
     "li",
-    { id: `m-${m.message_id}`, class: m.outgoing ? "message outgoing" : "message" },
-    h("div", { class: "meta" }, h("strong", {}, author), ` · ${time(m.sent_at)}${status}`),
+    {
+      id: `m-${m.message_id}`,
+      class: ["message", m.outgoing ? "outgoing" : "", m.mentions_me ? "mentions-me" : ""].join(" "),
+    },
+    h(
+      "div",
+      { class: "meta" },
+      h("strong", {}, author),
+      ` · ${time(m.sent_at)}${status}${tags}`,
+      m.edited && !m.deleted
+        ? h("button", { type: "button", class: "link", onclick: () => showEdits(m) }, " · edited")
+        : null,
+    ),
     ...body,
-    m.outgoing
-      ? null
-      : h("div", { class: "message-actions" },
-          h("button", { type: "button", class: "link", onclick: () => report(m) }, "Report")),
+    reactions(m),
+    m.deleted ? null : actions(m),
   );
+}
+
+function reactions(m) {
+  if (!m.reactions || !m.reactions.length) return null;
+  const byEmoji = new Map();
+  for (const r of m.reactions) byEmoji.set(r.emoji, [...(byEmoji.get(r.emoji) || []), r.user]);
+  return h(
+    "div",
+    { class: "reactions" },
+    [...byEmoji].map(([emoji, users]) => {
+      const mine = users.includes(state.account.username);
+      return h(
+        "button",
+        {
+          type: "button",
+          class: mine ? "chip mine" : "chip",
+          "aria-pressed": String(mine),
+          title: users.map((u) => `@${u}`).join(", "),
+          onclick: () => react(m, emoji, mine),
+        },
+        `${emoji} ${users.length}`,
+      );
+    }),
+  );
+}
+
+function actions(m) {
+  const link = (label, onclick) => h("button", { type: "button", class: "link", onclick }, label);
+  return h(
+    "div",
+    { class: "message-actions" },
+    link("Reply", () => startReply(m)),
+    link("React", () => pickReaction(m)),
+    m.outgoing && m.kind === "text" ? link("Edit", () => edit(m)) : null,
+    m.outgoing ? link("Delete", () => remove(m)) : link("Report", () => report(m)),
+  );
+}
+
+async function refresh() {
+  const id = state.current;
+  const { messages } = await rpc.call("history", { conversation_id: id, limit: 200 });
+  if (state.current !== id) return;
+  for (const m of messages) showMessage(m, { scroll: false });
+}
+
+async function react(m, emoji, remove) {
+  try {
+    await rpc.call("react", { message_id: m.message_id, emoji, remove });
+    await refresh();
+  } catch (err) {
+    say(err.message);
+  }
+}
+
+function pickReaction(m) {
+  openDialog(
+    "React",
+    [
+      h(
+        "div",
+        { class: "emoji-picker" },
+        EMOJI.map((emoji) =>
+          h(
+            "button",
+            {
+              type: "button",
+              "aria-label": `React with ${emoji}`,
+              onclick: async () => {
+                $("dialog").close();
+                await react(m, emoji, false);
+              },
+            },
+            emoji,
+          ),
+        ),
+      ),
+    ],
+    null,
+    null,
+  );
+}
+
+function startReply(m) {
+  state.replyTo = m;
+  $("replying-text").textContent = `Replying to ${m.outgoing ? "yourself" : who(m.sender.user)}: ${
+    m.text ?? m.file?.name ?? ""
+  }`;
+  $("replying").hidden = false;
+  $("compose-text").focus();
+}
+
+function cancelReply() {
+  state.replyTo = null;
+  $("replying").hidden = true;
+}
+$("replying-cancel").addEventListener("click", cancelReply);
+
+function edit(m) {
+  const text = h("textarea", { name: "text", rows: 3, required: true });
+  text.value = m.text ?? "";
+  openDialog("Edit your message", [h("label", {}, "New text ", text)], "Save", async () => {
+    showMessage(await rpc.call("edit", { message_id: m.message_id, text: text.value }));
+  });
+}
+
+function remove(m) {
+  openDialog(
+    "Delete for everyone?",
+    [h("p", {}, "The message disappears from every member's devices. This cannot be undone.")],
+    "Delete",
+    async () => {
+      showMessage(await rpc.call("delete", { message_id: m.message_id }));
+    },
+  );
+}
+
+async function showEdits(m) {
+  const { versions } = await rpc.call("editHistory", { message_id: m.message_id });
+  openDialog(
+    "Earlier versions",
+    [h("ol", {}, versions.map((v) => h("li", {}, `${time(v.replaced_at)}: ${v.text}`)))],
+    null,
+    null,
+  );
+}
+
+// Read receipts: "read up to" per reader of the open conversation.
+function isRead(m) {
+  const readers = state.readUpTo.get(m.conversation_id);
+  if (!readers) return false;
+  for (const id of readers.values()) {
+    const local = state.localIds.get(id);
+    if (local !== undefined && local >= m.local_id) return true;
+  }
+  return false;
+}
+
+async function markRead(m) {
+  if (m.outgoing || document.hidden || state.lastRead.get(m.conversation_id) === m.message_id) {
+    return;
+  }
+  state.lastRead.set(m.conversation_id, m.message_id);
+  try {
+    await rpc.call("markRead", { message_id: m.message_id });
+  } catch (err) {
+    say(`Read receipt: ${err.message}`);
+  }
 }
 
 $("composer").addEventListener("submit", async (e) => {
@@ -234,13 +414,47 @@ $("composer").addEventListener("submit", async (e) => {
   const text = $("compose-text").value;
   if (!text.trim()) return;
   try {
-    const m = await rpc.call("send", { conversation_id: state.current, text });
+    const m = state.replyTo
+      ? await rpc.call("reply", { message_id: state.replyTo.message_id, text })
+      : await rpc.call("send", { conversation_id: state.current, text });
     $("compose-text").value = "";
+    cancelReply();
+    stopTyping();
     showMessage(m);
   } catch (err) {
     say(`Not sent: ${err.message}`);
   }
 });
+
+// Typing notices: at most one every 3 s while typing, "stopped" after 5 s without a key.
+$("compose-text").addEventListener("input", () => {
+  const now = Date.now();
+  if (now - state.typingSent > 3000) {
+    state.typingSent = now;
+    rpc.call("typing", { conversation_id: state.current, active: true }).catch(() => {});
+  }
+  clearTimeout(state.typingTimer);
+  state.typingTimer = setTimeout(stopTyping, 5000);
+});
+
+function stopTyping() {
+  clearTimeout(state.typingTimer);
+  if (state.typingSent) {
+    state.typingSent = 0;
+    rpc.call("typing", { conversation_id: state.current, active: false }).catch(() => {});
+  }
+}
+
+const typingTimers = new Map();
+function showTyping(event) {
+  if (event.conversation_id !== state.current) return;
+  const user = event.user.user;
+  clearTimeout(typingTimers.get(user));
+  if (event.active) typingTimers.set(user, setTimeout(() => showTyping({ ...event, active: false }), 8000));
+  else typingTimers.delete(user);
+  const names = [...typingTimers.keys()].map(who);
+  $("typing").textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
+}
 
 $("compose-text").addEventListener("keydown", (e) => {
   if (e.key === "Enter" && !e.shiftKey) {
@@ -340,6 +554,19 @@ function onEvent(event) {
       break;
     case "call_updated":
       onCall(event);
+      break;
+    case "message_changed":
+      showMessage(event.message, { scroll: false });
+      break;
+    case "read_up_to": {
+      const readers = state.readUpTo.get(event.conversation_id) || new Map();
+      readers.set(event.reader.user, event.message_id);
+      state.readUpTo.set(event.conversation_id, readers);
+      if (event.conversation_id === state.current) refresh();
+      break;
+    }
+    case "typing":
+      showTyping(event);
       break;
     case "delivery_failed":
       say(`A message could not be delivered or read: ${event.detail || event.reason}`);
