@@ -237,6 +237,11 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     for d in everyone:
         await t(f"fetch {d[-1]}", store.fetch(d, 0, 100))
     await t("fetch after", store.fetch(b.device_id, 1, 1))
+    # Fetches arriving together (PostgreSQL answers them with one query): each its own page.
+    await t(
+        "fetches together",
+        asyncio.gather(*(store.fetch(d, after, 2) for d in everyone for after in (0, 1))),
+    )
     await t("ack", store.ack(b.device_id, [1, 1, 3, 99]))
     await t("ack none", store.ack(b.device_id, []))
     # Acks arriving together (PostgreSQL coalesces them into one transaction): each gets its

@@ -24,6 +24,8 @@ by explicit row locks and single-statement conditional writes, never by re-readi
   pure function of its arguments and the database, so a retry is safe.
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
+Queue reads and acks that arrive together (the sockets one send wakes; acks from many sockets)
+are coalesced (`doorless.server.storage.coalesce`): one query, or one transaction, per batch.
 
 The key-transparency log's appends are serialized across processes by a session-level advisory
 lock (`kt_lock`) held by the publishing process from its catch-up to its append. A database
@@ -52,6 +54,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from doorless.errors import ConfigurationError, StateError
+from doorless.server.storage import rows
 from doorless.server.storage.base import (
     ClaimedKeyPackage,
     Delivery,
@@ -66,6 +69,7 @@ from doorless.server.storage.coalesce import Coalescer
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
+from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
 
@@ -182,6 +186,7 @@ class PostgresStorage(SqlStorage):
         self._kt_conn: Any = None  # the KT lock's own connection (not the pool's)
         self._kt_local = asyncio.Lock()
         self._acks = Coalescer(self._ack_batch)
+        self._fetches = Coalescer(self._fetch_batch)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -327,6 +332,30 @@ class PostgresStorage(SqlStorage):
         if not seqs:
             return 0
         return await self._acks.submit((device_id, sorted(set(seqs))))
+
+    async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
+        """The sockets a send wakes all fetch at once: one query for them (`Coalescer`)."""
+        return await self._fetches.submit((device_id, after, limit))
+
+    async def _fetch_batch(self, reads: list[tuple[str, int, int]]) -> list[list[QueuedMessage]]:
+        async def op(ex: Executor) -> list[list[QueuedMessage]]:
+            found = await ex.fetch(
+                "SELECT r.i, q.seq, p.data, q.received_at, p.frank "
+                "FROM unnest($1::text[], $2::bigint[], $3::int[]) "
+                "WITH ORDINALITY AS r (d, a, n, i) "
+                "CROSS JOIN LATERAL (SELECT seq, payload_id, received_at FROM queue "
+                "  WHERE device_id = r.d AND seq > r.a ORDER BY seq LIMIT r.n) q "
+                "JOIN payloads p ON p.id = q.payload_id ORDER BY r.i, q.seq",
+                [d for d, _, _ in reads],
+                [a for _, a, _ in reads],
+                [n for _, _, n in reads],
+            )
+            out: list[list[QueuedMessage]] = [[] for _ in reads]
+            for r in found:
+                out[int(r[0]) - 1].append(rows.queued(tuple(r)[1:]))
+            return out
+
+        return await self._run(Tx.READ, op)
 
     async def _ack_batch(self, acks: list[tuple[str, list[int]]]) -> list[int]:
         async def op(ex: Executor) -> list[int]:
