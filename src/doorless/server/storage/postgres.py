@@ -131,6 +131,15 @@ class _Executor:
         return self._conn.transaction()
 
 
+async def _reset_if_needed(conn: Any) -> None:
+    """What the pool runs on a connection given back. asyncpg's default is a reset query (a
+    round trip on every release); our operations leave no session state behind (``SET LOCAL``
+    and transaction-scoped advisory locks only; the KT lock has its own connection), so only a
+    connection left inside a transaction (an operation cancelled half-way) needs it."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def _migrate(ex: _Executor) -> str:
     # Several server processes may start at once against a new database: a transaction-scoped
     # advisory lock (per schema) lets one of them migrate while the others wait, then find
@@ -214,6 +223,7 @@ class PostgresStorage(SqlStorage):
             # Statements are prepared per connection and cached; the schema never changes
             # under a running server (migrations run before the pool is used).
             statement_cache_size=256,
+            reset=_reset_if_needed,
         )
         try:
             self._server_id = await self._run(Tx.WRITE, _migrate)
