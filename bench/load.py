@@ -11,6 +11,13 @@ receipt of the push (p50/p95/p99, over every delivery), the server processes' CP
 from /proc) and so delivered msgs/s per server core. The load generator runs in
 ``--workers`` processes of its own (their CPU is not the server's).
 
+Each configuration is also run against the floor (`floor_server.py`: the same delivery
+semantics with nothing else, one process), interleaved with Doorless in the same invocation
+(``--rounds N`` pairs, alternating which goes first; ``--no-floor`` skips it), and the ratio of
+delivered msgs/s per server core is printed. ``--json``: only one JSON object per configuration
+(``delivered_per_s``, ``per_core``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``floor_per_core``,
+``ratio``, ...).
+
     python bench/load.py --backend postgres --nodes 2 --devices 1000 --groups 100 --rate 500
     python bench/load.py --suite --update-doc docs/benchmarks.md   # the documented table
 

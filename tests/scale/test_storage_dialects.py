@@ -7,6 +7,7 @@ that are random by design (the server id, the KT seed) are recorded by shape onl
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -108,6 +109,8 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     await t("token b", store.put_token(b"u" * 32, b.device_id, 100))
     await t("token device", store.token_device(b"t" * 32, 10))
     await t("token expired", store.token_device(b"t" * 32, 100))
+    await t("token holder", store.token_holder(b"t" * 32, 10))
+    await t("token holder expired", store.token_holder(b"t" * 32, 100))
 
     # device linking
     link = LinkRecord("code1", "user1", c.device_id, b"\x07" * 32, 5, 100)
@@ -234,14 +237,30 @@ async def _scenario(store: Storage) -> list[tuple[str, Any]]:
     for d in everyone:
         await t(f"fetch {d[-1]}", store.fetch(d, 0, 100))
     await t("fetch after", store.fetch(b.device_id, 1, 1))
+    # Fetches arriving together (PostgreSQL answers them with one query): each its own page.
+    await t(
+        "fetches together",
+        asyncio.gather(*(store.fetch(d, after, 2) for d in everyone for after in (0, 1))),
+    )
     await t("ack", store.ack(b.device_id, [1, 1, 3, 99]))
     await t("ack none", store.ack(b.device_id, []))
+    # Acks arriving together (PostgreSQL coalesces them into one transaction): each gets its
+    # own count; a seq named twice counts once.
+    await t(
+        "acks together",
+        asyncio.gather(
+            store.ack(b.device_id, [2, 4]),
+            store.ack(a.device_id, [1, 2, 50]),
+            store.ack(b.device_id, [2]),
+        ),
+    )
     await t("fetch b after ack", store.fetch(b.device_id, 0, 100))
 
     # revocation drops tokens, queue, key packages
     await t("revoke b", store.revoke_device(b.device_id, 30, _kt(b"user2", 1, 4)))
     await t("revoke again", store.revoke_device(b.device_id, 31))
     await t("token revoked", store.token_device(b"u" * 32, 10))
+    await t("token holder revoked", store.token_holder(b"u" * 32, 10))
     await t("fetch revoked", store.fetch(b.device_id, 0, 100))
     await t("kp revoked", store.key_package_count(b.device_id))
     await t(

@@ -78,12 +78,10 @@ def bearer_token(conn: HTTPConnection) -> str | None:
 async def authenticate(ctx: ServerContext, token: str | None) -> AuthedDevice:
     if token is None:
         raise _unauthorized("a bearer token is required")
-    found = await ctx.storage.token_device(secret_hash(token.encode()), ctx.now())
+    found = await ctx.storage.token_holder(secret_hash(token.encode()), ctx.now())
     if found is None:
         raise _unauthorized("unknown or expired token")
-    device = await ctx.storage.get_device(found[0])
-    if device is None:
-        raise _unauthorized("unknown or expired token")
+    device = found[0]
     if device.revoked_at is not None:  # the token proves it is this device asking
         raise _revoked()
     return AuthedDevice(device, found[1])

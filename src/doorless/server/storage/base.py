@@ -356,6 +356,11 @@ class Storage(ABC):
     async def token_device(self, token_hash: bytes, now: int) -> tuple[str, int] | None:
         """``(device_id, expires_at)`` of a live token of a non-revoked device, else None."""
 
+    @abstractmethod
+    async def token_holder(self, token_hash: bytes, now: int) -> tuple[DeviceRecord, int] | None:
+        """The device holding a live token (revoked or not) and the token's ``expires_at``, in
+        one query (authentication of every request), else None."""
+
     # device linking
     @abstractmethod
     async def create_link(self, link: LinkRecord) -> bool:

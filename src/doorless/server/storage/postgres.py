@@ -24,6 +24,8 @@ by explicit row locks and single-statement conditional writes, never by re-readi
   pure function of its arguments and the database, so a retry is safe.
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
+Queue reads and acks that arrive together (the sockets one send wakes; acks from many sockets)
+are coalesced (`doorless.server.storage.coalesce`): one query, or one transaction, per batch.
 
 The key-transparency log's appends are serialized across processes by a session-level advisory
 lock (`kt_lock`) held by the publishing process from its catch-up to its append. A database
@@ -52,6 +54,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from doorless.errors import ConfigurationError, StateError
+from doorless.server.storage import rows
 from doorless.server.storage.base import (
     ClaimedKeyPackage,
     Delivery,
@@ -62,10 +65,12 @@ from doorless.server.storage.base import (
     StorageUnavailable,
     UnknownDevice,
 )
+from doorless.server.storage.coalesce import Coalescer
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
 from doorless.server.storage.sql_hooks import suite_filter
+from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
 
@@ -127,6 +132,15 @@ class _Executor:
         return self._conn.transaction()
 
 
+async def _reset_if_needed(conn: Any) -> None:
+    """What the pool runs on a connection given back. asyncpg's default is a reset query (a
+    round trip on every release); our operations leave no session state behind (``SET LOCAL``
+    and transaction-scoped advisory locks only; the KT lock has its own connection), so only a
+    connection left inside a transaction (an operation cancelled half-way) needs it."""
+    if conn.is_in_transaction():
+        await conn.reset()
+
+
 async def _migrate(ex: _Executor) -> str:
     # Several server processes may start at once against a new database: a transaction-scoped
     # advisory lock (per schema) lets one of them migrate while the others wait, then find
@@ -181,6 +195,8 @@ class PostgresStorage(SqlStorage):
         self._settings: dict[str, str] = {}
         self._kt_conn: Any = None  # the KT lock's own connection (not the pool's)
         self._kt_local = asyncio.Lock()
+        self._acks = Coalescer(self._ack_batch)
+        self._fetches = Coalescer(self._fetch_batch)
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -208,6 +224,7 @@ class PostgresStorage(SqlStorage):
             # Statements are prepared per connection and cached; the schema never changes
             # under a running server (migrations run before the pool is used).
             statement_cache_size=256,
+            reset=_reset_if_needed,
         )
         try:
             self._server_id = await self._run(Tx.WRITE, _migrate)
@@ -320,6 +337,60 @@ class PostgresStorage(SqlStorage):
             return []
         return [(f"{column} = ANY(${param}::{sqltype}[])", (list(values),))]
 
+    async def ack(self, device_id: str, seqs: Sequence[int]) -> int:
+        """Acks from every socket of this process that arrive together share one transaction
+        (`Coalescer`): one DELETE over all their ``(device, seq)`` pairs."""
+        if not seqs:
+            return 0
+        return await self._acks.submit((device_id, sorted(set(seqs))))
+
+    async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
+        """The sockets a send wakes all fetch at once: one query for them (`Coalescer`)."""
+        return await self._fetches.submit((device_id, after, limit))
+
+    async def _fetch_batch(self, reads: list[tuple[str, int, int]]) -> list[list[QueuedMessage]]:
+        async def op(ex: Executor) -> list[list[QueuedMessage]]:
+            found = await ex.fetch(
+                "SELECT r.i, q.seq, p.data, q.received_at, p.frank "
+                "FROM unnest($1::text[], $2::bigint[], $3::int[]) "
+                "WITH ORDINALITY AS r (d, a, n, i) "
+                "CROSS JOIN LATERAL (SELECT seq, payload_id, received_at FROM queue "
+                "  WHERE device_id = r.d AND seq > r.a ORDER BY seq LIMIT r.n) q "
+                "JOIN payloads p ON p.id = q.payload_id ORDER BY r.i, q.seq",
+                [d for d, _, _ in reads],
+                [a for _, a, _ in reads],
+                [n for _, _, n in reads],
+            )
+            out: list[list[QueuedMessage]] = [[] for _ in reads]
+            for r in found:
+                out[int(r[0]) - 1].append(rows.queued(tuple(r)[1:]))
+            return out
+
+        return await self._run(Tx.READ, op)
+
+    async def _ack_batch(self, acks: list[tuple[str, list[int]]]) -> list[int]:
+        async def op(ex: Executor) -> list[int]:
+            await self._before_ack(ex)
+            rows = await ex.fetch(
+                "DELETE FROM queue q USING unnest($1::text[], $2::bigint[]) AS a (d, s) "
+                "WHERE q.device_id = a.d AND q.seq = a.s "
+                "RETURNING q.device_id, q.seq, q.payload_id",
+                [d for d, seqs in acks for _ in seqs],
+                [s for _, seqs in acks for s in seqs],
+            )
+            await self._release_payloads(ex, [int(r[2]) for r in rows])
+            # Each deleted entry counts once, for the first ack of the batch that named it.
+            owner: dict[tuple[str, int], int] = {}
+            for i, (device_id, seqs) in enumerate(acks):
+                for seq in seqs:
+                    owner.setdefault((device_id, seq), i)
+            counts = [0] * len(acks)
+            for r in rows:
+                counts[owner[(str(r[0]), int(r[1]))]] += 1
+            return counts
+
+        return await self._run(Tx.WRITE, op)
+
     async def _before_ack(self, ex: Executor) -> None:
         # The one write that need not wait for the disk: an ack lost in a database crash only
         # means the message is pushed again, and clients deduplicate (I5 is about the opposite:
@@ -371,9 +442,15 @@ class PostgresStorage(SqlStorage):
                 device_id,
                 seqs,
             )
-        if not rows:
-            return 0
-        released = Counter(int(r[0]) for r in rows)
+        await self._release_payloads(ex, [int(r[0]) for r in rows])
+        return len(rows)
+
+    async def _release_payloads(self, ex: Executor, payload_ids: list[int]) -> None:
+        """One fewer recipient left for each id (as many times as it is listed); a payload
+        left with none is deleted."""
+        if not payload_ids:
+            return
+        released = Counter(payload_ids)
         ids = sorted(released)
         await ex.execute(
             "WITH locked AS MATERIALIZED ("
@@ -388,7 +465,6 @@ class PostgresStorage(SqlStorage):
         await ex.execute(
             "DELETE FROM payloads WHERE id = ANY($1::bigint[]) AND remaining <= 0", ids
         )
-        return len(rows)
 
     async def _claim_key_package(
         self, ex: Executor, device_id: str, cipher_suite: int | None
@@ -501,12 +577,16 @@ class PostgresStorage(SqlStorage):
            committed entry below n (the push loop's ``fetch(after=n)`` relies on this). Revoked or
            unknown devices are not returned by the locking read: the send is refused whole.
         """
+        # The gate either leaves the group at this epoch or refuses the send (and the rollback
+        # takes the row back): the row is written once, with it, instead of updated after.
+        group_epoch = None if gate is None else gate.epoch + 1 if gate.is_commit else gate.epoch
         first = await ex.fetchval(
             "INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at) "
-            "VALUES ($1, $2, $3, NULL, $4) ON CONFLICT DO NOTHING RETURNING true",
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
             sender,
             message_id,
             digest,
+            group_epoch,
             now,
         )
         if not first:
@@ -526,10 +606,10 @@ class PostgresStorage(SqlStorage):
         # Parts stamped with a franking number (application messages, which always have a gate);
         # like SQLite, a part without recipients gets none.
         stamped = [p.stamp is not None and bool(r) for p, r in zip(parts, per_part, strict=True)]
-        group_epoch: int | None = None
         group_seq = 0
         if gate is not None:
-            group_epoch, group_seq = await self._check_gate(ex, gate, sum(stamped))
+            after, group_seq = await self._check_gate(ex, gate, sum(stamped))
+            assert after == group_epoch  # what the idempotency row already says
             await self._apply_group_update(ex, gate)
 
         counts = Counter(d for recipients in per_part for d in recipients)
@@ -551,9 +631,6 @@ class PostgresStorage(SqlStorage):
             missing = [d for d in wanted if d not in next_seq]
             if missing:
                 raise UnknownDevice(missing)
-            q_devices: list[str] = []
-            q_seqs: list[int] = []
-            q_payloads: list[int] = []
             for part, recipients, is_stamped in zip(parts, per_part, stamped, strict=True):
                 if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
                     continue
@@ -562,32 +639,21 @@ class PostgresStorage(SqlStorage):
                     assert part.stamp is not None
                     frank = part.stamp(group_seq)
                     group_seq += 1
-                payload_id = await ex.fetchval(
-                    "INSERT INTO payloads (data, remaining, frank) VALUES ($1, $2, $3) "
-                    "RETURNING id",
+                seqs = [next_seq[d] for d in recipients]
+                for device_id in recipients:
+                    next_seq[device_id] += 1
+                # The payload and its queue entries in one statement (one round trip).
+                await ex.execute(
+                    "WITH p AS (INSERT INTO payloads (data, remaining, frank) "
+                    "VALUES ($1, $2, $3) RETURNING id) "
+                    "INSERT INTO queue (device_id, seq, payload_id, received_at) "
+                    "SELECT q.d, q.s, p.id, $6 "
+                    "FROM unnest($4::text[], $5::bigint[]) AS q (d, s), p",
                     part.data,
                     len(recipients),
                     frank,
+                    list(recipients),
+                    seqs,
+                    now,
                 )
-                for device_id in recipients:
-                    q_devices.append(device_id)
-                    q_seqs.append(next_seq[device_id])
-                    q_payloads.append(payload_id)
-                    next_seq[device_id] += 1
-            await ex.execute(
-                "INSERT INTO queue (device_id, seq, payload_id, received_at) "
-                "SELECT d, s, p, $4 "
-                "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS q (d, s, p)",
-                q_devices,
-                q_seqs,
-                q_payloads,
-                now,
-            )
-        if group_epoch is not None:
-            await ex.execute(
-                "UPDATE sent SET group_epoch = $3 WHERE sender_device_id = $1 AND message_id = $2",
-                sender,
-                message_id,
-                group_epoch,
-            )
         return DeliveryResult(message_id, group_epoch, duplicate=False)

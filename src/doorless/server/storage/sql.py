@@ -50,6 +50,8 @@ from doorless.server.storage.sql_kt import KtOperations
 from doorless.server.storage.sql_safety import SafetyOperations
 from doorless.wire.messages import QueuedMessage
 
+_DEVICE_COLUMNS_D = ", ".join(f"d.{c.strip()}" for c in rows.DEVICE_COLUMNS.split(","))
+
 
 class SqlStorage(KtOperations, SafetyOperations):
     """The shared operations; see the module docstring for what a dialect adds."""
@@ -211,6 +213,18 @@ class SqlStorage(KtOperations, SafetyOperations):
                 now,
             )
             return (str(row[0]), int(row[1])) if row else None
+
+        return await self._run(Tx.READ, op)
+
+    async def token_holder(self, token_hash: bytes, now: int) -> tuple[DeviceRecord, int] | None:
+        async def op(ex: Executor) -> tuple[DeviceRecord, int] | None:
+            row = await ex.fetchrow(
+                f"SELECT {_DEVICE_COLUMNS_D}, t.expires_at FROM tokens t JOIN devices d "
+                "ON d.device_id = t.device_id WHERE t.token_hash = $1 AND t.expires_at > $2",
+                token_hash,
+                now,
+            )
+            return None if row is None else (rows.device(row), int(row[7]))
 
         return await self._run(Tx.READ, op)
 
