@@ -247,6 +247,7 @@ def _content_aad_prefix(group_id: bytes, epoch: int, content_type: ContentType) 
     return w.getvalue()
 
 
+@lru_cache(maxsize=64)  # authenticated_data is mostly empty or repeats within an epoch
 def content_aad(
     group_id: bytes, epoch: int, content_type: ContentType, authenticated_data: bytes
 ) -> bytes:

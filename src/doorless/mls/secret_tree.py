@@ -102,23 +102,12 @@ def _key_at(suite: CipherSuite, secret: bytes, generation: int) -> RatchetKey:
     # §9.1: DeriveTreeSecret(secret, label, generation, length), the context being the
     # generation as uint32; expand_with_label directly (this runs for every message).
     context = generation.to_bytes(4, "big")
-    nk, nn = _AEAD_LENGTHS[suite]
+    labels = _KdfLabels.of(suite)
     return RatchetKey(
         generation,
-        AeadKey(suite.expand_with_label(secret, b"key", context, nk)),
-        AeadNonce(suite.expand_with_label(secret, b"nonce", context, nn)),
+        AeadKey(suite.expand_with_label(secret, b"key", context, labels.nk)),
+        AeadNonce(suite.expand_with_label(secret, b"nonce", context, labels.nn)),
     )
-
-
-class _AeadLengths(dict[CipherSuite, tuple[int, int]]):
-    """``(Nk, Nn)`` per suite, looked up once (suite properties cost a call each)."""
-
-    def __missing__(self, suite: CipherSuite) -> tuple[int, int]:
-        value = self[suite] = (suite.aead_key_length, suite.aead_nonce_length)
-        return value
-
-
-_AEAD_LENGTHS = _AeadLengths()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,16 +132,16 @@ class _KdfLabels:
 
     @classmethod
     def of(cls, suite: CipherSuite) -> _KdfLabels:
-        labels = _KDF_LABELS.get(suite)
+        labels = _KDF_LABELS.get(suite.id)  # an IntEnum hashes in C, a CipherSuite does not
         if labels is None:
             nk, nn, nh = suite.aead_key_length, suite.aead_nonce_length, suite.hash_length
-            labels = _KDF_LABELS[suite] = cls(
+            labels = _KDF_LABELS[suite.id] = cls(
                 cls.head(b"key", nk), cls.head(b"nonce", nn), cls.head(b"secret", nh), nk, nn, nh
             )
         return labels
 
 
-_KDF_LABELS: dict[CipherSuite, _KdfLabels] = {}
+_KDF_LABELS: dict[int, _KdfLabels] = {}
 
 
 def _advance(
