@@ -49,6 +49,7 @@ def test_uniform_vectors(n: int, kem: int, ct: int) -> None:
         with pytest.raises(IndexError):
             lazy[n]
     assert lazy.encoded == vector(items)
+    assert lazy != vector(items)  # a vector of ciphertexts is not its bytes
 
 
 def test_mixed_sizes_take_the_walk() -> None:

@@ -284,7 +284,7 @@ class ReceivedCiphertexts(Sequence[HPKECiphertext]):
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ReceivedCiphertexts):
             return self._data == other._data
-        if isinstance(other, Sequence):
+        if isinstance(other, tuple | list):
             return tuple(self) == tuple(other)
         return NotImplemented
 
