@@ -197,11 +197,14 @@ class Writer:
 
     def push_opaque(self, data: bytes | bytearray) -> None:
         n = len(data)
+        buf = self._buf
         if n < 0x40:
-            self._buf.append(n)
+            buf.append(n)
+        elif n < 0x4000:  # the two-octet length inlined too: messages are mostly this size
+            buf += (n | 0x4000).to_bytes(2, "big")
         else:
             self.push_varint(n)
-        self._buf += data
+        buf += data
 
     def push_vector(self, items: Iterable[T], push_item: Callable[[Writer, T], None]) -> None:
         inner = Writer()

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from doorless.codec import decode, encode
-from doorless.crypto import cipher_suite
+from doorless.crypto import CipherSuite, cipher_suite
 from doorless.errors import (
     CryptoError,
     DecodeError,
@@ -51,6 +51,7 @@ from doorless.mls.framing import (
 from doorless.mls.group import Group, GroupConfig, PskStore, StagedCommit, generate_key_package
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.leaf_node import Capabilities, LeafNode, LeafNodeSource
+from doorless.mls.message_protection import FRAMED_CONTENT_TBS_LABEL
 from doorless.mls.nodes import UpdatePath
 from doorless.mls.proposals import (
     Add,
@@ -724,17 +725,20 @@ def test_signature_by_another_member(wire_format: WireFormat) -> None:
     h.still_works("b")
 
 
+def bad_content_signature(original: Any) -> Any:
+    """`CipherSuite.sign_with_label` that flips a bit of every FramedContent signature (both
+    the lean application path and the generic one sign through it)."""
+
+    def sign_with_label(self: CipherSuite, key: bytes, label: bytes, content: bytes) -> bytes:
+        signature: bytes = original(self, key, label, content)
+        return flip(signature) if label == FRAMED_CONTENT_TBS_LABEL else signature
+
+    return sign_with_label
+
+
 def test_bad_signature_private_application_message() -> None:
     h = group(config=PRIVATE)
-
-    def wrap(original: Any) -> Any:
-        def protect(self: Group, auth: Any, rng: Any) -> Any:
-            signed = dataclasses.replace(auth.auth, signature=flip(auth.auth.signature))
-            return original(self, dataclasses.replace(auth, auth=signed), rng)
-
-        return protect
-
-    with patched(Group, "_protect_private", wrap):
+    with patched(CipherSuite, "sign_with_label", bad_content_signature):
         _, message = state(h, "a").encrypt(b"hello")
     assert_rejected(state(h, "b"), message, ValidationError, "signature is invalid", rule="6.1")
     h.still_works("b")
@@ -1341,15 +1345,7 @@ def test_external_commit_with_an_update() -> None:
 def test_late_application_message_with_bad_signature() -> None:
     """§6.1 for a message of a kept past epoch."""
     h = group(config=PRIVATE)
-
-    def wrap(original: Any) -> Any:
-        def protect(self: Group, auth: Any, rng: Any) -> Any:
-            signed = dataclasses.replace(auth.auth, signature=flip(auth.auth.signature))
-            return original(self, dataclasses.replace(auth, auth=signed), rng)
-
-        return protect
-
-    with patched(Group, "_protect_private", wrap):
+    with patched(CipherSuite, "sign_with_label", bad_content_signature):
         _, message = state(h, "a").encrypt(b"late")
     h.commit("c")
     assert_rejected(state(h, "b"), message, ValidationError, "signature is invalid", rule="6.1")

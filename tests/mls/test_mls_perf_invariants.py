@@ -33,7 +33,7 @@ from doorless.mls.framing import (
 from doorless.mls.group import Group, GroupConfig, KeyPackageBundle, generate_key_package
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.leaf_node import Capabilities, LeafNode, LeafNodeSource
-from doorless.mls.message_protection import _content_aad, _sender_data_aad
+from doorless.mls.message_protection import content_aad, sender_data_aad
 from doorless.mls.nodes import ParentNode
 from doorless.mls.proposals import Add, Commit
 from doorless.mls.ratchet_tree import RatchetTree
@@ -212,10 +212,10 @@ def test_received_commit_keeps_its_bytes() -> None:
 @given(st.binary(max_size=70), st.integers(0, 2**64 - 1), st.binary(max_size=300))
 def test_cached_aads_equal_the_structs(group_id: bytes, epoch: int, data: bytes) -> None:
     for content_type in ContentType:
-        assert _sender_data_aad(group_id, epoch, content_type) == encode(
+        assert sender_data_aad(group_id, epoch, content_type) == encode(
             SenderDataAAD(group_id, epoch, content_type)
         )
-        assert _content_aad(group_id, epoch, content_type, data) == encode(
+        assert content_aad(group_id, epoch, content_type, data) == encode(
             PrivateContentAAD(group_id, epoch, content_type, data)
         )
 

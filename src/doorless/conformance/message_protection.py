@@ -19,6 +19,7 @@ from doorless.codec import Reader, Writer, decode, encode
 from doorless.conformance import Case, VectorMismatch, expect, h
 from doorless.crypto import CipherSuite, cipher_suite
 from doorless.errors import ConfigurationError, DoorlessError
+from doorless.mls.application_messages import open_application, seal_application
 from doorless.mls.framing import (
     AuthenticatedContent,
     Content,
@@ -43,6 +44,7 @@ from doorless.mls.message_protection import (
 from doorless.mls.proposals import Commit, pull_proposal
 from doorless.mls.schedule import MembershipKey, SenderDataSecret
 from doorless.mls.secret_tree import SecretTree
+from doorless.mls.tree_math import LeafIndex
 from doorless.secret import EncryptionSecret
 
 SENDER = SenderMember(1)
@@ -180,6 +182,49 @@ class _Case:
             raise VectorMismatch(field, f"does not round-trip: {exc}") from exc
         self.verified(field, decrypted.content, raw)
 
+    def lean_application(self, data: bytes, raw: bytes) -> None:
+        """The lean application path (`application_messages`) on the vector's message, and
+        its own message opened by the generic path."""
+        field = "application_priv (lean path)"
+        try:
+            message = decode(MLSMessage, data).body
+            if not isinstance(message, PrivateMessage):
+                raise VectorMismatch(field, "is not a PrivateMessage")
+            decrypted = open_application(
+                self.suite,
+                message,
+                self.context,
+                self.tree(),
+                self.sender_data_secret,
+                lambda leaf: leaf == SENDER.leaf_index,
+            )
+            verified = decrypted.verify(self.suite, self.signature_pub)
+        except DoorlessError as exc:
+            raise VectorMismatch(field, f"does not open: {exc}") from exc
+        expect(f"{field}.sender", decrypted.sender, SENDER.leaf_index)
+        expect(f"{field}.content", verified.data, raw)
+        field = "application (own PrivateMessage, lean path)"
+        try:
+            sealed = seal_application(
+                self.suite,
+                self.signature_priv,
+                self.context,
+                LeafIndex(SENDER.leaf_index),
+                raw,
+                b"",
+                self.tree(),
+                self.sender_data_secret,
+                os.urandom(4),
+            )
+            body = decode(MLSMessage, sealed.message).body
+            assert isinstance(body, PrivateMessage)
+            unverified = unprotect_private(
+                self.suite, body, self.context, self.tree(), self.sender_data_secret
+            )
+        except DoorlessError as exc:
+            raise VectorMismatch(field, f"does not round-trip: {exc}") from exc
+        self.verified(field, unverified.content, raw)
+
 
 def check(case: Case) -> None:
     c = _Case(case)
@@ -204,3 +249,5 @@ def check(case: Case) -> None:
             c.own_public(kind, content, tag, raw)
         c.given_private(f"{kind}_priv", h(case[f"{kind}_priv"]), raw)
         c.own_private(kind, content, tag, raw)
+        if kind == "application":
+            c.lean_application(h(case["application_priv"]), raw)

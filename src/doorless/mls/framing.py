@@ -317,13 +317,13 @@ def framed_content_tbs(
     w.push_uint16(wire_format)
     content.push(w)
     if group_context is not None:
-        w.push_bytes(_encoded_context(group_context))
+        w.push_bytes(encoded_group_context(group_context))
     return w.getvalue()
 
 
 @lru_cache(maxsize=16)
-def _encoded_context(group_context: GroupContext) -> bytes:
-    # Every message of an epoch signs over the same GroupContext: encode it once.
+def encoded_group_context(group_context: GroupContext) -> bytes:
+    """The encoded GroupContext (§8.1), memoized: every message of an epoch signs over it."""
     w = Writer()
     group_context.push(w)
     return w.getvalue()
@@ -802,6 +802,7 @@ __all__ = [
     "WireFormat",
     "authenticated_content_tbm",
     "content_type_of",
+    "encoded_group_context",
     "framed_content_tbs",
     "peek_routing",
     "pull_content",

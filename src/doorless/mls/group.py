@@ -37,6 +37,7 @@ from doorless.mls import join as _join
 from doorless.mls import key_packages as _key_packages
 from doorless.mls import processing as _processing
 from doorless.mls import state as _state
+from doorless.mls.application_messages import seal_application
 from doorless.mls.credential import Credential
 from doorless.mls.extensions import Extension
 from doorless.mls.framing import (
@@ -429,15 +430,21 @@ class Group:
         if self.proposals:
             # §12.4: a member that has seen proposals must commit before sending data.
             raise StateError("pending proposals must be committed before sending application data")
-        framed = self._frame(data, authenticated_data)
-        auth = authenticate(
+        # The lean path: the same bytes as authenticate + _protect_private.
+        sealed = seal_application(
             self.suite,
             self._signature_private_key.value,
-            WireFormat.mls_private_message,
-            framed,
             self.group_context,
+            self.own_leaf,
+            data,
+            authenticated_data,
+            self.secret_tree,
+            self.epoch_secrets.sender_data_secret,
+            rng(4),
+            self.config.padding_block,
+            self.config.padding_buckets,
         )
-        return self._protect_private(auth, rng)
+        return self._with_secret_tree(sealed.tree), sealed.message
 
     def _protect_private(self, auth: AuthenticatedContent, rng: Rng) -> tuple[Group, bytes]:
         # Pad the actual plaintext (content and auth, §6.3.1) to a size bucket if the

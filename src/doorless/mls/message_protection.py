@@ -54,7 +54,8 @@ def _tbs_context(content: FramedContent, group_context: GroupContext) -> GroupCo
     return group_context if content.sender.sender_type in _SENDERS_WITH_CONTEXT else None
 
 
-def _check_group(content_group_id: bytes, epoch: int, group_context: GroupContext) -> None:
+def check_group(content_group_id: bytes, epoch: int, group_context: GroupContext) -> None:
+    """A message must be for this group and its current epoch (§6)."""
     if content_group_id != group_context.group_id:
         raise ValidationError("message is for another group", rule="RFC9420 6")
     if epoch != group_context.epoch:
@@ -199,7 +200,7 @@ def unprotect_public(
     Raises `ValidationError` (wrong group or epoch, application data) or `InvalidMac`.
     """
     content = message.content
-    _check_group(content.group_id, content.epoch, group_context)
+    check_group(content.group_id, content.epoch, group_context)
     if content.content_type == ContentType.application:
         raise ValidationError(
             "application data must not be sent as a PublicMessage", rule="RFC9420 6"
@@ -220,7 +221,7 @@ def unprotect_public(
 REUSE_GUARD_LENGTH = SenderData.REUSE_GUARD_LENGTH
 
 
-def _guarded_nonce(nonce: AeadNonce, reuse_guard: bytes) -> bytes:
+def guarded_nonce(nonce: AeadNonce, reuse_guard: bytes) -> bytes:
     """XOR the reuse guard into the first four bytes of the key schedule nonce (§6.3.1)."""
     n = nonce.value
     if len(reuse_guard) != REUSE_GUARD_LENGTH:
@@ -231,7 +232,8 @@ def _guarded_nonce(nonce: AeadNonce, reuse_guard: bytes) -> bytes:
 
 # The AADs of one epoch repeat for every message: encode them once (public values only).
 @lru_cache(maxsize=64)
-def _sender_data_aad(group_id: bytes, epoch: int, content_type: ContentType) -> bytes:
+def sender_data_aad(group_id: bytes, epoch: int, content_type: ContentType) -> bytes:
+    """The encoded `SenderDataAAD` (§6.3.2)."""
     return encode(SenderDataAAD(group_id, epoch, content_type))
 
 
@@ -245,7 +247,8 @@ def _content_aad_prefix(group_id: bytes, epoch: int, content_type: ContentType) 
     return w.getvalue()
 
 
-def _content_aad(
+@lru_cache(maxsize=64)  # authenticated_data is mostly empty or repeats within an epoch
+def content_aad(
     group_id: bytes, epoch: int, content_type: ContentType, authenticated_data: bytes
 ) -> bytes:
     """The encoded `PrivateContentAAD` (§6.3.1)."""
@@ -308,13 +311,13 @@ def protect_private(
     elif pad_to > 1:
         w.push_bytes(bytes(-len(w) % pad_to))  # zero octets, as `padding` would be
     plaintext = w.getvalue()
-    aad = _content_aad(framed.group_id, framed.epoch, content_type, framed.authenticated_data)
+    aad = content_aad(framed.group_id, framed.epoch, content_type, framed.authenticated_data)
     ciphertext = suite.aead_seal(
-        step.key.key.value, _guarded_nonce(step.key.nonce, reuse_guard), aad, plaintext
+        step.key.key.value, guarded_nonce(step.key.nonce, reuse_guard), aad, plaintext
     )
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, ciphertext)
     sender_data = encode(SenderData(leaf, step.key.generation, reuse_guard))
-    sd_aad = _sender_data_aad(framed.group_id, framed.epoch, content_type)
+    sd_aad = sender_data_aad(framed.group_id, framed.epoch, content_type)
     encrypted_sender_data = suite.aead_seal(sd_key.value, sd_nonce.value, sd_aad, sender_data)
     message = PrivateMessage(
         framed.group_id,
@@ -360,10 +363,10 @@ def unprotect_private(
     member, generation consumed or too far ahead), `DecryptError` (sender data or content does
     not open) or `DecodeError` (malformed plaintext, non-zero padding).
     """
-    _check_group(message.group_id, message.epoch, group_context)
+    check_group(message.group_id, message.epoch, group_context)
     content_type = message.content_type
     sd_key, sd_nonce = sender_data_key_nonce(suite, sender_data_secret, message.ciphertext)
-    sd_aad = _sender_data_aad(message.group_id, message.epoch, content_type)
+    sd_aad = sender_data_aad(message.group_id, message.epoch, content_type)
     sender_data = decode(
         SenderData,
         suite.aead_open(sd_key.value, sd_nonce.value, sd_aad, message.encrypted_sender_data),
@@ -372,10 +375,10 @@ def unprotect_private(
     if leaf >= tree.n_leaves or (is_member is not None and not is_member(leaf)):
         raise ValidationError(f"sender leaf {leaf} is not a member", rule="RFC9420 6.3.2")
     step = tree.key_for(leaf, ratchet_type_for(content_type), sender_data.generation)
-    aad = _content_aad(message.group_id, message.epoch, content_type, message.authenticated_data)
+    aad = content_aad(message.group_id, message.epoch, content_type, message.authenticated_data)
     plaintext = suite.aead_open(
         step.key.key.value,
-        _guarded_nonce(step.key.nonce, sender_data.reuse_guard),
+        guarded_nonce(step.key.nonce, sender_data.reuse_guard),
         aad,
         message.ciphertext,
     )
@@ -400,10 +403,14 @@ __all__ = [
     "VerifiedContent",
     "authenticate",
     "bucket_size",
+    "check_group",
+    "content_aad",
     "encode_tbs",
+    "guarded_nonce",
     "membership_tag",
     "protect_private",
     "protect_public",
+    "sender_data_aad",
     "sign_framed_content",
     "unprotect_private",
     "unprotect_public",

@@ -40,12 +40,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Self
+from typing import Self, overload
 
-from doorless.codec import Reader, Writer, pull_uint32_item, push_struct, push_uint32_item
+from doorless.codec import (
+    Reader,
+    Writer,
+    decode,
+    pull_uint32_item,
+    push_struct,
+    push_uint32_item,
+)
 from doorless.errors import DecodeError
 from doorless.mls.leaf_node import LeafNode
 
@@ -201,20 +208,121 @@ class HPKECiphertext:
         return cls(r.pull_opaque(), r.pull_opaque())
 
 
+class ReceivedCiphertexts(Sequence[HPKECiphertext]):
+    """``HPKECiphertext encrypted_path_secret<V>`` as received, decoded on access.
+
+    A receiver opens one ciphertext of one UpdatePathNode (§7.5); a commit to a group whose
+    parent nodes are blank carries N-1 of them. The vector is checked whole when it is
+    received (any malformed item is a `DecodeError` then, as with eager decoding), but its
+    items become objects only when read.
+
+    The check is done at C speed when every item has the same layout, as an honest
+    committer's do (same suite, same sizes): the first item is decoded, and then the length
+    prefixes at every stride are compared at once (``data[k::size]``); by induction the
+    sequential parse then meets exactly those items. Otherwise the items are walked.
+    """
+
+    __slots__ = ("_data", "_offsets", "_size")
+
+    _data: bytes
+    _size: int  # the stride of a uniform vector, or 0
+    _offsets: list[int]  # item starts (and the end) of a non-uniform vector
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._size = 0
+        self._offsets = []
+        if not data:
+            return
+        r = Reader(data)
+        r.pull_opaque()
+        kem_end = r.position
+        r.pull_opaque()
+        size = r.position
+        # The length prefixes of the first item: kem_output's, then ciphertext's.
+        prefixes = list(range(_prefix_len(data, 0)))
+        prefixes += range(kem_end, kem_end + _prefix_len(data, kem_end))
+        n, rest = divmod(len(data), size)
+        if rest == 0 and all(data[k::size] == data[k : k + 1] * n for k in prefixes):
+            self._size = size
+            return
+        offsets = [0, size]
+        while not r.eof():
+            r.pull_opaque()
+            r.pull_opaque()
+            offsets.append(r.position)
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        if self._size:
+            return len(self._data) // self._size
+        return max(len(self._offsets) - 1, 0)
+
+    @overload
+    def __getitem__(self, i: int) -> HPKECiphertext: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[HPKECiphertext]: ...
+
+    def __getitem__(self, i: int | slice) -> HPKECiphertext | Sequence[HPKECiphertext]:
+        if isinstance(i, slice):
+            return tuple(self)[i]
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("ciphertext index out of range")
+        if self._size:
+            start, end = i * self._size, (i + 1) * self._size
+        else:
+            start, end = self._offsets[i], self._offsets[i + 1]
+        return decode(HPKECiphertext, self._data[start:end])
+
+    def __iter__(self) -> Iterator[HPKECiphertext]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReceivedCiphertexts):
+            return self._data == other._data
+        if isinstance(other, tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ReceivedCiphertexts({len(self)} items)"
+
+    @property
+    def encoded(self) -> bytes:
+        """The items as received (the vector's content, without its length)."""
+        return self._data
+
+
+def _prefix_len(data: bytes, pos: int) -> int:
+    """Octets of the (already validated) varint length at ``pos`` (§2.1.2)."""
+    return 1 << (data[pos] >> 6)
+
+
 @dataclass(frozen=True, slots=True)
 class UpdatePathNode:
-    """RFC 9420 §7.6 ``UpdatePathNode``."""
+    """RFC 9420 §7.6 ``UpdatePathNode``. A decoded one holds `ReceivedCiphertexts`."""
 
     encryption_key: bytes
-    encrypted_path_secret: tuple[HPKECiphertext, ...]
+    encrypted_path_secret: Sequence[HPKECiphertext]
 
     def push(self, w: Writer) -> None:
         w.push_opaque(self.encryption_key)
-        w.push_vector(self.encrypted_path_secret, push_struct)
+        ciphertexts = self.encrypted_path_secret
+        if isinstance(ciphertexts, ReceivedCiphertexts):
+            w.push_opaque(ciphertexts.encoded)
+        else:
+            w.push_vector(ciphertexts, push_struct)
 
     @classmethod
     def pull(cls, r: Reader) -> Self:
-        return cls(r.pull_opaque(), tuple(r.pull_vector(HPKECiphertext.pull)))
+        return cls(r.pull_opaque(), ReceivedCiphertexts(r.pull_opaque()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from doorless.codec import decode, encode
 from doorless.errors import CryptoError
+from doorless.mls.application_messages import open_application
 from doorless.mls.commit import advance, resolve_psks
 from doorless.mls.credential import Credential
 from doorless.mls.framing import (
@@ -66,6 +67,8 @@ def process_private(
             return process_late_application(group, body)
         raise rule(f"handshake for epoch {body.epoch}, the group is in {group.epoch}", "6")
     tree = group.tree
+    if body.content_type == ContentType.application:
+        return process_application(group, body)
     decrypted = unprotect_private(
         group.suite,
         body,
@@ -91,6 +94,36 @@ def process_private(
             state, sender, leaf.credential, group.epoch, content, auth.content.authenticated_data
         )
     return handle_handshake(state, auth, leaf.credential, psks, now)
+
+
+def process_application(group: Group, body: PrivateMessage) -> ApplicationMessage:
+    """An application message of the current epoch, on the lean path (same checks)."""
+    tree = group.tree
+    decrypted = open_application(
+        group.suite,
+        body,
+        group.group_context,
+        group.secret_tree,
+        group.epoch_secrets.sender_data_secret,
+        lambda leaf: tree.leaf_node(leaf) is not None,
+    )
+    sender = decrypted.sender
+    if sender == group.own_leaf:
+        raise rule("message from our own leaf (a delivery-service echo)", "6.3.2")
+    leaf = tree.leaf_node(sender)
+    assert leaf is not None
+    try:
+        verified = decrypted.verify(group.suite, leaf.signature_key)
+    except CryptoError:
+        raise rule("FramedContent signature is invalid", "6.1") from None
+    return ApplicationMessage(
+        group._with_secret_tree(verified.tree),
+        sender,
+        leaf.credential,
+        group.epoch,
+        verified.data,
+        verified.authenticated_data,
+    )
 
 
 def process_late_application(group: Group, body: PrivateMessage) -> ApplicationMessage:

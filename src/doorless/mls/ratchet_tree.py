@@ -3,7 +3,7 @@
 `RatchetTree` is the public state of a group's tree as an array of optional nodes (Appendix C).
 It is mutable, but only ever mutated on a fresh `copy()`: the group state machine copies the
 tree when it stages a commit and applies proposals to the copy, so a merged state's tree is
-never changed. ``copy()`` is two list copies (a few hundred microseconds for 10,000 members).
+never changed. ``copy()`` shares the node and hash arrays copy-on-write (`CowList`): O(N / 256).
 
 Tree hashes (§7.8) are cached per node and invalidated along the direct path of every node
 that changes, so after a commit only O(log n) hashes are recomputed.
@@ -16,13 +16,14 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Collection, Iterator, Sequence
-from itertools import compress, count, repeat
+from itertools import compress, count, islice, repeat
 from operator import is_
 from typing import Self
 
 from doorless.codec import Writer, encode
 from doorless.crypto import CipherSuite
 from doorless.errors import CryptoError, StateError, ValidationError
+from doorless.mls.cow_list import CowList
 from doorless.mls.extensions import (
     DEFAULT_EXTENSION_TYPES,
     Extension,
@@ -188,8 +189,9 @@ class RatchetTree:
     __slots__ = ("_filled", "_hashes", "_index", "_nodes", "suite")
 
     suite: CipherSuite
-    _nodes: list[Node | None]
-    _hashes: list[bytes | None]
+    # Shared copy-on-write with copies: a commit's staged tree costs O(N / BLOCK), not O(N).
+    _nodes: CowList[Node | None]
+    _hashes: CowList[bytes | None]
     # Every leaf with index < _filled is non-blank: where the search for a blank leaf starts.
     _filled: int
     # Built on first use (an O(n) scan, as the checks it replaces were), then kept current.
@@ -198,14 +200,14 @@ class RatchetTree:
     def __init__(
         self,
         suite: CipherSuite,
-        nodes: list[Node | None],
-        hashes: list[bytes | None] | None = None,
+        nodes: list[Node | None] | CowList[Node | None],
+        hashes: CowList[bytes | None] | None = None,
     ) -> None:
         # Trusted constructor: ``nodes`` has a full width (2^(d+1) - 1) and leaves at even
         # positions. Use `from_nodes` or `decode` for anything from outside.
         self.suite = suite
-        self._nodes = nodes
-        self._hashes = hashes if hashes is not None else [None] * len(nodes)
+        self._nodes = nodes if isinstance(nodes, CowList) else CowList(nodes)
+        self._hashes = hashes if hashes is not None else CowList([None] * len(nodes))
         self._filled = 0
         self._index = None
 
@@ -230,7 +232,7 @@ class RatchetTree:
 
     def encode(self) -> bytes:
         """The ``ratchet_tree`` extension value (trailing blank nodes omitted)."""
-        return encode_ratchet_tree(self._nodes)
+        return encode_ratchet_tree(list(self._nodes))
 
     def copy(self) -> RatchetTree:
         tree = RatchetTree(self.suite, self._nodes.copy(), self._hashes.copy())
@@ -293,12 +295,10 @@ class RatchetTree:
 
     def members(self) -> Iterator[tuple[LeafIndex, LeafNode]]:
         """The non-blank leaves, in leaf-index order."""
-        nodes = self._nodes
-        for x in range(0, len(nodes), 2):
-            node = nodes[x]
+        for i, node in enumerate(islice(self._nodes, 0, None, 2)):
             if node is not None:
                 assert isinstance(node, LeafNode)
-                yield LeafIndex(x >> 1), node
+                yield LeafIndex(i), node
 
     def member_count(self) -> int:
         return self._read_index().members
@@ -368,7 +368,7 @@ class RatchetTree:
         if nodes[x] is not None:
             return False
         half = (1 << level(x)) - 1
-        return not any(nodes[x - half : x + half + 1])
+        return not nodes.any(x - half, x + half + 1)
 
     def filtered_direct_path(self, leaf: int) -> list[NodeIndex]:
         """Direct path of ``leaf`` without the nodes whose copath child has an empty

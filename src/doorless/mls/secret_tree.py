@@ -23,7 +23,7 @@ from enum import IntEnum
 from typing import Self
 
 from doorless.codec import Reader, Writer
-from doorless.crypto import CipherSuite, cipher_suite
+from doorless.crypto import MLS_LABEL_PREFIX, CipherSuite, cipher_suite
 from doorless.errors import ConfigurationError, DecodeError, StateError, ValidationError
 from doorless.mls.schedule import SenderDataSecret
 from doorless.mls.tree_math import (
@@ -99,11 +99,49 @@ class HashRatchet:
 
 
 def _key_at(suite: CipherSuite, secret: bytes, generation: int) -> RatchetKey:
+    # §9.1: DeriveTreeSecret(secret, label, generation, length), the context being the
+    # generation as uint32; expand_with_label directly (this runs for every message).
+    context = generation.to_bytes(4, "big")
+    labels = _KdfLabels.of(suite)
     return RatchetKey(
         generation,
-        AeadKey(suite.derive_tree_secret(secret, b"key", generation, suite.aead_key_length)),
-        AeadNonce(suite.derive_tree_secret(secret, b"nonce", generation, suite.aead_nonce_length)),
+        AeadKey(suite.expand_with_label(secret, b"key", context, labels.nk)),
+        AeadNonce(suite.expand_with_label(secret, b"nonce", context, labels.nn)),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _KdfLabels:
+    """The encoded ``KDFLabel`` heads (§8: ``uint16 length; opaque label<V>``, before the
+    context) of the derivations done for every message, per suite: ExpandWithLabel is then
+    one `kdf_expand` of ``head + opaque(context)``."""
+
+    key: bytes
+    nonce: bytes
+    secret: bytes
+    nk: int
+    nn: int
+    nh: int
+
+    @staticmethod
+    def head(label: bytes, length: int) -> bytes:
+        w = Writer()
+        w.push_uint16(length)
+        w.push_opaque(MLS_LABEL_PREFIX + label)
+        return w.getvalue()
+
+    @classmethod
+    def of(cls, suite: CipherSuite) -> _KdfLabels:
+        labels = _KDF_LABELS.get(suite.id)  # an IntEnum hashes in C, a CipherSuite does not
+        if labels is None:
+            nk, nn, nh = suite.aead_key_length, suite.aead_nonce_length, suite.hash_length
+            labels = _KDF_LABELS[suite.id] = cls(
+                cls.head(b"key", nk), cls.head(b"nonce", nn), cls.head(b"secret", nh), nk, nn, nh
+            )
+        return labels
+
+
+_KDF_LABELS: dict[int, _KdfLabels] = {}
 
 
 def _advance(
@@ -114,7 +152,11 @@ def _advance(
     secret = ratchet.secret.value
     if target == ratchet.next_generation:  # in order: nothing skipped, nothing evicted
         next_secret = (
-            RatchetSecret(suite.derive_tree_secret(secret, b"secret", target, suite.hash_length))
+            RatchetSecret(
+                suite.expand_with_label(
+                    secret, b"secret", target.to_bytes(4, "big"), suite.hash_length
+                )
+            )
             if target < MAX_GENERATION
             else None
         )
@@ -245,8 +287,36 @@ class SecretTree:
 
     # --- the two operations ----------------------------------------------------------------
 
+    def _in_order(self, leaf: LeafIndex, kind: RatchetType, ratchet: HashRatchet) -> RatchetStep:
+        """The ratchet's next generation (it exists and is not at its end): the step of every
+        message sent, and of every message received in order, without the general path's
+        window bookkeeping (§9.1)."""
+        assert ratchet.secret is not None
+        suite = self.suite
+        labels = _KdfLabels.of(suite)
+        generation = ratchet.next_generation
+        secret = ratchet.secret.value
+        # DeriveTreeSecret (§9.1): the context is the generation as uint32, opaque<V>.
+        context = b"\x04" + generation.to_bytes(4, "big")
+        expand = suite.kdf_expand
+        key = RatchetKey(
+            generation,
+            AeadKey(expand(secret, labels.key + context, labels.nk)),
+            AeadNonce(expand(secret, labels.nonce + context, labels.nn)),
+        )
+        ratchets = self.ratchets.copy()
+        ratchets[(leaf, kind)] = HashRatchet(
+            generation + 1,
+            RatchetSecret(expand(secret, labels.secret + context, labels.nh)),
+            ratchet.skipped,
+        )
+        return RatchetStep(key, SecretTree(suite, self.n_leaves, self.nodes, ratchets, self.config))
+
     def next_key(self, leaf: LeafIndex, kind: RatchetType) -> RatchetStep:
         """The key of the next unused generation of ``leaf``'s ratchet, to encrypt with."""
+        ratchet = self.ratchets.get((leaf, kind))
+        if ratchet is not None and ratchet.next_generation < MAX_GENERATION:
+            return self._in_order(leaf, kind, ratchet)
         nodes, ratchets = self._with_ratchet(leaf, kind)
         ratchet = ratchets[(leaf, kind)]
         if ratchet.secret is None:
@@ -262,6 +332,9 @@ class SecretTree:
         Raises `GenerationConsumed` for a generation already used or evicted, `GenerationTooFar`
         beyond the forward window, `ValidationError` for a leaf outside the tree.
         """
+        ratchet = self.ratchets.get((leaf, kind))
+        if ratchet is not None and generation == ratchet.next_generation < MAX_GENERATION:
+            return self._in_order(leaf, kind, ratchet)
         if not 0 <= generation <= MAX_GENERATION:
             raise ValidationError("generation out of range", rule="RFC9420 6.3.2")
         nodes, ratchets = self._with_ratchet(leaf, kind)
@@ -409,11 +482,13 @@ def sender_data_key_nonce(
 ) -> tuple[AeadKey, AeadNonce]:
     """``sender_data_key`` and ``sender_data_nonce`` (§6.3.2) from the first ``KDF.Nh`` bytes
     of the content ciphertext (all of it if shorter)."""
-    sample = ciphertext[: suite.hash_length]
-    key = suite.expand_with_label(sender_data_secret.value, b"key", sample, suite.aead_key_length)
-    nonce = suite.expand_with_label(
-        sender_data_secret.value, b"nonce", sample, suite.aead_nonce_length
-    )
+    labels = _KdfLabels.of(suite)
+    w = Writer()
+    w.push_opaque(ciphertext[: labels.nh])
+    context = w.getvalue()
+    secret = sender_data_secret.value
+    key = suite.kdf_expand(secret, labels.key + context, labels.nk)
+    nonce = suite.kdf_expand(secret, labels.nonce + context, labels.nn)
     return AeadKey(key), AeadNonce(nonce)
 
 
