@@ -5,13 +5,25 @@ KeyPackages makes it refuse with nothing changed (I4)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from doorless.client import CannotUpgrade, Client
+from doorless.client import (
+    CannotUpgrade,
+    Client,
+    ConversationUpdated,
+    DeliveryFailed,
+    FailureReason,
+    outbox,
+)
+from doorless.client.store import Transaction
+from doorless.codec import encode
+from doorless.wire.payload import Payload, PayloadKind
+from doorless.wire.upgrade import UpgradeNotice
 
-from .harness import Network, network
+from .harness import Network, network, of_type, take_events
 
 pytestmark = pytest.mark.asyncio
 
@@ -93,3 +105,41 @@ async def test_a_member_without_pq_key_packages_refuses_and_changes_nothing(
         await olga.send_text(old_id, "still here")
         await net.sync_all()
         assert [m.text for m in await alice.history(old_id)] == ["still here"]
+
+
+async def _send_notice(sender: Client, conversation_id: str, body: bytes) -> None:
+    """A member's upgrade notice with any body (as a modified client could send)."""
+    s = sender._core
+    payload = Payload(os.urandom(16), s.now_ms(), PayloadKind.upgrade, body)
+
+    def control(tx: Transaction, _: int | None) -> None:
+        tx.put_pending_payload(payload.message_id.hex(), encode(payload))
+
+    await outbox.send_payload(s, bytes.fromhex(conversation_id), payload, shown=None, extra=control)
+
+
+async def test_a_bad_notice_is_reported_and_the_first_notice_wins(tmp_path: Path) -> None:
+    async with network(tmp_path) as net:
+        bob, carol = await net.user("bob"), await net.user("carol")
+        alice, old_id = await _classic_group(net, ["bob", "carol"])
+        await net.sync_all()
+        take_events(bob)
+
+        await _send_notice(carol, old_id, b"\x01\x03abc\x00\x01")  # a 3-byte group id
+        await net.sync_all()
+        (failure,) = of_type(take_events(bob), DeliveryFailed)
+        assert failure.reason is FailureReason.INVALID_PAYLOAD
+        assert (await bob.conversation(old_id)).upgraded_to is None
+
+        new = await alice.upgrade_conversation(old_id)
+        await net.sync_all()
+        (updated,) = [
+            e for e in of_type(take_events(bob), ConversationUpdated) if e.conversation.id == old_id
+        ]
+        assert updated.conversation.upgraded_to == new.id and updated.by is not None
+        # A later notice by another member does not re-point the old conversation.
+        await _send_notice(carol, old_id, encode(UpgradeNotice(os.urandom(32), 1)))
+        await net.sync_all()
+        assert (await bob.conversation(old_id)).upgraded_to == new.id
+        assert (await bob.conversation(new.id)).upgraded_from == old_id
+        assert await bob.history(old_id) == []
