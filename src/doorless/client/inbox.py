@@ -398,9 +398,9 @@ async def on_application(
 
     stored = await s.save(new, write)
     if notice is not None:
-        s.upgrades = None  # read again: the old conversation now names its successor
-        await s.load_upgrades()
-        s.hub.emit(ConversationUpdated(s.view(new), sender))
+        s.upgrades = None  # read again: the old conversation may now name its successor
+        if (await s.load_upgrades()).get(gid) == notice.new_group_id:
+            s.hub.emit(ConversationUpdated(s.view(new), sender))
     if isinstance(stored, rich_inbox.Outcome):
         if alarm is not None:
             await alarms.raise_alarm(s, alarm)
