@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from doorless.client import Client, Conversation
 
 app = typer.Typer(
-    help="Create groups, add and remove members, list members, list your groups.",
+    help="Create groups, add and remove members, list members, list your groups, upgrade a "
+    "group to the post-quantum suite.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
