@@ -1,6 +1,6 @@
 """``doorless group ...``: create group conversations and change their members, and the daemon
 methods ``createGroup``, ``addMembers``, ``removeMembers``, ``listMembers``, ``renameGroup``,
-``listGroups``.
+``listGroups``, ``upgradeConversation``.
 
 Every change is an MLS commit that every member sees (``receive`` shows it); a group is named
 by its name or its id (``doorless conversations`` lists both).
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from doorless.client import Client, Conversation
 
 app = typer.Typer(
-    help="Create groups, add and remove members, list members, list your groups.",
+    help="Create groups, add and remove members, list members, list your groups, upgrade a "
+    "group to the post-quantum suite.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -189,6 +190,27 @@ def rename(
     with_client(st, main)
 
 
+@app.command("upgrade")
+def upgrade(ctx: typer.Context, group: GroupArg) -> None:
+    """Move a group to the post-quantum suite: a new conversation with the same members, name
+    and disappearing timer; the old one keeps its history and is marked "upgraded to" it (every
+    member's client links the two). Refused, with nothing changed, when a member has a device
+    without post-quantum KeyPackages."""
+    st = state(ctx)
+
+    async def main(client: Client) -> None:
+        old = await resolve(client, Target(group=group))
+        conv = await client.upgrade_conversation(old.id)
+        emit(
+            st.json,
+            conversation_json(conv),
+            f"#{safe(conv.name)} upgraded to {conv.cipher_suite}: new conversation {conv.id[:12]}"
+            f" (history stays in {old.id[:12]})",
+        )
+
+    with_client(st, main)
+
+
 # --- daemon methods ---------------------------------------------------------------------------
 
 
@@ -257,6 +279,16 @@ async def rpc_rename_group(client: Client, params: rpc.Params) -> JSON:
     params.done()
     conv = await resolve(client, target)
     return conversation_json(await client.rename(conv.id, name))
+
+
+@rpc.method("upgradeConversation")
+async def rpc_upgrade_conversation(client: Client, params: rpc.Params) -> JSON:
+    """Move a conversation to the post-quantum suite. Params: ``group`` or
+    ``conversation_id``. Result: the new conversation (``upgraded_from`` names the old one)."""
+    target = _group(params)
+    params.done()
+    conv = await resolve(client, target)
+    return conversation_json(await client.upgrade_conversation(conv.id))
 
 
 __all__ = ["app", "members_json"]

@@ -552,6 +552,10 @@ def _conversation_line(c: Conversation, me: str, nicknames: dict[str, str]) -> s
     label = request_label(c, me, nicknames=nicknames)
     status = "" if c.status is dl.ConversationStatus.ACTIVE else f"  [{c.status.value}]"
     suite = f"{c.cipher_suite} (post-quantum)" if c.post_quantum else c.cipher_suite
+    if c.upgraded_to is not None:
+        status += f"  [upgraded to {c.upgraded_to[:12]}]"
+    if c.upgraded_from is not None:
+        status += f"  [upgraded from {c.upgraded_from[:12]}]"
     return f"{c.id[:12]}  {label:<24}  {users(c.members)}  {suite}{status}"
 
 

@@ -101,6 +101,8 @@ def conversation_json(c: Conversation) -> JSON:
         "disappearing_seconds": c.disappearing_seconds,
         "cipher_suite": c.cipher_suite,
         "post_quantum": c.post_quantum,
+        "upgraded_to": c.upgraded_to,
+        "upgraded_from": c.upgraded_from,
     }
 
 

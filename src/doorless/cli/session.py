@@ -141,6 +141,8 @@ def _classify(exc: BaseException, profile: Path | None) -> Failure:
         return Failure(
             ErrorCode.SERVER_UNREACHABLE, f"cannot reach the server: {one_line(str(exc))}"
         )
+    if isinstance(exc, dl.CannotUpgrade):
+        return Failure(ErrorCode.USER_UNAVAILABLE, one_line(str(exc)))
     if isinstance(exc, dl.UserUnavailable):
         return Failure(ErrorCode.USER_UNAVAILABLE, f"{exc} (no device of theirs can be added now)")
     if isinstance(exc, dl.UnknownConversation):
@@ -395,10 +397,16 @@ async def resolve_users(client: Client, action: Callable[[], Awaitable[T]], user
         raise CliError(ErrorCode.UNKNOWN_USER, what) from exc
 
 
+def _current(c: Conversation) -> bool:
+    return c.status is dl.ConversationStatus.ACTIVE and c.upgraded_to is None
+
+
 def _find_group(conversations: list[Conversation], name: str) -> Conversation:
     groups = [c for c in conversations if c.kind is dl.ConversationKind.GROUP]
     for pool in (
         [c for c in groups if c.id == name.lower()],
+        # An upgraded group's successor has its name (doorless.client.upgrade): it is the one.
+        [c for c in groups if c.name == name and _current(c)],
         [c for c in groups if c.name == name and c.status is dl.ConversationStatus.ACTIVE],
         [c for c in groups if c.name == name],
         [c for c in groups if len(name) >= 6 and c.id.startswith(name.lower())],
@@ -420,7 +428,7 @@ def _find_direct(conversations: list[Conversation], me: str, user: str) -> Conve
         for c in conversations
         if c.kind is dl.ConversationKind.DIRECT and set(c.members) == {me, user}
     ]
-    direct.sort(key=lambda c: (c.status is dl.ConversationStatus.ACTIVE, c.updated_at))
+    direct.sort(key=lambda c: (c.status is dl.ConversationStatus.ACTIVE, _current(c), c.updated_at))
     return direct[-1] if direct else None
 
 

@@ -127,6 +127,7 @@ from doorless.client.store import (
     WrongPassphrase,
 )
 from doorless.client.transport import DeviceInfo, PendingLink
+from doorless.client.upgrade import CannotUpgrade
 
 __all__ = [
     "ALARM_ADVICE",
@@ -136,6 +137,7 @@ __all__ = [
     "BackupError",
     "BackupSummary",
     "BadResponse",
+    "CannotUpgrade",
     "ChangeKind",
     "Client",
     "ClientOptions",

@@ -73,6 +73,7 @@ from doorless.client import (
     rich,
     search,
     setup,
+    upgrade,
 )
 from doorless.client.alarms import Notice
 from doorless.client.calls.manager import Calls
@@ -265,6 +266,12 @@ class Client:
     async def create_group(self, name: str, members: Sequence[str] = ()) -> Conversation:
         """A new group conversation with these users (all their devices) and this user."""
         return await membership.create_group(self._core, name, members)
+
+    async def upgrade_conversation(self, conversation_id: str) -> Conversation:
+        """Move a conversation to the post-quantum suite: a new conversation with the same
+        members, name and timer; the old one keeps its history and names it
+        (`Conversation.upgraded_to`). `CannotUpgrade` names members who cannot do it."""
+        return await upgrade.upgrade_conversation(self._core, conversation_id)
 
     async def add_members(self, conversation_id: str, usernames: Sequence[str]) -> Conversation:
         """Add users (every device of theirs that has a KeyPackage) to a group conversation."""

@@ -186,6 +186,33 @@ def checked_users(usernames: Iterable[str]) -> list[str]:
     return users
 
 
+UPGRADES_SETTING = "conversation_upgrades"  # lines "old-id new-id", hex
+
+
+def parse_upgrades(raw: str | None) -> dict[bytes, bytes]:
+    """The upgrade links stored under `UPGRADES_SETTING` (written by this client only)."""
+    links: dict[bytes, bytes] = {}
+    for line in (raw or "").splitlines():
+        old, new = line.split()
+        links[bytes.fromhex(old)] = bytes.fromhex(new)
+    return links
+
+
+def store_upgrade(tx: Transaction, old: bytes, new: bytes) -> bool:
+    """Record that conversation ``old`` was upgraded to ``new``; False (nothing written) if
+    it already was: the first upgrade a member announced stays its successor."""
+    links = parse_upgrades(tx.get_setting(UPGRADES_SETTING))
+    if old in links or old == new:
+        return False
+    links[old] = new
+    tx.set_setting(UPGRADES_SETTING, "\n".join(f"{o.hex()} {n.hex()}" for o, n in links.items()))
+    return True
+
+
+def _hex_or_none(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
 def new_send_id() -> str:
     """A fresh message id for an outgoing commit."""
     return secrets.token_urlsafe(16)
@@ -279,6 +306,7 @@ class Session:
         self.check_key_packages.set()
         self.closed = False
         self.requests: dict[bytes, str] | None = None  # message requests: group -> inviter
+        self.upgrades: dict[bytes, bytes] | None = None  # upgraded group -> its successor
         self.franking_public_key: bytes | None = None
         # Key transparency: every peer key is checked against its user's verified device
         # list, and this account's own list is monitored (doorless.client.kt, kt_profile).
@@ -336,6 +364,7 @@ class Session:
         info = conversation_info(conv.mls)
         devices = tuple(sorted(safe_roster(conv.mls)))
         active = conv.status is GroupStatus.ACTIVE
+        links = self.upgrades or {}
         return Conversation(
             id=conv.group_id.hex(),
             kind=info.kind,
@@ -350,7 +379,19 @@ class Session:
             disappearing_seconds=disappearing_seconds(conv.mls),
             cipher_suite=conv.mls.suite.id.name,
             post_quantum=conv.mls.suite.is_post_quantum,
+            upgraded_to=_hex_or_none(links.get(conv.group_id)),
+            upgraded_from=_hex_or_none(
+                next((old for old, new in links.items() if new == conv.group_id), None)
+            ),
         )
+
+    async def load_upgrades(self) -> dict[bytes, bytes]:
+        """The upgraded conversations (group -> successor), read once and then kept in memory
+        (doorless.client.upgrade writes them)."""
+        if self.upgrades is None:
+            raw = await self.tx(lambda tx: tx.get_setting(UPGRADES_SETTING))
+            self.upgrades = parse_upgrades(raw)
+        return self.upgrades
 
     async def load_requests(self) -> dict[bytes, str]:
         """The message requests (group -> inviter), read once and then kept in memory."""

@@ -95,6 +95,10 @@ class Conversation:
     # and whether its KEM is post-quantum (harvest-now-decrypt-later resistant).
     cipher_suite: str = ""
     post_quantum: bool = False
+    # An upgrade to another suite (doorless.client.upgrade): the id of the conversation that
+    # replaced this one (whose history stays here), and of the one this one replaced.
+    upgraded_to: str | None = None
+    upgraded_from: str | None = None
 
     @property
     def is_request(self) -> bool:

@@ -33,12 +33,14 @@ from doorless.client.core import (
     conversation_gid,
     message_info,
     sender_identity,
+    store_upgrade,
 )
 from doorless.client.events import (
     AlarmKind,
     CallSignalReceived,
     ChangeKind,
     ConversationJoined,
+    ConversationUpdated,
     DeviceRef,
     FailureReason,
     FileInfo,
@@ -77,6 +79,7 @@ from doorless.mls.welcome import Welcome
 from doorless.wire.call_signal import CallSignal
 from doorless.wire.messages import QueuedMessage
 from doorless.wire.payload import Payload, PayloadKind, file_of, text_of
+from doorless.wire.upgrade import UpgradeNotice
 
 log = logging.getLogger("doorless.client")
 
@@ -309,6 +312,7 @@ async def on_application(
     hidden: str | None = None  # the franking check that failed (counted)
     signal: CallSignal | None = None
     history: handoff.ReceivedHistory | None = None  # another device's history handoff
+    notice: UpgradeNotice | None = None  # a member upgraded this conversation
     server_key = await s.franking_key()
     try:
         sender = device_ref_of(result.credential)
@@ -324,6 +328,8 @@ async def on_application(
         signal = signal_of(payload)  # a call signal is handled by the calls, not stored
         if payload.kind == PayloadKind.history:
             history = await handoff.open_offer(s, sender, payload)  # NETWORK: stays queued
+        elif payload.kind == PayloadKind.upgrade:
+            notice = decode(UpgradeNotice, payload.body)  # the successor (doorless.wire.upgrade)
         elif payload.kind == PayloadKind.content:
             received = rich_inbox.read(
                 payload,
@@ -375,6 +381,9 @@ async def on_application(
                 return None  # blocked: dropped, whatever it is
         if hidden is not None:
             count_hidden(tx, hidden)
+        if notice is not None:
+            store_upgrade(tx, gid, notice.new_group_id)
+            return None
         if history is not None:
             imported = handoff.store_history(tx, history)
             log.info("history handed over by another device: %d messages", imported)
@@ -388,6 +397,10 @@ async def on_application(
         return tx.insert_message(message)
 
     stored = await s.save(new, write)
+    if notice is not None:
+        s.upgrades = None  # read again: the old conversation may now name its successor
+        if (await s.load_upgrades()).get(gid) == notice.new_group_id:
+            s.hub.emit(ConversationUpdated(s.view(new), sender))
     if isinstance(stored, rich_inbox.Outcome):
         if alarm is not None:
             await alarms.raise_alarm(s, alarm)

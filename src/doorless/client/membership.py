@@ -51,7 +51,9 @@ from doorless.client.records import KIND_COMMIT, OutgoingCommit
 from doorless.client.safety import disappearing_seconds
 from doorless.client.store import GroupStatus, OutboxItem, Transaction
 from doorless.codec import decode, encode
+from doorless.crypto import CipherSuite
 from doorless.errors import ConfigurationError, StateError, ValidationError
+from doorless.mls.extensions import Extension
 from doorless.mls.group import Group
 from doorless.mls.proposals import Add, GroupContextExtensions, Remove
 from doorless.mls.public_group import PublicGroup
@@ -71,6 +73,7 @@ class _Conflict:
 async def conversations(s: Session) -> list[Conversation]:
     """Every conversation of this profile (message requests included)."""
     await s.load_requests()
+    await s.load_upgrades()
     rows = await s.tx(lambda tx: tx.list_groups())
     return [s.view(s.cache.get(r.group_id) or Conv.from_row(r)) for r in rows]
 
@@ -79,6 +82,7 @@ async def conversation(s: Session, conversation_id: str) -> Conversation:
     """One conversation by its id (`UnknownConversation` if there is none)."""
     gid = conversation_gid(conversation_id)
     await s.load_requests()
+    await s.load_upgrades()
     cached = s.cache.get(gid)
     if cached is not None:
         return s.view(cached)
@@ -97,6 +101,7 @@ async def start_direct(s: Session, username: str) -> Conversation:
         if (
             conv.kind is ConversationKind.DIRECT
             and conv.status is ConversationStatus.ACTIVE
+            and conv.upgraded_to is None  # its successor is the one to use
             and set(conv.members) == {s.me.user, user}
         ):
             return conv
@@ -168,6 +173,14 @@ async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> 
     it (the outbox settles it)."""
     users = [u for u in checked_users(members) if u != s.me.user]
     suite, claimed = await suites.claim_for_new_group(s, users)
+    return await create_with(s, suite, claimed, (info.extension(),))
+
+
+async def create_with(
+    s: Session, suite: CipherSuite, claimed: Claimed, extensions: Sequence[Extension]
+) -> Conversation:
+    """`create` with the suite, the devices' KeyPackages and the GroupContext extensions
+    chosen by the caller."""
     bundle = await asyncio.to_thread(s.new_key_package, suite)
     gid = os.urandom(32)
     group = Group.create(
@@ -176,7 +189,7 @@ async def create(s: Session, info: ConversationInfo, members: Sequence[str]) -> 
         bundle.key_package.leaf_node,
         bundle.encryption_private_key,
         s.signature_key,
-        extensions=[info.extension()],
+        extensions=list(extensions),
         config=MLS_CONFIG,
     )
     # The server validates the group's handshakes from now on (doorless.server.groups).

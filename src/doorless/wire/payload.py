@@ -4,7 +4,7 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
 ``application_data`` (RFC 9420 §6.3 encrypts it; the server sees none of it)::
 
     enum {
-        text(1), file(2), content(3), call_signal(4), history(5), (65535)
+        text(1), file(2), content(3), call_signal(4), history(5), upgrade(6), (65535)
     } PayloadKind;
 
     struct {
@@ -31,6 +31,7 @@ Every MLS application message of Doorless carries one encoded `Payload` as its
     // kinds text and file are still read (messages sent by older versions).
     // kind = call_signal: body is a CallSignal (doorless.wire.call_signal), never stored.
     // kind = history: a history handoff to a newly linked device (doorless.client.handoff).
+    // kind = upgrade: an UpgradeNotice (doorless.wire.upgrade), never a stored message.
 
 Checkpoint gossip (version 2, docs/key-transparency.md): ``checkpoint`` is the signed note of
 the latest key-transparency log head the sender verified (1..8192 bytes), so that the receiver
@@ -86,6 +87,7 @@ class PayloadKind(IntEnum):
     content = 3  # a MIMI content container (doorless.wire.rich)
     call_signal = 4  # body: a CallSignal (doorless.wire.call_signal), never a stored message
     history = 5  # a history handoff to a newly linked device (doorless.client.handoff)
+    upgrade = 6  # body: an UpgradeNotice (doorless.wire.upgrade): the conversation's successor
 
 
 def payload_kind_of(value: int) -> PayloadKind | int:
