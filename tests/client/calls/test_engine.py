@@ -63,7 +63,7 @@ async def send_audio(engine: CallEngine, pcm: list[bytes], start_seq: int = 0) -
     encoder = OpusEncoder()
     for i, frame in enumerate(pcm):
         media = MediaFrame(
-            StreamKind.AUDIO, start_seq + i, engine.timestamp(), encoder.encode(frame)
+            StreamKind.audio, start_seq + i, engine.timestamp(), encoder.encode(frame)
         )
         await engine.send(media)
 
@@ -129,7 +129,7 @@ async def test_removed_member_stops_receiving_within_the_grace_window(tmp_path: 
         old_code, in_flight_epoch = ea.privacy_code, ea.keys.epoch
         encoder = OpusEncoder()
         in_flight = [
-            await ea.seal(MediaFrame(StreamKind.AUDIO, 100 + i, 0, encoder.encode(pcm[i])))
+            await ea.seal(MediaFrame(StreamKind.audio, 100 + i, 0, encoder.encode(pcm[i])))
             for i in range(4)
         ]
 
@@ -149,7 +149,7 @@ async def test_removed_member_stops_receiving_within_the_grace_window(tmp_path: 
         )
 
         # Carol, cut off, sends nothing more.
-        assert not await ec.send(MediaFrame(StreamKind.AUDIO, 99, ec.timestamp(), b"x"))
+        assert not await ec.send(MediaFrame(StreamKind.audio, 99, ec.timestamp(), b"x"))
         # Alice's frames of the old epoch still in flight: bob (on the new epoch) plays them
         # within the grace window only.
         assert eb.keys.epoch == in_flight_epoch + 1

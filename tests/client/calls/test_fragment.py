@@ -34,7 +34,7 @@ def test_audio_frames_are_numbered_and_whole() -> None:
     packetizer = AudioPacketizer(first_sequence=5)
     a, b = packetizer.packetize(b"op1", 0), packetizer.packetize(b"op2", 20_000)
     assert (a.sequence, b.sequence) == (5, 6)
-    assert a.start and a.end and not a.keyframe and a.stream is StreamKind.AUDIO
+    assert a.start and a.end and not a.keyframe and a.stream is StreamKind.audio
 
 
 @pytest.mark.parametrize(
@@ -161,7 +161,7 @@ def test_arbitrary_fragments_never_crash_and_output_stays_ordered(
     reassembler = VideoReassembler(max_pending=16)
     out: list[EncodedVideo] = []
     for seq, ts, flags, payload in items:
-        out += reassembler.push(MediaFrame(StreamKind.VIDEO, seq, ts, payload, FrameFlags(flags)))
+        out += reassembler.push(MediaFrame(StreamKind.video, seq, ts, payload, FrameFlags(flags)))
     firsts = [v.first_sequence for v in out]
     assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
     assert all(v.first_sequence <= v.last_sequence for v in out)

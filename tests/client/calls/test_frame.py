@@ -24,7 +24,7 @@ from doorless.sframe import BaseKey, SFrameSender, SFrameSuite, suite_params
 
 def test_round_trip_is_byte_exact() -> None:
     frame = MediaFrame(
-        StreamKind.VIDEO, 7, 1_000_020, b"\x9d\x01\x2a", FrameFlags.KEYFRAME | FrameFlags.START
+        StreamKind.video, 7, 1_000_020, b"\x9d\x01\x2a", FrameFlags.KEYFRAME | FrameFlags.START
     )
     data = encode_frame(frame)
     # version, stream, flags, sequence, timestamp, opaque<V>
@@ -40,7 +40,7 @@ def test_round_trip_is_byte_exact() -> None:
 
 
 def test_largest_frame_fits_the_datagram_budget() -> None:
-    frame = MediaFrame(StreamKind.VIDEO, 2**32 - 1, 2**64 - 1, b"x" * MAX_PAYLOAD, FrameFlags.END)
+    frame = MediaFrame(StreamKind.video, 2**32 - 1, 2**64 - 1, b"x" * MAX_PAYLOAD, FrameFlags.END)
     data = encode_frame(frame)
     assert len(data) == DATAGRAM_BUDGET
     assert decode_frame(data) == frame
@@ -49,13 +49,13 @@ def test_largest_frame_fits_the_datagram_budget() -> None:
 @pytest.mark.parametrize(
     ("args", "why"),
     [
-        ((StreamKind.AUDIO, -1, 0, b"x"), "sequence"),
-        ((StreamKind.AUDIO, 2**32, 0, b"x"), "sequence"),
-        ((StreamKind.AUDIO, 0, 2**64, b"x"), "timestamp"),
-        ((StreamKind.AUDIO, 0, 0, b""), "empty"),
-        ((StreamKind.VIDEO, 0, 0, b"x" * (MAX_PAYLOAD + 1)), "payload"),
-        ((StreamKind.AUDIO, 0, 0, b"x", FrameFlags.START), "audio"),
-        ((StreamKind.VIDEO, 0, 0, b"x", FrameFlags(0x80)), "flags"),
+        ((StreamKind.audio, -1, 0, b"x"), "sequence"),
+        ((StreamKind.audio, 2**32, 0, b"x"), "sequence"),
+        ((StreamKind.audio, 0, 2**64, b"x"), "timestamp"),
+        ((StreamKind.audio, 0, 0, b""), "empty"),
+        ((StreamKind.video, 0, 0, b"x" * (MAX_PAYLOAD + 1)), "payload"),
+        ((StreamKind.audio, 0, 0, b"x", FrameFlags.START), "audio"),
+        ((StreamKind.video, 0, 0, b"x", FrameFlags(0x80)), "flags"),
     ],
     ids=["negative-seq", "big-seq", "big-ts", "empty", "too-big", "audio-fragment", "flags"],
 )
@@ -64,7 +64,7 @@ def test_invalid_frames_cannot_be_built(args: tuple[object, ...], why: str) -> N
         MediaFrame(*args)  # type: ignore[arg-type]
 
 
-GOOD = encode_frame(MediaFrame(StreamKind.AUDIO, 1, 2, b"opus"))
+GOOD = encode_frame(MediaFrame(StreamKind.audio, 1, 2, b"opus"))
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_the_largest_frame_under_sframe_fits_the_relays_datagram_envelope(
 ) -> None:
     """The budget holds for every SFrame suite with the longest header (8-byte KID and CTR):
     2 envelope bytes + SFrame header + ciphertext + tag <= the relay's 1,100 bytes."""
-    frame = MediaFrame(StreamKind.VIDEO, 2**32 - 1, 2**64 - 1, b"x" * MAX_PAYLOAD, FrameFlags.END)
+    frame = MediaFrame(StreamKind.video, 2**32 - 1, 2**64 - 1, b"x" * MAX_PAYLOAD, FrameFlags.END)
     key = BaseKey(bytes(suite_params(suite).nk))
     sender = SFrameSender(suite, 2**63, key, next_ctr=2**63)
     sender.reserve(1)

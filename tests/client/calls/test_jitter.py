@@ -26,7 +26,7 @@ F = 0.02
 
 
 def _frames(n: int, first: int = 0) -> list[MediaFrame]:
-    return [MediaFrame(StreamKind.AUDIO, first + i, i * 20_000, bytes([i % 256])) for i in range(n)]
+    return [MediaFrame(StreamKind.audio, first + i, i * 20_000, bytes([i % 256])) for i in range(n)]
 
 
 def _run(
@@ -147,13 +147,13 @@ def test_jitter_grows_an_adaptive_target_delay() -> None:
 def test_frames_far_ahead_are_refused() -> None:
     buffer = AudioJitterBuffer()
     buffer.push(_frames(1)[0], 0.0)
-    buffer.push(MediaFrame(StreamKind.AUDIO, 10_000, 0, b"x"), 0.0)
+    buffer.push(MediaFrame(StreamKind.audio, 10_000, 0, b"x"), 0.0)
     assert buffer.stats.too_early == 1 and buffer.depth == 1
 
 
 def test_video_frames_are_refused() -> None:
     with pytest.raises(MediaConfigError):
-        AudioJitterBuffer().push(MediaFrame(StreamKind.VIDEO, 0, 0, b"x"), 0.0)
+        AudioJitterBuffer().push(MediaFrame(StreamKind.video, 0, 0, b"x"), 0.0)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -194,7 +194,7 @@ def test_undecodable_packets_are_concealed_and_counted() -> None:
     encoder, packetizer = OpusEncoder(), AudioPacketizer()
     pcm = pcm_frames(speech_like("bob", 0.4))
     frames = [packetizer.packetize(encoder.encode(p), i * 20_000) for i, p in enumerate(pcm)]
-    frames[5] = MediaFrame(StreamKind.AUDIO, 5, frames[5].timestamp, b"garbage" * 3)
+    frames[5] = MediaFrame(StreamKind.audio, 5, frames[5].timestamp, b"garbage" * 3)
     playout = AudioPlayout(AudioJitterBuffer(0.04, adaptive=False))
     out: list[PlayedAudio] = []
     for i, f in enumerate(frames):
@@ -217,7 +217,7 @@ def test_any_arrival_pattern_plays_in_order_with_bounded_memory(
     now, played = 0.0, []
     for seq, gap in arrivals:
         now += gap
-        buffer.push(MediaFrame(StreamKind.AUDIO, seq, 0, seq.to_bytes(2, "big")), now)
+        buffer.push(MediaFrame(StreamKind.audio, seq, 0, seq.to_bytes(2, "big")), now)
         played += buffer.pop(now)
         assert buffer.depth <= CAPACITY
     played += buffer.pop(now + 5.0)

@@ -87,7 +87,7 @@ class MediaBridge:
                 continue
             payload, now = data[2:], engine.timestamp()
             try:
-                if data[0] == StreamKind.AUDIO:
+                if data[0] == StreamKind.audio:
                     frames = [self.audio.packetize(payload, now)]
                 else:
                     frames = self.video.packetize(payload, now, bool(data[1] & KEYFRAME))
@@ -108,13 +108,13 @@ class MediaBridge:
             if received is None:
                 continue  # rejected and counted by the engine
             sender, frame = received.sender, received.frame
-            if frame.stream is StreamKind.AUDIO:
-                await self._to_page(sender, StreamKind.AUDIO, 0, frame.payload)
+            if frame.stream is StreamKind.audio:
+                await self._to_page(sender, StreamKind.audio, 0, frame.payload)
                 continue
             reassembler = self.reassemblers.setdefault(sender, VideoReassembler())
             for video in reassembler.push(frame):
                 flags = KEYFRAME if video.keyframe else 0
-                await self._to_page(sender, StreamKind.VIDEO, flags, video.data)
+                await self._to_page(sender, StreamKind.video, flags, video.data)
 
     async def _to_page(self, sender: DeviceRef, stream: int, flags: int, payload: bytes) -> None:
         index = self.senders.get(sender)

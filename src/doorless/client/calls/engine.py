@@ -177,7 +177,7 @@ class CallEngine:
         data = await self.seal(frame)
         if data is None:
             return False
-        await self.channel.send(StreamKind(int(frame.stream)), data)
+        await self.channel.send(frame.stream, data)
         return True
 
     def timestamp(self) -> int:

@@ -177,7 +177,7 @@ class MediaRunner:
                 self._on_frame(item)
 
     def _on_frame(self, received: Received) -> None:
-        if received.frame.stream is StreamKind.AUDIO:
+        if received.frame.stream is StreamKind.audio:
             playout = self._playouts.get(received.sender)
             if playout is None:
                 jitter = AudioJitterBuffer(self._delays[0], max_delay=self._delays[1])

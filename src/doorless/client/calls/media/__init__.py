@@ -53,8 +53,7 @@ buffer, pure logic with the clock passed in), `conceal` (fading repetition), `pl
 (jitter buffer + decoder + concealment), `mix`, `audio_files`, `video_files`, `devices`
 (sounddevice; `AudioDeviceUnavailable` without PortAudio; its blocking ``read``/``write``
 belong in a thread, e.g. ``asyncio.to_thread``), `pacing`, `errors`.
-`StreamKind` has the values of the relay envelope's (`doorless.wire.calls`): convert with
-``int``. Errors: `errors` (all in the `doorless.errors` tree).
+`StreamKind` is the relay envelope's (`doorless.wire.calls`). Errors: `errors` (all in the `doorless.errors` tree).
 """
 
 from __future__ import annotations
@@ -73,7 +72,6 @@ from doorless.client.calls.media.frame import (
     MAX_PAYLOAD,
     FrameFlags,
     MediaFrame,
-    StreamKind,
     decode_frame,
     encode_frame,
 )
@@ -93,6 +91,7 @@ from doorless.client.calls.media.playout import AudioPlayout, PlayedAudio, Playo
 from doorless.client.calls.media.reassembly import EncodedVideo, ReassemblyStats, VideoReassembler
 from doorless.client.calls.media.video_files import VideoFileSink, VideoFileSource
 from doorless.client.calls.media.vp8 import VideoConfig, Vp8Decoder, Vp8Encoder, Vp8Packet
+from doorless.wire.calls import StreamKind
 
 __all__ = [
     "DATAGRAM_BUDGET",

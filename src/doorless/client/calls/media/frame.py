@@ -30,6 +30,10 @@ from doorless import codec
 from doorless.client.calls.media.errors import MediaConfigError, MediaFrameError
 from doorless.errors import DecodeError
 
+# Which media a frame carries (one audio and one video stream per sender): the relay
+# envelope's enum, so a frame's stream and its envelope's are one value.
+from doorless.wire.calls import StreamKind
+
 VERSION = 1
 # Bytes of an encoded MediaFrame at most. The relay sends an envelope of up to 1,100 bytes as
 # one QUIC datagram (a DATAGRAM frame fits one packet of QUIC's 1,200-byte minimum, RFC 9221
@@ -42,18 +46,6 @@ HEADER_SIZE = 1 + 1 + 1 + 4 + 8 + 2
 MAX_PAYLOAD = DATAGRAM_BUDGET - HEADER_SIZE
 MAX_SEQUENCE = (1 << 32) - 1
 MAX_TIMESTAMP = (1 << 64) - 1
-
-
-class StreamKind(enum.IntEnum):
-    """Which media a frame carries (one audio and one video stream per sender).
-
-    The same values as the relay envelope's ``StreamKind`` (``doorless.wire.calls``, built on
-    the relay's branch): convert with ``int``. Once both are merged, this one can become an
-    import of that one.
-    """
-
-    AUDIO = 1
-    VIDEO = 2
 
 
 class FrameFlags(enum.IntFlag):
@@ -87,7 +79,7 @@ class MediaFrame:
             raise MediaConfigError("empty payload")
         if int(self.flags) & ~_KNOWN_FLAGS:
             raise MediaConfigError(f"unknown flags {int(self.flags):#x}")
-        if self.stream is StreamKind.AUDIO and self.flags & WHOLE != WHOLE:
+        if self.stream is StreamKind.audio and self.flags & WHOLE != WHOLE:
             raise MediaConfigError("an audio frame is never fragmented (START and END)")
 
     @property

@@ -32,8 +32,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from doorless.client.calls.media.errors import MediaConfigError
-from doorless.client.calls.media.frame import MediaFrame, StreamKind
+from doorless.client.calls.media.frame import MediaFrame
 from doorless.client.calls.media.opus import FRAME_MS
+from doorless.wire.calls import StreamKind
 
 FRAME_SECONDS = FRAME_MS / 1000
 # Frames held at most ahead of the playout point (2 s): a frame further ahead is refused
@@ -98,7 +99,7 @@ class AudioJitterBuffer:
         self._started_playout = False
 
     def push(self, frame: MediaFrame, now: float) -> None:
-        if frame.stream is not StreamKind.AUDIO:
+        if frame.stream is not StreamKind.audio:
             raise MediaConfigError("the audio jitter buffer takes audio frames only")
         seq = frame.sequence
         if seq in self._seen:

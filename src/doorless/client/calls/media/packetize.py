@@ -15,8 +15,8 @@ from doorless.client.calls.media.frame import (
     WHOLE,
     FrameFlags,
     MediaFrame,
-    StreamKind,
 )
+from doorless.wire.calls import StreamKind
 
 # A VP8 frame of at most this many fragments (~540 kB): larger is refused on both sides.
 MAX_FRAGMENTS = 512
@@ -43,7 +43,7 @@ class AudioPacketizer:
         self._numbers = _Numbering(first_sequence)
 
     def packetize(self, packet: bytes, timestamp_us: int) -> MediaFrame:
-        return MediaFrame(StreamKind.AUDIO, self._numbers.take(1), timestamp_us, packet, WHOLE)
+        return MediaFrame(StreamKind.audio, self._numbers.take(1), timestamp_us, packet, WHOLE)
 
 
 class VideoPacketizer:
@@ -69,5 +69,5 @@ class VideoPacketizer:
             if i == count - 1:
                 flags |= FrameFlags.END
             payload = data[i * size : (i + 1) * size]
-            frames.append(MediaFrame(StreamKind.VIDEO, first + i, timestamp_us, payload, flags))
+            frames.append(MediaFrame(StreamKind.video, first + i, timestamp_us, payload, flags))
         return frames

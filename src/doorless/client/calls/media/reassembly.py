@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from doorless.client.calls.media.errors import MediaConfigError
-from doorless.client.calls.media.frame import MediaFrame, StreamKind
+from doorless.client.calls.media.frame import MediaFrame
 from doorless.client.calls.media.packetize import MAX_FRAGMENTS
+from doorless.wire.calls import StreamKind
 
 # Fragments held at most (a few frames in flight); the oldest go first when full.
 MAX_PENDING = 4 * MAX_FRAGMENTS
@@ -53,7 +54,7 @@ class VideoReassembler:
 
     def push(self, frame: MediaFrame) -> list[EncodedVideo]:
         """Take one fragment; return the frames it completes (at most one), in order."""
-        if frame.stream is not StreamKind.VIDEO:
+        if frame.stream is not StreamKind.video:
             raise MediaConfigError("the video reassembler takes video frames only")
         self.stats.fragments += 1
         seq = frame.sequence
