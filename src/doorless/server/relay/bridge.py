@@ -98,6 +98,10 @@ class RedisBridge(Bridge):
         self._outbox: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(_QUEUE)
         self._tasks: list[asyncio.Task[None]] = []
         self._channels: dict[bytes, CallKey] = {}
+        # False until every channel is subscribed on Redis (at start, after an outage): the
+        # listener (re)subscribes them. A node starts and serves its own calls while Redis is
+        # down; only participants on other nodes wait for it (as the fan-out does).
+        self._subscribed = False
         self.dropped = 0
 
     def _channel(self, call: CallKey) -> bytes:
@@ -109,16 +113,38 @@ class RedisBridge(Bridge):
         self._on_frame, self._on_group_changed = on_frame, on_group_changed
         self._client = aioredis.Redis.from_url(self._url, decode_responses=False)
         self._pubsub = self._client.pubsub()
-        await self._pubsub.subscribe(self._groups_channel)
+        await self._resubscribe()
         self._tasks = [
             asyncio.create_task(self._listen(), name="doorless-relay-bridge-listen"),
             asyncio.create_task(self._publish_loop(), name="doorless-relay-bridge-publish"),
         ]
 
     async def join(self, call: CallKey) -> None:
+        from redis.exceptions import RedisError
+
         channel = self._channel(call)
         self._channels[channel] = call
-        await self._pubsub.subscribe(channel)
+        try:
+            await self._pubsub.subscribe(channel)
+        except (RedisError, OSError) as exc:
+            self._subscribed = False  # the listener subscribes it once Redis is back
+            log_event(
+                "relay bridge subscribe failed", logging.WARNING, exception=type(exc).__name__
+            )
+
+    async def _resubscribe(self) -> None:
+        """Subscribe the group channel and every call's; on failure, left to the listener."""
+        from redis.exceptions import RedisError
+
+        try:
+            await self._pubsub.subscribe(self._groups_channel, *self._channels)
+        except (RedisError, OSError) as exc:
+            self._subscribed = False
+            log_event(
+                "relay bridge subscribe failed", logging.WARNING, exception=type(exc).__name__
+            )
+            return
+        self._subscribed = True
 
     def leave(self, call: CallKey) -> None:
         channel = self._channel(call)
@@ -138,7 +164,14 @@ class RedisBridge(Bridge):
             self.dropped += 1
 
     async def publish_group_changed(self, group_id: bytes) -> None:
-        await self._client.publish(self._groups_channel, self.node_id + group_id)
+        from redis.exceptions import RedisError
+
+        try:
+            await self._client.publish(self._groups_channel, self.node_id + group_id)
+        except (RedisError, OSError) as exc:
+            # The commit is stored; the other nodes' periodic membership recheck (30 s) drops
+            # the removed devices there instead.
+            log_event("relay bridge publish failed", logging.WARNING, exception=type(exc).__name__)
 
     async def _publish_loop(self) -> None:
         from redis.exceptions import RedisError
@@ -162,6 +195,11 @@ class RedisBridge(Bridge):
         from redis.exceptions import RedisError
 
         while True:
+            if not self._subscribed:
+                await self._resubscribe()
+                if not self._subscribed:
+                    await asyncio.sleep(0.5)
+                    continue
             try:
                 message = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=1.0
@@ -170,6 +208,7 @@ class RedisBridge(Bridge):
                 log_event(
                     "relay bridge listen failed", logging.WARNING, exception=type(exc).__name__
                 )
+                self._subscribed = False  # resubscribe everything after the outage
                 await asyncio.sleep(0.5)
                 continue
             if message is None or message.get("type") != "message":

@@ -53,7 +53,8 @@ buffer, pure logic with the clock passed in), `conceal` (fading repetition), `pl
 (jitter buffer + decoder + concealment), `mix`, `audio_files`, `video_files`, `devices`
 (sounddevice; `AudioDeviceUnavailable` without PortAudio; its blocking ``read``/``write``
 belong in a thread, e.g. ``asyncio.to_thread``), `pacing`, `errors`.
-`StreamKind` is the relay envelope's (`doorless.wire.calls`). Errors: `errors` (all in the `doorless.errors` tree).
+`StreamKind` is the relay envelope's (`doorless.wire.calls`). Errors: `errors` (all in the
+`doorless.errors` tree).
 """
 
 from __future__ import annotations
