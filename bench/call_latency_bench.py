@@ -48,7 +48,7 @@ TARGET_P95_MS = 5.0
 
 def frame_bytes(seq: int) -> bytes:
     stamp = time.perf_counter_ns().to_bytes(8, "big")
-    return encode_frame(MediaFrame(StreamKind.AUDIO, seq, 0, stamp + os.urandom(72)))
+    return encode_frame(MediaFrame(StreamKind.audio, seq, 0, stamp + os.urandom(72)))
 
 
 def stamp_of(plaintext: bytes) -> int:
@@ -167,8 +167,8 @@ def section(results: dict[str, list[float]], info: dict[str, Any]) -> str:
             f"`bench/call_latency_bench.py`: {CALLS} concurrent two-party calls over QUIC on "
             f"loopback, one audio frame per participant every 20 ms, one-way latency from "
             f"before encryption to after decryption. Machine: {info['cpu']}, Python "
-            f"{info['python']}, load average {info['load']:.1f} when run (the machine was "
-            "shared with other engineers' builds and tests: latencies include their load).",
+            f"{info['python']}, load average {info['load']:.1f} when run (latencies include "
+            "whatever else the machine was doing).",
             "",
             "| path | frames | p50 ms | p95 ms | p99 ms |",
             "|---|---:|---:|---:|---:|",

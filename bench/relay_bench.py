@@ -358,9 +358,8 @@ def section(
         SECTION,
         "",
         f"`bench/relay_bench.py`, {info['date']}: {info['cpu']}, {info['nproc']} cores, Python "
-        f"{info['python']}, load average {info['load']:.1f} at the start. **Taken on a loaded "
-        "machine** (about nine other engineers' builds and tests sharing 2 cores): read the "
-        "ratios; the absolute numbers are low bounds.",
+        f"{info['python']}, load average {info['load']:.1f} at the start. The server and the "
+        "load generator share the cores: read the ratios; the absolute numbers are low bounds.",
         "",
         "Frames forwarded per second of server CPU time (user + system of the server process), "
         f"{FRAME}-byte audio frames, S streams = S/2 two-party calls, each participant sending. "
