@@ -49,7 +49,6 @@ from doorless.client.transport.http import HttpBase
 from doorless.errors import CryptoError, DecodeError, RemoteError, StateError
 from doorless.wire.calls import (
     ALPN,
-    MAX_DATAGRAM_ENVELOPE,
     MAX_FRAME_BYTES,
     CallId,
     ControlReader,
@@ -65,11 +64,10 @@ from doorless.wire.calls import (
     encode_control,
     encode_message,
 )
+from doorless.wire.relay_quic import queue_envelope
 
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
-_MAX_PENDING_DATAGRAMS = 512
-_MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
 _REFUSED = bytes((RelayMessageType.refused,))
 
 
@@ -203,16 +201,8 @@ class _QuicClient(QuicConnectionProtocol):
         self.transmit()
 
     def send_envelope(self, data: bytes) -> bool:
-        quic = self._quic
-        if len(data) <= MAX_DATAGRAM_ENVELOPE:
-            if len(quic._datagrams_pending) >= _MAX_PENDING_DATAGRAMS:
-                return False
-            quic.send_datagram_frame(data)
-        else:
-            if len(quic._streams) >= _MAX_OPEN_STREAMS:  # a peer that does not read: bounded
-                return False
-            stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
-            quic.send_stream_data(stream_id, data, end_stream=True)
+        if not queue_envelope(self._quic, data):
+            return False
         self._transmit_soon()
         return True
 

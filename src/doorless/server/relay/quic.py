@@ -32,7 +32,6 @@ from doorless.server.relay.cert import RelayCertificate
 from doorless.server.relay.hub import Participant, Relay, RelayRefusal
 from doorless.wire.calls import (
     ALPN,
-    MAX_DATAGRAM_ENVELOPE,
     MAX_FRAME_BYTES,
     ControlReader,
     JoinAccepted,
@@ -42,9 +41,8 @@ from doorless.wire.calls import (
     encode_control,
 )
 from doorless.wire.errors import ErrorCode
+from doorless.wire.relay_quic import queue_envelope
 
-_MAX_PENDING_DATAGRAMS = 512  # beyond this a congested connection drops frames
-_MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
 _JOIN_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 30.0
 _CLOSE_DELAY = 0.2
@@ -77,16 +75,8 @@ class RelayQuicProtocol(QuicConnectionProtocol):
     # --- Link --------------------------------------------------------------------------------
 
     def send_frame(self, data: bytes) -> bool:
-        quic = self._quic
-        if len(data) <= MAX_DATAGRAM_ENVELOPE:
-            if len(quic._datagrams_pending) >= _MAX_PENDING_DATAGRAMS:
-                return False
-            quic.send_datagram_frame(data)
-        else:
-            if len(quic._streams) >= _MAX_OPEN_STREAMS:  # a peer that does not read: bounded
-                return False
-            stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
-            quic.send_stream_data(stream_id, data, end_stream=True)
+        if not queue_envelope(self._quic, data):
+            return False
         self._transmit_soon()
         return True
 

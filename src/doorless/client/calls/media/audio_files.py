@@ -10,12 +10,11 @@ from __future__ import annotations
 import wave
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import av
 import av.error
 
+from doorless.client.calls.media.closing import Closing
 from doorless.client.calls.media.errors import MediaConfigError, MediaFileError
 from doorless.client.calls.media.opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -71,7 +70,7 @@ def _drain(fifo: av.AudioFifo, partial: bool) -> Iterator[bytes]:
         yield pcm + bytes(FRAME_BYTES - len(pcm))
 
 
-class WavFileSink:
+class WavFileSink(Closing):
     """Writes 20 ms PCM frames to a 16-bit 48 kHz mono WAV file (a context manager)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -95,14 +94,3 @@ class WavFileSink:
     def close(self) -> None:
         self._wav.close()  # writes the final header sizes; leaves the file to us
         self._file.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from types import ModuleType, TracebackType
-from typing import Any, Self
+from types import ModuleType
+from typing import Any
 
+from doorless.client.calls.media.closing import Closing
 from doorless.client.calls.media.errors import AudioDeviceUnavailable, MediaConfigError
 from doorless.client.calls.media.opus import FRAME_BYTES, FRAME_SAMPLES, SAMPLE_RATE
 
@@ -41,24 +42,13 @@ def _open(kind: str, device: int | str | None) -> Any:
     return stream
 
 
-class _Device:
+class _Device(Closing):
     def __init__(self, kind: str, device: int | str | None) -> None:
         self._stream = _open(kind, device)
 
     def close(self) -> None:
         self._stream.stop()
         self._stream.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class MicrophoneSource(_Device):

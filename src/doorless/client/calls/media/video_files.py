@@ -10,12 +10,11 @@ from __future__ import annotations
 import fractions
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import av
 import av.error
 
+from doorless.client.calls.media.closing import Closing
 from doorless.client.calls.media.errors import MediaConfigError, MediaFileError
 from doorless.client.calls.media.vp8 import VideoConfig
 
@@ -85,7 +84,7 @@ class VideoFileSource:
         self._container.close()
 
 
-class VideoFileSink:
+class VideoFileSink(Closing):
     """Writes frames to ``path``; the container and codec follow the extension
     (`SINK_FORMATS`)."""
 
@@ -126,14 +125,3 @@ class VideoFileSink:
             self._open = False
             self._container.mux(self._stream.encode(None))
             self._container.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
