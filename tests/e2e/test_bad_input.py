@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,6 @@ from .helpers import Devices, ServerProcess
 pytestmark = pytest.mark.asyncio
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "mls"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def private(group_id: bytes, epoch: int, content_type: ContentType, body: bytes) -> bytes:

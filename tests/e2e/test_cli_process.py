@@ -12,23 +12,10 @@ import queue
 import secrets
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import pytest
-
 from .helpers import PASSPHRASE, ServerProcess, doorless_command, run_cli, scan
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def lines(stdout: str) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ whole (every member at the same epoch with the same roster and name, messages st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ from doorless.client import Client, EpochConflict
 from .helpers import Devices, ServerProcess
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 class SameEpoch:

@@ -10,7 +10,6 @@ import hashlib
 import os
 import secrets
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +31,6 @@ class Sent:
     sender: str  # device name
     text: str | None
     sha256: str | None
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 class Canaries:

@@ -9,23 +9,10 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .helpers import PASSPHRASE, ServerProcess, doorless_command, run_cli, scan
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def ok(result: Any) -> Any:

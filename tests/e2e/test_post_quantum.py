@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from doorless.client import Client
 
@@ -18,16 +15,6 @@ from .helpers import PASSPHRASE, Devices, ServerProcess, options, run_cli
 
 HYBRID = "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519"
 CLASSIC = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _ok(profile: Path, *args: str, json_output: bool = False) -> str:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,16 +23,6 @@ from .helpers import PASSPHRASE, ServerProcess, doorless_command, options, run_c
 MESSAGES = 200
 KILLS = 3
 KILL_AFTER = 25  # message lines read before each kill
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def receive(profile: Path, kill_after: int | None) -> tuple[list[str], int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +26,6 @@ from .test_cli_process import LineReader, spawn
 pytestmark = pytest.mark.asyncio
 
 SHOWN = ("message_received", "message_changed", "read_up_to", "typing", "delivery_failed")
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def ok(profile: Path, *args: str) -> Any:

@@ -7,26 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .helpers import Devices, ServerProcess, run_cli
 
 HYBRID = "MLS_128_MLKEM768X25519_AES128GCM_SHA256_Ed25519"
 CLASSIC = "MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path / "server", tmp_path / "server.log")
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _ok(profile: Path, *args: str, json_output: bool = False) -> str:

@@ -59,6 +59,7 @@ from doorless.mls.leaf_node import LeafNode
 from doorless.mls.proposals import Commit
 from doorless.mls.public_group import PublicGroup
 from doorless.mls.welcome import GroupInfo
+from doorless.secret import constant_time_equal
 from doorless.server.context import ServerContext
 from doorless.server.refusals import (
     InvalidHandshake,
@@ -282,7 +283,8 @@ def judge_commit(
         raise InvalidHandshake("the GroupInfo is not signed by the committer")
     if encode(gi.group_context) != encode(new.group_context):
         raise InvalidHandshake("the GroupInfo does not match the state after the commit")
-    if gi.confirmation_tag != new.confirmation_tag:
+    # Both are public here, but a MAC is compared in constant time wherever it is compared.
+    if not constant_time_equal(gi.confirmation_tag, new.confirmation_tag):
         raise InvalidHandshake("the GroupInfo's confirmation tag is not the commit's")
     try:
         gi.verify(new.suite, signer.signature_key)
