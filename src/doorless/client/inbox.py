@@ -15,52 +15,40 @@ from doorless.client import (
     alarms,
     contact_safety,
     devices,
-    handoff,
     maintenance,
     membership,
     outbox,
-    rich_inbox,
 )
-from doorless.client.calls.signalling import signal_of
 from doorless.client.conversations import device_ref_of, roster, safe_roster
 from doorless.client.core import (
-    MESSAGE_KIND,
     MLS_CONFIG,
     NETWORK,
     TRANSIENT,
     Conv,
     Session,
     conversation_gid,
-    message_info,
     sender_identity,
-    store_upgrade,
 )
 from doorless.client.events import (
     AlarmKind,
-    CallSignalReceived,
-    ChangeKind,
     ConversationJoined,
-    ConversationUpdated,
     DeviceRef,
     FailureReason,
     FileInfo,
-    MessageChanged,
     MessageInfo,
-    MessageKind,
-    MessageReceived,
     TransparencyAlarm,
 )
+from doorless.client.inbox_payloads import Announce, Handling, Received, Unsupported, handling_of
 from doorless.client.kt import GossipResult, KtViolation
 from doorless.client.rich_view import rich_infos
 from doorless.client.safety import FrankRejected, count_hidden, expires_at, open_franked
-from doorless.client.store import GroupStatus, Message, MessageRequest, MessageState, Transaction
+from doorless.client.store import GroupStatus, MessageRequest, Transaction
 from doorless.client.transport import ProgressCallback
 from doorless.codec import decode
 from doorless.errors import (
     ConfigurationError,
     DecodeError,
     DoorlessError,
-    RemoteError,
     StateError,
     ValidationError,
 )
@@ -76,35 +64,12 @@ from doorless.mls.group import (
 )
 from doorless.mls.key_package import KeyPackage
 from doorless.mls.welcome import Welcome
-from doorless.wire.call_signal import CallSignal
 from doorless.wire.messages import QueuedMessage
-from doorless.wire.payload import Payload, PayloadKind, file_of, text_of
-from doorless.wire.upgrade import UpgradeNotice
+from doorless.wire.payload import Payload
 
 log = logging.getLogger("doorless.client")
 
 _FETCH_PAGE = 100
-
-
-class _Unsupported(RemoteError):
-    """A payload kind this version does not know (a newer sender)."""
-
-    def __init__(self, kind: int) -> None:
-        super().__init__(f"message kind {kind} is not supported by this version")
-
-
-def _content_kind(payload: Payload) -> MessageKind:
-    """The kind of a received payload, after checking its body; `DecodeError` if malformed."""
-    if payload.kind == PayloadKind.content:
-        return MessageKind.TEXT  # checked by `rich_inbox.read`
-    kind = MESSAGE_KIND.get(int(payload.kind))
-    if kind is None:
-        raise _Unsupported(int(payload.kind))
-    if kind is MessageKind.TEXT:
-        text_of(payload)
-    else:
-        file_of(payload)
-    return kind
 
 
 def _group_of(body: PrivateMessage | PublicMessage) -> tuple[bytes, int]:
@@ -300,19 +265,15 @@ async def on_application(
     s: Session, key: str, conv: Conv, result: ApplicationMessage, frank: bytes | None
 ) -> None:
     """Store a received application message with the new group state (or count and
-    report why it is not shown)."""
+    report why it is not shown); what each payload kind does is in `inbox_payloads`."""
     now = s.now_ms()
     gid = conv.group_id
     new = conv.evolve(mls=result.group, updated_at=now)
     sender: DeviceRef | None = None
-    failure: tuple[FailureReason, str] | None = None
-    message: Message | None = None
     payload: Payload | None = None
-    received: rich_inbox.Received | None = None  # a MIMI container (doorless.wire.rich)
+    handling: Handling | None = None
+    failure: tuple[FailureReason, str] | None = None
     hidden: str | None = None  # the franking check that failed (counted)
-    signal: CallSignal | None = None
-    history: handoff.ReceivedHistory | None = None  # another device's history handoff
-    notice: UpgradeNotice | None = None  # a member upgraded this conversation
     server_key = await s.franking_key()
     try:
         sender = device_ref_of(result.credential)
@@ -325,53 +286,25 @@ async def on_application(
             group_id=gid,
         )
         payload = opened.payload
-        signal = signal_of(payload)  # a call signal is handled by the calls, not stored
-        if payload.kind == PayloadKind.history:
-            history = await handoff.open_offer(s, sender, payload)  # NETWORK: stays queued
-        elif payload.kind == PayloadKind.upgrade:
-            notice = decode(UpgradeNotice, payload.body)  # the successor (doorless.wire.upgrade)
-        elif payload.kind == PayloadKind.content:
-            received = rich_inbox.read(
-                payload,
-                opened.franking,
-                sender=sender,
-                group_id=gid,
-                now=now,
-                expires_at=expires_at(result.group, now),
-                me=s.me.user,
-            )
-        elif signal is None:
-            kind = _content_kind(payload)
-            message = Message(
-                group_id=gid,
-                sender_user=sender.user,
-                sender_device=sender.device_id,
-                outgoing=False,
-                content_type=kind.value,
-                body=payload.body,
-                sent_at=payload.sent_at_ms,
-                received_at=now,
-                expires_at=expires_at(result.group, now),
-                state=MessageState.RECEIVED,
-                server_id=payload.message_id.hex(),
-                franking=opened.franking,
-            )
+        received = Received(
+            new, sender, payload, opened.franking, now, expires_at(result.group, now)
+        )
+        handling = await handling_of(s, received)
     except FrankRejected as e:
         # Not shown, counted (I7: no message is displayed that could not be reported).
         hidden = type(e.error).__name__
         failure = (FailureReason.INVALID_FRANK, str(e))
-    except _Unsupported as e:
+    except Unsupported as e:
         failure = (FailureReason.UNSUPPORTED, str(e))
     except (DecodeError, ValidationError) as e:
         failure = (FailureReason.INVALID_PAYLOAD, str(e))
     me = s.me.user
     alarm = None
-    usable = message is not None or received is not None
-    if payload is not None and payload.checkpoint and usable:
+    if payload is not None and payload.checkpoint and handling is not None and handling.shown:
         assert sender is not None
         alarm = await _gossip(s, payload.checkpoint, sender)  # NETWORK: stays queued
 
-    def write(tx: Transaction) -> Message | rich_inbox.Outcome | None:
+    def write(tx: Transaction) -> Announce | None:
         if not tx.mark_processed(key, now):
             raise StateError("a queued message was processed twice")
         tx.update_group(new.stored())  # the ratchet moved on, whatever the payload
@@ -381,69 +314,17 @@ async def on_application(
                 return None  # blocked: dropped, whatever it is
         if hidden is not None:
             count_hidden(tx, hidden)
-        if notice is not None:
-            store_upgrade(tx, gid, notice.new_group_id)
-            return None
-        if history is not None:
-            imported = handoff.store_history(tx, history)
-            log.info("history handed over by another device: %d messages", imported)
-            return None
-        if received is not None:
-            return received.apply(tx)
-        if message is None or tx.get_message_by_server_id(message.server_id or "") is not None:
-            return None  # unusable, or a duplicate of a message already shown
-        if message.sender_user == me:
-            tx.delete_request(gid)  # we wrote in it (another device): accepted
-        return tx.insert_message(message)
+        return handling.write(tx) if handling is not None else None
 
-    stored = await s.save(new, write)
-    if notice is not None:
-        s.upgrades = None  # read again: the old conversation may now name its successor
-        if (await s.load_upgrades()).get(gid) == notice.new_group_id:
-            s.hub.emit(ConversationUpdated(s.view(new), sender))
-    if isinstance(stored, rich_inbox.Outcome):
-        if alarm is not None:
-            await alarms.raise_alarm(s, alarm)
-        await _rich_outcome(s, stored, gid, payload, sender)
-        return
-    if stored is not None and stored.sender_user == s.me.user:
-        s.forget_request(gid)
+    announce = await s.save(new, write)
     if alarm is not None:
         await alarms.raise_alarm(s, alarm)
-    if stored is not None:
-        s.hub.emit(MessageReceived(message_info(stored)))
-    elif signal is not None and sender is not None and not await s.is_blocked(sender):
-        s.hub.emit(CallSignalReceived(gid.hex(), sender, signal))
+    if announce is not None:
+        await announce(s)
     elif failure is not None and not await s.is_blocked(sender):
         s.fail(
             failure[0],
             failure[1],
-            conversation=gid,
-            message_id=payload.message_id.hex() if payload is not None else None,
-            sender=sender,
-        )
-
-
-async def _rich_outcome(
-    s: Session,
-    outcome: rich_inbox.Outcome,
-    gid: bytes,
-    payload: Payload | None,
-    sender: DeviceRef | None,
-) -> None:
-    """Emit what a received MIMI container did, or report why it was refused."""
-    if isinstance(outcome.event, MessageReceived) and outcome.event.sender.user == s.me.user:
-        s.forget_request(gid)
-    if isinstance(outcome.event, MessageChanged) and outcome.event.change is ChangeKind.DELETED:
-        # secure_delete overwrote the text; the checkpoint drops its old page images (WAL)
-        await s.store.run(s.store.checkpoint)
-    if outcome.event is not None:
-        s.hub.emit(outcome.event)
-    if outcome.refused is not None:
-        log.warning("a change from %s was refused: %s", sender, outcome.refused)
-        s.fail(
-            outcome.reason,
-            str(outcome.refused),
             conversation=gid,
             message_id=payload.message_id.hex() if payload is not None else None,
             sender=sender,
