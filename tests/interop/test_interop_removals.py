@@ -24,6 +24,9 @@ refuses Doorless's with "Could not verify confirmation tag". Nothing else in suc
 differs: the trees and tree hashes agree. The official vectors have no such path (treekem.json:
 the root is on all 434 filtered direct paths). The cases are kept as strict expected failures;
 when ts-mls derives as the RFC says they pass and must be turned into plain tests.
+
+A second DEVIATION shows after removes: ts-mls's joiners refuse a valid tree in which an
+unmerged leaf is listed at two levels (`test_tsmls_joiner_and_unmerged_leaves_at_two_levels`).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from tsmls import TsMls, TsMlsError, WireFormat
 from doorless.codec import decode
 from doorless.errors import StateError
 from doorless.mls.framing import MLSMessage, PublicMessage
-from doorless.mls.group import StagedCommit
+from doorless.mls.group import Group, StagedCommit
 from doorless.mls.message_protection import unprotect_public
+from doorless.mls.nodes import ParentNode
 from doorless.mls.proposals import Commit, Remove
+from doorless.mls.ratchet_tree import RatchetTree
 from doorless.mls.treekem import CommitSecretPastFilteredPath
 
 SUITES = [1, 2, 3]
@@ -242,3 +247,53 @@ def test_doorless_names_the_commit_secret_derived_to_the_root(ts: TsMls, suite: 
     out = group.commit([Remove(0)], now=g.now)
     with pytest.raises(TsMlsError, match="confirmation tag"):
         ts.process_message(bob, out.commit)
+
+
+# ------------------------------------------------------------------------------------------------
+# unmerged leaves at two levels after removes
+
+
+@pytest.mark.xfail(
+    raises=TsMlsError,
+    strict=True,
+    reason="ts-mls 1.6.4 wants every non-blank node on an unmerged leaf's direct path to hold "
+    "the same unmerged_leaves list; RFC 9420 12.4.3.1 only wants the leaf listed by the "
+    "non-blank nodes between it and the parent node that lists it",
+)
+@suite_param
+def test_tsmls_joiner_and_unmerged_leaves_at_two_levels(ts: TsMls, suite: int) -> None:
+    """DEVIATION of ts-mls 1.6.4, found with the removes above. Leaves 0, 2, 3, 4, 6 of eight
+    (1, 5, 7 removed); leaf 6 commits a path (nodes 11 and 7; 13 is filtered out); ts-mls's
+    leaf 4 adds two members without a path, into leaves 1 and 5 (§12.1.1). Then node 3 lists
+    leaf 1, node 11 leaf 5 and the root 7 both (§12.1.1: every non-blank node on the new leaf's
+    direct path). §12.4.3.1 asks of each listed leaf only that the non-blank nodes *between*
+    it and the listing node list it too, which holds. ts-mls's joiner (clientState.js,
+    validateRatchetTree) compares whole lists along the leaf's entire direct path and refuses
+    its own committer's tree; the Doorless joiner of the same Welcome joins and agrees."""
+    g, members = four(
+        ts,
+        suite,
+        "private",
+        "doorless",
+        ["tsmls", "doorless", "tsmls", "tsmls", "doorless", "doorless", "tsmls"],
+    )
+    for leaf in (1, 5, 7):
+        g.remove(members[0], members[leaf])
+    g.self_update(members[6])
+    adder = members[4]
+    assert (g.leaf_of(adder), g.impl(adder), g.impl(members[6])) == (4, "tsmls", "doorless")
+    dora, tina = g.new_member("doorless"), g.new_member("tsmls")
+    result = ts.add_members(
+        adder, [g.key_package(dora), g.key_package(tina)], ratchet_tree_extension=True
+    )
+    assert result.welcome is not None
+    tree = RatchetTree.decode(g.suite, ts.ratchet_tree(adder))
+    unmerged = {
+        x: node.unmerged_leaves for x, node in enumerate(tree.nodes) if isinstance(node, ParentNode)
+    }
+    assert unmerged == {3: (1,), 7: (1, 5), 11: (5,)}
+    joined = Group.join_from_welcome(
+        result.welcome, g.peer(dora).bundle_for(result.welcome), now=g.now, config=g.config
+    )
+    assert (joined.own_leaf, joined.epoch_authenticator) == (1, ts.epoch_authenticator(adder))
+    ts.join_from_welcome(tina, result.welcome)  # ts-mls: "non-blank intermediate node must ..."
