@@ -30,6 +30,11 @@ Deviations of ts-mls 1.6.4 from RFC 9420 found here (see the tests at the end):
   works around it by default, ``compressed_signature_key=False``).
 * a member removed by a commit that also adds someone into its freed leaf does not notice its
   removal and fails (§12.4.2); worked around by not handing it that commit.
+* it derives ``commit_secret`` up to the root when the root is not on the committer's
+  filtered direct path (the left half of the tree blank), one step past what §7.4/§12.4.2
+  define; see test_interop_removals.py.
+* its joiners refuse a valid tree whose unmerged leaves are listed at two levels (§12.4.3.1
+  asks less); see test_interop_removals.py.
 * the ``external_pub`` GroupInfo extension holds the bare key, without the ``opaque<V>`` length
   §12.4.3.2 requires; Doorless cannot join a ts-mls group by external commit (and ts-mls could
   not read Doorless's GroupInfo either).

@@ -265,6 +265,29 @@ def create_commit(
     return CommitOutput(message, welcome, pending, signed_group_info)
 
 
+def commit_key_schedule(
+    group: Group,
+    *,
+    provisional: GroupContext,
+    wire_format: WireFormat,
+    framed: FramedContent,
+    signature: bytes,
+    init_secret: InitSecret,
+    commit_secret: CommitSecret,
+    psk: PskSecret,
+) -> tuple[GroupContext, KeyScheduleEpoch]:
+    """The new epoch's GroupContext (with the confirmed transcript hash, §8.2) and key
+    schedule (§8) for a commit; its ``confirmation_key`` gives the confirmation tag (§6.1)."""
+    # The confirmed transcript hash does not depend on the tag, only the interim one does.
+    provisional_auth = AuthenticatedContent(
+        wire_format, framed, FramedContentAuthData(signature, b"\x00")
+    )
+    confirmed, _ = transcript_hashes(group.suite, group.interim_transcript_hash, provisional_auth)
+    new_context = replace(provisional, confirmed_transcript_hash=confirmed)
+    epoch = key_schedule(group.suite, init_secret, commit_secret, psk, encode(new_context))
+    return new_context, epoch
+
+
 def advance(
     group: Group,
     *,
@@ -285,13 +308,17 @@ def advance(
     hashes, key schedule, confirmation tag; returns the new state. ``confirmation_tag`` is
     the received one (verified here) or None when we are the committer (computed here)."""
     suite = group.suite
-    # The confirmed transcript hash does not depend on the tag, only the interim one does.
-    provisional_auth = AuthenticatedContent(
-        wire_format, framed, FramedContentAuthData(signature, b"\x00")
+    new_context, epoch = commit_key_schedule(
+        group,
+        provisional=provisional,
+        wire_format=wire_format,
+        framed=framed,
+        signature=signature,
+        init_secret=init_secret,
+        commit_secret=commit_secret,
+        psk=psk,
     )
-    confirmed, _ = transcript_hashes(suite, group.interim_transcript_hash, provisional_auth)
-    new_context = replace(provisional, confirmed_transcript_hash=confirmed)
-    epoch = key_schedule(suite, init_secret, commit_secret, psk, encode(new_context))
+    confirmed = new_context.confirmed_transcript_hash
     tag = epoch.secrets.confirmation_tag(confirmed)
     if confirmation_tag is not None:
         epoch.secrets.verify_confirmation_tag(confirmed, confirmation_tag)

@@ -13,9 +13,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from doorless.codec import decode, encode
-from doorless.errors import CryptoError
+from doorless.errors import CryptoError, InvalidMac
 from doorless.mls.application_messages import open_application
-from doorless.mls.commit import advance, resolve_psks
+from doorless.mls.commit import advance, commit_key_schedule, resolve_psks
 from doorless.mls.credential import Credential
 from doorless.mls.framing import (
     AuthenticatedContent,
@@ -28,7 +28,11 @@ from doorless.mls.message_protection import unprotect_private, unprotect_public,
 from doorless.mls.proposals import Commit
 from doorless.mls.schedule import external_init_receiver
 from doorless.mls.tree_math import LeafIndex
-from doorless.mls.treekem import decrypt_update_path
+from doorless.mls.treekem import (
+    CommitSecretPastFilteredPath,
+    commit_secret_to_root,
+    decrypt_update_path,
+)
 from doorless.mls.types import (
     ApplicationMessage,
     ProcessedMessage,
@@ -38,10 +42,12 @@ from doorless.mls.types import (
     member_at,
     rule,
 )
-from doorless.secret import CommitSecret
+from doorless.secret import CommitSecret, InitSecret, PskSecret, constant_time_equal
 
 if TYPE_CHECKING:
     from doorless.mls.group import Group
+    from doorless.mls.group_context import GroupContext
+    from doorless.mls.ratchet_tree import RatchetTree
 
 
 def process(
@@ -255,21 +261,28 @@ def process_commit(
     else:
         init_secret = group.epoch_secrets.init_secret
     psk = resolve_psks(group, applied.psk_ids, psks)
-    new_group, _, _ = advance(
-        group,
-        applied=applied,
-        new_tree=tree,
-        provisional=staged.provisional,
-        wire_format=auth.wire_format,
-        framed=auth.content,
-        signature=auth.auth.signature,
-        confirmation_tag=auth.auth.confirmation_tag,
-        init_secret=init_secret,
-        commit_secret=commit_secret,
-        psk=psk,
-        private_keys=private_keys,
-        own_leaf=own_leaf,
-    )
+    try:
+        new_group, _, _ = advance(
+            group,
+            applied=applied,
+            new_tree=tree,
+            provisional=staged.provisional,
+            wire_format=auth.wire_format,
+            framed=auth.content,
+            signature=auth.auth.signature,
+            confirmation_tag=auth.auth.confirmation_tag,
+            init_secret=init_secret,
+            commit_secret=commit_secret,
+            psk=psk,
+            private_keys=private_keys,
+            own_leaf=own_leaf,
+        )
+    except InvalidMac:
+        if path is not None:
+            _explain_confirmation_tag(
+                group, auth, staged.provisional, tree, committer, init_secret, commit_secret, psk
+            )
+        raise
     updated = [u for u in applied.updated if u not in removed_leaves]
     if external:
         # An external joiner is a new member of the roster (I3: shown as an addition).
@@ -288,3 +301,38 @@ def process_commit(
         applied.reinit,
         auth.content.authenticated_data,
     )
+
+
+def _explain_confirmation_tag(
+    group: Group,
+    auth: AuthenticatedContent,
+    provisional: GroupContext,
+    tree: RatchetTree,
+    committer: LeafIndex,
+    init_secret: InitSecret,
+    commit_secret: CommitSecret,
+    psk: PskSecret,
+) -> None:
+    """Raise `CommitSecretPastFilteredPath` if a commit whose confirmation tag did not match
+    was made with ``commit_secret`` derived up to a root off the committer's filtered direct
+    path (§7.4, §12.4.2); return otherwise (the caller re-raises its `InvalidMac`)."""
+    to_root = commit_secret_to_root(tree, committer, commit_secret)
+    tag = auth.auth.confirmation_tag
+    if to_root is None or tag is None:
+        return
+    context, epoch = commit_key_schedule(
+        group,
+        provisional=provisional,
+        wire_format=auth.wire_format,
+        framed=auth.content,
+        signature=auth.auth.signature,
+        init_secret=init_secret,
+        commit_secret=to_root,
+        psk=psk,
+    )
+    if constant_time_equal(epoch.secrets.confirmation_tag(context.confirmed_transcript_hash), tag):
+        raise CommitSecretPastFilteredPath(
+            "confirmation tag does not match (RFC9420 6.1): the committer derived commit_secret "
+            "up to the root, which is not on its filtered direct path; RFC9420 7.4 and 12.4.2 "
+            "derive it from the last node of that path"
+        )

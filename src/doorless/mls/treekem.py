@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from doorless.crypto import CipherSuite, KeyPair
-from doorless.errors import StateError, ValidationError
+from doorless.errors import InvalidMac, StateError, ValidationError
 from doorless.mls.leaf_node import LeafNode, LeafNodeSource
 from doorless.mls.nodes import HPKECiphertext, UpdatePath, UpdatePathNode
 from doorless.mls.ratchet_tree import RatchetTree
@@ -31,6 +31,34 @@ from doorless.mls.tree_math import LeafIndex, NodeIndex, common_ancestor, is_in_
 from doorless.secret import CommitSecret, PathSecret, PrivateKeyBytes
 
 UPDATE_PATH_NODE_LABEL = b"UpdatePathNode"
+
+
+class CommitSecretPastFilteredPath(InvalidMac):
+    """A commit's confirmation tag is wrong, and it would be right had the committer derived
+    ``commit_secret`` up to the root of the tree instead of from the last node of its filtered
+    direct path.
+
+    That happens when the root is not on the committer's filtered direct path (the other half
+    of the tree is blank, e.g. after every leaf left of the committer was removed). RFC 9420
+    §7.4 generates path secrets "of the same length as the filtered direct path" and §12.4.2
+    defines ``commit_secret`` as ``path_secret[n+1]`` "derived from the last path secret value
+    (``path_secret[n]``) derived for the UpdatePath", so no secret is assigned to a blank root;
+    deriving one more step to it is the reading of the drafts before that text (mls-protocol
+    issue 690). Raised instead of a bare `InvalidMac` so the cause is clear; the commit is
+    refused all the same."""
+
+
+def commit_secret_to_root(
+    tree: RatchetTree, sender: int, commit_secret: CommitSecret
+) -> CommitSecret | None:
+    """The ``commit_secret`` a committer that derives up to the root would use, one step past
+    ours, when the root is not on ``sender``'s filtered direct path in ``tree`` (the tree after
+    the commit); None when it is (then both readings agree). Only for diagnosing a wrong
+    confirmation tag (`CommitSecretPastFilteredPath`)."""
+    fdp = tree.filtered_direct_path(sender)
+    if not fdp or fdp[-1] == tree.root:
+        return None
+    return CommitSecret(tree.suite.derive_secret(commit_secret.value, b"path"))
 
 
 # --- key derivation (§7.4) ------------------------------------------------------------------
