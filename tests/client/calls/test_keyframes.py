@@ -146,9 +146,17 @@ async def test_engine_requests_and_honours_with_rate_limits(tmp_path: Path) -> N
 W, H = 160, 120
 
 
-def _pictures(count: int) -> Iterator[av.VideoFrame]:
-    for i in range(count):
-        yield av.VideoFrame.from_ndarray(moving_luma(i, W, H), format="gray")
+class Pictures:
+    """The sender's camera: counts the pictures it handed out."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.yielded = 0
+
+    def __iter__(self) -> Iterator[av.VideoFrame]:
+        for i in range(self.count):
+            self.yielded += 1
+            yield av.VideoFrame.from_ndarray(moving_luma(i, W, H), format="gray")
 
 
 @pytest.mark.asyncio
@@ -159,18 +167,26 @@ async def test_a_request_makes_the_next_frame_a_keyframe(tmp_path: Path) -> None
         alice = clients[0]._core.me
         # A periodic keyframe only at the start: any other keyframe is the request's.
         config = VideoConfig(W, H, fps=15, keyframe_interval=60)
-        runner = MediaRunner(ea, speed=50, video_config=config)
-        sent = asyncio.create_task(runner.send_video(_pictures(30)))
-        await asyncio.sleep(0)
+        runner = MediaRunner(ea, speed=20, video_config=config)
+        pictures = Pictures(30)
+        # When the request is honoured, pictures 0..n-1 were handed out and each was checked
+        # for a pending request right after it was; so picture n must be the keyframe.
+        honoured_at: list[int] = []
+        force = runner.request_keyframe
+
+        def recorded() -> None:
+            honoured_at.append(pictures.yielded)
+            force()
+
+        runner.request_keyframe = recorded  # type: ignore[method-assign]
+        sent = asyncio.create_task(runner.send_video(pictures))
         received: list[MediaFrame] = []
-        requested_at = None
         while not sent.done() or relay.channels["bob"].inbox.qsize():
             for data in relay.channels["bob"].pending():
                 got = await eb.open(data)
                 assert got is not None
                 received.append(got.frame)
-            if requested_at is None and len({f.timestamp for f in received}) >= 10:
-                requested_at = len({f.timestamp for f in received})
+            if not honoured_at and len({f.timestamp for f in received}) >= 10:
                 assert await eb.request_keyframe(alice)
                 for data in relay.channels["alice"].pending():
                     await ea.open(data)
@@ -189,10 +205,9 @@ async def test_a_request_makes_the_next_frame_a_keyframe(tmp_path: Path) -> None
                 assert isinstance(picture, av.VideoFrame)
                 keys.append(picture.key_frame)
                 assert picture.key_frame == whole.keyframe  # the media frame says the same
-        assert len(keys) == 30 and requested_at is not None
-        forced = [i for i, k in enumerate(keys) if k and i > 0]
-        # The first frame encoded after the request arrived (a frame may have been in the
-        # encoder meanwhile) is a keyframe, and it is the only one besides the first.
-        assert len(forced) == 1 and requested_at <= forced[0] <= requested_at + 2
+        assert len(keys) == 30 and len(honoured_at) == 1 and honoured_at[0] < 30
+        # The first picture encoded after the request was honoured is a keyframe, and the
+        # only one besides the first.
+        assert [i for i, k in enumerate(keys) if k] == [0, honoured_at[0]]
         rows = {p.user: p for p in ea.stats()}
         assert rows["bob"].keyframe_requests_honoured == 1
