@@ -44,7 +44,7 @@ from doorless.client.calls.media import (
 )
 from doorless.client.calls.runner import CALL_VIDEO, MediaRunner
 from doorless.client.calls.stats import ParticipantStats
-from doorless.client.events import CallState, CallUpdated
+from doorless.client.events import CallState
 from doorless.wire.call_signal import CallMedia
 
 if TYPE_CHECKING:
@@ -285,16 +285,6 @@ async def run_media(
             line = status_line(client.calls.get(info.call_id), engine, client.username)
             print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
 
-    async def keyframe_on_join() -> None:
-        seen = len(client.calls.get(info.call_id).participants)
-        async for event in client.events():
-            if isinstance(event, CallUpdated) and event.call_id == info.call_id:
-                if len(event.participants) > seen:
-                    runner.request_keyframe()
-                seen = len(event.participants)
-
-    if spec.video_in is not None:
-        background.append(asyncio.create_task(keyframe_on_join()))
     ended = asyncio.create_task(client.calls.wait(info.call_id, CallState.ENDED))
     done_task = asyncio.create_task(media_done())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import av
 import pytest
+from av.video.frame import PictureType
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,21 @@ def test_keyframes_come_periodically_and_on_request() -> None:
     assert [i for i, k in enumerate(keys) if k] == [0, 10, 13, 23]
 
 
+def test_frames_typed_i_by_their_source_are_not_all_keyframes() -> None:
+    # A frame decoded from a file carries its source's picture type (raw video: all I); the
+    # encoder must not take that for a request, nor change the caller's frame.
+    encoder = Vp8Encoder(VideoConfig(W, H, fps=15, keyframe_interval=60))
+    keys = []
+    for i in range(10):
+        picture = _frame(i).reformat(format="yuv420p")
+        picture.pict_type, picture.pts = PictureType.I, 1000 + i
+        packet = encoder.encode(picture)
+        assert packet is not None
+        keys.append(packet.keyframe)
+        assert picture.pict_type == PictureType.I and picture.pts == 1000 + i
+    assert keys == [True] + [False] * 9
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"width": 15}, {"height": 121}, {"fps": 0}, {"bitrate": 10}, {"keyframe_interval": 0}],
@@ -95,7 +111,7 @@ def test_video_path_with_a_lost_fragment_recovers_at_the_requested_keyframe() ->
     shown: list[int] = []
     for i in range(30):
         if reassembler.keyframe_needed and i > 0:
-            encoder.request_keyframe()  # in a call: a request through signalling
+            encoder.request_keyframe()  # in a call: a KeyframeRequest inside SFrame
         packet = encoder.encode(_frame(i))
         assert packet is not None
         fragments = packetizer.packetize(packet.data, i, packet.keyframe)

@@ -12,9 +12,20 @@ Binary messages, page → app::
     uint8 flags;         // bit 0: a video keyframe
     opaque payload[];    // one Opus packet (20 ms) or one whole VP8 frame
 
-app → page: the same, with ``uint16 sender`` (an index) after ``flags``. Text messages,
+or a keyframe request, when the page's decoder of a sender's video needs a keyframe (it has
+none yet, or it failed)::
+
+    uint8 kind = 3;      // keyframe request
+    uint8 flags = 0;
+    uint16 sender;       // the sender's index
+
+app → page: the media frames, with ``uint16 sender`` (an index) after ``flags``. Text messages,
 app → page: ``{"type": "sender", "index", "user", "device_id"}`` before a sender's first frame,
-and ``{"type": "stats", "call": {...}, "failures": {...}}`` every second.
+``{"type": "stats", "call": {...}, "failures": {...}}`` every second, and
+``{"type": "keyframe"}`` when a keyframe request for this device was honoured (the page makes
+its next encoded frame a keyframe). The client sends the page's requests, and its own when the
+reassembler lost a frame, through `CallEngine.request_keyframe`; both ends are rate-limited
+there (`doorless.client.calls.keyframes`).
 """
 
 from __future__ import annotations
@@ -45,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("doorless.app")
 
 KEYFRAME = 0x01
+KEYFRAME_REQUEST = 3  # page -> app: the first byte of a keyframe request
 # A VP8 frame from the page at the call's size; an Opus packet is far smaller.
 MAX_FRAME = 256 * 1024
 STATS_INTERVAL = 1.0
@@ -62,19 +74,31 @@ class MediaBridge:
         self.senders: dict[DeviceRef, int] = {}
         self.reassemblers: dict[DeviceRef, VideoReassembler] = {}
         self.refused = 0  # frames from the page that were not media
+        self._keyframe = asyncio.Event()  # a request for this device was honoured
 
     async def run(self) -> None:
         engine = await self.client.calls.connect(self.call_id)
+        engine.keyframe_listener = self._keyframe.set
         tasks = [
             asyncio.create_task(self._from_relay(engine)),
             asyncio.create_task(self._stats(engine)),
+            asyncio.create_task(self._keyframes()),
         ]
         try:
             await self._from_page(engine)
         finally:
+            engine.keyframe_listener = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _keyframes(self) -> None:
+        """Tell the page to make its next video frame a keyframe, once per honoured request
+        (requests that arrive before the page took the last one are one keyframe)."""
+        while True:
+            await self._keyframe.wait()
+            self._keyframe.clear()
+            await self._send_text({"type": "keyframe"})
 
     async def _from_page(self, engine: CallEngine) -> None:
         while True:
@@ -82,6 +106,9 @@ class MediaBridge:
                 data = await self.ws.receive_bytes()
             except (WebSocketDisconnect, KeyError):
                 return  # KeyError: a text message where bytes were expected; closes too
+            if len(data) == 4 and data[0] == KEYFRAME_REQUEST:
+                await self._page_requests_keyframe(engine, int.from_bytes(data[2:4], "big"))
+                continue
             if not 2 < len(data) <= MAX_FRAME or data[0] not in (1, 2):
                 self.refused += 1
                 continue
@@ -97,6 +124,17 @@ class MediaBridge:
             for frame in frames:
                 if not await engine.send(frame):
                     return  # this device left the conversation: the call is over for it
+
+    async def _page_requests_keyframe(self, engine: CallEngine, index: int) -> None:
+        sender = next((ref for ref, i in self.senders.items() if i == index), None)
+        if sender is None:
+            self.refused += 1  # an index this bridge never gave the page
+            return
+        # The frames the page decodes next must start at a keyframe too.
+        reassembler = self.reassemblers.get(sender)
+        if reassembler is not None:
+            reassembler.need_keyframe()
+        await engine.request_keyframe(sender)
 
     async def _from_relay(self, engine: CallEngine) -> None:
         while True:
@@ -115,6 +153,8 @@ class MediaBridge:
             for video in reassembler.push(frame):
                 flags = KEYFRAME if video.keyframe else 0
                 await self._to_page(sender, StreamKind.video, flags, video.data)
+            if reassembler.keyframe_needed:  # joined, or a fragment was lost
+                await engine.request_keyframe(sender)
 
     async def _to_page(self, sender: DeviceRef, stream: int, flags: int, payload: bytes) -> None:
         index = self.senders.get(sender)

@@ -12,6 +12,11 @@ compares the group's epoch with its keys' and, on a new epoch (a member added or
 update), installs the new keys and opens a new sender (RFC 9605 §5.2). A device removed from
 the conversation keeps its last epoch: it can no longer read what the others send.
 
+Keyframe requests (`KeyframeRequest`, inside SFrame like media) go through the engine too:
+`request_keyframe` asks a sender (rate-limited per sender); a request addressed to this
+device calls ``keyframe_listener`` (the video sender: runner or app bridge), at most once per
+`FORCE_INTERVAL`; requests addressed to others are ignored (docs/calls.md).
+
 The channel is the relay connection (`doorless.client.calls.channel.RelayChannel`) or, in
 tests, an in-memory one; `MediaChannel` is all the engine needs of it. The clock is a parameter
 (``monotonic`` for the grace window, ``wall_us`` for media timestamps and latency).
@@ -27,8 +32,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from doorless.client.calls import counters
+from doorless.client.calls.keyframes import FORCE_INTERVAL, REQUEST_INTERVAL, RateLimit
 from doorless.client.calls.keys import KID_LAYOUT, CallKeyring, EpochKeys, Opened, epoch_keys
-from doorless.client.calls.media import MediaFrame, decode_frame, encode_frame
+from doorless.client.calls.media import KeyframeRequest, MediaFrame, decode_media, encode_frame
 from doorless.client.calls.stats import FailureKind, Meter, ParticipantStats
 from doorless.client.core import Session
 from doorless.client.events import DeviceRef
@@ -112,6 +118,11 @@ class CallEngine:
         self._unattributed: Meter = Meter("?", "?")  # failures naming no known sender
         self.epoch_changes = 0
         self.cut_off = False  # this device was removed from the conversation
+        # Called when a keyframe request for this device is honoured; set by whoever sends
+        # this device's video (None: no video sent, requests are counted, not honoured).
+        self.keyframe_listener: Callable[[], None] | None = None
+        self._requests = RateLimit(REQUEST_INTERVAL)  # per sender asked
+        self._forced = RateLimit(FORCE_INTERVAL)
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -163,15 +174,19 @@ class CallEngine:
     async def seal(self, frame: MediaFrame) -> bytes | None:
         """The SFrame ciphertext of ``frame`` under this device's current key (None once
         this device left the conversation)."""
-        async with self._sending:  # audio and video share the sender and its counter
+        data = await self._seal(encode_frame(frame))
+        if data is not None:
+            self._meter(self._s.me).sent += 1
+        return data
+
+    async def _seal(self, plaintext: bytes) -> bytes | None:
+        async with self._sending:  # audio, video and requests share the sender's counter
             if self._epoch_moved() and not await self.refresh_keys():
                 return None
             sender = self._sender
             assert sender is not None
             await counters.ensure_reserved(self._s, self.group_id, self.keys.epoch, sender)
-            data = sender.encrypt(encode_frame(frame))
-        self._meter(self._s.me).sent += 1
-        return data
+            return sender.encrypt(plaintext)
 
     async def send(self, frame: MediaFrame) -> bool:
         data = await self.seal(frame)
@@ -179,6 +194,33 @@ class CallEngine:
             return False
         await self.channel.send(frame.stream, data)
         return True
+
+    async def request_keyframe(self, sender: DeviceRef) -> bool:
+        """Ask ``sender`` for a keyframe (this device cannot decode its video); at most one
+        request per sender per `REQUEST_INTERVAL`. True if one was sent."""
+        leaf = next((i for i, ref in self.keys.senders.items() if ref == sender), None)
+        if leaf is None or leaf == self.keys.own_leaf:
+            return False  # not a member of this epoch (or ourselves): nobody to ask
+        if not self._requests.allow(sender, self._monotonic()):
+            return False
+        data = await self._seal(encode_frame(KeyframeRequest(leaf)))
+        if data is None:
+            return False
+        # The video stream kind: the relay sees a small video frame, nothing of its target.
+        await self.channel.send(StreamKind.video, data)
+        self._meter(sender).keyframe_requests_sent += 1
+        return True
+
+    def _on_keyframe_request(self, requester: DeviceRef, request: KeyframeRequest) -> None:
+        if request.target != self.keys.own_leaf:
+            return  # addressed to another sender: not ours to answer
+        meter = self._meter(requester)
+        meter.keyframe_requests_received += 1
+        listener = self.keyframe_listener
+        if listener is None or not self._forced.allow(None, self._monotonic()):
+            return
+        meter.keyframe_requests_honoured += 1
+        listener()
 
     def timestamp(self) -> int:
         """A media timestamp: this device's wall clock in microseconds (latency = receive
@@ -188,14 +230,14 @@ class CallEngine:
     # --- receiving ------------------------------------------------------------------------
 
     async def open(self, data: bytes) -> Received | None:
-        """Decrypt and parse one frame from the relay; None if it is rejected (counted) or
-        held for the next epoch (see `released`)."""
+        """Decrypt and parse one frame from the relay; None if it is rejected (counted),
+        held for the next epoch (see `released`), or a keyframe request (handled here)."""
         if self._epoch_moved() and await self.refresh_keys():
             self._retry_held()
         now = self._monotonic()
         try:
             opened: Opened = self._ring.open(data, now)
-            frame = decode_frame(opened.plaintext)
+            frame = decode_media(opened.plaintext)
         except _CAUGHT as e:
             if isinstance(e, UnknownKeyId) and self._hold(data, now):
                 return None
@@ -203,7 +245,12 @@ class CallEngine:
             return None
         return self._received(opened, frame, len(data), now)
 
-    def _received(self, opened: Opened, frame: MediaFrame, size: int, now: float) -> Received:
+    def _received(
+        self, opened: Opened, frame: MediaFrame | KeyframeRequest, size: int, now: float
+    ) -> Received | None:
+        if isinstance(frame, KeyframeRequest):
+            self._on_keyframe_request(opened.sender, frame)
+            return None
         latency_ms = max(0.0, (self._wall_us() - frame.timestamp) / 1000)
         self._meter(opened.sender).on_frame(
             int(frame.stream), frame.sequence, size, latency_ms, now
@@ -238,11 +285,13 @@ class CallEngine:
         for _, data in held:
             try:
                 opened = self._ring.open(data, now)
-                frame = decode_frame(opened.plaintext)
+                frame = decode_media(opened.plaintext)
             except _CAUGHT as e:
                 self._failure_meter(data).failures[failure_kind(e)] += 1
                 continue
-            self._released.append(self._received(opened, frame, len(data), now))
+            received = self._received(opened, frame, len(data), now)
+            if received is not None:
+                self._released.append(received)
 
     def released(self) -> list[Received]:
         """Frames held for an epoch this device had not processed yet that decrypted once

@@ -5,6 +5,10 @@ sender's frame numbers that never filled), late (arrived after the jitter buffer
 them), failed to decrypt by reason (``tampered``, ``replayed``, ``unknown_kid``,
 ``malformed``), latency (the sender's clock at encryption to this device's clock at
 decryption: meaningful on one machine or with synchronised clocks) and received bitrate.
+Keyframe requests are counted per pair: on another participant's row, ``sent`` are this
+device's requests to them, ``received`` theirs to this device, ``honoured`` those of theirs
+that made this device's next video frame a keyframe (the others were rate-limited, or this
+device sends no video).
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class ParticipantStats:
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
     bitrate_kbps: float = 0.0
+    keyframe_requests_sent: int = 0
+    keyframe_requests_received: int = 0
+    keyframe_requests_honoured: int = 0
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -53,6 +60,9 @@ class ParticipantStats:
             "latency_p50_ms": self.latency_p50_ms,
             "latency_p95_ms": self.latency_p95_ms,
             "bitrate_kbps": round(self.bitrate_kbps, 1),
+            "keyframe_requests_sent": self.keyframe_requests_sent,
+            "keyframe_requests_received": self.keyframe_requests_received,
+            "keyframe_requests_honoured": self.keyframe_requests_honoured,
         }
 
 
@@ -75,6 +85,9 @@ class Meter:
         self.late = 0
         self.failures: Counter[str] = Counter()
         self.bytes_received = 0
+        self.keyframe_requests_sent = 0  # by this device to this participant
+        self.keyframe_requests_received = 0  # from this participant to this device
+        self.keyframe_requests_honoured = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._latencies: list[float] = []
@@ -122,6 +135,9 @@ class Meter:
             latency_p50_ms=percentile(self._latencies, 50),
             latency_p95_ms=percentile(self._latencies, 95),
             bitrate_kbps=(8 * self.bytes_received / seconds / 1000) if seconds > 0 else 0.0,
+            keyframe_requests_sent=self.keyframe_requests_sent,
+            keyframe_requests_received=self.keyframe_requests_received,
+            keyframe_requests_honoured=self.keyframe_requests_honoured,
         )
 
 

@@ -5,7 +5,13 @@
 const AUDIO = 1;
 const VIDEO = 2;
 const KEYFRAME = 1;
+const KEYFRAME_REQUEST = 3; // page -> app: ask a sender for a keyframe (src/doorless/cli/app/media.py)
 const VIDEO_FPS = 15;
+// A periodic keyframe only as a fallback: receivers ask for one when they cannot decode
+// (docs/calls.md, "Keyframe requests"), so 5 s as in the CLI's calls.
+const KEYFRAME_SECONDS = 5;
+// The client rate-limits requests too; this only keeps the page from asking at the frame rate.
+const REQUEST_INTERVAL_MS = 400;
 
 export class CallMedia {
   constructor(callId, { video, onStats, onEnded, tiles }) {
@@ -17,7 +23,16 @@ export class CallMedia {
     this.senders = new Map(); // index -> {user, audio, video, canvas, meter, counts}
     this.muted = false;
     this.cameraOff = false;
-    this.counts = { audioSent: 0, videoSent: 0, audioDecoded: 0, videoDecoded: 0, maxLevel: 0 };
+    this.counts = {
+      audioSent: 0,
+      videoSent: 0,
+      audioDecoded: 0,
+      videoDecoded: 0,
+      maxLevel: 0,
+      keyframeRequests: 0,
+      keyframesForced: 0,
+    };
+    this.forceKeyframe = false; // the client relayed a keyframe request for this device
     this.closed = false;
   }
 
@@ -111,8 +126,12 @@ export class CallMedia {
           latencyMode: "realtime",
         });
       }
-      // A keyframe every second: someone who joins (or lost a fragment) can start decoding.
-      encoder.encode(frame, { keyFrame: frames % VIDEO_FPS === 0 });
+      // A keyframe when someone asked for one (they joined, or lost a fragment), and
+      // periodically as a fallback.
+      const keyFrame = this.forceKeyframe || frames % (VIDEO_FPS * KEYFRAME_SECONDS) === 0;
+      if (this.forceKeyframe) this.counts.keyframesForced++;
+      this.forceKeyframe = false;
+      encoder.encode(frame, { keyFrame });
       frames++;
       frame.close();
     }
@@ -124,6 +143,7 @@ export class CallMedia {
       const message = JSON.parse(data);
       if (message.type === "sender") this.addSender(message);
       else if (message.type === "stats") this.onStats(message);
+      else if (message.type === "keyframe") this.forceKeyframe = true;
       return;
     }
     const bytes = new Uint8Array(data);
@@ -133,6 +153,37 @@ export class CallMedia {
     const payload = bytes.subarray(4);
     if (bytes[0] === AUDIO) this.decodeAudio(sender, payload);
     else if (bytes[0] === VIDEO) this.decodeVideo(sender, payload, (bytes[1] & KEYFRAME) !== 0);
+  }
+
+  requestKeyframe(sender) {
+    const now = performance.now();
+    if (now - sender.requestedAt < REQUEST_INTERVAL_MS) return;
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    sender.requestedAt = now;
+    this.counts.keyframeRequests++;
+    this.ws.send(new Uint8Array([KEYFRAME_REQUEST, 0, sender.index >> 8, sender.index & 0xff]));
+  }
+
+  newVideoDecoder(sender) {
+    const decoder = new VideoDecoder({
+      output: (frame) => {
+        sender.canvas.width = frame.displayWidth;
+        sender.canvas.height = frame.displayHeight;
+        sender.canvas.getContext("2d").drawImage(frame, 0, 0);
+        frame.close();
+        this.counts.videoDecoded++;
+      },
+      error: (e) => {
+        // A failed decoder is closed (WebCodecs): start a new one at the next keyframe.
+        console.error("video decoder", e);
+        if (this.closed) return;
+        sender.video = this.newVideoDecoder(sender);
+        sender.sawKey = false;
+        this.requestKeyframe(sender);
+      },
+    });
+    decoder.configure({ codec: "vp8" });
+    return decoder;
   }
 
   addSender({ index, user }) {
@@ -152,23 +203,23 @@ export class CallMedia {
     caption.append(label, meter);
     tile.append(canvas, caption);
     this.tiles.append(tile);
-    const sender = { user, canvas, meter, tile, sawKey: false, audio: null, video: null };
+    const sender = {
+      index,
+      user,
+      canvas,
+      meter,
+      tile,
+      sawKey: false,
+      requestedAt: -Infinity,
+      audio: null,
+      video: null,
+    };
     sender.audio = new AudioDecoder({
       output: (audio) => this.play(sender, audio),
       error: (e) => console.error("audio decoder", e),
     });
     sender.audio.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
-    sender.video = new VideoDecoder({
-      output: (frame) => {
-        canvas.width = frame.displayWidth;
-        canvas.height = frame.displayHeight;
-        canvas.getContext("2d").drawImage(frame, 0, 0);
-        frame.close();
-        this.counts.videoDecoded++;
-      },
-      error: (e) => console.error("video decoder", e),
-    });
-    sender.video.configure({ codec: "vp8" });
+    sender.video = this.newVideoDecoder(sender);
     this.senders.set(index, sender);
   }
 
@@ -180,7 +231,10 @@ export class CallMedia {
   }
 
   decodeVideo(sender, payload, key) {
-    if (!key && !sender.sawKey) return; // a decoder starts at a keyframe
+    if (!key && !sender.sawKey) {
+      this.requestKeyframe(sender); // a decoder starts at a keyframe: ask for one
+      return;
+    }
     sender.sawKey = true;
     if (sender.video.state !== "configured") return;
     sender.video.decode(

@@ -40,12 +40,12 @@ Video::
         packet = encoder.encode(frame)          # Vp8Packet(data, keyframe) or None (dropped)
         for media_frame in video.packetize(packet.data, now_us, packet.keyframe):
             ...                                 # each fits one datagram (`DATAGRAM_BUDGET`)
-    encoder.request_keyframe()                  # when a receiver asks (it lost a frame)
+    encoder.request_keyframe()                  # when a receiver asks (`KeyframeRequest`)
 
     reassembler, decoder = VideoReassembler(), Vp8Decoder()
     for whole in reassembler.push(media_frame): # whole frames, in order, once complete
         sink.write(decoder.decode(whole.data))  # VideoFileSink("out.webm" | ".mkv" | ".y4m")
-    reassembler.keyframe_needed                 # True after a loss: ask the sender
+    reassembler.keyframe_needed                 # True at the start and after a loss: ask
 
 Modules: `frame` (MediaFrame, StreamKind, the datagram budget), `opus`, `vp8`, `packetize`
 (sequence numbers, video fragmentation), `reassembly` (video), `jitter` (the audio jitter
@@ -72,8 +72,10 @@ from doorless.client.calls.media.frame import (
     DATAGRAM_BUDGET,
     MAX_PAYLOAD,
     FrameFlags,
+    KeyframeRequest,
     MediaFrame,
     decode_frame,
+    decode_media,
     encode_frame,
 )
 from doorless.client.calls.media.jitter import AudioJitterBuffer, JitterStats, Slot
@@ -110,6 +112,7 @@ __all__ = [
     "EncodedVideo",
     "FrameFlags",
     "JitterStats",
+    "KeyframeRequest",
     "MediaConfigError",
     "MediaFileError",
     "MediaFrame",
@@ -134,6 +137,7 @@ __all__ = [
     "WavFileSink",
     "WavFileSource",
     "decode_frame",
+    "decode_media",
     "encode_frame",
     "mix_pcm",
     "paced",

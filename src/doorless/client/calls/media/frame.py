@@ -13,11 +13,21 @@
         opaque payload<V>;        // an Opus packet, or (a fragment of) a VP8 frame
     } MediaFrame;
 
+    struct {
+        uint8 version = 1;
+        uint8 type = 3;           // keyframe_request: after audio(1) and video(2)
+        uint32 target;            // the leaf index of the sender asked for a keyframe
+    } KeyframeRequest;
+
 An audio frame is one whole Opus packet (START and END set). A VP8 frame larger than the
 datagram budget is split into fragments with consecutive sequence numbers and the same
 timestamp; the first has START, the last END (`packetize`, `reassembly`). The encoded frame
 never exceeds `DATAGRAM_BUDGET` bytes, so with SFrame's header and tag and the relay's
 envelope it fits one QUIC datagram.
+
+A keyframe request (RTCP PLI's job, RFC 4585 §6.3.1) travels inside SFrame like media, so the
+relay cannot tell it from a small frame nor learn whom it targets. Its type byte sits where a
+media frame has its stream kind (the values follow StreamKind's), so one byte tells them apart.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ HEADER_SIZE = 1 + 1 + 1 + 4 + 8 + 2
 MAX_PAYLOAD = DATAGRAM_BUDGET - HEADER_SIZE
 MAX_SEQUENCE = (1 << 32) - 1
 MAX_TIMESTAMP = (1 << 64) - 1
+MAX_LEAF = (1 << 32) - 1
+KEYFRAME_REQUEST_TYPE = 3  # must stay outside StreamKind's values
 
 
 class FrameFlags(enum.IntFlag):
@@ -122,7 +134,34 @@ class MediaFrame:
             raise MediaFrameError(str(e)) from None
 
 
-def encode_frame(frame: MediaFrame) -> bytes:
+@dataclass(frozen=True, slots=True)
+class KeyframeRequest:
+    """A receiver asks the member at leaf ``target`` to make its next video frame a keyframe
+    (it joined, lost a fragment, or its decoder failed)."""
+
+    target: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.target <= MAX_LEAF:
+            raise MediaConfigError(f"leaf index {self.target} out of range")
+
+    def push(self, w: codec.Writer) -> None:
+        w.push_uint8(VERSION)
+        w.push_uint8(KEYFRAME_REQUEST_TYPE)
+        w.push_uint32(self.target)
+
+    @classmethod
+    def pull(cls, r: codec.Reader) -> Self:
+        version = r.pull_uint8()
+        if version != VERSION:
+            raise MediaFrameError(f"unknown media frame version {version}")
+        kind = r.pull_uint8()
+        if kind != KEYFRAME_REQUEST_TYPE:
+            raise MediaFrameError(f"not a keyframe request (type {kind})")
+        return cls(r.pull_uint32())
+
+
+def encode_frame(frame: MediaFrame | KeyframeRequest) -> bytes:
     return codec.encode(frame)
 
 
@@ -136,3 +175,16 @@ def decode_frame(data: bytes) -> MediaFrame:
         raise
     except DecodeError as e:
         raise MediaFrameError(f"malformed media frame: {e}") from None
+
+
+def decode_media(data: bytes) -> MediaFrame | KeyframeRequest:
+    """Parse what one SFrame frame of a call carries: a media frame or a keyframe request
+    (the second byte tells which); anything malformed raises `MediaFrameError`."""
+    if len(data) >= 2 and data[1] == KEYFRAME_REQUEST_TYPE:
+        try:
+            return codec.decode(KeyframeRequest, data)
+        except MediaFrameError:
+            raise
+        except DecodeError as e:
+            raise MediaFrameError(f"malformed keyframe request: {e}") from None
+    return decode_frame(data)

@@ -6,7 +6,8 @@ A complete frame is released at once (video favours latency over waiting for str
 incomplete frames older than it are dropped and counted, and fragments that arrive after
 that are late. A lost frame breaks VP8's chain of references, so after any gap (and at the
 start) delta frames are skipped until a keyframe arrives: ``keyframe_needed`` tells the call
-engine to ask the sender for one.
+engine to ask the sender for one (a `KeyframeRequest`). A decoder that failed on a released
+frame is in the same state: `need_keyframe` skips delta frames again until the next keyframe.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class VideoReassembler:
             self.stats.evicted += 1
         whole = self._complete_around(seq)
         return [] if whole is None else self._release(whole)
+
+    def need_keyframe(self) -> None:
+        """Skip delta frames until the next keyframe (the decoder rejected a frame, so the
+        ones that refer to it cannot be decoded either)."""
+        self.keyframe_needed = True
 
     def _complete_around(self, seq: int) -> EncodedVideo | None:
         frame = self._pending[seq]

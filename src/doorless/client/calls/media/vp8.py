@@ -90,12 +90,15 @@ class Vp8Encoder:
         if frame.width != c.width or frame.height != c.height or frame.format.name != "yuv420p":
             frame = frame.reformat(width=c.width, height=c.height, format="yuv420p")
         else:
-            frame = frame.reformat()  # a copy: the caller's frame keeps its pts and type
+            # A copy (``reformat()`` with nothing to change returns the same object): the
+            # caller's frame keeps its pts and type.
+            frame = av.VideoFrame.from_ndarray(frame.to_ndarray(), format="yuv420p")
         frame.pts = self._pts
         self._pts += 1
-        if self._keyframe_requested:
-            frame.pict_type = PictureType.I
-            self._keyframe_requested = False
+        # libvpx makes a keyframe of any frame typed I, and a frame decoded from a file
+        # carries its source's type (every frame of raw video is I): only a request may ask.
+        frame.pict_type = PictureType.I if self._keyframe_requested else PictureType.NONE
+        self._keyframe_requested = False
         packets = self._ctx.encode(frame)
         if not packets:
             return None
