@@ -20,6 +20,8 @@ Similarity (each proven to FAIL on silence, on another signal and on garbage in
 * `video_similarity(reference, received)`: mean PSNR of the luma of paired frames (check the
   frame counts separately); `aligned_video_similarity` first finds the offset of the received
   frames into the reference; `VIDEO_PSNR_THRESHOLD` is justified like the audio one.
+* `longest_dropout_ms(reference, received)`: the longest silence in the received audio where
+  the reference has sound (continuity: a concealed loss is never silent).
 """
 
 from __future__ import annotations
@@ -162,6 +164,35 @@ def audio_similarity(reference: Samples, received: Samples, rate: int = RATE) ->
 
 def _rms(x: npt.NDArray[np.float64]) -> float:
     return float(np.sqrt(np.mean(x * x)))
+
+
+DROPOUT_WINDOW_MS = 5
+SILENT_RMS = 30  # ~ -60 dBFS, as in `audio_similarity`
+SOUND_RMS = 300  # ~ -40 dBFS: the reference "has sound" here (not a pause or a fade's tail)
+
+
+def longest_dropout_ms(reference: Samples, received: Samples, rate: int = RATE) -> int:
+    """The longest run of silence in ``received`` where ``reference`` has sound, in ms (in
+    steps of `DROPOUT_WINDOW_MS`), after the alignment of `audio_similarity`. A lost frame
+    that is not concealed is 20 ms of silence in the middle of a syllable (the mixer plays
+    silence for a sender with nothing to play): a run of 15-20 ms, as the window rarely
+    falls on the frame's edges; a concealed one is the last frame again, fading, never
+    silence."""
+    lag = best_lag(reference, received)
+    b = received[max(lag, 0) :].astype(np.float64)
+    a = reference[max(-lag, 0) :][: b.size].astype(np.float64)
+    win = rate * DROPOUT_WINDOW_MS // 1000
+    n = min(a.size, b.size) // win
+    a_rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1))
+    b_rms = np.sqrt(np.mean(b[: n * win].reshape(n, win) ** 2, axis=1))
+    longest = run = 0
+    for sound, silent in zip(a_rms > SOUND_RMS, b_rms < SILENT_RMS, strict=True):
+        if sound and silent:
+            run += 1
+            longest = max(longest, run)
+        elif sound:
+            run = 0
+    return longest * DROPOUT_WINDOW_MS
 
 
 # -- video ---------------------------------------------------------------------------------
