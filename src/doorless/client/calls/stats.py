@@ -2,9 +2,10 @@
 
 Counted by the receiver from what the relay delivers: frames received, lost (gaps in the
 sender's frame numbers that never filled), late (arrived after the jitter buffer played past
-them), failed to decrypt by reason (``tampered``, ``replayed``, ``unknown_kid``,
-``malformed``), latency (the sender's clock at encryption to this device's clock at
-decryption: meaningful on one machine or with synchronised clocks) and received bitrate.
+them), concealed (20 ms slots the playout filled in for a missing frame), failed to decrypt
+by reason (``tampered``, ``replayed``, ``unknown_kid``, ``malformed``), latency (the
+sender's clock at encryption to this device's clock at decryption: meaningful on one machine
+or with synchronised clocks) and received bitrate.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ParticipantStats:
     frames_received: int = 0
     frames_lost: int = 0
     frames_late: int = 0
+    frames_concealed: int = 0
     decrypt_failures: dict[str, int] = field(default_factory=dict)
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -48,6 +50,7 @@ class ParticipantStats:
             "frames_received": self.frames_received,
             "frames_lost": self.frames_lost,
             "frames_late": self.frames_late,
+            "frames_concealed": self.frames_concealed,
             "failed_to_decrypt": sum(self.decrypt_failures.values()),
             "decrypt_failures": dict(sorted(self.decrypt_failures.items())),
             "latency_p50_ms": self.latency_p50_ms,
@@ -73,6 +76,7 @@ class Meter:
         self.sent = 0
         self.received = 0
         self.late = 0
+        self.concealed = 0
         self.failures: Counter[str] = Counter()
         self.bytes_received = 0
         self.first_at: float | None = None
@@ -118,6 +122,7 @@ class Meter:
             frames_received=self.received,
             frames_lost=self.lost(),
             frames_late=self.late,
+            frames_concealed=self.concealed,
             decrypt_failures=dict(self.failures),
             latency_p50_ms=percentile(self._latencies, 50),
             latency_p95_ms=percentile(self._latencies, 95),
