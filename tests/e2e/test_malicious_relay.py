@@ -119,14 +119,18 @@ def test_malicious_relay_and_loss_through_the_server_and_call_processes(tmp_path
     assert audio_similarity(voice["alice"], bob_heard) > AUDIO_THRESHOLD
 
     # bob -> alice: the loss the relay caused is what alice reports (a frame dropped first or
-    # last is no gap between frames received, RFC 3550: up to 2 fewer), and it is ~5 %.
+    # last is no gap between frames received, RFC 3550: up to 2 fewer), and it is ~5 %: the
+    # seed drops 5 of bob's 100 frames, and the 2 frames the ends may hide are 2 points.
     from_bob = stats_of(a, "bob")
     assert from_bob["frames_received"] == dropped["delivered"]
     assert dropped["dropped"] - 2 <= from_bob["frames_lost"] <= dropped["dropped"]
     expected = from_bob["frames_received"] + from_bob["frames_lost"]
-    assert 0.02 <= from_bob["frames_lost"] / expected <= 0.08
+    assert abs(from_bob["frames_lost"] / expected - malicious_relay.LOSS) <= 0.025
     assert failures(a) == {}
-    # Continuous: the same voice, and no silence where bob was talking (concealed).
+    # Continuous: each loss filled in by the playout, the same voice, and no silence where
+    # bob was talking (the fading repeat of the frame before; a loss at a syllable's onset
+    # repeats the pause before it: up to one frame of silence no concealment avoids).
+    assert from_bob["frames_concealed"] >= from_bob["frames_lost"]
     alice_heard, _ = read_wav(heard["alice"])
     assert audio_similarity(voice["bob"], alice_heard) > AUDIO_THRESHOLD
     assert longest_dropout_ms(voice["bob"], alice_heard) <= 20
