@@ -20,8 +20,8 @@ Similarity (each proven to FAIL on silence, on another signal and on garbage in
 * `video_similarity(reference, received)`: mean PSNR of the luma of paired frames (check the
   frame counts separately); `aligned_video_similarity` first finds the offset of the received
   frames into the reference; `VIDEO_PSNR_THRESHOLD` is justified like the audio one.
-* `longest_dropout_ms(reference, received)`: the longest silence in the received audio where
-  the reference has sound (continuity: a concealed loss is never silent).
+* `longest_hole_ms(received)`: the longest silence with sound right before and after it (a
+  lost frame not concealed, in the middle of a syllable; a concealed one leaves none).
 """
 
 from __future__ import annotations
@@ -166,33 +166,36 @@ def _rms(x: npt.NDArray[np.float64]) -> float:
     return float(np.sqrt(np.mean(x * x)))
 
 
-DROPOUT_WINDOW_MS = 5
+HOLE_WINDOW_MS = 5
 SILENT_RMS = 30  # ~ -60 dBFS, as in `audio_similarity`
-SOUND_RMS = 300  # ~ -40 dBFS: the reference "has sound" here (not a pause or a fade's tail)
+SOUND_RMS = 300  # ~ -40 dBFS
 
 
-def longest_dropout_ms(reference: Samples, received: Samples, rate: int = RATE) -> int:
-    """The longest run of silence in ``received`` where ``reference`` has sound, in ms (in
-    steps of `DROPOUT_WINDOW_MS`), after the alignment of `audio_similarity`. A lost frame
-    that is not concealed is 20 ms of silence in the middle of a syllable (the mixer plays
-    silence for a sender with nothing to play): a run of 15-20 ms, as the window rarely
-    falls on the frame's edges; a concealed one is the last frame again, fading, never
-    silence."""
-    lag = best_lag(reference, received)
-    b = received[max(lag, 0) :].astype(np.float64)
-    a = reference[max(-lag, 0) :][: b.size].astype(np.float64)
-    win = rate * DROPOUT_WINDOW_MS // 1000
-    n = min(a.size, b.size) // win
-    a_rms = np.sqrt(np.mean(a[: n * win].reshape(n, win) ** 2, axis=1))
-    b_rms = np.sqrt(np.mean(b[: n * win].reshape(n, win) ** 2, axis=1))
-    longest = run = 0
-    for sound, silent in zip(a_rms > SOUND_RMS, b_rms < SILENT_RMS, strict=True):
-        if sound and silent:
-            run += 1
-            longest = max(longest, run)
-        elif sound:
-            run = 0
-    return longest * DROPOUT_WINDOW_MS
+def longest_hole_ms(received: Samples, rate: int = RATE) -> int:
+    """The longest hole in ``received``: a run of silent `HOLE_WINDOW_MS` windows with sound
+    right before and right after it, in ms (0: none). `speech_like` has none (its syllables
+    fade in and out), so a hole is silence where the input had sound: what a lost frame
+    that is not concealed leaves in the middle of a syllable (the mixer plays silence for a
+    sender with nothing to play: 20 ms, or 15 where the windows straddle its edges). A
+    concealed loss is the frame before again, fading: no hole. It needs no alignment with
+    the input, so a playout whose delay moved during the call (a slot inserted for a late
+    frame, frames dropped to catch up) does not confuse it."""
+    win = rate * HOLE_WINDOW_MS // 1000
+    n = received.size // win
+    x = received[: n * win].astype(np.float64).reshape(n, win)
+    rms = np.sqrt(np.mean(x * x, axis=1))
+    longest, i = 0, 0
+    while i < n:
+        if rms[i] >= SILENT_RMS:
+            i += 1
+            continue
+        j = i
+        while j < n and rms[j] < SILENT_RMS:
+            j += 1
+        if i > 0 and j < n and rms[i - 1] > SOUND_RMS and rms[j] > SOUND_RMS:
+            longest = max(longest, (j - i) * HOLE_WINDOW_MS)
+        i = j
+    return longest
 
 
 # -- video ---------------------------------------------------------------------------------
