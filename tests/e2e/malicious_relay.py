@@ -148,7 +148,7 @@ class MaliciousForwarder:
             return
         elif phase == 3:
             _, sender, _ = KID_LAYOUT.split(decode_header(data[ENVELOPE:])[0].kid)
-            deliver(restamp(data, leaf=sender ^ 1))
+            deliver(restamp(data, leaf=sender ^ 1))  # leaves 0 and 1: the other member
             tally.forged_member_leaf += 1
         elif phase == 5:
             deliver(restamp(data, epoch_step=2))
