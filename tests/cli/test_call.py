@@ -106,6 +106,7 @@ async def test_final_text_and_json() -> None:
             "b" * 32,
             frames_received=9,
             frames_lost=1,
+            frames_concealed=3,
             decrypt_failures={"tampered": 2},
         ),
     )
@@ -114,4 +115,5 @@ async def test_final_text_and_json() -> None:
     assert "you: sent 10" in text and "failed to decrypt 2" in text and "lost 1" in text
     data = call_json(info, stats)
     assert data["stats"][1]["failed_to_decrypt"] == 2 and data["privacy_code"] == "1 2"
+    assert "concealed 3" in text and data["stats"][1]["frames_concealed"] == 3
     assert data["participants"] == [{"user": "alice", "device_id": "a" * 32}]

@@ -20,6 +20,8 @@ Similarity (each proven to FAIL on silence, on another signal and on garbage in
 * `video_similarity(reference, received)`: mean PSNR of the luma of paired frames (check the
   frame counts separately); `aligned_video_similarity` first finds the offset of the received
   frames into the reference; `VIDEO_PSNR_THRESHOLD` is justified like the audio one.
+* `longest_hole_ms(received)`: the longest silence with sound right before and after it (a
+  lost frame not concealed, in the middle of a syllable; a concealed one leaves none).
 """
 
 from __future__ import annotations
@@ -162,6 +164,38 @@ def audio_similarity(reference: Samples, received: Samples, rate: int = RATE) ->
 
 def _rms(x: npt.NDArray[np.float64]) -> float:
     return float(np.sqrt(np.mean(x * x)))
+
+
+HOLE_WINDOW_MS = 5
+SILENT_RMS = 30  # ~ -60 dBFS, as in `audio_similarity`
+SOUND_RMS = 300  # ~ -40 dBFS
+
+
+def longest_hole_ms(received: Samples, rate: int = RATE) -> int:
+    """The longest hole in ``received``: a run of silent `HOLE_WINDOW_MS` windows with sound
+    right before and right after it, in ms (0: none). `speech_like` has none (its syllables
+    fade in and out), so a hole is silence where the input had sound: what a lost frame
+    that is not concealed leaves in the middle of a syllable (the mixer plays silence for a
+    sender with nothing to play: 20 ms, or 15 where the windows straddle its edges). A
+    concealed loss is the frame before again, fading: no hole. It needs no alignment with
+    the input, so a playout whose delay moved during the call (a slot inserted for a late
+    frame, frames dropped to catch up) does not confuse it."""
+    win = rate * HOLE_WINDOW_MS // 1000
+    n = received.size // win
+    x = received[: n * win].astype(np.float64).reshape(n, win)
+    rms = np.sqrt(np.mean(x * x, axis=1))
+    longest, i = 0, 0
+    while i < n:
+        if rms[i] >= SILENT_RMS:
+            i += 1
+            continue
+        j = i
+        while j < n and rms[j] < SILENT_RMS:
+            j += 1
+        if i > 0 and j < n and rms[i - 1] > SOUND_RMS and rms[j] > SOUND_RMS:
+            longest = max(longest, (j - i) * HOLE_WINDOW_MS)
+        i = j
+    return longest
 
 
 # -- video ---------------------------------------------------------------------------------

@@ -90,10 +90,15 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def program(self) -> list[str]:
+        """The program whose ``server`` command runs (a test may run a launcher of its own
+        that takes the same arguments)."""
+        return doorless_command()
+
     def spawn(self) -> None:
         """Start the process without waiting for it to answer."""
         command = [
-            *doorless_command(),
+            *self.program(),
             "server",
             "--data-dir",
             str(self.data_dir),

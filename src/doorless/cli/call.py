@@ -195,8 +195,9 @@ def _final_text(info: CallInfo, stats: tuple[ParticipantStats, ...], me: str) ->
         failed = sum(p.decrypt_failures.values())
         lines.append(
             f"  {who}: sent {p.frames_sent}, received {p.frames_received}, lost "
-            f"{p.frames_lost}, late {p.frames_late}, failed to decrypt {failed}, latency "
-            f"p50/p95 {p.latency_p50_ms} / {p.latency_p95_ms} ms"
+            f"{p.frames_lost}, late {p.frames_late}, concealed {p.frames_concealed}, "
+            f"failed to decrypt {failed}, latency p50/p95 {p.latency_p50_ms} / "
+            f"{p.latency_p95_ms} ms"
         )
     return "\n".join(lines)
 

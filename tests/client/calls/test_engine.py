@@ -215,6 +215,30 @@ async def test_malicious_relay_frames_are_rejected_and_counted(tmp_path: Path) -
         assert len(await receive_all(eb, relay.channels["bob"].pending())) == 3
 
 
+async def test_a_frame_restamped_with_another_members_kid_is_rejected(tmp_path: Path) -> None:
+    """RFC 9605 §5.2: the KID names the sender. A relay that re-stamps alice's frame with
+    carol's KID makes bob use carol's key (the tag fails: ``tampered``, counted under carol,
+    whom the KID names) and carol her own, which she only sends with (``unknown_kid``,
+    §4.4.1); neither takes it as anyone's media."""
+    relay, clock = MemoryRelay(), Clock()
+    async with network(tmp_path) as net:
+        _, (ea, eb, ec), _ = await call_of(net, relay, clock, ("alice", "bob", "carol"))
+        await send_audio(ea, pcm_frames(speech_like("alice", seconds=0.02)))
+        (genuine,) = relay.channels["bob"].pending()
+        relay.channels["carol"].pending()
+        header, n = decode_header(genuine)
+        carol_kid = ec.keys.kid(ec.keys.own_leaf)
+        assert carol_kid != header.kid
+        forged = encode_header(carol_kid, header.ctr) + genuine[n:]
+        assert await eb.open(forged) is None and await ec.open(forged) is None
+        assert eb.failures() == {FailureKind.TAMPERED: 1}
+        (carol_at_bob,) = [p for p in eb.stats() if p.user == "carol"]
+        assert carol_at_bob.decrypt_failures == {FailureKind.TAMPERED: 1}
+        assert ec.failures() == {FailureKind.UNKNOWN_KID: 1}
+        # The genuine frame still plays for bob: the forged copy changed nothing.
+        assert len(await receive_all(eb, [genuine])) == 1
+
+
 async def test_opus_packets_are_not_decodable_from_ciphertext() -> None:
     # The canary the relay-blindness check relies on: a plaintext Opus packet decodes.
     packet = OpusEncoder().encode(pcm_frames(speech_like("alice", seconds=0.04))[0])

@@ -1,6 +1,6 @@
 """The similarity measures of tests/support/media.py can fail: each rejects silence, another
 signal and garbage, and accepts the same signal through the codec (the measured values are in
-docs/calls.md, "Media")."""
+docs/calls.md, "Media"); the hole measure sees lost frames that were not concealed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from doorless.client.calls.media import OpusDecoder, OpusEncoder
+from doorless.client.calls.media.conceal import FadingConcealer
 from support.media import (
     AUDIO_THRESHOLD,
     VIDEO_PSNR_THRESHOLD,
@@ -17,6 +18,7 @@ from support.media import (
     aligned_video_similarity,
     audio_similarity,
     from_pcm,
+    longest_hole_ms,
     moving_luma,
     moving_video,
     pcm_frames,
@@ -43,6 +45,23 @@ def test_same_signal_through_opus_passes_even_delayed() -> None:
     assert audio_similarity(REFERENCE, delayed) > 0.95
     joined_late = received[24_000:]  # the first 500 ms missed
     assert audio_similarity(REFERENCE, joined_late) > 0.95
+
+
+def test_a_lost_frame_not_concealed_is_a_hole() -> None:
+    for speaker in ("alice", "bob", "carol"):
+        assert longest_hole_ms(speech_like(speaker)) == 0, speaker  # syllables fade in and out
+    frames = pcm_frames(_through_opus(REFERENCE))
+    rms = [float(np.sqrt(np.mean(from_pcm([f]).astype(np.float64) ** 2))) for f in frames]
+    k = next(i for i in range(1, len(rms) - 2) if min(rms[i - 1 : i + 3]) > 3000)  # mid-syllable
+    assert longest_hole_ms(from_pcm(frames)) == 0
+    # Two frames in a row lost: silence (what the mixer plays for a missing frame) is a hole
+    silent = [*frames[:k], bytes(len(frames[k])) * 2, *frames[k + 2 :]]
+    assert 35 <= longest_hole_ms(from_pcm(silent)) <= 40
+    # ... the fading repeat of the frame before is not.
+    concealer = FadingConcealer()
+    concealer.good(frames[k - 1])
+    concealed = [*frames[:k], concealer.conceal(), concealer.conceal(), *frames[k + 2 :]]
+    assert longest_hole_ms(from_pcm(concealed)) == 0
 
 
 @pytest.mark.parametrize(

@@ -312,9 +312,11 @@ class CallEngine:
             ref = None
         return self._unattributed if ref is None else self._meter(ref)
 
-    def count_late(self, sender: DeviceRef, frames: int = 1) -> None:
-        """The jitter buffer played past frames of ``sender`` before they arrived."""
-        self._meter(sender).late += frames
+    def note_playout(self, sender: DeviceRef, *, late: int, concealed: int) -> None:
+        """The running counts of ``sender``'s jitter buffer: frames that arrived after it
+        played past them, and 20 ms slots it filled by concealment (lost, late, undecodable)."""
+        meter = self._meter(sender)
+        meter.late, meter.concealed = late, concealed
 
     # --- statistics -----------------------------------------------------------------------
 

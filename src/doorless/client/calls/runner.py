@@ -108,7 +108,6 @@ class MediaRunner:
         self._clock = clock
         self._start = clock()
         self._playouts: dict[DeviceRef, AudioPlayout] = {}
-        self._late: dict[DeviceRef, int] = {}
         self._video: dict[DeviceRef, _VideoIn] = {}
         self._video_sender: DeviceRef | None = None
         self.frames_written = 0
@@ -239,10 +238,8 @@ class MediaRunner:
         at = self.now() if now is None else now
         released = {ref: p.pull(at) for ref, p in self._playouts.items()}
         for ref, playout in self._playouts.items():
-            late = playout.stats.late
-            if late > self._late.get(ref, 0):
-                self.engine.count_late(ref, late - self._late.get(ref, 0))
-                self._late[ref] = late
+            stats = playout.stats
+            self.engine.note_playout(ref, late=stats.late, concealed=stats.concealed)
         if self.track_out is not None:
             for ref, played in released.items():
                 for p in played:

@@ -2,9 +2,10 @@
 
 Counted by the receiver from what the relay delivers: frames received, lost (gaps in the
 sender's frame numbers that never filled), late (arrived after the jitter buffer played past
-them), failed to decrypt by reason (``tampered``, ``replayed``, ``unknown_kid``,
-``malformed``), latency (the sender's clock at encryption to this device's clock at
-decryption: meaningful on one machine or with synchronised clocks) and received bitrate.
+them), concealed (20 ms slots the playout filled in for a missing frame), failed to decrypt
+by reason (``tampered``, ``replayed``, ``unknown_kid``, ``malformed``), latency (the
+sender's clock at encryption to this device's clock at decryption: meaningful on one machine
+or with synchronised clocks) and received bitrate.
 Keyframe requests are counted per pair: on another participant's row, ``sent`` are this
 device's requests to them, ``received`` theirs to this device, ``honoured`` those of theirs
 that made this device's next video frame a keyframe (the others were rate-limited, or this
@@ -39,6 +40,7 @@ class ParticipantStats:
     frames_received: int = 0
     frames_lost: int = 0
     frames_late: int = 0
+    frames_concealed: int = 0
     decrypt_failures: dict[str, int] = field(default_factory=dict)
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -55,6 +57,7 @@ class ParticipantStats:
             "frames_received": self.frames_received,
             "frames_lost": self.frames_lost,
             "frames_late": self.frames_late,
+            "frames_concealed": self.frames_concealed,
             "failed_to_decrypt": sum(self.decrypt_failures.values()),
             "decrypt_failures": dict(sorted(self.decrypt_failures.items())),
             "latency_p50_ms": self.latency_p50_ms,
@@ -83,6 +86,7 @@ class Meter:
         self.sent = 0
         self.received = 0
         self.late = 0
+        self.concealed = 0
         self.failures: Counter[str] = Counter()
         self.bytes_received = 0
         self.keyframe_requests_sent = 0  # by this device to this participant
@@ -131,6 +135,7 @@ class Meter:
             frames_received=self.received,
             frames_lost=self.lost(),
             frames_late=self.late,
+            frames_concealed=self.concealed,
             decrypt_failures=dict(self.failures),
             latency_p50_ms=percentile(self._latencies, 50),
             latency_p95_ms=percentile(self._latencies, 95),
