@@ -217,10 +217,9 @@ async def test_three_party_audio(server: RelayServer, tmp_path: Path) -> None:
         got = {p.user: p for p in engine.stats() if p.user != c.username}
         assert set(got) == {n for n in voices if n != c.username}
         for p in got.values():
-            # Every frame arrives once; a loaded machine's loopback may drop a UDP datagram
-            # (the kernel's receive buffer), which is then counted as lost, not hidden.
+            # Every frame arrives at most once; a loaded machine's loopback may drop a UDP
+            # datagram (the kernel's receive buffer is full), never more than two of 50 here.
             assert 48 <= p.frames_received <= 50
-            assert p.frames_received + p.frames_lost >= 48
     for c in clients:
         await c.close()
 
