@@ -435,12 +435,12 @@ class SFrameSender:
         "_kid",
         "_limit",
         "_next",
-        "_prefix",
         "_salt_int",
         "_seal",
         "_suite",
         "_two",
         "_two_len",
+        "_wide",
     )
 
     def __init__(self, suite: SFrameSuite, kid: int, base_key: BaseKey, *, next_ctr: int = 0):
@@ -451,12 +451,15 @@ class SFrameSender:
         self._kid = kid
         self._seal = _Aead(suite_params(suite), derived.key).seal_function()
         self._salt_int = int.from_bytes(derived.salt.value, "big")
-        self._prefix = _kid_prefixes(kid)
         # §4.3 headers precomputed: whole for CTRs below 256 (CTR 0-7 in the config byte, then
-        # one CTR byte); for two-byte CTRs, the header as an int to OR the CTR into.
+        # one CTR byte); for a CTR of n bytes, the header as an int to OR the CTR into and its
+        # length (two-byte CTRs, the next 65,280 frames, in slots of their own).
         self._headers = tuple(encode_header(kid, ctr) for ctr in range(256))
-        self._two = int.from_bytes(self._prefix[2]) << 16
-        self._two_len = len(self._prefix[2]) + 2
+        self._wide = tuple(
+            (int.from_bytes(prefix) << 8 * n, len(prefix) + n)
+            for n, prefix in enumerate(_kid_prefixes(kid))
+        )
+        self._two, self._two_len = self._wide[2]
         self._next = next_ctr
         self._limit = next_ctr
 
@@ -504,7 +507,8 @@ class SFrameSender:
         elif ctr < 65536:
             header = (self._two | ctr).to_bytes(self._two_len)
         else:
-            header = self._prefix[_length(ctr)] + ctr.to_bytes(_length(ctr))
+            prefix, length = self._wide[(ctr.bit_length() + 7) >> 3]
+            header = (prefix | ctr).to_bytes(length)
         # int.to_bytes is big-endian by default (Python 3.11+), as §4.4.3 needs.
         nonce = (self._salt_int ^ ctr).to_bytes(12)
         return header + self._seal(nonce, plaintext, header + metadata if metadata else header)
