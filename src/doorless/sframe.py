@@ -50,6 +50,7 @@ from doorless.secret import ExporterSecret, Secret, constant_time_equal
 
 __all__ = [
     "MAX_VALUE",
+    "MAX_WINDOW",
     "MLS_BASE_KEY_LABEL",
     "BaseKey",
     "CounterExhausted",
@@ -415,12 +416,9 @@ def aead_decrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, c
 # --- sender (§4.4.3, §9.1) ------------------------------------------------------------------
 
 
-def _header_prefixes(kid: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """Precomputed headers of one KID: the 8 whole headers for CTR 0-7, and for a CTR of n
-    bytes (index n) the config byte and KID bytes that precede it."""
-    small = tuple(encode_header(kid, ctr) for ctr in range(8))
-    prefix = tuple(encode_header(kid, 1 << (8 * n - 1))[:-n] if n else b"" for n in range(9))
-    return small, prefix
+def _kid_prefixes(kid: int) -> tuple[bytes, ...]:
+    """For a CTR of n bytes (index n, 1-8), the config byte and KID bytes that precede it."""
+    return tuple(encode_header(kid, 1 << (8 * n - 1))[:-n] if n else b"" for n in range(9))
 
 
 class SFrameSender:
@@ -432,7 +430,18 @@ class SFrameSender:
     once the reservation is used up, so a counter that was not persisted is never used.
     """
 
-    __slots__ = ("_kid", "_limit", "_next", "_prefix", "_salt_int", "_seal", "_small", "_suite")
+    __slots__ = (
+        "_headers",
+        "_kid",
+        "_limit",
+        "_next",
+        "_salt_int",
+        "_seal",
+        "_suite",
+        "_two",
+        "_two_len",
+        "_wide",
+    )
 
     def __init__(self, suite: SFrameSuite, kid: int, base_key: BaseKey, *, next_ctr: int = 0):
         if not 0 <= next_ctr <= MAX_VALUE + 1:
@@ -442,7 +451,15 @@ class SFrameSender:
         self._kid = kid
         self._seal = _Aead(suite_params(suite), derived.key).seal_function()
         self._salt_int = int.from_bytes(derived.salt.value, "big")
-        self._small, self._prefix = _header_prefixes(kid)
+        # §4.3 headers precomputed: whole for CTRs below 256 (CTR 0-7 in the config byte, then
+        # one CTR byte); for a CTR of n bytes, the header as an int to OR the CTR into and its
+        # length (two-byte CTRs, the next 65,280 frames, in slots of their own).
+        self._headers = tuple(encode_header(kid, ctr) for ctr in range(256))
+        self._wide = tuple(
+            (int.from_bytes(prefix) << 8 * n, len(prefix) + n)
+            for n, prefix in enumerate(_kid_prefixes(kid))
+        )
+        self._two, self._two_len = self._wide[2]
         self._next = next_ctr
         self._limit = next_ctr
 
@@ -485,12 +502,15 @@ class SFrameSender:
             raise CounterExhausted("no reserved SFrame counter left; call reserve() first")
         # The counter moves first: whatever happens below, this CTR is spent.
         self._next = ctr + 1
-        if ctr < 8:
-            header = self._small[ctr]
+        if ctr < 256:
+            header = self._headers[ctr]
+        elif ctr < 65536:
+            header = (self._two | ctr).to_bytes(self._two_len)
         else:
-            n = (ctr.bit_length() + 7) >> 3
-            header = self._prefix[n] + ctr.to_bytes(n, "big")
-        nonce = (self._salt_int ^ ctr).to_bytes(12, "big")
+            prefix, length = self._wide[(ctr.bit_length() + 7) >> 3]
+            header = (prefix | ctr).to_bytes(length)
+        # int.to_bytes is big-endian by default (Python 3.11+), as §4.4.3 needs.
+        nonce = (self._salt_int ^ ctr).to_bytes(12)
         return header + self._seal(nonce, plaintext, header + metadata if metadata else header)
 
 
@@ -508,39 +528,94 @@ class Decrypted(NamedTuple):
 # NamedTuple's generated __new__ costs a fifth of a small frame's decryption; this is the same
 # construction without its argument parsing.
 _new_decrypted = tuple.__new__
+_from_bytes = int.from_bytes
+
+MAX_WINDOW = 1 << 16
+"""The largest replay window an `SFrameReceiver` takes (it keeps a byte per frame per KID)."""
+
+
+def _shape(config: int) -> tuple[int, int]:
+    """§4.3: where the KID bytes end and where the header ends, as the config byte says."""
+    kid_end = 2 + (config >> 4 & 0x07) if config & 0x80 else 1
+    return kid_end, kid_end + (1 + (config & 0x07) if config & 0x08 else 0)
+
+
+_SHAPES = tuple(_shape(config) for config in range(256))
 
 
 class _ReceiveKey:
     """One KID's key and replay window (RFC 3711 §3.3.2 style): ``highest`` CTR accepted and a
-    bitmap whose bit i says ``highest - i`` was accepted."""
+    ring of ``window`` bytes where ``seen[ctr % window]`` says whether ``ctr`` was accepted, for
+    the CTRs ``highest - window + 1 .. highest`` (moving ``highest`` clears the slots of the
+    CTRs it skips, so no slot ever speaks for a CTR outside the window)."""
 
-    __slots__ = ("bitmap", "highest", "open", "salt_int")
+    __slots__ = ("highest", "open", "salt_int", "seen")
 
-    def __init__(self, open_: Callable[[bytes, bytes, bytes], bytes], salt_int: int) -> None:
+    def __init__(
+        self, open_: Callable[[bytes, bytes, bytes], bytes], salt_int: int, window: int
+    ) -> None:
         self.open = open_
         self.salt_int = salt_int
         self.highest = -1
-        self.bitmap = 0
+        self.seen = bytearray(window)
+
+    def skip_to(self, ctr: int) -> None:
+        """Forget the CTRs between ``highest`` and ``ctr`` (a jump ahead: frames lost or late)."""
+        window = len(self.seen)
+        count = ctr - self.highest - 1
+        if count >= window:
+            self.seen[:] = bytes(window)
+            return
+        start = (self.highest + 1) % window
+        if start + count <= window:
+            self.seen[start : start + count] = bytes(count)
+        else:
+            self.seen[start:] = bytes(window - start)
+            self.seen[: start + count - window] = bytes(start + count - window)
+
+    def bitmap(self) -> int:
+        """The window as an int whose bit i says ``highest - i`` was accepted."""
+        window = len(self.seen)
+        depth = min(window, self.highest + 1)
+        return sum(1 << i for i in range(depth) if self.seen[(self.highest - i) % window])
+
+
+# A route: (key, KID, mask of the CTR bytes at the header's end, CTR when it is in the config
+# byte, smallest CTR the header's CTR length may carry).
+_Route = tuple[_ReceiveKey, int, int, int, int]
+
+
+def _routes_of(kid: int, entry: _ReceiveKey) -> dict[bytes, _Route]:
+    """Every way a frame of ``kid`` can begin (§4.3), up to its CTR bytes: the whole header
+    for CTR 0-7, the config byte and KID bytes for a CTR of 1-8 bytes (the minimal encoding's
+    lower bound, 8 or 2**(8(n-1)), rejects a CTR with a leading zero)."""
+    routes: dict[bytes, _Route] = {}
+    for ctr in range(8):
+        routes[encode_header(kid, ctr)] = (entry, kid, 0, ctr, 0)
+    for n, prefix in enumerate(_kid_prefixes(kid)[1:], start=1):
+        routes[prefix] = (entry, kid, (1 << 8 * n) - 1, 0, max(8, 1 << 8 * (n - 1)))
+    return routes
 
 
 class SFrameReceiver:
     """Decrypts frames by KID; its keys are for decryption only (§4.4.1).
 
-    ``window`` is the replay window per KID in frames (0 turns replay checks off): a CTR
-    already accepted, or ``window`` or more below the highest accepted, raises `ReplayedFrame`.
-    A frame that fails in any way changes nothing: the window moves only after the tag
-    verified.
+    ``window`` is the replay window per KID in frames (0 turns replay checks off, at most
+    `MAX_WINDOW`): a CTR already accepted, or ``window`` or more below the highest accepted,
+    raises `ReplayedFrame`. A frame that fails in any way changes nothing: the window moves
+    only after the tag verified.
     """
 
-    __slots__ = ("_keys", "_mask", "_suite", "_window")
+    __slots__ = ("_keys", "_routes", "_suite", "_window")
 
     def __init__(self, suite: SFrameSuite, *, window: int = 128) -> None:
-        if window < 0:
-            raise ConfigurationError("replay window must be >= 0")
+        if not 0 <= window <= MAX_WINDOW:
+            raise ConfigurationError(f"replay window must be in 0..{MAX_WINDOW}")
         self._suite = SFrameSuite(suite)
         self._window = window
-        self._mask = (1 << window) - 1
         self._keys: dict[int, _ReceiveKey] = {}
+        # Header prefix -> route: a frame's key, KID and CTR come from one dict lookup.
+        self._routes: dict[bytes, _Route] = {}
 
     def __repr__(self) -> str:
         return f"SFrameReceiver(suite={self._suite.name}, kids={sorted(self._keys)})"
@@ -548,57 +623,87 @@ class SFrameReceiver:
     def add_key(self, kid: int, base_key: BaseKey) -> None:
         """Install (or replace, with a fresh replay window) the key for ``kid``."""
         derived = derive_key_salt(self._suite, kid, base_key)
-        self._keys[kid] = _ReceiveKey(
+        entry = _ReceiveKey(
             _Aead(suite_params(self._suite), derived.key).open_function(),
             int.from_bytes(derived.salt.value, "big"),
+            self._window,
         )
+        self._keys[kid] = entry
+        self._routes.update(_routes_of(kid, entry))
 
     def remove_key(self, kid: int) -> None:
-        self._keys.pop(kid, None)
+        entry = self._keys.pop(kid, None)
+        if entry is not None:
+            for prefix in _routes_of(kid, entry):
+                del self._routes[prefix]
 
     def remove_where(self, predicate: Callable[[int], bool]) -> None:
         """Drop every KID for which ``predicate`` holds (e.g. an MLS epoch's, §5.2)."""
         for kid in [k for k in self._keys if predicate(k)]:
-            del self._keys[kid]
+            self.remove_key(kid)
 
     def kids(self) -> frozenset[int]:
         return frozenset(self._keys)
 
     def window_of(self, kid: int) -> tuple[int, int]:
-        """(highest CTR accepted or -1, bitmap) of ``kid``'s replay window."""
+        """(highest CTR accepted or -1, bitmap whose bit i says ``highest - i`` was accepted)
+        of ``kid``'s replay window."""
         entry = self._keys[kid]
-        return entry.highest, entry.bitmap
+        return entry.highest, entry.bitmap()
 
     def decrypt(self, frame: bytes, metadata: bytes = b"") -> Decrypted:
         """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: KID, CTR and plaintext."""
-        kid, ctr, n = _parse_header(frame)
-        entry = self._keys.get(kid)
-        if entry is None:
-            raise UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
-        window = self._window
-        if window and ctr <= entry.highest:
-            age = entry.highest - ctr
-            if age >= window:
-                raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
-            if entry.bitmap >> age & 1:
-                raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
-        header = frame[:n]
+        # The common case in few steps (this runs for every media frame): the config byte
+        # gives the header's shape, its prefix up to the CTR the route, the route the CTR.
+        # Anything unusual (no key, a non-minimal or cut header, a CTR at or below the highest
+        # accepted) goes to `_check`, which parses the header in full.
+        try:
+            kid_end, end = _SHAPES[frame[0]]
+            entry, kid, mask, small, lowest = self._routes[frame[:kid_end]]
+        except (IndexError, KeyError):
+            raise self._no_route(frame) from None
+        header = frame[:end]
+        ctr = _from_bytes(header) & mask or small
+        highest = entry.highest
+        if ctr <= highest or ctr < lowest:
+            self._check(frame, entry)
         try:
             plaintext = entry.open(
-                (entry.salt_int ^ ctr).to_bytes(12, "big"),
-                frame[n:],
+                (entry.salt_int ^ ctr).to_bytes(12),
+                frame[end:],
                 header + metadata if metadata else header,
             )
         except InvalidTag:
+            _parse_header(frame)  # a header cut short is a DecodeError, not a bad tag
             raise FrameDecryptError("SFrame frame does not authenticate") from None
+        window = self._window
         if window:
-            if ctr > entry.highest:
-                shift = ctr - entry.highest
-                entry.bitmap = ((entry.bitmap << shift) | 1) & self._mask if shift < window else 1
+            if ctr > highest:
+                if ctr - highest != 1:
+                    entry.skip_to(ctr)
                 entry.highest = ctr
-            else:
-                entry.bitmap |= 1 << (entry.highest - ctr)
+            entry.seen[ctr % window] = 1
         return _new_decrypted(Decrypted, (kid, ctr, plaintext))
+
+    def _no_route(self, frame: bytes) -> DecodeError | UnknownKeyId:
+        """Why a frame has no route: empty or not minimally encoded, or an unknown KID."""
+        try:
+            kid, _, _ = _parse_header(frame)
+        except DecodeError as e:
+            return e
+        return UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
+
+    def _check(self, frame: bytes, entry: _ReceiveKey) -> None:
+        """Parse the header in full (`DecodeError`), then the replay window (`ReplayedFrame`);
+        returns for a CTR inside the window that was not accepted yet."""
+        _, ctr, _ = _parse_header(frame)
+        window = self._window
+        if not window or ctr > entry.highest:
+            return
+        if entry.highest - ctr >= window:
+            raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
+        if entry.seen[ctr % window]:
+            raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
 
 
 # --- MLS keying (§5.2) ----------------------------------------------------------------------
