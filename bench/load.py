@@ -64,6 +64,7 @@ from typing import Any
 import httpx
 import uvloop
 
+from doorless.client.errors import ServerUnreachable
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import encode
 from doorless.franking import FrankingAAD
@@ -172,18 +173,26 @@ async def register_all(urls: list[str], devices: int, groups: int) -> list[dict[
     gate = asyncio.Semaphore(32)
 
     async def one(i: int) -> dict[str, Any]:
-        identity = DeviceIdentity.generate()
-        async with gate:
-            # One node registers everyone: concurrent KT log appends from several nodes
-            # contend (see the report); sockets and sends still spread over all nodes.
-            t = Transport(urls[0], identity, retries=3, timeout=60)
-            address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-            t._http.headers["X-Forwarded-For"] = address  # one client address per device
-            try:
-                await t.register(f"load{i}-{secrets.token_hex(3)}")
-                await t.authenticate()
-            finally:
-                await t.aclose()
+        address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for attempt in range(3):
+            identity = DeviceIdentity.generate()
+            async with gate:
+                # One node registers everyone: concurrent KT log appends from several nodes
+                # contend (see the report); sockets and sends still spread over all nodes.
+                t = Transport(urls[0], identity, retries=3, timeout=60)
+                t._http.headers["X-Forwarded-For"] = address  # one client address per device
+                try:
+                    await t.register(f"load{i}-{secrets.token_hex(3)}")
+                    await t.authenticate()
+                except ServerUnreachable:
+                    # On a starved machine a kept-alive connection can close under a request
+                    # (not retried: registration is not idempotent); a new account instead.
+                    if attempt == 2:
+                        raise
+                    continue
+                finally:
+                    await t.aclose()
+            break
         return {"id": identity.device_id, "token": t._token, "group": i % groups, "addr": address}
 
     return list(await asyncio.gather(*(one(i) for i in range(devices))))
