@@ -601,6 +601,7 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         "gen_loop_lag_p99_ms": ms("loop_lag", 0.99),
         "gen_loop_lag_max_ms": ms("loop_lag", 1.0),
         "gen_worker_busy": [r["cpu_seconds"] / r["seconds"] for r in results],
+        "gen_worker_busy_max": max(r["cpu_seconds"] / r["seconds"] for r in results),
         "gen_cores": sum(r["cpu_seconds"] for r in results) / seconds,
         "gen_gc_max_ms": ms("gc_pauses", 1.0),
         **summarize_probes(probes),
@@ -649,6 +650,8 @@ def summarize_probes(probes: list[dict[str, Any]]) -> dict[str, Any]:
         "server_loop_lag_p99_ms": ms("loop_lag", 0.99),
         "server_loop_lag_max_ms": ms("loop_lag", 1.0),
         "server_gc": by_generation,
+        "server_gc_full_count": by_generation["2"]["count"],
+        "server_gc_full_max_cpu_ms": by_generation["2"]["max_cpu_ms"],
         "server_gc_max_ms": max((g[2] for g in gcs), default=0.0) * 1000,
         "server_gc_max_cpu_ms": max((g[3] for g in gcs), default=0.0) * 1000,
         "server_gc_tracked": [d["gc_tracked"] for d in probes],
@@ -677,7 +680,7 @@ def row(r: dict[str, Any]) -> str:
         f"({r['target_delivered']:.0f}) | {r['delivered_per_s']:.0f} | {r['p50_ms']:.1f} | "
         f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cores']:.2f} | {r['per_core']:.0f} "
         f"| {r['errors']} | {r['load_average']:.1f} | {r['gen_loop_lag_p99_ms']:.1f} / "
-        f"{max(r['gen_worker_busy'], default=0.0):.2f} |"
+        f"{r['gen_worker_busy_max']:.2f} |"
     )
 
 
@@ -704,6 +707,7 @@ HEALTH = (
     "gen_loop_lag_p99_ms",
     "gen_loop_lag_max_ms",
     "gen_cores",
+    "gen_worker_busy_max",
     "gen_gc_max_ms",
     "server_push_p50_ms",
     "server_push_p95_ms",
@@ -712,6 +716,8 @@ HEALTH = (
     "server_loop_lag_max_ms",
     "server_gc_max_ms",
     "server_gc_max_cpu_ms",
+    "server_gc_full_count",
+    "server_gc_full_max_cpu_ms",
 )
 
 
