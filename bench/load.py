@@ -440,8 +440,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
             measure_start = time.monotonic()
             cpu_start = time.process_time()
             delivered_at_start = delivered
-        due = int(elapsed * rate)
-        while n < due:
+        while n <= elapsed * rate:  # send n is due at n / rate
             scheduled = wall_start + n / rate
             t = asyncio.create_task(one_send(random.choice(mine), n, scheduled))
             tasks.add(t)
