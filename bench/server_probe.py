@@ -144,6 +144,8 @@ def _key_of_request(body: bytes) -> str | None:
 
 
 def main() -> None:
+    if len(sys.argv) < 3:
+        sys.exit(__doc__.split("\n\n")[1])  # the usage lines
     out, *argv = sys.argv[1:]
     probe = Probe(Path(out))
     import uvicorn
