@@ -50,7 +50,6 @@ import platform
 import random
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -63,6 +62,7 @@ from typing import Any
 
 import httpx
 import uvloop
+from server_probe import percentile, read_probe, summarize_probes
 
 from doorless.client.errors import ServerUnreachable
 from doorless.client.transport import DeviceIdentity, Transport
@@ -271,11 +271,6 @@ class RawHttp:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The ``p`` quantile of sorted ``values`` (0 if empty), nearest rank."""
-    return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
 
 
 def pad(key: str, scheduled: float, written: float) -> bytes:
@@ -539,7 +534,10 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         cpu1 = sum(s.cpu_seconds() for s in servers)
         t1, wall_1 = time.monotonic(), time.time()
         if args.server_probe:
-            probes = [read_probe(root, i, s, wall_w, wall_1) for i, s in enumerate(servers)]
+            probes = [
+                read_probe(probe_file(root, i), s.process, wall_w, wall_1)
+                for i, s in enumerate(servers)
+            ]
         for p in procs:
             p.join(30)
         del cpu0, t0
@@ -604,57 +602,6 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         "gen_cores": sum(r["cpu_seconds"] for r in results) / seconds,
         "gen_gc_max_ms": ms("gc_pauses", 1.0),
         **summarize_probes(probes),
-    }
-
-
-def read_probe(root: Path, i: int, server: Server, start: float, end: float) -> dict[str, Any]:
-    """The server's own timings (`server_probe.py`) within the measured window."""
-    path = probe_file(root, i)
-    path.unlink(missing_ok=True)
-    server.process.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError("the server probe wrote nothing")
-        time.sleep(0.1)
-    data = json.loads(path.read_text())
-    within = {k: [x for x in data[k] if start <= x[0] <= end] for k in ("push", "post", "loop_lag")}
-    return {**data, **within, "gc": [g for g in data["gc"] if start <= g[0] <= end]}
-
-
-def summarize_probes(probes: list[dict[str, Any]]) -> dict[str, Any]:
-    if not probes:
-        return {}
-
-    def ms(key: str, p: float) -> float:
-        return percentile(sorted(x[1] for d in probes for x in d[key]), p) * 1000
-
-    gcs = [g for d in probes for g in d["gc"]]
-    by_generation = {
-        str(gen): {
-            "count": len(pauses := [g[2] for g in gcs if g[1] == gen]),
-            "max_ms": max(pauses, default=0.0) * 1000,
-            "total_ms": sum(pauses) * 1000,
-            "max_cpu_ms": max((g[3] for g in gcs if g[1] == gen), default=0.0) * 1000,
-        }
-        for gen in (0, 1, 2)
-    }
-    return {
-        "server_push_p50_ms": ms("push", 0.50),
-        "server_push_p95_ms": ms("push", 0.95),
-        "server_push_p99_ms": ms("push", 0.99),
-        "server_push_count": sum(len(d["push"]) for d in probes),
-        "server_post_p99_ms": ms("post", 0.99),
-        "server_loop_lag_p50_ms": ms("loop_lag", 0.50),
-        "server_loop_lag_p99_ms": ms("loop_lag", 0.99),
-        "server_loop_lag_max_ms": ms("loop_lag", 1.0),
-        "server_gc": by_generation,
-        "server_gc_full_count": by_generation["2"]["count"],
-        "server_gc_full_max_cpu_ms": by_generation["2"]["max_cpu_ms"],
-        "server_gc_max_ms": max((g[2] for g in gcs), default=0.0) * 1000,
-        "server_gc_max_cpu_ms": max((g[3] for g in gcs), default=0.0) * 1000,
-        "server_gc_tracked": [d["gc_tracked"] for d in probes],
-        "server_gc_frozen": [d["gc_frozen"] for d in probes],
     }
 
 

@@ -18,6 +18,7 @@ program hands to ``uvicorn.run``, and records, with wall-clock timestamps:
 On SIGUSR1 it writes them to ``OUT.json`` (``load.py`` asks before it stops the server). The
 wrapper costs CPU (a JSON parse per request and per push), so runs with it are not the ones
 whose per-core rate is compared; the server itself has no such instrumentation.
+`read_probe` and `summarize_probes` are how ``load.py`` reads the file back.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import os
 import runpy
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -141,6 +143,68 @@ def _key_of_request(body: bytes) -> str | None:
         return bench_key(base64.b64decode(json.loads(body)["data"]))
     except (ValueError, KeyError, TypeError):
         return None
+
+
+# --- read by load.py -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p`` quantile of sorted ``values`` (0 if empty), nearest rank."""
+    return values[min(len(values) - 1, int(p * len(values)))] if values else 0.0
+
+
+def read_probe(
+    path: Path, process: subprocess.Popen[bytes], start: float, end: float
+) -> dict[str, Any]:
+    """For `load.py`: a probed server's timings (written to ``path`` on SIGUSR1) within the
+    wall-clock window ``start``-``end``."""
+    path.unlink(missing_ok=True)
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server probe wrote nothing")
+        time.sleep(0.1)
+    data = json.loads(path.read_text())
+    within = {k: [x for x in data[k] if start <= x[0] <= end] for k in ("push", "post", "loop_lag")}
+    return {**data, **within, "gc": [g for g in data["gc"] if start <= g[0] <= end]}
+
+
+def summarize_probes(probes: list[dict[str, Any]]) -> dict[str, Any]:
+    """For `load.py`: the ``server_*`` keys of a run, over its servers' probes."""
+    if not probes:
+        return {}
+
+    def ms(key: str, p: float) -> float:
+        return percentile(sorted(x[1] for d in probes for x in d[key]), p) * 1000
+
+    gcs = [g for d in probes for g in d["gc"]]
+    by_generation = {
+        str(gen): {
+            "count": len(pauses := [g[2] for g in gcs if g[1] == gen]),
+            "max_ms": max(pauses, default=0.0) * 1000,
+            "total_ms": sum(pauses) * 1000,
+            "max_cpu_ms": max((g[3] for g in gcs if g[1] == gen), default=0.0) * 1000,
+        }
+        for gen in (0, 1, 2)
+    }
+    return {
+        "server_push_p50_ms": ms("push", 0.50),
+        "server_push_p95_ms": ms("push", 0.95),
+        "server_push_p99_ms": ms("push", 0.99),
+        "server_push_count": sum(len(d["push"]) for d in probes),
+        "server_post_p99_ms": ms("post", 0.99),
+        "server_loop_lag_p50_ms": ms("loop_lag", 0.50),
+        "server_loop_lag_p99_ms": ms("loop_lag", 0.99),
+        "server_loop_lag_max_ms": ms("loop_lag", 1.0),
+        "server_gc": by_generation,
+        "server_gc_full_count": by_generation["2"]["count"],
+        "server_gc_full_max_cpu_ms": by_generation["2"]["max_cpu_ms"],
+        "server_gc_max_ms": max((g[2] for g in gcs), default=0.0) * 1000,
+        "server_gc_max_cpu_ms": max((g[3] for g in gcs), default=0.0) * 1000,
+        "server_gc_tracked": [d["gc_tracked"] for d in probes],
+        "server_gc_frozen": [d["gc_frozen"] for d in probes],
+    }
 
 
 def main() -> None:
