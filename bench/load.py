@@ -4,19 +4,30 @@ For each configuration it starts ``doorless server`` process(es) on a fresh data
 N devices (each in one of M groups, round robin), opens one push WebSocket per device, and
 then, for ``--duration`` seconds, sends application messages at ``--rate`` messages per second
 (a random device to the rest of its group; each message reaches ``group size - 1`` devices).
-Receivers ack in batches every 250 ms (one frame), as a real client would.
+Receivers ack in batches every 250 ms (one frame), as a real client would (one ticker acks a
+slice of the devices every 10 ms, so the acks are spread evenly over the interval).
 
-Reported: delivered msgs/s (pushed frames received), latency from the start of the send to the
-receipt of the push (p50/p95/p99, over every delivery), the server processes' CPU (cores busy,
-from /proc) and so delivered msgs/s per server core. The load generator runs in
-``--workers`` processes of its own (their CPU is not the server's).
+Reported: delivered msgs/s (pushed frames received), latency from each send's *scheduled* time
+to the receipt of the push (p50/p95/p99, over every delivery; a send that starts late, because
+the generator's loop was busy or no connection was free, counts from when it was due: no
+coordinated omission), the same from the moment the request was written (``write_p*_ms``) and
+the generator's lateness in between (``send_lag_*``), the server processes' CPU (cores busy,
+from /proc) and so delivered msgs/s per server core. The load generator runs in ``--workers``
+processes of its own (their CPU is not the server's), on uvloop with keep-alive raw HTTP/1.1
+connections for the sends; it reports its own health, so a reader can tell whether the
+latencies are the server's: each worker's CPU (``gen_worker_busy``: near 1.0 is a saturated
+generator), how late a 10 ms timer of its event loop fires (``gen_loop_lag_*``) and its
+longest GC pause. ``--server-probe`` runs the servers under `server_probe.py` and adds their
+own part of the latency (POST received to push written, ``server_push_*``), their event-loop
+lag and their GC pauses by generation (``server_gc``); the probe costs the server CPU, so
+compare per-core rates only between runs without it.
 
 Each configuration is also run against the floor (`floor_server.py`: the same delivery
 semantics with nothing else, one process), interleaved with Doorless in the same invocation
 (``--rounds N`` pairs, alternating which goes first; ``--no-floor`` skips it), and the ratio of
 delivered msgs/s per server core is printed. ``--json``: only one JSON object per configuration
 (``delivered_per_s``, ``per_core``, ``p50_ms``, ``p95_ms``, ``p99_ms``, ``floor_per_core``,
-``ratio``, ...).
+``ratio``, the generator's and the probe's keys, ...).
 
     python bench/load.py --backend postgres --nodes 2 --devices 1000 --groups 100 --rate 500
     python bench/load.py --suite --update-doc docs/benchmarks.md   # the documented table
@@ -31,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -49,7 +61,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
+from server_probe import percentile, read_probe, summarize_probes
 
+from doorless.client.errors import ServerUnreachable
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import encode
 from doorless.franking import FrankingAAD
@@ -60,6 +75,9 @@ SECTION = "## Scale-out: delivery throughput and latency"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
 ACK_INTERVAL = 0.25  # receivers ack what they got every this many seconds (one frame)
+ACK_TICK = 0.010  # the acker's tick: a 1/25 slice of the devices acks at each
+LAG_TICK = 0.010  # the event-loop lag probe's timer
+PAD = 64  # the bytes at the end of each message that carry its key and send times
 
 
 # --- server processes ------------------------------------------------------------------------
@@ -85,12 +103,23 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_servers(root: Path, count: int, database: str | None, redis: str | None) -> list[Server]:
+PROBE = Path(__file__).with_name("server_probe.py")
+
+
+def probe_file(root: Path, i: int) -> Path:
+    return root / f"probe{i}.json"
+
+
+def start_servers(
+    root: Path, count: int, database: str | None, redis: str | None, probe: bool = False
+) -> list[Server]:
     servers = []
     for i in range(count):
         data_dir = root / f"node{i}"
         profile = os.environ.get("DOORLESS_BENCH_PROFILE")  # cProfile output of node 0
         wrap = ["-m", "cProfile", "-o", profile] if profile and i == 0 else []
+        if probe:
+            wrap = [str(PROBE), str(probe_file(root, i))]
         command = [
             sys.executable, *wrap, "-m", "doorless.cli.main", "server",
             "--data-dir", str(data_dir), "--port", str(port := free_port()),
@@ -108,10 +137,11 @@ def start_servers(root: Path, count: int, database: str | None, redis: str | Non
     return servers
 
 
-def start_floor(root: Path, postgres: str | None, schema: str) -> Server:
+def start_floor(root: Path, postgres: str | None, schema: str, probe: bool = False) -> Server:
     """The floor server (`floor_server.py`): one process, SQLite or PostgreSQL."""
     floor = Path(__file__).with_name("floor_server.py")
-    command = [sys.executable, str(floor), "--port", str(port := free_port())]
+    wrap = [str(PROBE), str(probe_file(root, 0))] if probe else []
+    command = [sys.executable, *wrap, str(floor), "--port", str(port := free_port())]
     command += ["--data-dir", str(root / "floor")]
     if postgres:
         command += ["--database", postgres, "--schema", schema]
@@ -143,18 +173,26 @@ async def register_all(urls: list[str], devices: int, groups: int) -> list[dict[
     gate = asyncio.Semaphore(32)
 
     async def one(i: int) -> dict[str, Any]:
-        identity = DeviceIdentity.generate()
-        async with gate:
-            # One node registers everyone: concurrent KT log appends from several nodes
-            # contend (see the report); sockets and sends still spread over all nodes.
-            t = Transport(urls[0], identity, retries=3, timeout=60)
-            address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
-            t._http.headers["X-Forwarded-For"] = address  # one client address per device
-            try:
-                await t.register(f"load{i}-{secrets.token_hex(3)}")
-                await t.authenticate()
-            finally:
-                await t.aclose()
+        address = f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
+        for attempt in range(3):
+            identity = DeviceIdentity.generate()
+            async with gate:
+                # One node registers everyone: concurrent KT log appends from several nodes
+                # contend (see the report); sockets and sends still spread over all nodes.
+                t = Transport(urls[0], identity, retries=3, timeout=60)
+                t._http.headers["X-Forwarded-For"] = address  # one client address per device
+                try:
+                    await t.register(f"load{i}-{secrets.token_hex(3)}")
+                    await t.authenticate()
+                except ServerUnreachable:
+                    # On a starved machine a kept-alive connection can close under a request
+                    # (not retried: registration is not idempotent); a new account instead.
+                    if attempt == 2:
+                        raise
+                    continue
+                finally:
+                    await t.aclose()
+            break
         return {"id": identity.device_id, "token": t._token, "group": i % groups, "addr": address}
 
     return list(await asyncio.gather(*(one(i) for i in range(devices))))
@@ -235,6 +273,39 @@ class RawHttp:
         self.reader = self.writer = None
 
 
+def pad(key: str, scheduled: float, written: float) -> bytes:
+    """A message's last bytes: its key and its send's scheduled and written wall-clock times.
+
+    `server_probe.py` reads the key; receivers read the times."""
+    return f"|{key}|{scheduled:.6f}|{written:.6f}|".encode().rjust(PAD, b"#")
+
+
+class Watch:
+    """A worker's (or any process's) own health: how late a 10 ms timer of its event loop
+    fires, and its garbage collections' pauses, while ``on`` (the measured window)."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.loop_lag: list[float] = []
+        self.gc_pauses: list[float] = []
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        elif self.on:
+            self.gc_pauses.append(time.perf_counter() - self._gc_start)
+
+    async def tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LAG_TICK
+            await asyncio.sleep(LAG_TICK)
+            if self.on:
+                self.loop_lag.append(loop.time() - due)
+
+
 async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
@@ -243,13 +314,20 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     for d in spec["all"]:
         members.setdefault(d["group"], []).append(d["id"])
     ports: list[int] = spec["ports"]
-    latencies: list[float] = []
+    latencies: list[float] = []  # from the send's scheduled time to the push's receipt
+    from_write: list[float] = []  # from the moment the request was written
+    send_lag: list[float] = []  # scheduled -> written: this generator's own lateness
     delivered = 0
-    measuring = False
     errors = 0
     statuses: dict[int | str, int] = {}
+    watch = Watch()
+    # Acks: each device acks what it got every ACK_INTERVAL, as a real client would; one
+    # ticker does it for all, a slice of the devices per tick, so the acks of 1000 sockets
+    # are spread evenly over the interval (not 1000 timers, and not one burst).
+    pending: list[list[int]] = [[] for _ in mine]
+    sockets: list[Any] = [None] * len(mine)
 
-    async def receive(device: dict[str, Any], port: int) -> None:
+    async def receive(index: int, device: dict[str, Any], port: int) -> None:
         nonlocal delivered
         headers = {"Authorization": f"Bearer {device['token']}", "X-Forwarded-For": device["addr"]}
         async with connect(
@@ -258,60 +336,76 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
             max_size=2**22,
             open_timeout=120,  # 1000 handshakes at once on a busy server
         ) as ws:
+            sockets[index] = ws
             connected.append(1)
-            pending: list[int] = []
+            mine_pending = pending[index]
+            async for raw in ws:
+                now = time.time()  # first: parsing is the generator's time, not the server's
+                frame = json.loads(raw)
+                if frame["type"] != "message":
+                    continue
+                _, _, scheduled, written, _ = (
+                    protocol.b64decode(frame["data"])[-PAD:].lstrip(b"#").split(b"|")
+                )
+                if watch.on:
+                    delivered += 1
+                    latencies.append(now - float(scheduled))
+                    from_write.append(now - float(written))
+                mine_pending.append(frame["seq"])
 
-            async def acker() -> None:
-                while True:
-                    await asyncio.sleep(ACK_INTERVAL)
-                    if pending:
-                        seqs = pending[:1000]
-                        del pending[:1000]
-                        await ws.send(json.dumps({"type": "ack", "seqs": seqs}))
-
-            task = asyncio.create_task(acker())
-            try:
-                async for raw in ws:
-                    frame = json.loads(raw)
-                    if frame["type"] != "message":
-                        continue
-                    now = time.time()
-                    data = protocol.b64decode(frame["data"])
-                    sent_at = float(data[-40:].split(b"|")[1])
-                    if measuring:
-                        delivered += 1
-                        latencies.append(now - sent_at)
-                    pending.append(frame["seq"])
-            finally:
-                task.cancel()
+    async def acker() -> None:
+        slices = max(1, round(ACK_INTERVAL / ACK_TICK))
+        tick = 0
+        while True:
+            await asyncio.sleep(ACK_TICK)
+            for i in range(tick % slices, len(mine), slices):
+                seqs = pending[i]
+                if seqs and sockets[i] is not None:
+                    batch = seqs[:1000]
+                    del seqs[:1000]
+                    await sockets[i].send(json.dumps({"type": "ack", "seqs": batch}))
+            tick += 1
 
     connected: list[int] = []
-    receivers = [asyncio.create_task(receive(d, ports[i % len(ports)])) for i, d in enumerate(mine)]
+    receivers = [
+        asyncio.create_task(receive(i, d, ports[i % len(ports)])) for i, d in enumerate(mine)
+    ]
     while len(connected) < len(mine):
         await asyncio.sleep(0.05)
         for r in receivers:
             if r.done() and r.exception() is not None:
                 raise r.exception()  # type: ignore[misc]
+    background = [asyncio.create_task(acker()), asyncio.create_task(watch.tick())]
+    # The sockets and their state live until the end: out of the collector's way, so that
+    # the generator's own collections stay short (the servers are measured as they are).
+    gc.collect()
+    gc.freeze()
     spec["ready"].set()
     spec["go"].wait()
 
-    # Sends: a token bucket at this worker's share of the rate, up to 256 in flight.
+    # Sends: this worker's share of the rate, each at its scheduled time (the latency counts
+    # from then, so a late loop or a send waiting for a free connection is not hidden:
+    # no coordinated omission), up to 64 in flight.
     rate = spec["rate"]
     conns = [RawHttp(ports[i % len(ports)]) for i in range(64)]
     free = asyncio.Queue[RawHttp]()
     for c in conns:
         free.put_nowait(c)
+    pid = os.getpid()
 
-    async def one_send(device: dict[str, Any], n: int) -> None:
+    async def one_send(device: dict[str, Any], n: int, scheduled: float) -> None:
         nonlocal errors
         conn = await free.get()
         try:
             recipients = [r for r in members[device["group"]] if r != device["id"]]
-            pad = f"|{time.time():.6f}|".encode().rjust(40, b"#")
+            written = time.time()
+            if watch.on:
+                send_lag.append(written - scheduled)
+            ciphertext = os.urandom(64) + pad(f"{pid}-{n}", scheduled, written)
             body = json.dumps(
                 {
-                    "message_id": f"msg-{os.getpid()}-{n:07d}",
-                    "data": protocol.b64encode(message(device["group"], os.urandom(64) + pad)),
+                    "message_id": f"msg-{pid}-{n:07d}",
+                    "data": protocol.b64encode(message(device["group"], ciphertext)),
                     "recipients": recipients,
                 }
             ).encode()
@@ -332,29 +426,40 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
     warmup, duration = spec["warmup"], spec["duration"]
     start = time.monotonic()
+    wall_start = time.time()
     n = 0
     tasks: set[asyncio.Task[None]] = set()
-    while (elapsed := time.monotonic() - start) < warmup + duration + 0.0:
-        if not measuring and elapsed >= warmup:
-            measuring = True
+    while (elapsed := time.monotonic() - start) < warmup + duration:
+        if not watch.on and elapsed >= warmup:
+            watch.on = True
             measure_start = time.monotonic()
+            cpu_start = time.process_time()
             delivered_at_start = delivered
-        due = int(elapsed * rate)
-        while n < due:
-            t = asyncio.create_task(one_send(random.choice(mine), n))
+        while n <= elapsed * rate:  # send n is due at n / rate
+            scheduled = wall_start + n / rate
+            t = asyncio.create_task(one_send(random.choice(mine), n, scheduled))
             tasks.add(t)
             t.add_done_callback(tasks.discard)
             n += 1
         await asyncio.sleep(0.002)
     measured = time.monotonic() - measure_start
-    measuring = False
-    await asyncio.sleep(0.5)
-    for r in receivers:
-        r.cancel()
+    cpu = time.process_time() - cpu_start
+    await asyncio.sleep(0.5)  # the last sends' pushes
+    watch.on = False
+    for task in background:
+        if task.done():  # the acker failed: the server saw no acks from then on
+            raise RuntimeError(f"acker failed: {task.exception()!r}")
+    for task in (*receivers, *background):
+        task.cancel()
     return {
         "delivered": delivered - delivered_at_start,
         "seconds": measured,
         "latencies": latencies,
+        "from_write": from_write,
+        "send_lag": send_lag,
+        "loop_lag": watch.loop_lag,
+        "gc_pauses": watch.gc_pauses,
+        "cpu_seconds": cpu,
         "sent": n,
         "errors": errors,
         "statuses": statuses,
@@ -363,7 +468,7 @@ async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
 
 def worker(spec: dict[str, Any], out: Any) -> None:
     try:
-        out.put(asyncio.run(worker_main(spec)))
+        out.put(uvloop.run(worker_main(spec)))  # the servers run on uvloop too (uvicorn)
     except BaseException as exc:
         out.put({"error": repr(exc)})
         raise
@@ -382,9 +487,11 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         database = f"{args.postgres}{separator}schema={schema}&pool_size={args.pool_size}"
     redis = args.redis if nodes > 1 else None
     if floor:
-        servers = [start_floor(root, args.postgres if backend == "postgres" else None, schema)]
+        postgres = args.postgres if backend == "postgres" else None
+        servers = [start_floor(root, postgres, schema, args.server_probe)]
     else:
-        servers = start_servers(root, nodes, database, redis)
+        servers = start_servers(root, nodes, database, redis, args.server_probe)
+    probes: list[dict[str, Any]] = []
     try:
         urls = [s.url for s in servers]
         if floor:
@@ -422,10 +529,15 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         go.set()
         time.sleep(args.warmup)
         cpu_w = sum(s.cpu_seconds() for s in servers)
-        tw = time.monotonic()
+        tw, wall_w = time.monotonic(), time.time()
         results = [out.get(timeout=args.warmup + args.duration + 300) for _ in procs]
         cpu1 = sum(s.cpu_seconds() for s in servers)
-        t1 = time.monotonic()
+        t1, wall_1 = time.monotonic(), time.time()
+        if args.server_probe:
+            probes = [
+                read_probe(probe_file(root, i), s.process, wall_w, wall_1)
+                for i, s in enumerate(servers)
+            ]
         for p in procs:
             p.join(30)
         del cpu0, t0
@@ -448,9 +560,10 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
     cores = (cpu1 - cpu_w) / (t1 - tw)  # includes the few idle tail seconds: conservative
 
     def pct(p: float) -> float:
-        return (
-            latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else 0
-        )
+        return percentile(latencies, p) * 1000
+
+    def ms(key: str, p: float) -> float:
+        return percentile(sorted(x for r in results for x in r[key]), p) * 1000
 
     group_size = args.devices / args.groups
     return {
@@ -472,6 +585,23 @@ def run(args: argparse.Namespace, backend: str, nodes: int, floor: bool = False)
         "p99_ms": pct(0.99),
         "server_cores": cores,
         "per_core": delivered / seconds / cores if cores else 0.0,
+        # The latency above counts from each send's scheduled time; from the moment the
+        # request was written, and the generator's lateness in between:
+        "write_p50_ms": ms("from_write", 0.50),
+        "write_p95_ms": ms("from_write", 0.95),
+        "write_p99_ms": ms("from_write", 0.99),
+        "send_lag_p99_ms": ms("send_lag", 0.99),
+        "send_lag_max_ms": ms("send_lag", 1.0),
+        # The load generator's own health: if its loop lags or a worker is near a whole core,
+        # the latencies above are partly the generator's.
+        "gen_loop_lag_p50_ms": ms("loop_lag", 0.50),
+        "gen_loop_lag_p99_ms": ms("loop_lag", 0.99),
+        "gen_loop_lag_max_ms": ms("loop_lag", 1.0),
+        "gen_worker_busy": [r["cpu_seconds"] / r["seconds"] for r in results],
+        "gen_worker_busy_max": max(r["cpu_seconds"] / r["seconds"] for r in results),
+        "gen_cores": sum(r["cpu_seconds"] for r in results) / seconds,
+        "gen_gc_max_ms": ms("gc_pauses", 1.0),
+        **summarize_probes(probes),
     }
 
 
@@ -495,21 +625,45 @@ def row(r: dict[str, Any]) -> str:
         f"| {where} | {r['devices']} / {r['groups']} | {r['target_rate']:.0f} "
         f"({r['target_delivered']:.0f}) | {r['delivered_per_s']:.0f} | {r['p50_ms']:.1f} | "
         f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cores']:.2f} | {r['per_core']:.0f} "
-        f"| {r['errors']} | {r['load_average']:.1f} |"
+        f"| {r['errors']} | {r['load_average']:.1f} | {r['gen_loop_lag_p99_ms']:.1f} / "
+        f"{r['gen_worker_busy_max']:.2f} |"
     )
 
 
 HEADER = (
     "| server, store | devices / groups | sends/s target (deliveries/s) | delivered msgs/s | "
     "p50 ms | p95 ms | p99 ms | server cores busy | delivered/s per server core | send errors "
-    "| load avg |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| load avg | generator loop lag p99 ms / busiest worker's cores |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 RATIO_HEADER = (
     "| store | sends/s target | Doorless delivered/s | Doorless per core | floor per core | "
     "ratio | Doorless p50 / p95 / p99 ms | floor p50 / p95 / p99 ms |\n"
     "|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+# Carried into a configuration's summary (means over its runs, and the floor's with "floor_").
+HEALTH = (
+    "write_p50_ms",
+    "write_p95_ms",
+    "write_p99_ms",
+    "send_lag_p99_ms",
+    "gen_loop_lag_p99_ms",
+    "gen_loop_lag_max_ms",
+    "gen_cores",
+    "gen_worker_busy_max",
+    "gen_gc_max_ms",
+    "server_push_p50_ms",
+    "server_push_p95_ms",
+    "server_push_p99_ms",
+    "server_loop_lag_p99_ms",
+    "server_loop_lag_max_ms",
+    "server_gc_max_ms",
+    "server_gc_max_cpu_ms",
+    "server_gc_full_count",
+    "server_gc_full_max_cpu_ms",
 )
 
 
@@ -539,6 +693,8 @@ def combine(runs: list[dict[str, Any]], floors: list[dict[str, Any]]) -> dict[st
         "floor_p99_ms": mean(floors, "p99_ms"),
         "ratio": mean(runs, "per_core") / floor_per_core if floor_per_core else None,
         "load_average": mean([*runs, *floors], "load_average"),
+        **{k: mean(runs, k) for k in HEALTH if k in first},
+        **{f"floor_{k}": mean(floors, k) for k in HEALTH if floors and k in floors[0]},
     }
 
 
@@ -590,6 +746,12 @@ def main() -> None:
     )
     parser.add_argument("--no-floor", action="store_true", help="measure Doorless only")
     parser.add_argument(
+        "--server-probe",
+        action="store_true",
+        help="run the servers under bench/server_probe.py: their own push latency, event-loop "
+        "lag and GC pauses (server_* keys); costs them CPU, so per-core rates are not comparable",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print only one JSON object per configuration"
     )
     args = parser.parse_args()
@@ -600,7 +762,8 @@ def main() -> None:
     )
     results, combined = [], []
     for backend, nodes in configs:
-        runs, floors = [], []
+        runs: list[dict[str, Any]] = []
+        floors: list[dict[str, Any]] = []
         for i in range(args.rounds):
             # Interleaved, alternating which goes first, so both see the same machine load.
             order = [False] if args.no_floor else [False, True] if i % 2 == 0 else [True, False]

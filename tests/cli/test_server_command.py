@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typer.testing import CliRunner
 
 from doorless.cli.main import app
 from doorless.server.config import Registration, ServerConfig
+from doorless.server.runtime import GC_THRESHOLDS
 
 runner = CliRunner()
 
@@ -145,3 +148,35 @@ def test_check_passes_a_sound_database_and_fails_a_damaged_one(tmp_path: Path) -
     assert result.exit_code == 1, result.output
     report = json.loads(result.output)
     assert report["ok"] is False and "is damaged" in report["problems"][0]
+
+
+def test_the_server_tunes_the_collector_once_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runtime.tune_gc` is applied by the lifespan, after the startup, not at import."""
+    import uvicorn
+
+    seen: list[tuple[int, tuple[int, int, int]]] = []
+
+    def run(application: Any, **_kwargs: Any) -> None:
+        seen.append((gc.get_freeze_count(), gc.get_threshold()))  # before the startup
+
+        async def lifespan() -> None:
+            async with application.router.lifespan_context(application):
+                seen.append((gc.get_freeze_count(), gc.get_threshold()))
+
+        asyncio.run(lifespan())
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setattr("doorless.server.log.configure_logging", lambda *_a, **_k: None)
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        result = runner.invoke(app, ["server", "--data-dir", str(tmp_path)])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    assert result.exit_code == 0, result.output
+    (frozen_before, _), (frozen_after, threshold_after) = seen
+    assert frozen_before == 0
+    assert frozen_after > 0 and threshold_after == GC_THRESHOLDS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,5 +84,39 @@ async def test_an_ack_of_many_seqs_releases_each_payload_once(data_dir: Path) ->
         assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 2
         assert await store.ack(a, seqs_a) == 2  # acked twice: counted once
         assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 0
+    finally:
+        await store.close()
+
+
+async def test_the_reads_of_a_batch_do_not_wait_for_its_writes(data_dir: Path) -> None:
+    """A push's fetch that lands in a batch with sends (and acks) is answered before their
+    transaction and its fsync, and sees the queue as it was before them."""
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        for n in (1, 2):
+            await store.create_account(_device(n), None, 1)
+        a, b = _device(1).device_id, _device(2).device_id
+        await store.deliver(a, "m-0", b"d0", [Delivery(b"0", (b,))], None, 1)
+        conn, executor = store._conn, store._executor
+        assert conn is not None and executor is not None
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        # Hold the storage thread so that the write and the read below form one batch.
+        release = threading.Event()
+        executor.submit(release.wait)
+        write = asyncio.ensure_future(
+            store.deliver(a, "m-1", b"d1", [Delivery(b"1", (b,))], None, 1)
+        )
+        read = asyncio.ensure_future(store.fetch(b, 0, 10))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(write, read)
+        conn.set_trace_callback(None)
+
+        assert [m.data for m in read.result()] == [b"0"]  # before the batch's write
+        select = next(i for i, s in enumerate(statements) if s.startswith("SELECT q.seq"))
+        assert select < statements.index("BEGIN IMMEDIATE") < statements.index("COMMIT")
+        assert [m.data for m in await store.fetch(b, 0, 10)] == [b"0", b"1"]
     finally:
         await store.close()

@@ -207,6 +207,7 @@ def serve(
     from doorless.server.app import create_app
     from doorless.server.backends import make_fanout, make_relay_bridge, make_storage
     from doorless.server.log import configure_logging
+    from doorless.server.runtime import tune_gc
 
     config = ServerConfig(
         data_dir=data_dir,
@@ -232,7 +233,9 @@ def serve(
     except ConfigurationError as exc:
         fail_usage(str(exc))
     try:
-        application = create_app(config, storage=storage, fanout=fanout, relay_bridge=bridge)
+        application = create_app(
+            config, storage=storage, fanout=fanout, relay_bridge=bridge, on_started=tune_gc
+        )
     except ConfigurationError as exc:
         fail_usage(str(exc))
     configure_logging(log_level)

@@ -78,9 +78,12 @@ def create_app(
     background_sweeper: bool = True,
     relay_bridge: Bridge | None = None,
     relay_forwarder: Forwarder | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the app. Storage opens (and migrates) in the lifespan, so run it under an ASGI
-    server, or enter ``app.router.lifespan_context(app)`` in tests."""
+    server, or enter ``app.router.lifespan_context(app)`` in tests. ``on_started`` runs once
+    the startup is done, before the first request (``doorless server``: process settings,
+    `doorless.server.runtime.tune_gc`)."""
     storage = storage if storage is not None else SQLiteStorage(config.database_path)
     ctx = ServerContext(
         config=config,
@@ -118,6 +121,8 @@ def create_app(
                 ctx.blobs.remove_orphans, await ctx.storage.attachment_ids()
             )
             await sweep(ctx)
+            if on_started is not None:
+                on_started()
             log_event("server started", orphan_blobs_removed=orphans)
             task = asyncio.create_task(_sweeper(ctx)) if background_sweeper else None
             try:

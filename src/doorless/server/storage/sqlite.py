@@ -7,11 +7,15 @@ everything else is `doorless.server.storage.sql.SqlStorage`.
 One connection, used by one worker thread, so transactions are serialized (a second commit for
 an epoch always sees the first). Each operation runs whole on that thread: its coroutine is
 driven there to completion by `_drive` (the executor never waits, so it never suspends).
-**Group commit**: the operations submitted while the thread was busy run as one batch
-(`_run_batch`): its writes in one ``BEGIN IMMEDIATE`` transaction, each inside its own
-``SAVEPOINT`` (a refused operation rolls back alone, exactly as its own transaction would have),
-then one ``COMMIT`` (one fsync for them all), then its reads. No caller gets its result before
-that COMMIT returned. WAL journal with ``synchronous=FULL``: a transaction that returned is on
+**Group commit**: the operations submitted while the thread was busy run as one batch: first
+its reads (`_run_reads`), whose callers get their results at once, then its writes
+(`_run_writes`) in one ``BEGIN IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a
+refused operation rolls back alone, exactly as its own transaction would have), then one
+``COMMIT`` (one fsync for them all). No writer gets its result before that COMMIT returned.
+The reads go first because none of them waits for a write of its batch (each was submitted
+before those writes were answered, so it may see the state before them), and a push's fetch
+should not wait behind a batch of other sends and acks and its fsync (the delivery latency's
+tail, issue #16). WAL journal with ``synchronous=FULL``: a transaction that returned is on
 disk, so a message acknowledged to its sender survives a crash (I5). ``secure_delete``
 overwrites deleted rows, so acknowledged ciphertext does not linger in free pages.
 """
@@ -143,40 +147,41 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Batcher:
-    """The queue of operations waiting for the storage thread (see `_run_batch`)."""
+    """The queue of operations waiting for the storage thread (see `SQLiteStorage._drain`)."""
 
     items: list[_Pending] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     scheduled: bool = False
 
 
-def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-    """On the storage thread: the writes of ``batch`` in one transaction, a savepoint each,
-    one COMMIT; then the reads. Outcomes are stored on the items, delivered by the caller."""
-    writes = [p for p in batch if p.tx in _WRITES]
-    if writes:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for p in writes:
-                conn.execute("SAVEPOINT op")
-                try:
-                    p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
-                except BaseException as exc:  # noqa: BLE001 - delivered to its caller
-                    conn.execute("ROLLBACK TO op")
-                    p.failure = exc
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
-        except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            for p in writes:
-                p.failure = p.failure or exc
-    for p in batch:
-        if p.tx not in _WRITES:
+def _run_writes(conn: sqlite3.Connection, writes: list[_Pending]) -> None:
+    """On the storage thread: ``writes`` in one transaction, a savepoint each, one COMMIT.
+    Outcomes are stored on the items, delivered by the caller."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for p in writes:
+            conn.execute("SAVEPOINT op")
             try:
                 p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
             except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+                conn.execute("ROLLBACK TO op")
                 p.failure = exc
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        for p in writes:
+            p.failure = p.failure or exc
+
+
+def _run_reads(conn: sqlite3.Connection, reads: list[_Pending]) -> None:
+    """On the storage thread: each read on its own (outside any transaction)."""
+    for p in reads:
+        try:
+            p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
+        except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+            p.failure = exc
 
 
 def _settle(batch: list[_Pending]) -> None:
@@ -287,8 +292,14 @@ class SQLiteStorage(SqlStorage):
                 if not batch:
                     batcher.scheduled = False
                     return
-            _run_batch(conn, batch)
-            loop.call_soon_threadsafe(_settle, batch)
+            reads = [p for p in batch if p.tx not in _WRITES]
+            writes = [p for p in batch if p.tx in _WRITES]
+            if reads:  # first, and answered at once (see the module docstring)
+                _run_reads(conn, reads)
+                loop.call_soon_threadsafe(_settle, reads)
+            if writes:
+                _run_writes(conn, writes)
+                loop.call_soon_threadsafe(_settle, writes)
 
     async def open(self) -> None:
         if self._conn is not None:
