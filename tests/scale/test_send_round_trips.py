@@ -24,10 +24,12 @@ from doorless.client.errors import Conflict, EpochConflict, InvalidRequest, Unau
 from doorless.client.transport import Transport
 from doorless.codec import decode
 from doorless.franking import ServerFrank
-from doorless.wire.protocol import b64encode
 from doorless.server.app import create_app
 from doorless.server.storage.postgres import PostgresStorage
-from server.helpers import FakeClock, Harness, commit, make_config, private_message
+from doorless.wire.protocol import b64encode
+from server.helpers import Harness, commit, private_message
+from support.servers import FakeClock
+from support.servers import generous_config as make_config
 from support.services import PG_DSN
 
 from .conftest import PgSchema
@@ -88,9 +90,7 @@ async def setup(pg_schema: PgSchema, tmp_path: Path) -> AsyncIterator[Setup]:
     netloc = url.netloc.rsplit("@", 1)
     user = f"{netloc[0]}@" if len(netloc) == 2 else ""
     dsn = url._replace(netloc=f"{user}127.0.0.1:{port}").geturl()
-    storage = PostgresStorage(
-        dsn, schema=pg_schema.schema, min_connections=1, max_connections=4
-    )
+    storage = PostgresStorage(dsn, schema=pg_schema.schema, min_connections=1, max_connections=4)
     clock = FakeClock()
     config = make_config(tmp_path / "data")
     app = create_app(config, storage=storage, clock=clock, background_sweeper=False)
@@ -158,7 +158,8 @@ async def test_a_send_is_at_most_two_round_trips(setup: Setup) -> None:
     before = await stored(s)
     async with Counted(s) as c:
         result = await alice.send(
-            private_message(GROUP, 0, ciphertext=b"count me" * 4), [device_id(bob), device_id(carol)]
+            private_message(GROUP, 0, ciphertext=b"count me" * 4),
+            [device_id(bob), device_id(carol)],
         )
     assert 0 < c.trips <= MAX_ROUND_TRIPS
     assert not result.duplicate

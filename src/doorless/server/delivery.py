@@ -206,9 +206,7 @@ async def send(
     if request.group_info is not None and (gate is None or not gate.is_commit):
         raise InvalidSend("a group_info can only accompany a commit")
     if gate is not None:
-        checked = await groups.check(
-            ctx, sender, routing, message.data, request.group_info, seen
-        )
+        checked = await groups.check(ctx, sender, routing, message.data, request.group_info, seen)
         if checked.update is not None:
             gate = dataclasses.replace(gate, update=checked.update)
         elif seen is not None and seen.group_id == gate.group_id:

@@ -89,7 +89,7 @@ async def send_context(
     )
 
 
-class SeqMoved(Exception):  # noqa: N818 (not an error: a signal to stamp again)
+class SeqMoved(Exception):
     """The group's next franking number is not the one stamped with; nothing was written."""
 
     def __init__(self, next_seq: int) -> None:
@@ -113,7 +113,9 @@ class DeliverCall:
         (part number, device, how many earlier parts of this send the device receives)."""
         per_part = [tuple(dict.fromkeys(p.recipients)) for p in self.parts]
         # Like `_deliver`: a part without recipients gets no franking number.
-        stamped = [p.stamp is not None and bool(r) for p, r in zip(self.parts, per_part, strict=True)]
+        stamped = [
+            p.stamp is not None and bool(r) for p, r in zip(self.parts, per_part, strict=True)
+        ]
         seen: Counter[str] = Counter()
         part_no: list[int] = []
         devices: list[str] = []
@@ -171,10 +173,10 @@ class DeliverCall:
         )
 
 
-def _refusal(exc: asyncpg.PostgresError) -> Exception:
+def _refusal(exc: Exception) -> Exception:
     """The `Rejected` error (or `SeqMoved`) a refusal of ``doorless_deliver`` stands for;
     any other database error is returned as it is (to be raised again)."""
-    state = getattr(exc, "sqlstate", None)
+    state = str(getattr(exc, "sqlstate", ""))
     detail = str(getattr(exc, "detail", "") or "")
     message = str(getattr(exc, "message", "") or "")
     if state == _EPOCH_CONFLICT:
