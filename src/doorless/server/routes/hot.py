@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,7 +56,8 @@ _MISSING = object()  # no body at all
 
 async def _json_body(request: Request) -> Any:
     """The body as FastAPI reads it for a JSON model parameter (`fastapi.routing`): decoded
-    if it has a JSON content type (an undecodable one is a 422 at once), else its bytes."""
+    if it has a JSON content type (invalid JSON is a 422 at once, bytes that are no text a
+    400), else its bytes."""
     raw = await request.body()
     if not raw:
         return _MISSING
@@ -81,6 +83,8 @@ async def _json_body(request: Request) -> Any:
                         }
                     ]
                 ) from None
+            except ValueError:  # not text at all (UnicodeDecodeError): FastAPI's answer
+                raise HTTPException(400, "There was an error parsing the body") from None
     return raw
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from doorless.errors import DoorlessError
 from doorless.server.storage import rows
 from doorless.server.storage.base import (
     Delivery,
@@ -89,7 +90,7 @@ async def send_context(
     )
 
 
-class SeqMoved(Exception):
+class SeqMoved(DoorlessError):
     """The group's next franking number is not the one stamped with; nothing was written."""
 
     def __init__(self, next_seq: int) -> None:

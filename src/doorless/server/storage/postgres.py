@@ -24,6 +24,10 @@ by explicit row locks and single-statement conditional writes, never by re-readi
   pure function of its arguments and the database, so a retry is safe.
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
+A send is two of them (`doorless.server.storage.pg_send`): one read (`send_context`) and one
+call of the ``doorless_deliver`` function, which runs the statements of `_deliver` as one
+implicit transaction; `_deliver` itself remains for commits that write a validated group
+update, and as the fallback of a send that keeps losing its franking numbers to others.
 Queue reads and acks that arrive together (the sockets one send wakes; acks from many sockets)
 are coalesced (`doorless.server.storage.coalesce`): one query, or one transaction, per batch.
 
