@@ -25,6 +25,7 @@ from doorless.client.transport import Transport
 from doorless.codec import decode
 from doorless.franking import ServerFrank
 from doorless.server.app import create_app
+from doorless.server.storage.base import Delivery, EpochGate
 from doorless.server.storage.postgres import PostgresStorage
 from doorless.wire.protocol import b64encode
 from server.helpers import Harness, commit, private_message
@@ -260,3 +261,22 @@ async def test_a_stamp_is_made_again_when_another_send_took_its_number(setup: Se
     franks = [m.frank for m in (await bob.fetch(limit=100)).messages]
     assert len(franks) == 3 + 24
     assert [decode(ServerFrank, f).server_seq for f in franks if f] == list(range(1, 28))
+
+
+async def test_a_wrong_or_missing_franking_hint_is_stamped_again(setup: Setup) -> None:
+    """`PostgresStorage.deliver` with a stale hint (or none): the function refuses the number,
+    the storage stamps again with the group's real next number; the frank names it."""
+    s = setup
+    alice, bob, _ = await users(s)  # the warm-up took numbers 1-3 of GROUP
+    storage = s.h.ctx.storage
+    for i, hint in enumerate((99, None, 4)):
+        await storage.deliver(
+            device_id(alice),
+            f"hinted-{i:04d}",
+            bytes([i]) * 32,
+            [Delivery(b"m%d" % i, (device_id(bob),), stamp=lambda n: n.to_bytes(8, "big"))],
+            EpochGate(GROUP, 0, is_commit=False, next_seq=hint),
+            1,
+        )
+    franks = [m.frank for m in await storage.fetch(device_id(bob), 0, 100)][-3:]
+    assert franks == [n.to_bytes(8, "big") for n in (4, 5, 6)]
