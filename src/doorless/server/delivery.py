@@ -28,7 +28,8 @@
    the group id of its header, the server clock and the group's next sequence number; the
    frank is stored and fanned out with the ciphertext.
 5. **Blocks.** Application messages and Welcomes are not queued for the devices of users who
-   block the sender (`Storage.blocking_devices`). The sender is not told.
+   block the sender (`Storage.blocking_devices`, or read with the token by
+   `Storage.send_context`). The sender is not told.
 6. **Welcome.** A Welcome sent with its commit is delivered if and only if the commit is; it
    may only accompany a commit (`InvalidSend`).
 7. **Durability and push.** ``(sender device, message id)`` is an idempotency key over the
