@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from doorless import __version__
 from doorless.server.blobs import BlobStore
@@ -27,7 +28,16 @@ from doorless.server.ratelimit import RateLimiter
 from doorless.server.relay.bridge import Bridge
 from doorless.server.relay.hub import Forwarder
 from doorless.server.relay.service import RelayService, make_relay
-from doorless.server.routes import accounts, attachments, auth, info, keypackages, messages, ws
+from doorless.server.routes import (
+    accounts,
+    attachments,
+    auth,
+    hot,
+    info,
+    keypackages,
+    messages,
+    ws,
+)
 from doorless.server.routes import calls as calls_routes
 from doorless.server.routes import kt as kt_routes
 from doorless.server.routes import safety as safety_routes
@@ -154,6 +164,12 @@ def create_app(
         app.include_router(module.router)
     app.include_router(safety_routes.router)
     app.include_router(calls_routes.router)
+    # The hot routes as plain endpoints, ahead of their FastAPI twins (which stay for the
+    # OpenAPI document): `doorless.server.routes.hot`.
+    app.router.routes[:0] = [
+        Route("/v1/messages", hot.send, methods=["POST"], include_in_schema=False),
+        Route("/v1/messages/ack", hot.ack, methods=["POST"], include_in_schema=False),
+    ]
     app.add_middleware(
         BodyLimitMiddleware,
         limit=config.max_json_body,

@@ -57,11 +57,11 @@ class AuthedDevice:
         return self.device.username
 
 
-def _unauthorized(message: str) -> ApiError:
+def unauthorized_error(message: str) -> ApiError:
     return ApiError(401, ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _revoked() -> ApiError:
+def revoked_error() -> ApiError:
     return ApiError(401, ErrorCode.DEVICE_REVOKED, "this device was revoked")
 
 
@@ -77,13 +77,13 @@ def bearer_token(conn: HTTPConnection) -> str | None:
 
 async def authenticate(ctx: ServerContext, token: str | None) -> AuthedDevice:
     if token is None:
-        raise _unauthorized("a bearer token is required")
+        raise unauthorized_error("a bearer token is required")
     found = await ctx.storage.token_holder(secret_hash(token.encode()), ctx.now())
     if found is None:
-        raise _unauthorized("unknown or expired token")
+        raise unauthorized_error("unknown or expired token")
     device = found[0]
     if device.revoked_at is not None:  # the token proves it is this device asking
-        raise _revoked()
+        raise revoked_error()
     return AuthedDevice(device, found[1])
 
 
@@ -142,7 +142,7 @@ async def issue_token(
     except InvalidSignature:
         raise failed from None
     if device.revoked_at is not None:  # told only to the holder of its key
-        raise _revoked()
+        raise revoked_error()
     token = secrets.token_urlsafe(32)
     expires_at = ctx.now() + ctx.config.token_ttl
     await ctx.storage.put_token(secret_hash(token.encode()), device_id, expires_at)

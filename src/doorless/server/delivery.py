@@ -28,7 +28,8 @@
    the group id of its header, the server clock and the group's next sequence number; the
    frank is stored and fanned out with the ciphertext.
 5. **Blocks.** Application messages and Welcomes are not queued for the devices of users who
-   block the sender (`Storage.blocking_devices`). The sender is not told.
+   block the sender (`Storage.blocking_devices`, or read with the token by
+   `Storage.send_context`). The sender is not told.
 6. **Welcome.** A Welcome sent with its commit is delivered if and only if the commit is; it
    may only accompany a commit (`InvalidSend`).
 7. **Durability and push.** ``(sender device, message id)`` is an idempotency key over the
@@ -68,7 +69,7 @@ from doorless.server.refusals import (
     MessageTooLarge,
     Sender,
 )
-from doorless.server.storage.base import Delivery, DeliveryResult, EpochGate
+from doorless.server.storage.base import Delivery, DeliveryResult, EpochGate, SendContext
 
 # Epochs are stored in signed 64-bit columns; no real group gets near this.
 MAX_EPOCH = 2**63 - 2
@@ -145,13 +146,18 @@ def digest(send: Send) -> bytes:
 
 
 async def _unblocked(
-    ctx: ServerContext, sender: Sender, recipients: tuple[str, ...]
+    ctx: ServerContext, sender: Sender, recipients: tuple[str, ...], seen: SendContext | None
 ) -> tuple[str, ...]:
-    blocked = await ctx.storage.blocking_devices(sender.username, recipients)
+    if seen is not None and seen.checked.issuperset(recipients):
+        blocked: set[str] | frozenset[str] = seen.blocked
+    else:
+        blocked = await ctx.storage.blocking_devices(sender.username, recipients)
     return tuple(r for r in recipients if r not in blocked)
 
 
-async def group_message(ctx: ServerContext, sender: Sender, message: Outgoing) -> Delivery:
+async def group_message(
+    ctx: ServerContext, sender: Sender, message: Outgoing, seen: SendContext | None = None
+) -> Delivery:
     """The delivery of the main message: an application message must carry a franking tag
     (`MalformedMessage` otherwise); it is stamped at delivery with the device that sent it,
     and it is not queued for devices whose user blocks the sender. Any other message goes to
@@ -164,7 +170,7 @@ async def group_message(ctx: ServerContext, sender: Sender, message: Outgoing) -
         return Delivery(message.data, message.recipients)
     body = decode(MLSMessage, message.data).body
     assert isinstance(body, PrivateMessage)  # application_tag checked it
-    recipients = await _unblocked(ctx, sender, message.recipients)
+    recipients = await _unblocked(ctx, sender, message.recipients, seen)
     stamper = ctx.franking.stamper(
         tag,
         sender=sender_identity(sender.username, sender.device_id),
@@ -174,13 +180,21 @@ async def group_message(ctx: ServerContext, sender: Sender, message: Outgoing) -
     return Delivery(message.data, recipients, stamper)
 
 
-async def welcome_message(ctx: ServerContext, sender: Sender, welcome: Outgoing) -> Delivery:
+async def welcome_message(
+    ctx: ServerContext, sender: Sender, welcome: Outgoing, seen: SendContext | None = None
+) -> Delivery:
     """A Welcome is not queued for devices whose user blocks the sender."""
-    return Delivery(welcome.data, await _unblocked(ctx, sender, welcome.recipients))
+    return Delivery(welcome.data, await _unblocked(ctx, sender, welcome.recipients, seen))
 
 
-async def send(ctx: ServerContext, sender: Sender, request: Send) -> DeliveryResult:
+async def send(
+    ctx: ServerContext, sender: Sender, request: Send, seen: SendContext | None = None
+) -> DeliveryResult:
     """Check, stamp and enqueue one send, then wake the recipients (see the module docstring).
+
+    ``seen``: what `Storage.send_context` read for this send (``POST /v1/messages`` reads it
+    with the token), used instead of reading group access, blocks and the group's franking
+    number again. The delivery transaction re-checks whatever could have changed since.
 
     Raises `DeliveryRefused`, or the storage's `Rejected` errors (``EpochConflict``,
     ``IdempotencyConflict``, ``UnknownDevice``). ``duplicate`` in the result: the same message
@@ -193,17 +207,20 @@ async def send(ctx: ServerContext, sender: Sender, request: Send) -> DeliveryRes
     if request.group_info is not None and (gate is None or not gate.is_commit):
         raise InvalidSend("a group_info can only accompany a commit")
     if gate is not None:
-        checked = await groups.check(ctx, sender, routing, message.data, request.group_info)
+        checked = await groups.check(ctx, sender, routing, message.data, request.group_info, seen)
         if checked.update is not None:
             gate = dataclasses.replace(gate, update=checked.update)
-    parts = [await group_message(ctx, sender, message)]
+        elif seen is not None and seen.group_id == gate.group_id:
+            # No message yet: the first gets number 1.
+            gate = dataclasses.replace(gate, next_seq=seen.next_seq or 1)
+    parts = [await group_message(ctx, sender, message, seen)]
     if welcome is not None:
         if gate is None or not gate.is_commit:
             raise InvalidSend("a welcome can only accompany a commit")
         _check_recipients(ctx, welcome.recipients, "welcome.recipients")
         if _peek(ctx, welcome.data, "welcome.data").wire_format != WireFormat.mls_welcome:
             raise MalformedMessage("welcome.data is not an MLSMessage with wire format mls_welcome")
-        parts.append(await welcome_message(ctx, sender, welcome))
+        parts.append(await welcome_message(ctx, sender, welcome, seen))
     result = await ctx.storage.deliver(
         sender.device_id, request.message_id, digest(request), parts, gate, ctx.now()
     )

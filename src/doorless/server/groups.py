@@ -69,7 +69,7 @@ from doorless.server.refusals import (
     Sender,
     UnknownGroup,
 )
-from doorless.server.storage.base import GroupExists, GroupState, GroupUpdate
+from doorless.server.storage.base import GroupExists, GroupState, GroupUpdate, SendContext
 from doorless.wire import protocol
 from doorless.wire.kt import credential_identity
 
@@ -166,14 +166,19 @@ async def check(
     routing: Routing,
     data: bytes,
     group_info: bytes | None,
+    seen: SendContext | None = None,
 ) -> Checked:
     """Judge a message to a group (see the module docstring); raises a `DeliveryRefused` or
-    ``EpochConflict`` and changes nothing when it breaks a rule."""
+    ``EpochConflict`` and changes nothing when it breaks a rule. ``seen``: the access already
+    read for this send (`Storage.send_context`), if it was read for this group."""
     assert routing.group_id is not None and routing.epoch is not None
     # One read for every message (application messages included): epoch and membership,
     # without the group's state, so that an application message costs the same at any group
     # size. The state is loaded for a commit of the current epoch only.
-    access = await ctx.storage.group_access(routing.group_id, sender.device_id)
+    if seen is not None and seen.group_id == routing.group_id:
+        access = seen.access
+    else:
+        access = await ctx.storage.group_access(routing.group_id, sender.device_id)
     if access is None:
         return Checked(None)  # a group from before validation: epoch rules only
     # Every message, an external commit too: Doorless adds new members by Welcome, so an

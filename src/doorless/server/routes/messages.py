@@ -3,6 +3,10 @@
 HTTP only: a send is parsed here and handed to `doorless.server.delivery.send`, which holds
 every delivery rule (recipients, framing, epochs, franking stamp, blocks, Welcome, idempotency,
 push). Queue entries stay until their device acknowledges them.
+
+``POST /v1/messages`` and ``POST /v1/messages/ack`` are served by the plain endpoints of
+`doorless.server.routes.hot`, mounted ahead of these; the declarations here are what the
+OpenAPI document describes, and their handlers are the same contract through FastAPI.
 """
 
 from __future__ import annotations

@@ -124,6 +124,26 @@ class EpochGate:
     epoch: int
     is_commit: bool
     update: GroupUpdate | None = None
+    # The group's next franking number as last read (`SendContext.next_seq`): a hint only. A
+    # store may stamp with it before its transaction and stamp again if it moved.
+    next_seq: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """What a send is judged against before its transaction, read at once (`Storage.
+    send_context`): the device holding the bearer token, the registered group's access (None:
+    not registered, or no group), the group's next franking number (None: no message of the
+    group yet), and which of the ``checked`` recipients belong to users who block the sender.
+    Reads only: the transaction re-checks everything a concurrent change could break."""
+
+    device: DeviceRecord
+    token_expires_at: int
+    group_id: bytes | None
+    access: GroupAccess | None
+    next_seq: int | None
+    checked: frozenset[str]
+    blocked: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +447,13 @@ class Storage(ABC):
         different digest it raises `IdempotencyConflict`. Then ``gate`` is checked (raises
         `EpochConflict`) and all recipients must be live devices (raises `UnknownDevice`).
         """
+
+    @abstractmethod
+    async def send_context(
+        self, token_hash: bytes, now: int, group_id: bytes | None, recipients: Sequence[str]
+    ) -> SendContext | None:
+        """`token_holder`, `group_access`, the group's next franking number and
+        `blocking_devices` for one send, in one read (None: unknown or expired token)."""
 
     @abstractmethod
     async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:

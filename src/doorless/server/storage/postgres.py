@@ -24,6 +24,10 @@ by explicit row locks and single-statement conditional writes, never by re-readi
   pure function of its arguments and the database, so a retry is safe.
 
 Operations of one statement (`Tx.READ`, `Tx.STATEMENT`) run without an explicit transaction.
+A send is two of them (`doorless.server.storage.pg_send`): one read (`send_context`) and one
+call of the ``doorless_deliver`` function, which runs the statements of `_deliver` as one
+implicit transaction; `_deliver` itself remains for commits that write a validated group
+update, and as the fallback of a send that keeps losing its franking numbers to others.
 Queue reads and acks that arrive together (the sockets one send wakes; acks from many sockets)
 are coalesced (`doorless.server.storage.coalesce`): one query, or one transaction, per batch.
 
@@ -54,7 +58,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from doorless.errors import ConfigurationError, StateError
-from doorless.server.storage import rows
+from doorless.server.storage import pg_send, rows
 from doorless.server.storage.base import (
     ClaimedKeyPackage,
     Delivery,
@@ -62,6 +66,7 @@ from doorless.server.storage.base import (
     EpochConflict,
     EpochGate,
     IdempotencyConflict,
+    SendContext,
     StorageUnavailable,
     UnknownDevice,
 )
@@ -336,6 +341,40 @@ class PostgresStorage(SqlStorage):
         if not values:
             return []
         return [(f"{column} = ANY(${param}::{sqltype}[])", (list(values),))]
+
+    async def send_context(
+        self, token_hash: bytes, now: int, group_id: bytes | None, recipients: Sequence[str]
+    ) -> SendContext | None:
+        """One query (`pg_send.send_context`)."""
+        return await self._run(
+            Tx.READ, pg_send.send_context, token_hash, now, group_id, frozenset(recipients)
+        )
+
+    async def deliver(
+        self,
+        sender_device_id: str,
+        message_id: str,
+        digest: bytes,
+        parts: Sequence[Delivery],
+        gate: EpochGate | None,
+        now: int,
+    ) -> DeliveryResult:
+        """One statement (`pg_send.DeliverCall`), stamped with ``gate.next_seq`` and stamped
+        again if another send took that number first; a commit with a validated update, or a
+        send that keeps losing its numbers to others, takes the transaction of `_deliver`."""
+        if gate is None or gate.update is None:
+            call = pg_send.DeliverCall(
+                sender_device_id, message_id, digest, tuple(parts), gate, now
+            )
+            first_seq = None if gate is None else gate.next_seq
+            for _ in range(_ATTEMPTS):
+                try:
+                    return await self._run(Tx.STATEMENT, call.run, first_seq)
+                except pg_send.SeqMoved as moved:
+                    first_seq = moved.next_seq
+                except _RETRYABLE:
+                    continue
+        return await super().deliver(sender_device_id, message_id, digest, parts, gate, now)
 
     async def ack(self, device_id: str, seqs: Sequence[int]) -> int:
         """Acks from every socket of this process that arrive together share one transaction

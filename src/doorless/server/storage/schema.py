@@ -35,6 +35,129 @@ class Only:
 
 Statement = str | Only
 
+# `doorless.server.storage.pg_send`: the statements of `PostgresStorage._deliver` (a send
+# without a validated group update) as one function, so that a send is one statement, one round
+# trip and one implicit transaction, committed before its result reaches the server (I5). The
+# same order and locks as `_deliver` (sent -> group_epochs -> devices -> payloads); refusals
+# are raised (the statement rolls back whole) with SQLSTATEs of class DL, each carrying what
+# the matching `Rejected` error needs in DETAIL:
+#   DL001 epoch conflict (DETAIL: the group's current epoch), DL002 idempotency conflict,
+#   DL003 unknown or revoked recipients (DETAIL: their ids, space-separated),
+#   DL004 the group's next franking number is not the one the caller stamped with (DETAIL:
+#   the number to stamp with; the caller stamps again and retries).
+# A duplicate answers (true, the epoch recorded with the first send) and writes nothing.
+DELIVER_FUNCTION = """
+CREATE FUNCTION doorless_deliver(
+    p_sender TEXT, p_message_id TEXT, p_digest BYTEA, p_now BIGINT,
+    p_group_id BYTEA, p_epoch BIGINT, p_is_commit BOOLEAN,
+    p_stamps INTEGER, p_first_seq BIGINT,
+    p_wanted TEXT[], p_counts INTEGER[],
+    p_data BYTEA[], p_frank BYTEA[], p_remaining INTEGER[],
+    p_part INTEGER[], p_device TEXT[], p_offset INTEGER[],
+    OUT o_duplicate BOOLEAN, OUT o_epoch BIGINT
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_digest BYTEA;
+    v_current BIGINT;
+    v_first BIGINT;
+    v_devices TEXT[];
+    v_bases BIGINT[];
+    v_id BIGINT;
+BEGIN
+    o_duplicate := false;
+    o_epoch := CASE WHEN p_group_id IS NULL THEN NULL
+                    WHEN p_is_commit THEN p_epoch + 1 ELSE p_epoch END;
+    -- The idempotency row first: a racing retry waits on its key, then answers duplicate.
+    INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at)
+    VALUES (p_sender, p_message_id, p_digest, o_epoch, p_now) ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT s.digest, s.group_epoch INTO v_digest, o_epoch FROM sent s
+        WHERE s.sender_device_id = p_sender AND s.message_id = p_message_id;
+        IF NOT FOUND THEN  -- purged in between: the caller retries as the first
+            RAISE EXCEPTION 'idempotency record vanished' USING ERRCODE = 'serialization_failure';
+        END IF;
+        IF v_digest <> p_digest THEN
+            RAISE EXCEPTION 'message id already used for different content'
+                USING ERRCODE = 'DL002';
+        END IF;
+        o_duplicate := true;
+        RETURN;
+    END IF;
+    -- The epoch gate (`PostgresStorage._check_gate`) and the franking numbers.
+    IF p_group_id IS NOT NULL THEN
+        INSERT INTO group_epochs (group_id, epoch, next_seq)
+        VALUES (p_group_id, o_epoch, 1 + p_stamps) ON CONFLICT DO NOTHING;
+        IF FOUND THEN
+            v_first := 1;
+        ELSIF p_is_commit THEN
+            UPDATE group_epochs SET epoch = o_epoch, next_seq = next_seq + p_stamps
+            WHERE group_id = p_group_id AND epoch = p_epoch
+            RETURNING next_seq - p_stamps INTO v_first;
+            IF NOT FOUND THEN
+                SELECT epoch INTO v_current FROM group_epochs WHERE group_id = p_group_id;
+                RAISE EXCEPTION 'commit is for epoch %, the group is at epoch %',
+                    p_epoch, v_current USING ERRCODE = 'DL001', DETAIL = v_current::TEXT;
+            END IF;
+        ELSE
+            IF p_stamps > 0 THEN
+                UPDATE group_epochs SET next_seq = next_seq + p_stamps
+                WHERE group_id = p_group_id RETURNING epoch, next_seq - p_stamps
+                INTO v_current, v_first;
+            ELSE
+                SELECT epoch INTO v_current FROM group_epochs
+                WHERE group_id = p_group_id FOR SHARE;
+            END IF;
+            IF v_current <> p_epoch THEN
+                RAISE EXCEPTION 'message is for epoch %, the group is at epoch %',
+                    p_epoch, v_current USING ERRCODE = 'DL001', DETAIL = v_current::TEXT;
+            END IF;
+        END IF;
+        IF p_stamps > 0 AND v_first IS DISTINCT FROM p_first_seq THEN
+            RAISE EXCEPTION 'the group''s next franking number moved'
+                USING ERRCODE = 'DL004', DETAIL = v_first::TEXT;
+        END IF;
+        -- Called only without a validated update: a commit to a registered group is refused.
+        IF p_is_commit AND EXISTS (SELECT 1 FROM group_states WHERE group_id = p_group_id) THEN
+            RAISE EXCEPTION 'the group''s state moved on; read it again'
+                USING ERRCODE = 'DL001', DETAIL = p_epoch::TEXT;
+        END IF;
+    END IF;
+    IF cardinality(p_wanted) = 0 THEN
+        RETURN;
+    END IF;
+    -- Recipient rows locked in id order while their next_seq advances (seqs in commit order).
+    WITH locked AS MATERIALIZED (
+        SELECT device_id FROM devices WHERE device_id = ANY(p_wanted)
+        AND revoked_at IS NULL ORDER BY device_id FOR NO KEY UPDATE
+    ), bumped AS (
+        UPDATE devices d SET next_seq = d.next_seq + c.n
+        FROM unnest(p_wanted, p_counts) AS c (device_id, n)
+        WHERE d.device_id = c.device_id AND d.device_id IN (SELECT device_id FROM locked)
+        RETURNING d.device_id, d.next_seq - c.n AS base
+    )
+    SELECT array_agg(b.device_id), array_agg(b.base) INTO v_devices, v_bases FROM bumped b;
+    IF coalesce(cardinality(v_devices), 0) < cardinality(p_wanted) THEN
+        RAISE EXCEPTION 'unknown or revoked recipients' USING ERRCODE = 'DL003',
+            DETAIL = array_to_string(ARRAY(
+                SELECT w FROM unnest(p_wanted) AS w
+                WHERE w <> ALL (coalesce(v_devices, ARRAY[]::TEXT[])) ORDER BY w
+            ), ' ');
+    END IF;
+    -- Each part with recipients: its payload and its queue entries.
+    FOR i IN 1 .. cardinality(p_data) LOOP
+        CONTINUE WHEN p_remaining[i] = 0;
+        INSERT INTO payloads (data, remaining, frank)
+        VALUES (p_data[i], p_remaining[i], p_frank[i]) RETURNING id INTO v_id;
+        INSERT INTO queue (device_id, seq, payload_id, received_at)
+        SELECT r.d, b.base + r.o, v_id, p_now
+        FROM unnest(p_part, p_device, p_offset) AS r (pt, d, o)
+        JOIN unnest(v_devices, v_bases) AS b (d, base) ON b.d = r.d
+        WHERE r.pt = i;
+    END LOOP;
+END
+$fn$
+"""
+
 _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
     (
         1,
@@ -221,6 +344,12 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
             "CREATE INDEX key_packages_by_suite "
             "ON key_packages (device_id, cipher_suite, last_resort, id)",
         ),
+    ),
+    (
+        6,
+        "the send transaction as one PostgreSQL function (one round trip per send)",
+        # SQLite runs its transactions in process: nothing to install there.
+        (Only("postgres", DELIVER_FUNCTION),),
     ),
 )
 

@@ -41,6 +41,7 @@ from doorless.server.storage.base import (
     KtVersion,
     LinkGone,
     LinkRecord,
+    SendContext,
     TooManyKeyPackages,
     UnknownAccount,
     UsernameTaken,
@@ -217,16 +218,19 @@ class SqlStorage(KtOperations, SafetyOperations):
         return await self._run(Tx.READ, op)
 
     async def token_holder(self, token_hash: bytes, now: int) -> tuple[DeviceRecord, int] | None:
-        async def op(ex: Executor) -> tuple[DeviceRecord, int] | None:
-            row = await ex.fetchrow(
-                f"SELECT {_DEVICE_COLUMNS_D}, t.expires_at FROM tokens t JOIN devices d "
-                "ON d.device_id = t.device_id WHERE t.token_hash = $1 AND t.expires_at > $2",
-                token_hash,
-                now,
-            )
-            return None if row is None else (rows.device(row), int(row[7]))
+        return await self._run(Tx.READ, self._token_holder, token_hash, now)
 
-        return await self._run(Tx.READ, op)
+    @staticmethod
+    async def _token_holder(
+        ex: Executor, token_hash: bytes, now: int
+    ) -> tuple[DeviceRecord, int] | None:
+        row = await ex.fetchrow(
+            f"SELECT {_DEVICE_COLUMNS_D}, t.expires_at FROM tokens t JOIN devices d "
+            "ON d.device_id = t.device_id WHERE t.token_hash = $1 AND t.expires_at > $2",
+            token_hash,
+            now,
+        )
+        return None if row is None else (rows.device(row), int(row[7]))
 
     # --- links -----------------------------------------------------------------------------
 
@@ -353,6 +357,30 @@ class SqlStorage(KtOperations, SafetyOperations):
             Tx.WRITE, self._deliver, sender_device_id, message_id, digest, tuple(parts), gate, now
         )
 
+    async def send_context(
+        self, token_hash: bytes, now: int, group_id: bytes | None, recipients: Sequence[str]
+    ) -> SendContext | None:
+        checked = frozenset(recipients)
+
+        async def op(ex: Executor) -> SendContext | None:
+            found = await self._token_holder(ex, token_hash, now)
+            if found is None:
+                return None
+            device, expires_at = found
+            access, next_seq = None, None
+            if group_id is not None:
+                access = await self._group_access(ex, group_id, device.device_id)
+                seq = await ex.fetchval(
+                    "SELECT next_seq FROM group_epochs WHERE group_id = $1", group_id
+                )
+                next_seq = None if seq is None else int(seq)
+            blocked = await self._blocking_devices(ex, device.username, sorted(checked))
+            return SendContext(
+                device, expires_at, group_id, access, next_seq, checked, frozenset(blocked)
+            )
+
+        return await self._run(Tx.SNAPSHOT, op)
+
     async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
         async def op(ex: Executor) -> list[QueuedMessage]:
             found = await ex.fetch(
@@ -437,17 +465,18 @@ class SqlStorage(KtOperations, SafetyOperations):
         return await self._run(Tx.READ, op)
 
     async def group_access(self, group_id: bytes, device_id: str) -> GroupAccess | None:
-        async def op(ex: Executor) -> GroupAccess | None:
-            row = await ex.fetchrow(
-                "SELECT s.epoch, EXISTS (SELECT 1 FROM group_members m "
-                "WHERE m.group_id = s.group_id AND m.device_id = $2) "
-                "FROM group_states s WHERE s.group_id = $1",
-                group_id,
-                device_id,
-            )
-            return None if row is None else GroupAccess(int(row[0]), bool(row[1]))
+        return await self._run(Tx.READ, self._group_access, group_id, device_id)
 
-        return await self._run(Tx.READ, op)
+    @staticmethod
+    async def _group_access(ex: Executor, group_id: bytes, device_id: str) -> GroupAccess | None:
+        row = await ex.fetchrow(
+            "SELECT s.epoch, EXISTS (SELECT 1 FROM group_members m "
+            "WHERE m.group_id = s.group_id AND m.device_id = $2) "
+            "FROM group_states s WHERE s.group_id = $1",
+            group_id,
+            device_id,
+        )
+        return None if row is None else GroupAccess(int(row[0]), bool(row[1]))
 
     @staticmethod
     async def _apply_group_update(ex: Executor, gate: EpochGate) -> None:

@@ -135,18 +135,20 @@ class SafetyOperations(SqlHooks):
         if not device_ids:
             return set()
 
-        async def op(ex: Executor) -> set[str]:
-            found: set[str] = set()
-            for condition, args in self._any_of("d.device_id", 2, device_ids, "text"):
-                found.update(
-                    str(r[0])
-                    for r in await ex.fetch(
-                        "SELECT d.device_id FROM devices d JOIN blocks b "
-                        f"ON b.blocker = d.username WHERE b.blocked = $1 AND {condition}",
-                        sender,
-                        *args,
-                    )
-                )
-            return found
+        return await self._run(Tx.READ, self._blocking_devices, sender, device_ids)
 
-        return await self._run(Tx.READ, op)
+    async def _blocking_devices(
+        self, ex: Executor, sender: str, device_ids: Sequence[str]
+    ) -> set[str]:
+        found: set[str] = set()
+        for condition, args in self._any_of("d.device_id", 2, device_ids, "text"):
+            found.update(
+                str(r[0])
+                for r in await ex.fetch(
+                    "SELECT d.device_id FROM devices d JOIN blocks b "
+                    f"ON b.blocker = d.username WHERE b.blocked = $1 AND {condition}",
+                    sender,
+                    *args,
+                )
+            )
+        return found
