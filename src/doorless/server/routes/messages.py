@@ -6,7 +6,10 @@ push). Queue entries stay until their device acknowledges them.
 
 ``POST /v1/messages`` and ``POST /v1/messages/ack`` are served by the plain endpoints of
 `doorless.server.routes.hot`, mounted ahead of these; the declarations here are what the
-OpenAPI document describes, and their handlers are the same contract through FastAPI.
+OpenAPI document describes, and their handlers are the same contract through FastAPI. That the
+plain endpoints answer as these handlers do (status, error envelope, body, order of answers) is
+checked by ``tests/server/test_hot_routes_contract.py``, which serves one table of requests with
+and without the plain endpoints.
 """
 
 from __future__ import annotations
