@@ -4,17 +4,29 @@ An envelope that fits one DATAGRAM frame (`MAX_DATAGRAM_ENVELOPE`, RFC 9221) goe
 a larger one goes on a unidirectional stream of its own. Both are bounded per connection, so a
 peer that does not read cannot grow the sender's buffers: beyond the bounds the frame is not
 queued (the caller counts it as dropped), as a congested datagram path would drop it anyway.
-No I/O here: this queues on aioquic's connection state; the caller transmits.
+
+Acknowledgements (`configure_acks`, `ack_with_media`): a call sends a frame every 10-20 ms in
+each direction, and aioquic acknowledges every ack-eliciting packet after 1 ms in a packet of
+its own. That doubled the packets, the timers and the AES-GCM work per frame at both ends (an
+ACK-only packet costs its sender a timer, a packet build and a seal, and its receiver an open
+and the loss-recovery bookkeeping). Here ACKs wait up to `ACK_DELAY`, below the 25 ms
+max_ack_delay aioquic announces (RFC 9000 13.2.1, 18.2), and leave with the next media frame
+going the other way; only a connection that sends nothing back pays ACK-only packets, at most
+one per `ACK_DELAY`.
+
+No I/O here: this works on aioquic's connection state; the caller transmits.
 """
 
 from __future__ import annotations
 
+from aioquic import tls
 from aioquic.quic.connection import QuicConnection
 
 from doorless.wire.calls import MAX_DATAGRAM_ENVELOPE
 
 MAX_PENDING_DATAGRAMS = 512
 MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
+ACK_DELAY = 0.020  # seconds: one audio frame period; below the 25 ms max_ack_delay announced
 
 
 def queue_envelope(quic: QuicConnection, data: bytes) -> bool:
@@ -31,4 +43,26 @@ def queue_envelope(quic: QuicConnection, data: bytes) -> bool:
     return True
 
 
-__all__ = ["MAX_OPEN_STREAMS", "MAX_PENDING_DATAGRAMS", "queue_envelope"]
+def configure_acks(quic: QuicConnection) -> None:
+    """Delay this connection's acknowledgements by `ACK_DELAY` (aioquic has no setting for
+    its local ACK delay; handshake packets are still acknowledged at once)."""
+    quic._ack_delay = ACK_DELAY
+
+
+def ack_with_media(quic: QuicConnection, now: float) -> None:
+    """Before a transmit: when frames are waiting, make a pending ACK due now so that it
+    leaves in their packet (RFC 9000 13.2.1 lets any packet carry it) instead of alone later."""
+    if quic._datagrams_pending:
+        space = quic._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
+
+
+__all__ = [
+    "ACK_DELAY",
+    "MAX_OPEN_STREAMS",
+    "MAX_PENDING_DATAGRAMS",
+    "ack_with_media",
+    "configure_acks",
+    "queue_envelope",
+]

@@ -64,7 +64,7 @@ from doorless.wire.calls import (
     encode_control,
     encode_message,
 )
-from doorless.wire.relay_quic import queue_envelope
+from doorless.wire.relay_quic import ack_with_media, configure_acks, queue_envelope
 
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
@@ -142,6 +142,11 @@ class _QuicClient(QuicConnectionProtocol):
         self._control = ControlReader()
         self.answer: asyncio.Future[JoinAccepted | Refused] = self._loop.create_future()
         self._streams: dict[int, bytearray] = {}
+        configure_acks(self._quic)
+
+    def transmit(self) -> None:
+        ack_with_media(self._quic, self._loop.time())
+        super().transmit()
 
     def peer_certificate_der(self) -> bytes | None:
         # aioquic keeps the verified-by-signature leaf certificate on its TLS context.
