@@ -17,6 +17,7 @@ from aioquic.quic.connection import QuicConnection
 from doorless.server.relay.cert import load_or_create
 from doorless.server.relay.quic import configuration as relay_configuration
 from doorless.wire.calls import ALPN
+from doorless.wire.relay_quic import MediaAcks
 
 CLIENT_ADDR = ("127.0.0.1", 40001)
 SERVER_ADDR = ("127.0.0.1", 4433)
@@ -38,6 +39,21 @@ def client_connection(addr_of_server: tuple[str, int], now: float) -> QuicConnec
 class Peer:
     quic: QuicConnection
     addr: tuple[str, int]
+    acks: MediaAcks | None = None  # the relay's ACK policy, once `media` is called
+
+    def media(self) -> None:
+        self.acks = MediaAcks(self.quic)
+
+    def receive(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        if self.acks is None:
+            self.quic.receive_datagram(data, addr, now=now)
+        else:
+            self.acks.receive(data, addr, now)
+
+    def send(self, now: float) -> list[bytes]:
+        if self.acks is not None:
+            self.acks.before_transmit(now)
+        return [data for data, _ in self.quic.datagrams_to_send(now=now)]
 
     def events(self) -> list[events.QuicEvent]:
         out = []
@@ -51,9 +67,9 @@ class Peer:
 
 def deliver(sender: Peer, receiver: Peer, now: float) -> list[bytes]:
     """Every datagram ``sender`` has to send at ``now``, received by ``receiver``."""
-    sent = [data for data, _ in sender.quic.datagrams_to_send(now=now)]
+    sent = sender.send(now)
     for data in sent:
-        receiver.quic.receive_datagram(data, sender.addr, now=now)
+        receiver.receive(data, sender.addr, now)
     return sent
 
 

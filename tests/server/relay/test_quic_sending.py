@@ -27,7 +27,7 @@ from doorless.wire.calls import (
     StreamKind,
     encode_control,
 )
-from doorless.wire.relay_quic import configure_acks, queue_envelope
+from doorless.wire.relay_quic import queue_envelope
 from support.quic_memory import SERVER_ADDR, Peer, client_connection
 
 pytestmark = pytest.mark.asyncio
@@ -81,7 +81,7 @@ class Harness:
         """What the relay sent since the last call, handed to each addressee; their addresses."""
         fresh, self._seen = self.transport.sent[self._seen :], len(self.transport.sent)
         for data, addr in fresh:
-            self.peers[addr].quic.receive_datagram(data, SERVER_ADDR, now=self.now())
+            self.peers[addr].receive(data, SERVER_ADDR, self.now())
         return [addr for _, addr in fresh]
 
     async def settle(self) -> None:
@@ -100,7 +100,7 @@ class Harness:
         request = JoinRequest(f"dev-{port}", GROUP, call)
         peer.quic.send_stream_data(stream, encode_control(request))
         await self.settle()
-        configure_acks(peer.quic)
+        peer.media()
         reader = ControlReader()
         answers = [m for e in peer.events() if hasattr(e, "data") for m in reader.feed(e.data)]
         assert [type(m) for m in answers] == [JoinAccepted]

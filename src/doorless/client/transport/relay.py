@@ -32,7 +32,7 @@ import hmac
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from aioquic.asyncio.client import connect as quic_connect
@@ -64,7 +64,7 @@ from doorless.wire.calls import (
     encode_control,
     encode_message,
 )
-from doorless.wire.relay_quic import ack_with_media, configure_acks, queue_envelope
+from doorless.wire.relay_quic import MediaAcks, queue_envelope
 
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
@@ -142,10 +142,16 @@ class _QuicClient(QuicConnectionProtocol):
         self._control = ControlReader()
         self.answer: asyncio.Future[JoinAccepted | Refused] = self._loop.create_future()
         self._streams: dict[int, bytearray] = {}
-        configure_acks(self._quic)
+        self._acks = MediaAcks(self._quic)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        # As aioquic's, with this connection's ACK policy (`MediaAcks`).
+        self._acks.receive(cast(bytes, data), addr, self._loop.time())
+        self._process_events()
+        self.transmit()
 
     def transmit(self) -> None:
-        ack_with_media(self._quic, self._loop.time())
+        self._acks.before_transmit(self._loop.time())
         super().transmit()
 
     def peer_certificate_der(self) -> bytes | None:

@@ -41,7 +41,7 @@ from doorless.wire.calls import (
     encode_control,
 )
 from doorless.wire.errors import ErrorCode
-from doorless.wire.relay_quic import ack_with_media, configure_acks, queue_envelope
+from doorless.wire.relay_quic import MediaAcks, queue_envelope
 
 _JOIN_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 30.0
@@ -93,7 +93,7 @@ class RelayQuicProtocol(QuicConnectionProtocol):
         self._joining = False
         self._streams: dict[int, bytearray] = {}
         self._join_timer = self._loop.call_later(_JOIN_TIMEOUT, self._join_timeout)
-        configure_acks(self._quic)
+        self._acks = MediaAcks(self._quic)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # As aioquic's, but the connections this datagram's frames were forwarded to transmit
@@ -101,7 +101,7 @@ class RelayQuicProtocol(QuicConnectionProtocol):
         outbox = self._outbox
         outbox.receiving = True
         try:
-            self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+            self._acks.receive(cast(bytes, data), addr, self._loop.time())
             self._process_events()
         finally:
             outbox.receiving = False
@@ -109,7 +109,7 @@ class RelayQuicProtocol(QuicConnectionProtocol):
         self.transmit()
 
     def transmit(self) -> None:
-        ack_with_media(self._quic, self._loop.time())
+        self._acks.before_transmit(self._loop.time())
         super().transmit()
 
     # --- Link --------------------------------------------------------------------------------
