@@ -211,11 +211,14 @@ class _QuicClient(QuicConnectionProtocol):
         self._quic.close(error_code=0, reason_phrase="protocol error")
         self.transmit()
 
-    def send_envelope(self, data: bytes) -> bool:
-        if not queue_envelope(self._quic, data):
-            return False
-        self._transmit_soon()
-        return True
+    def send_envelopes(self, envelopes: list[bytes]) -> int:
+        """Queue ``envelopes`` and transmit them now, together (one packet for what fits):
+        a media frame is due when it is sent, and aioquic's `_transmit_soon` would wait for
+        the loop's next turn, after every other socket ready then. How many were queued."""
+        queued = sum(1 for data in envelopes if queue_envelope(self._quic, data))
+        if queued:
+            self.transmit()
+        return queued
 
 
 class _QuicLink:
@@ -264,7 +267,10 @@ class _QuicLink:
         return await asyncio.wait_for(asyncio.shield(p.answer), timeout)
 
     def send(self, data: bytes) -> bool:
-        return self.protocol.send_envelope(data)
+        return self.protocol.send_envelopes([data]) == 1
+
+    def send_all(self, envelopes: list[bytes]) -> int:
+        return self.protocol.send_envelopes(envelopes)
 
     async def close(self) -> None:
         p = self.protocol
@@ -343,6 +349,9 @@ class _WebSocketLink:
         except asyncio.QueueFull:
             return False
         return True
+
+    def send_all(self, envelopes: list[bytes]) -> int:
+        return sum(1 for data in envelopes if self.send(data))
 
     async def close(self) -> None:
         with contextlib.suppress(ConnectionClosed, OSError):
