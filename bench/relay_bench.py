@@ -164,15 +164,15 @@ async def run_load(
                 received += 1
 
     async def send(conn: RelayConnection, kid: int) -> None:
-        # Pre-built envelopes (distinct SFrame headers), handed to the connection's link.
+        # Pre-built envelopes (distinct SFrame headers), handed to the connection's link
+        # eight at a time.
         payload = os.urandom(FRAME - 4)
         burst = [
             FrameEnvelope(StreamKind.audio, encode_header(kid, ctr) + payload).to_bytes()
             for ctr in range(1, 9)
         ]
         while not stop.is_set():
-            for data in burst:
-                conn._link.send(data)
+            conn._link.send_all(burst)  # one transmit: a burst leaves together
             await asyncio.sleep(0.002)
 
     readers = [asyncio.create_task(receive(c)) for c in conns]

@@ -7,6 +7,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -257,3 +258,39 @@ async def test_a_server_without_quic_is_joined_over_websocket(tmp_path: Path) ->
         finally:
             for c in clients:
                 await c.close()
+
+
+async def test_a_frame_leaves_when_sent_and_a_burst_in_one_packet_over_quic(
+    server: RelayServer, tmp_path: Path
+) -> None:
+    """`send` hands the frame's packet to the socket before it returns (not on the loop's next
+    turn, behind every other ready socket); ``send_all`` sends a burst in one packet."""
+    clients = [await account(server.url, tmp_path / "p", n) for n in ("alice", "bob")]
+    try:
+        gid = await group_with(*clients)
+        call = CallId.random()
+        a, b = [await transport_of(c).join_call(gid, call, transport="quic") for c in clients]
+        link = a._link
+        assert isinstance(link, _QuicLink)
+        transport = link.protocol._transport
+        assert transport is not None
+        sent: list[bytes] = []
+        real_sendto = transport.sendto
+
+        def counting(data: Any, addr: Any = None) -> None:
+            sent.append(bytes(data))
+            real_sendto(data, addr)
+
+        transport.sendto = counting  # type: ignore[method-assign]
+        frames = [frame(1, n) for n in range(1, 10)]
+        await a.send(StreamKind.audio, frames[0])
+        assert len(sent) == 1
+        burst = [FrameEnvelope(StreamKind.audio, f).to_bytes() for f in frames[1:]]
+        assert link.send_all(burst) == 8
+        assert len(sent) == 2
+        assert [(await next_frame(b)).frame for _ in frames] == frames
+        for conn in (a, b):
+            await conn.close()
+    finally:
+        for c in clients:
+            await c.close()

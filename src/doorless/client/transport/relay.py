@@ -32,7 +32,7 @@ import hmac
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from aioquic.asyncio.client import connect as quic_connect
@@ -64,7 +64,7 @@ from doorless.wire.calls import (
     encode_control,
     encode_message,
 )
-from doorless.wire.relay_quic import queue_envelope
+from doorless.wire.relay_quic import MediaAcks, queue_envelope
 
 TransportChoice = Literal["auto", "quic", "websocket"]
 _QUEUE = 1024  # received envelopes not yet read; beyond that the oldest media is dropped
@@ -142,6 +142,17 @@ class _QuicClient(QuicConnectionProtocol):
         self._control = ControlReader()
         self.answer: asyncio.Future[JoinAccepted | Refused] = self._loop.create_future()
         self._streams: dict[int, bytearray] = {}
+        self._acks = MediaAcks(self._quic)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        # As aioquic's, with this connection's ACK policy (`MediaAcks`).
+        self._acks.receive(cast(bytes, data), addr, self._loop.time())
+        self._process_events()
+        self.transmit()
+
+    def transmit(self) -> None:
+        self._acks.before_transmit(self._loop.time())
+        super().transmit()
 
     def peer_certificate_der(self) -> bytes | None:
         # aioquic keeps the verified-by-signature leaf certificate on its TLS context.
@@ -200,11 +211,14 @@ class _QuicClient(QuicConnectionProtocol):
         self._quic.close(error_code=0, reason_phrase="protocol error")
         self.transmit()
 
-    def send_envelope(self, data: bytes) -> bool:
-        if not queue_envelope(self._quic, data):
-            return False
-        self._transmit_soon()
-        return True
+    def send_envelopes(self, envelopes: list[bytes]) -> int:
+        """Queue ``envelopes`` and transmit them now, together (one packet for what fits):
+        a media frame is due when it is sent, and aioquic's `_transmit_soon` would wait for
+        the loop's next turn, after every other socket ready then. How many were queued."""
+        queued = sum(1 for data in envelopes if queue_envelope(self._quic, data))
+        if queued:
+            self.transmit()
+        return queued
 
 
 class _QuicLink:
@@ -253,7 +267,10 @@ class _QuicLink:
         return await asyncio.wait_for(asyncio.shield(p.answer), timeout)
 
     def send(self, data: bytes) -> bool:
-        return self.protocol.send_envelope(data)
+        return self.protocol.send_envelopes([data]) == 1
+
+    def send_all(self, envelopes: list[bytes]) -> int:
+        return self.protocol.send_envelopes(envelopes)
 
     async def close(self) -> None:
         p = self.protocol
@@ -332,6 +349,9 @@ class _WebSocketLink:
         except asyncio.QueueFull:
             return False
         return True
+
+    def send_all(self, envelopes: list[bytes]) -> int:
+        return sum(1 for data in envelopes if self.send(data))
 
     async def close(self) -> None:
         with contextlib.suppress(ConnectionClosed, OSError):
