@@ -121,6 +121,18 @@ def _group_id(data: bytes) -> bytes | None:
         return None
 
 
+def send_of(req: SendRequest) -> delivery.Send:
+    """What a send request asks `doorless.server.delivery` to deliver (this endpoint's and its
+    FastAPI twin's)."""
+    welcome = req.welcome
+    return delivery.Send(
+        req.message_id,
+        delivery.Outgoing(req.data, tuple(req.recipients)),
+        None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
+        req.group_info,
+    )
+
+
 async def send(request: Request) -> Response:
     """``POST /v1/messages`` (documented by `doorless.server.routes.messages.send`)."""
     ctx = get_context(request)
@@ -145,18 +157,7 @@ async def send(request: Request) -> Response:
         raise revoked_error()
     me = AuthedDevice(seen.device, seen.token_expires_at)
     _admit(ctx, request, me)
-    welcome = req.welcome
-    result = await delivery.send(
-        ctx,
-        me,
-        delivery.Send(
-            req.message_id,
-            delivery.Outgoing(req.data, tuple(req.recipients)),
-            None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
-            req.group_info,
-        ),
-        seen,
-    )
+    result = await delivery.send(ctx, me, send_of(req), seen)
     return _json(
         SendResponse(
             message_id=result.message_id, group_epoch=result.group_epoch, duplicate=result.duplicate

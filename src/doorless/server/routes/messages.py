@@ -22,6 +22,7 @@ from doorless.mls.public_group import PublicGroup
 from doorless.server import delivery, groups
 from doorless.server.errors import not_found
 from doorless.server.routes.common import AUTHED, Ctx, Device, errors
+from doorless.server.routes.hot import send_of
 from doorless.server.schemas import (
     MAX_SEQ,
     AckRequest,
@@ -51,17 +52,7 @@ GroupIdPath = Annotated[str, Path(pattern=r"^([0-9a-f]{2}){1,255}$")]
 )
 async def send(body: SendRequest, response: Response, me: Device, ctx: Ctx) -> SendResponse:
     """Enqueue an MLSMessage (and the Welcome of a commit) for the given devices."""
-    welcome = body.welcome
-    result = await delivery.send(
-        ctx,
-        me,
-        delivery.Send(
-            body.message_id,
-            delivery.Outgoing(body.data, tuple(body.recipients)),
-            None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
-            body.group_info,
-        ),
-    )
+    result = await delivery.send(ctx, me, send_of(body))
     if result.duplicate:
         response.status_code = 200
     return SendResponse(
