@@ -25,6 +25,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from doorless.client.errors import Conflict, ServerUnreachable
 from doorless.client.transport import DeviceIdentity, Transport
 from doorless.codec import decode, encode
 from doorless.franking import FrankingAAD
@@ -168,7 +169,21 @@ async def register(url: str, username: str) -> Device:
     t = Transport(url, identity, retries=3)
     t._http.headers["X-Forwarded-For"] = address
     try:
-        await t.register(username)
+        for attempt in range(3):
+            try:
+                await t.register(username)
+                break
+            except ServerUnreachable:
+                # Written on a connection the server was closing: on a starved machine its
+                # keep-alive timer runs out while this process is slow to reuse the connection,
+                # and the request never reaches the app (the server logs nothing). Registering
+                # again with the same key is safe: had it landed, the name is ours already.
+                if attempt == 2:
+                    raise
+            except Conflict:
+                if attempt == 0:
+                    raise
+                break  # the earlier attempt landed: logging in below proves the key is ours
         await t.authenticate()
         assert t._token is not None
         return Device(username, identity, t._token, address)

@@ -27,6 +27,12 @@ from doorless.wire import kt as kt_wire
 from doorless.wire import protocol
 
 _TOKEN_MARGIN = 30.0  # refresh a token this many seconds before it expires
+# A pooled connection idle this long is not reused. Servers close idle connections after a
+# few seconds (uvicorn, which `doorless server` runs on: 5 s, as httpx's own default); a
+# request written as the server closes its side gets no answer, and one that is not
+# idempotent (a registration) cannot be retried. httpx's default (5 s) is the server's own
+# timeout: a connection reused just then races the server's close.
+KEEPALIVE_EXPIRY = 2.0
 
 
 class HttpBase:
@@ -61,6 +67,7 @@ class HttpBase:
             transport=http_transport,
             verify=ssl_context if ssl_context is not None else True,
             timeout=timeout,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
         )
         self._token: str | None = None
         self._token_expires_at = 0.0
