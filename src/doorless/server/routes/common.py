@@ -6,9 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from doorless.server import delivery
 from doorless.server.auth import AuthedDevice, require_device
 from doorless.server.context import ServerContext, get_context
 from doorless.server.errors import ErrorBody
+from doorless.server.schemas import SendRequest
 
 _DESCRIPTIONS = {
     400: "Malformed input (bad framing, signature, recipients, ...)",
@@ -36,3 +38,15 @@ async def context(request: Request) -> ServerContext:
 
 Ctx = Annotated[ServerContext, Depends(context)]
 Device = Annotated[AuthedDevice, Depends(require_device)]
+
+
+def send_of(req: SendRequest) -> delivery.Send:
+    """What a send request asks `doorless.server.delivery` to deliver: for the plain endpoint
+    (`doorless.server.routes.hot`) and its FastAPI twin (`doorless.server.routes.messages`)."""
+    welcome = req.welcome
+    return delivery.Send(
+        req.message_id,
+        delivery.Outgoing(req.data, tuple(req.recipients)),
+        None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
+        req.group_info,
+    )

@@ -47,6 +47,7 @@ from doorless.server.auth import (
     unauthorized_error,
 )
 from doorless.server.context import ServerContext, get_context
+from doorless.server.routes.common import send_of
 from doorless.server.schemas import AckRequest, AckResponse, SendRequest, SendResponse
 
 M = TypeVar("M", bound=BaseModel)
@@ -119,18 +120,6 @@ def _group_id(data: bytes) -> bytes | None:
         return peek_routing(data).group_id
     except DoorlessError:
         return None
-
-
-def send_of(req: SendRequest) -> delivery.Send:
-    """What a send request asks `doorless.server.delivery` to deliver (this endpoint's and its
-    FastAPI twin's)."""
-    welcome = req.welcome
-    return delivery.Send(
-        req.message_id,
-        delivery.Outgoing(req.data, tuple(req.recipients)),
-        None if welcome is None else delivery.Outgoing(welcome.data, tuple(welcome.recipients)),
-        req.group_info,
-    )
 
 
 async def send(request: Request) -> Response:

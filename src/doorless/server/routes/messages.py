@@ -21,8 +21,7 @@ from fastapi import APIRouter, Path, Query, Response
 from doorless.mls.public_group import PublicGroup
 from doorless.server import delivery, groups
 from doorless.server.errors import not_found
-from doorless.server.routes.common import AUTHED, Ctx, Device, errors
-from doorless.server.routes.hot import send_of
+from doorless.server.routes.common import AUTHED, Ctx, Device, errors, send_of
 from doorless.server.schemas import (
     MAX_SEQ,
     AckRequest,
