@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import NamedTuple, NoReturn
+from types import ModuleType
+from typing import NamedTuple, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -47,6 +48,16 @@ from doorless.errors import (
     ValidationError,
 )
 from doorless.secret import ExporterSecret, Secret, constant_time_equal
+
+try:
+    from doorless import _sframe_native
+except ImportError:  # built without a C compiler or OpenSSL's headers: same results, slower
+    _sframe_native = None  # type: ignore[assignment]
+
+native: ModuleType | None = _sframe_native
+"""The AES-GCM suites' per-frame path in C (`_sframe_native.c`, on OpenSSL), or None; the
+Python below is the reference it must agree with (tests set this to None to run it). Read
+when a sender or receiver is made."""
 
 __all__ = [
     "MAX_VALUE",
@@ -416,6 +427,23 @@ def aead_decrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, c
 # --- sender (§4.4.3, §9.1) ------------------------------------------------------------------
 
 
+def _frame_sealer(
+    params: SuiteParams, derived: DerivedKeys
+) -> Callable[[bytes, int, bytes, bytes], bytes]:
+    """``seal(header, ctr, plaintext, metadata) -> header || ciphertext`` of §4.4.3."""
+    if native is not None and params.nka is None:
+        return native.GcmKey(derived.key.value, derived.salt.value, 0).seal_frame  # type: ignore[no-any-return]
+    seal = _Aead(params, derived.key).seal_function()
+    salt_int = int.from_bytes(derived.salt.value, "big")
+
+    def seal_frame(header: bytes, ctr: int, plaintext: bytes, metadata: bytes) -> bytes:
+        # int.to_bytes is big-endian by default (Python 3.11+), as §4.4.3 needs.
+        nonce = (salt_int ^ ctr).to_bytes(12)
+        return header + seal(nonce, plaintext, header + metadata if metadata else header)
+
+    return seal_frame
+
+
 def _kid_prefixes(kid: int) -> tuple[bytes, ...]:
     """For a CTR of n bytes (index n, 1-8), the config byte and KID bytes that precede it."""
     return tuple(encode_header(kid, 1 << (8 * n - 1))[:-n] if n else b"" for n in range(9))
@@ -435,8 +463,7 @@ class SFrameSender:
         "_kid",
         "_limit",
         "_next",
-        "_salt_int",
-        "_seal",
+        "_seal_frame",
         "_suite",
         "_two",
         "_two_len",
@@ -449,8 +476,7 @@ class SFrameSender:
         derived = derive_key_salt(suite, kid, base_key)
         self._suite = SFrameSuite(suite)
         self._kid = kid
-        self._seal = _Aead(suite_params(suite), derived.key).seal_function()
-        self._salt_int = int.from_bytes(derived.salt.value, "big")
+        self._seal_frame = _frame_sealer(suite_params(suite), derived)
         # §4.3 headers precomputed: whole for CTRs below 256 (CTR 0-7 in the config byte, then
         # one CTR byte); for a CTR of n bytes, the header as an int to OR the CTR into and its
         # length (two-byte CTRs, the next 65,280 frames, in slots of their own).
@@ -509,9 +535,7 @@ class SFrameSender:
         else:
             prefix, length = self._wide[(ctr.bit_length() + 7) >> 3]
             header = (prefix | ctr).to_bytes(length)
-        # int.to_bytes is big-endian by default (Python 3.11+), as §4.4.3 needs.
-        nonce = (self._salt_int ^ ctr).to_bytes(12)
-        return header + self._seal(nonce, plaintext, header + metadata if metadata else header)
+        return self._seal_frame(header, ctr, plaintext, metadata)
 
 
 # --- receiver (§4.4.4, §9.3) ----------------------------------------------------------------
@@ -529,6 +553,8 @@ class Decrypted(NamedTuple):
 # construction without its argument parsing.
 _new_decrypted = tuple.__new__
 _from_bytes = int.from_bytes
+if native is not None:
+    native.set_result_type(Decrypted)
 
 MAX_WINDOW = 1 << 16
 """The largest replay window an `SFrameReceiver` takes (it keeps a byte per frame per KID)."""
@@ -541,6 +567,18 @@ def _shape(config: int) -> tuple[int, int]:
 
 
 _SHAPES = tuple(_shape(config) for config in range(256))
+
+
+class _WindowKey(Protocol):
+    """One KID's key and replay window: `_ReceiveKey`, or the C path's ``GcmKey``."""
+
+    highest: int
+
+    @property
+    def seen(self) -> bytearray: ...
+    @property
+    def salt_int(self) -> int: ...
+    def open(self, nonce: bytes, data: bytes, aad: bytes, /) -> bytes: ...
 
 
 class _ReceiveKey:
@@ -559,33 +597,37 @@ class _ReceiveKey:
         self.highest = -1
         self.seen = bytearray(window)
 
-    def skip_to(self, ctr: int) -> None:
-        """Forget the CTRs between ``highest`` and ``ctr`` (a jump ahead: frames lost or late)."""
-        window = len(self.seen)
-        count = ctr - self.highest - 1
-        if count >= window:
-            self.seen[:] = bytes(window)
-            return
-        start = (self.highest + 1) % window
-        if start + count <= window:
-            self.seen[start : start + count] = bytes(count)
-        else:
-            self.seen[start:] = bytes(window - start)
-            self.seen[: start + count - window] = bytes(start + count - window)
 
-    def bitmap(self) -> int:
-        """The window as an int whose bit i says ``highest - i`` was accepted."""
-        window = len(self.seen)
-        depth = min(window, self.highest + 1)
-        return sum(1 << i for i in range(depth) if self.seen[(self.highest - i) % window])
+def _skip_to(entry: _WindowKey, ctr: int) -> None:
+    """Forget the CTRs between ``highest`` and ``ctr`` (a jump ahead: frames lost or late)."""
+    seen = entry.seen
+    window = len(seen)
+    count = ctr - entry.highest - 1
+    if count >= window:
+        seen[:] = bytes(window)
+        return
+    start = (entry.highest + 1) % window
+    if start + count <= window:
+        seen[start : start + count] = bytes(count)
+    else:
+        seen[start:] = bytes(window - start)
+        seen[: start + count - window] = bytes(start + count - window)
+
+
+def _bitmap(entry: _WindowKey) -> int:
+    """The window as an int whose bit i says ``highest - i`` was accepted."""
+    seen = entry.seen
+    window = len(seen)
+    depth = min(window, entry.highest + 1)
+    return sum(1 << i for i in range(depth) if seen[(entry.highest - i) % window])
 
 
 # A route: (key, KID, mask of the CTR bytes at the header's end, CTR when it is in the config
 # byte, smallest CTR the header's CTR length may carry).
-_Route = tuple[_ReceiveKey, int, int, int, int]
+_Route = tuple[_WindowKey, int, int, int, int]
 
 
-def _routes_of(kid: int, entry: _ReceiveKey) -> dict[bytes, _Route]:
+def _routes_of(kid: int, entry: _WindowKey) -> dict[bytes, _Route]:
     """Every way a frame of ``kid`` can begin (§4.3), up to its CTR bytes: the whole header
     for CTR 0-7, the config byte and KID bytes for a CTR of 1-8 bytes (the minimal encoding's
     lower bound, 8 or 2**(8(n-1)), rejects a CTR with a leading zero)."""
@@ -606,14 +648,19 @@ class SFrameReceiver:
     only after the tag verified.
     """
 
-    __slots__ = ("_keys", "_routes", "_suite", "_window")
+    __slots__ = ("_keys", "_open_frame", "_routes", "_suite", "_window")
 
     def __init__(self, suite: SFrameSuite, *, window: int = 128) -> None:
         if not 0 <= window <= MAX_WINDOW:
             raise ConfigurationError(f"replay window must be in 0..{MAX_WINDOW}")
         self._suite = SFrameSuite(suite)
         self._window = window
-        self._keys: dict[int, _ReceiveKey] = {}
+        self._keys: dict[int, _WindowKey] = {}
+        gcm = suite_params(suite).nka is None
+        # The C path for a frame (None: one it leaves to the Python path below, which decides).
+        self._open_frame: (
+            Callable[[dict[int, _WindowKey], bytes, bytes], Decrypted | None] | None
+        ) = native.open_frame if native is not None and gcm else None
         # Header prefix -> route: a frame's key, KID and CTR come from one dict lookup.
         self._routes: dict[bytes, _Route] = {}
 
@@ -623,11 +670,16 @@ class SFrameReceiver:
     def add_key(self, kid: int, base_key: BaseKey) -> None:
         """Install (or replace, with a fresh replay window) the key for ``kid``."""
         derived = derive_key_salt(self._suite, kid, base_key)
-        entry = _ReceiveKey(
-            _Aead(suite_params(self._suite), derived.key).open_function(),
-            int.from_bytes(derived.salt.value, "big"),
-            self._window,
-        )
+        params = suite_params(self._suite)
+        entry: _WindowKey
+        if self._open_frame is not None and native is not None:
+            entry = native.GcmKey(derived.key.value, derived.salt.value, self._window)
+        else:
+            entry = _ReceiveKey(
+                _Aead(params, derived.key).open_function(),
+                int.from_bytes(derived.salt.value, "big"),
+                self._window,
+            )
         self._keys[kid] = entry
         self._routes.update(_routes_of(kid, entry))
 
@@ -649,7 +701,7 @@ class SFrameReceiver:
         """(highest CTR accepted or -1, bitmap whose bit i says ``highest - i`` was accepted)
         of ``kid``'s replay window."""
         entry = self._keys[kid]
-        return entry.highest, entry.bitmap()
+        return entry.highest, _bitmap(entry)
 
     def decrypt(self, frame: bytes, metadata: bytes = b"") -> Decrypted:
         """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: KID, CTR and plaintext."""
@@ -657,6 +709,11 @@ class SFrameReceiver:
         # gives the header's shape, its prefix up to the CTR the route, the route the CTR.
         # Anything unusual (no key, a non-minimal or cut header, a CTR at or below the highest
         # accepted) goes to `_check`, which parses the header in full.
+        open_frame = self._open_frame
+        if open_frame is not None:
+            decrypted = open_frame(self._keys, frame, metadata)
+            if decrypted is not None:
+                return decrypted
         try:
             kid_end, end = _SHAPES[frame[0]]
             entry, kid, mask, small, lowest = self._routes[frame[:kid_end]]
@@ -680,7 +737,7 @@ class SFrameReceiver:
         if window:
             if ctr > highest:
                 if ctr - highest != 1:
-                    entry.skip_to(ctr)
+                    _skip_to(entry, ctr)
                 entry.highest = ctr
             entry.seen[ctr % window] = 1
         return _new_decrypted(Decrypted, (kid, ctr, plaintext))
@@ -693,7 +750,7 @@ class SFrameReceiver:
             return e
         return UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
 
-    def _check(self, frame: bytes, entry: _ReceiveKey) -> None:
+    def _check(self, frame: bytes, entry: _WindowKey) -> None:
         """Parse the header in full (`DecodeError`), then the replay window (`ReplayedFrame`);
         returns for a CTR inside the window that was not accepted yet."""
         _, ctr, _ = _parse_header(frame)

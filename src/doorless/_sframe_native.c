@@ -1,0 +1,656 @@
+/*
+ * The per-frame path of SFrame (RFC 9605) for the AES-GCM suites (§4.5), below the interpreter:
+ * one call seals a frame (nonce, AAD, header || ciphertext || tag) or parses a frame's header
+ * (§4.3), finds its key, checks the replay window (§9.3), opens it and moves the window.
+ *
+ * AES-GCM is OpenSSL's (libcrypto's EVP interface, the library pyca/cryptography is built on):
+ * nothing here is a primitive. The pure-Python path in doorless/sframe.py is the reference and
+ * handles everything unusual: this module answers None (not an error) for any frame that is
+ * not plainly valid — unknown KID, header not minimal or cut short, CTR replayed or too old, tag
+ * that does not verify — and the Python path then raises the precise typed error. Tests compare
+ * the two paths on every input they generate (tests/sframe/test_sframe_native.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define NONCE_LEN 12 /* Nn of every AES-GCM suite (§4.5, Table 2) */
+#define TAG_LEN 16   /* Nt of the AES-GCM suites */
+
+static PyObject *InvalidTag;        /* cryptography.exceptions.InvalidTag, as pyca raises it */
+static PyTypeObject *DecryptedType; /* doorless.sframe.Decrypted, set by set_result_type() */
+
+typedef struct {
+    PyObject_HEAD
+    EVP_CIPHER_CTX *enc;
+    EVP_CIPHER_CTX *dec;
+    unsigned char salt[NONCE_LEN];
+    uint64_t highest; /* highest CTR accepted, when has_highest */
+    int has_highest;
+    PyObject *seen; /* bytearray ring: seen[ctr % window] (window = its length, 0 = no checks) */
+    PyObject *salt_int; /* the salt as an int, for the reference path */
+} GcmKey;
+
+static PyTypeObject GcmKeyType;
+
+/* A read-only view of a bytes-like argument: bytes directly, anything else through its buffer. */
+typedef struct {
+    const unsigned char *buf;
+    Py_ssize_t len;
+    Py_buffer view;
+    int has_view;
+} Bytes;
+
+static int
+bytes_get(PyObject *o, Bytes *b)
+{
+    if (PyBytes_CheckExact(o)) {
+        b->buf = (const unsigned char *)PyBytes_AS_STRING(o);
+        b->len = PyBytes_GET_SIZE(o);
+        b->has_view = 0;
+        return 0;
+    }
+    if (PyObject_GetBuffer(o, &b->view, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    b->buf = (const unsigned char *)b->view.buf;
+    b->len = b->view.len;
+    b->has_view = 1;
+    return 0;
+}
+
+static void
+bytes_release(Bytes *b)
+{
+    if (b->has_view) {
+        PyBuffer_Release(&b->view);
+        b->has_view = 0;
+    }
+}
+
+/* §4.4.3: nonce = sframe_salt XOR encode_big_endian(CTR, Nn). */
+static void
+make_nonce(const GcmKey *k, uint64_t ctr, unsigned char nonce[NONCE_LEN])
+{
+    memcpy(nonce, k->salt, NONCE_LEN);
+    for (int i = 0; i < 8; i++) {
+        nonce[NONCE_LEN - 1 - i] ^= (unsigned char)(ctr >> (8 * i));
+    }
+}
+
+static PyObject *
+openssl_failed(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "OpenSSL AES-GCM operation failed");
+    return NULL;
+}
+
+static int
+too_long(Py_ssize_t n)
+{
+    if (n > INT_MAX - TAG_LEN) {
+        PyErr_SetString(PyExc_OverflowError, "data too long for one AES-GCM call");
+        return 1;
+    }
+    return 0;
+}
+
+/* AEAD.Encrypt with AAD = aad1 || aad2; the output is prefix || ciphertext || tag. */
+static PyObject *
+seal(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *prefix,
+     Py_ssize_t prefix_len, const unsigned char *aad1, Py_ssize_t aad1_len,
+     const unsigned char *aad2, Py_ssize_t aad2_len, const unsigned char *pt, Py_ssize_t pt_len)
+{
+    if (too_long(pt_len) || too_long(aad1_len) || too_long(aad2_len) ||
+        too_long(prefix_len + pt_len)) {
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix_len + pt_len + TAG_LEN);
+    if (out == NULL) {
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    if (prefix_len) {
+        memcpy(o, prefix, (size_t)prefix_len);
+        o += prefix_len;
+    }
+    int len = 0, fin = 0;
+    if (EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, nonce) != 1 ||
+        (aad1_len && EVP_EncryptUpdate(k->enc, NULL, &len, aad1, (int)aad1_len) != 1) ||
+        (aad2_len && EVP_EncryptUpdate(k->enc, NULL, &len, aad2, (int)aad2_len) != 1)) {
+        Py_DECREF(out);
+        return openssl_failed();
+    }
+    len = 0;
+    if ((pt_len && EVP_EncryptUpdate(k->enc, o, &len, pt, (int)pt_len) != 1) ||
+        EVP_EncryptFinal_ex(k->enc, o + len, &fin) != 1 || len + fin != pt_len ||
+        EVP_CIPHER_CTX_ctrl(k->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, o + pt_len) != 1) {
+        Py_DECREF(out);
+        return openssl_failed();
+    }
+    return out;
+}
+
+/* AEAD.Decrypt with AAD = aad1 || aad2. NULL with no exception set: the tag did not verify. */
+static PyObject *
+open_(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1,
+      Py_ssize_t aad1_len, const unsigned char *aad2, Py_ssize_t aad2_len,
+      const unsigned char *ct, Py_ssize_t ct_len)
+{
+    if (ct_len < TAG_LEN) {
+        return NULL;
+    }
+    if (too_long(ct_len) || too_long(aad1_len) || too_long(aad2_len)) {
+        return NULL;
+    }
+    Py_ssize_t pt_len = ct_len - TAG_LEN;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, pt_len);
+    if (out == NULL) {
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char tag[TAG_LEN];
+    memcpy(tag, ct + pt_len, TAG_LEN);
+    int len = 0, fin = 0;
+    if (EVP_DecryptInit_ex(k->dec, NULL, NULL, NULL, nonce) != 1 ||
+        (aad1_len && EVP_DecryptUpdate(k->dec, NULL, &len, aad1, (int)aad1_len) != 1) ||
+        (aad2_len && EVP_DecryptUpdate(k->dec, NULL, &len, aad2, (int)aad2_len) != 1)) {
+        Py_DECREF(out);
+        return openssl_failed();
+    }
+    len = 0;
+    if ((pt_len && EVP_DecryptUpdate(k->dec, o, &len, ct, (int)pt_len) != 1) ||
+        EVP_CIPHER_CTX_ctrl(k->dec, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) != 1) {
+        Py_DECREF(out);
+        return openssl_failed();
+    }
+    if (EVP_DecryptFinal_ex(k->dec, o + len, &fin) <= 0) {
+        /* Unauthenticated plaintext never leaves, not even in freed memory. */
+        OPENSSL_cleanse(o, (size_t)pt_len);
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* --- GcmKey ------------------------------------------------------------------------------- */
+
+/* The 96-bit salt as a Python int: high 32 bits << 64 | low 64 bits. */
+static PyObject *
+salt_as_int(const unsigned char salt[NONCE_LEN])
+{
+    uint64_t hi = 0, lo = 0;
+    for (int i = 0; i < 4; i++) {
+        hi = hi << 8 | salt[i];
+    }
+    for (int i = 4; i < NONCE_LEN; i++) {
+        lo = lo << 8 | salt[i];
+    }
+    PyObject *h = PyLong_FromUnsignedLongLong(hi), *l = PyLong_FromUnsignedLongLong(lo);
+    PyObject *shift = PyLong_FromLong(64);
+    PyObject *shifted = h && shift ? PyNumber_Lshift(h, shift) : NULL;
+    PyObject *value = shifted && l ? PyNumber_Or(shifted, l) : NULL;
+    Py_XDECREF(h);
+    Py_XDECREF(l);
+    Py_XDECREF(shift);
+    Py_XDECREF(shifted);
+    return value;
+}
+
+/* GcmKey(key, salt, window): set up in tp_new, so no half-built key object exists. */
+static PyObject *
+GcmKey_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "salt", "window", NULL};
+    Py_buffer key, salt;
+    Py_ssize_t window;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*n", kwlist, &key, &salt, &window)) {
+        return NULL;
+    }
+    const EVP_CIPHER *cipher = key.len == 16 ? EVP_aes_128_gcm()
+                               : key.len == 32 ? EVP_aes_256_gcm()
+                                               : NULL;
+    GcmKey *self = NULL;
+    if (cipher == NULL) {
+        PyErr_SetString(PyExc_ValueError, "AES-GCM key must be 16 or 32 bytes");
+    } else if (salt.len != NONCE_LEN) {
+        PyErr_SetString(PyExc_ValueError, "SFrame salt must be 12 bytes");
+    } else if (window < 0) {
+        PyErr_SetString(PyExc_ValueError, "replay window must not be negative");
+    } else if ((self = (GcmKey *)type->tp_alloc(type, 0)) != NULL) {
+        memcpy(self->salt, salt.buf, NONCE_LEN);
+        self->seen = PyByteArray_FromStringAndSize(NULL, window);
+        if (self->seen != NULL) {
+            memset(PyByteArray_AS_STRING(self->seen), 0, (size_t)window);
+            self->salt_int = salt_as_int(self->salt);
+        }
+        if (self->salt_int != NULL) {
+            self->enc = EVP_CIPHER_CTX_new();
+            self->dec = EVP_CIPHER_CTX_new();
+            if (self->enc == NULL || self->dec == NULL ||
+                EVP_EncryptInit_ex(self->enc, cipher, NULL, key.buf, NULL) != 1 ||
+                EVP_DecryptInit_ex(self->dec, cipher, NULL, key.buf, NULL) != 1) {
+                openssl_failed();
+            }
+        }
+        if (PyErr_Occurred()) {
+            Py_CLEAR(self);
+        }
+    }
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&salt);
+    return (PyObject *)self;
+}
+
+static void
+GcmKey_dealloc(GcmKey *self)
+{
+    /* EVP_CIPHER_CTX_free cleanses the key schedule. */
+    EVP_CIPHER_CTX_free(self->enc);
+    EVP_CIPHER_CTX_free(self->dec);
+    OPENSSL_cleanse(self->salt, NONCE_LEN);
+    Py_XDECREF(self->seen);
+    Py_XDECREF(self->salt_int);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+nonce_arg(PyObject *o, Bytes *b)
+{
+    if (bytes_get(o, b) < 0) {
+        return -1;
+    }
+    if (b->len != NONCE_LEN) {
+        bytes_release(b);
+        PyErr_SetString(PyExc_ValueError, "SFrame nonce must be 12 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* seal(nonce, data, aad) -> ciphertext || tag: pyca's AESGCM.encrypt signature. */
+static PyObject *
+GcmKey_seal(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "seal(nonce, data, aad) takes 3 arguments");
+        return NULL;
+    }
+    Bytes nonce, data, aad;
+    if (nonce_arg(args[0], &nonce) < 0) {
+        return NULL;
+    }
+    if (bytes_get(args[1], &data) < 0) {
+        bytes_release(&nonce);
+        return NULL;
+    }
+    if (bytes_get(args[2], &aad) < 0) {
+        bytes_release(&nonce);
+        bytes_release(&data);
+        return NULL;
+    }
+    PyObject *out = seal(self, nonce.buf, NULL, 0, aad.buf, aad.len, NULL, 0, data.buf, data.len);
+    bytes_release(&nonce);
+    bytes_release(&data);
+    bytes_release(&aad);
+    return out;
+}
+
+/* open(nonce, data, aad) -> plaintext, or InvalidTag: pyca's AESGCM.decrypt signature. */
+static PyObject *
+GcmKey_open(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open(nonce, data, aad) takes 3 arguments");
+        return NULL;
+    }
+    Bytes nonce, data, aad;
+    if (nonce_arg(args[0], &nonce) < 0) {
+        return NULL;
+    }
+    if (bytes_get(args[1], &data) < 0) {
+        bytes_release(&nonce);
+        return NULL;
+    }
+    if (bytes_get(args[2], &aad) < 0) {
+        bytes_release(&nonce);
+        bytes_release(&data);
+        return NULL;
+    }
+    PyObject *out = open_(self, nonce.buf, aad.buf, aad.len, NULL, 0, data.buf, data.len);
+    bytes_release(&nonce);
+    bytes_release(&data);
+    bytes_release(&aad);
+    if (out == NULL && !PyErr_Occurred()) {
+        PyErr_SetNone(InvalidTag);
+    }
+    return out;
+}
+
+/* seal_frame(header, ctr, plaintext, metadata) -> header || ciphertext || tag (§4.4.3), the
+   nonce from the salt and CTR, the AAD header || metadata. The caller owns the CTR's
+   uniqueness (SFrameSender's reservation). */
+static PyObject *
+GcmKey_seal_frame(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "seal_frame(header, ctr, plaintext, metadata) takes 4 arguments");
+        return NULL;
+    }
+    uint64_t ctr = PyLong_AsUnsignedLongLong(args[1]);
+    if (ctr == (uint64_t)-1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Bytes header, pt, metadata;
+    if (bytes_get(args[0], &header) < 0) {
+        return NULL;
+    }
+    if (bytes_get(args[2], &pt) < 0) {
+        bytes_release(&header);
+        return NULL;
+    }
+    if (bytes_get(args[3], &metadata) < 0) {
+        bytes_release(&header);
+        bytes_release(&pt);
+        return NULL;
+    }
+    unsigned char nonce[NONCE_LEN];
+    make_nonce(self, ctr, nonce);
+    PyObject *out = seal(self, nonce, header.buf, header.len, header.buf, header.len,
+                         metadata.buf, metadata.len, pt.buf, pt.len);
+    bytes_release(&header);
+    bytes_release(&pt);
+    bytes_release(&metadata);
+    return out;
+}
+
+static PyObject *
+GcmKey_reduce(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+{
+    /* A copy of a key would be a second holder of its counters and window. */
+    PyErr_SetString(PyExc_TypeError, "an SFrame key cannot be copied or pickled");
+    return NULL;
+}
+
+static PyObject *
+GcmKey_get_highest(GcmKey *self, void *Py_UNUSED(closure))
+{
+    if (!self->has_highest) {
+        return PyLong_FromLong(-1);
+    }
+    return PyLong_FromUnsignedLongLong(self->highest);
+}
+
+static int
+GcmKey_set_highest(GcmKey *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "highest cannot be deleted");
+        return -1;
+    }
+    long long small = PyLong_AsLongLong(value);
+    if (small == -1 && !PyErr_Occurred()) {
+        self->has_highest = 0;
+        self->highest = 0;
+        return 0;
+    }
+    PyErr_Clear();
+    uint64_t ctr = PyLong_AsUnsignedLongLong(value);
+    if (ctr == (uint64_t)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    self->highest = ctr;
+    self->has_highest = 1;
+    return 0;
+}
+
+static PyObject *
+GcmKey_get_seen(GcmKey *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->seen);
+}
+
+static PyObject *
+GcmKey_get_salt_int(GcmKey *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->salt_int);
+}
+
+static PyMethodDef GcmKey_methods[] = {
+    {"seal", (PyCFunction)(void (*)(void))GcmKey_seal, METH_FASTCALL,
+     "seal(nonce, data, aad) -> ciphertext || tag"},
+    {"open", (PyCFunction)(void (*)(void))GcmKey_open, METH_FASTCALL,
+     "open(nonce, data, aad) -> plaintext; raises InvalidTag"},
+    {"seal_frame", (PyCFunction)(void (*)(void))GcmKey_seal_frame, METH_FASTCALL,
+     "seal_frame(header, ctr, plaintext, metadata) -> header || ciphertext || tag"},
+    {"__reduce__", GcmKey_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef GcmKey_getset[] = {
+    {"highest", (getter)GcmKey_get_highest, (setter)GcmKey_set_highest,
+     "highest CTR accepted, or -1", NULL},
+    {"seen", (getter)GcmKey_get_seen, NULL, "the replay window ring (bytearray)", NULL},
+    {"salt_int", (getter)GcmKey_get_salt_int, NULL, "the salt as a big-endian integer", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject GcmKeyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "doorless._sframe_native.GcmKey",
+    .tp_doc = "GcmKey(key, salt, window): one KID's AES-GCM key, salt and replay window",
+    .tp_basicsize = sizeof(GcmKey),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = GcmKey_new,
+    .tp_dealloc = (destructor)GcmKey_dealloc,
+    .tp_methods = GcmKey_methods,
+    .tp_getset = GcmKey_getset,
+};
+
+/* --- the receiver's per-frame path --------------------------------------------------------- */
+
+/* A big-endian value of n (1-8) bytes that is minimally encoded (§4.3): no leading zero byte,
+   and at least 8 (0-7 live in the config byte). 0 when it is not. */
+static int
+read_minimal(const unsigned char *p, Py_ssize_t n, uint64_t *value)
+{
+    if (p[0] == 0) {
+        return 0;
+    }
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        v = v << 8 | p[i];
+    }
+    *value = v;
+    return v >= 8;
+}
+
+static PyObject *
+new_decrypted(uint64_t kid, uint64_t ctr, PyObject *plaintext)
+{
+    PyObject *result = DecryptedType->tp_alloc(DecryptedType, 3);
+    if (result == NULL) {
+        Py_DECREF(plaintext);
+        return NULL;
+    }
+    PyObject *k = PyLong_FromUnsignedLongLong(kid);
+    PyObject *c = k ? PyLong_FromUnsignedLongLong(ctr) : NULL;
+    if (c == NULL) {
+        Py_XDECREF(k);
+        Py_DECREF(plaintext);
+        Py_DECREF(result);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(result, 0, k);
+    PyTuple_SET_ITEM(result, 1, c);
+    PyTuple_SET_ITEM(result, 2, plaintext);
+    return result;
+}
+
+/* §9.3: after the tag verified, accept ctr: forget the CTRs skipped since the highest, mark it. */
+static void
+accept_ctr(GcmKey *k, uint64_t ctr)
+{
+    Py_ssize_t window = PyByteArray_GET_SIZE(k->seen);
+    if (window == 0) {
+        return;
+    }
+    unsigned char *ring = (unsigned char *)PyByteArray_AS_STRING(k->seen);
+    uint64_t w = (uint64_t)window;
+    if (!k->has_highest || ctr > k->highest) {
+        uint64_t count = k->has_highest ? ctr - k->highest - 1 : ctr;
+        uint64_t start = k->has_highest ? (k->highest + 1) % w : 0;
+        if (count >= w) {
+            memset(ring, 0, (size_t)w);
+        } else if (start + count <= w) {
+            memset(ring + start, 0, (size_t)count);
+        } else {
+            memset(ring + start, 0, (size_t)(w - start));
+            memset(ring, 0, (size_t)(start + count - w));
+        }
+        k->highest = ctr;
+        k->has_highest = 1;
+    }
+    ring[ctr % w] = 1;
+}
+
+/* open_frame(keys, frame, metadata) -> Decrypted | None. keys maps KID -> key object; None
+   hands the frame to the reference path (see the top of this file). */
+static PyObject *
+open_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open_frame(keys, frame, metadata) takes 3 arguments");
+        return NULL;
+    }
+    PyObject *keys = args[0], *frame = args[1], *metadata = args[2];
+    if (DecryptedType == NULL || !PyDict_Check(keys) || !PyBytes_CheckExact(frame) ||
+        !PyBytes_CheckExact(metadata)) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *f = (const unsigned char *)PyBytes_AS_STRING(frame);
+    Py_ssize_t n = PyBytes_GET_SIZE(frame);
+    if (n < 1) {
+        Py_RETURN_NONE;
+    }
+    /* §4.3: |X| K |Y| C | then KID bytes when X, CTR bytes when Y. */
+    unsigned int config = f[0];
+    Py_ssize_t pos = 1;
+    uint64_t kid, ctr;
+    if (config & 0x80) {
+        Py_ssize_t len = ((config >> 4) & 0x07) + 1;
+        if (n < pos + len || !read_minimal(f + pos, len, &kid)) {
+            Py_RETURN_NONE;
+        }
+        pos += len;
+    } else {
+        kid = (config >> 4) & 0x07;
+    }
+    if (config & 0x08) {
+        Py_ssize_t len = (config & 0x07) + 1;
+        if (n < pos + len || !read_minimal(f + pos, len, &ctr)) {
+            Py_RETURN_NONE;
+        }
+        pos += len;
+    } else {
+        ctr = config & 0x07;
+    }
+    PyObject *kid_obj = PyLong_FromUnsignedLongLong(kid);
+    if (kid_obj == NULL) {
+        return NULL;
+    }
+    PyObject *entry = PyDict_GetItemWithError(keys, kid_obj);
+    Py_DECREF(kid_obj);
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (Py_TYPE(entry) != &GcmKeyType) {
+        Py_RETURN_NONE;
+    }
+    GcmKey *k = (GcmKey *)Py_NewRef(entry);
+    Py_ssize_t window = PyByteArray_GET_SIZE(k->seen);
+    if (window && k->has_highest && ctr <= k->highest &&
+        (k->highest - ctr >= (uint64_t)window ||
+         ((unsigned char *)PyByteArray_AS_STRING(k->seen))[ctr % (uint64_t)window])) {
+        Py_DECREF(k);
+        Py_RETURN_NONE;
+    }
+    unsigned char nonce[NONCE_LEN];
+    make_nonce(k, ctr, nonce);
+    const unsigned char *meta = (const unsigned char *)PyBytes_AS_STRING(metadata);
+    PyObject *plaintext =
+        open_(k, nonce, f, pos, meta, PyBytes_GET_SIZE(metadata), f + pos, n - pos);
+    if (plaintext == NULL) {
+        Py_DECREF(k);
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    accept_ctr(k, ctr);
+    Py_DECREF(k);
+    return new_decrypted(kid, ctr, plaintext);
+}
+
+static PyObject *
+set_result_type(PyObject *Py_UNUSED(module), PyObject *type)
+{
+    if (!PyType_Check(type) || !PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the result type must be a tuple subclass");
+        return NULL;
+    }
+    Py_XSETREF(DecryptedType, (PyTypeObject *)Py_NewRef(type));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"open_frame", (PyCFunction)(void (*)(void))open_frame, METH_FASTCALL,
+     "open_frame(keys, frame, metadata) -> Decrypted | None"},
+    {"set_result_type", set_result_type, METH_O,
+     "set_result_type(Decrypted): the tuple subclass open_frame returns"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "doorless._sframe_native",
+    .m_doc = "SFrame (RFC 9605) AES-GCM per-frame path on OpenSSL; see doorless.sframe.",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__sframe_native(void)
+{
+    if (PyType_Ready(&GcmKeyType) < 0) {
+        return NULL;
+    }
+    PyObject *exceptions = PyImport_ImportModule("cryptography.exceptions");
+    if (exceptions == NULL) {
+        return NULL;
+    }
+    InvalidTag = PyObject_GetAttrString(exceptions, "InvalidTag");
+    Py_DECREF(exceptions);
+    if (InvalidTag == NULL) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "GcmKey", (PyObject *)&GcmKeyType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
