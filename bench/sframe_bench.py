@@ -8,6 +8,10 @@ of a round is SFrame / bare, both measured back to back in the same round; the t
 median over rounds, in wall-clock and in process CPU time. Target (issue #13): within 1.5x for
 audio-sized frames, against the bare call.
 
+For the AES-GCM suites the sender and receiver run the C per-frame path (`_sframe_native.c`,
+on OpenSSL) when it is built; the same frames also go through the pure-Python reference path
+(*Python path* columns), in the same round.
+
 A second floor, *+AAD*, is the same pyca call with an SFrame header of the frames' size as
 AAD, plus, for decryption, the two slices that split a frame into header and ciphertext:
 work that every SFrame implementation on pyca does per frame, shown so that the part of the
@@ -20,10 +24,11 @@ ratio left to the SFrame code itself can be read off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,16 @@ def _time(fn: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+@contextlib.contextmanager
+def _python_path() -> Iterator[None]:
+    """Senders and receivers made inside use the pure-Python path."""
+    saved, sframe.native = sframe.native, None
+    try:
+        yield
+    finally:
+        sframe.native = saved
+
+
 def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> dict[str, Any]:
     base = sframe.BaseKey(bytes(range(16)))
     payload = os.urandom(size)
@@ -62,13 +77,20 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
     cut = len(header)
     sender = sframe.SFrameSender(suite, 3, base)
     sender.reserve(frames * rounds)
+    with _python_path():
+        py_sender = sframe.SFrameSender(suite, 3, base, next_ctr=1 << 50)
+    py_sender.reserve(frames * rounds)
     per: dict[str, list[float]] = {
-        k: [] for k in ("enc", "dec", "bare_enc", "bare_dec", "aad_enc", "aad_dec")
+        k: []
+        for k in ("enc", "dec", "bare_enc", "bare_dec", "aad_enc", "aad_dec", "py_enc", "py_dec")
     }
     ratios: dict[str, list[float]] = {k: [] for k in ("enc", "dec", "enc_cpu", "dec_cpu")}
     for _ in range(rounds):
         receiver = sframe.SFrameReceiver(suite)
         receiver.add_key(3, base)
+        with _python_path():
+            py_receiver = sframe.SFrameReceiver(suite)
+            py_receiver.add_key(3, base)
         # Frames for the receiver, made untimed by a second sender of the same key and KID
         # (its counters start where the timed sender's cannot reach).
         feeder = sframe.SFrameSender(suite, 3, base, next_ctr=1 << 40)
@@ -82,6 +104,16 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
 
         def dec(
             frames_in: list[bytes] = encrypted, receiver: sframe.SFrameReceiver = receiver
+        ) -> None:
+            for frame in frames_in:
+                receiver.decrypt(frame, metadata)
+
+        def py_enc() -> None:
+            for _ in range(frames):
+                py_sender.encrypt(payload, metadata)
+
+        def py_dec(
+            frames_in: list[bytes] = encrypted, receiver: sframe.SFrameReceiver = py_receiver
         ) -> None:
             for frame in frames_in:
                 receiver.decrypt(frame, metadata)
@@ -108,6 +140,8 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
         bd_w, bd_c = _time(bare_dec)
         d_w, d_c = _time(dec)
         ad_w, _ = _time(aad_dec)
+        per["py_enc"].append(_time(py_enc)[0] / frames)
+        per["py_dec"].append(_time(py_dec)[0] / frames)
         per["aad_enc"].append(ae_w / frames)
         per["aad_dec"].append(ad_w / frames)
         per["enc"].append(e_w / frames)
@@ -118,7 +152,11 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
         ratios["dec"].append(d_w / bd_w)
         ratios["enc_cpu"].append(e_c / be_c if be_c > 0 else float("nan"))
         ratios["dec_cpu"].append(d_c / bd_c if bd_c > 0 else float("nan"))
-    row: dict[str, Any] = {"suite": suite.name, "size": size}
+    row: dict[str, Any] = {
+        "suite": suite.name,
+        "size": size,
+        "native": sframe.native is not None and sframe.suite_params(suite).nka is None,
+    }
     row.update({f"{k}_us": statistics.median(v) * 1e6 for k, v in per.items()})
     row.update({f"ratio_{k}": statistics.median(v) for k, v in ratios.items()})
     return row
@@ -136,19 +174,23 @@ def markdown(m: dict[str, Any], rows: list[dict[str, Any]], frames: int, rounds:
         "the counter (sender) and the header parse, KID lookup and replay window (receiver). "
         "*+AAD* is the bare call with a header as AAD (and, to decrypt, the slices splitting "
         "header from ciphertext): work any SFrame on pyca does. Ratios are SFrame / bare per "
-        "round (wall / process CPU). Microseconds per frame.",
+        "round (wall / process CPU). Microseconds per frame. *path*: C is the per-frame path "
+        "in C (`_sframe_native.c`, AES-GCM suites); *Python path* columns time the pure-Python "
+        "reference on the same frames in the same round.",
         "",
-        "| suite | frame B | encrypt µs | bare enc µs | +AAD enc µs | ratio enc "
+        "| suite | frame B | path | encrypt µs | bare enc µs | +AAD enc µs | ratio enc "
         "| ratio enc (CPU) | decrypt µs | bare dec µs | +AAD dec µs | ratio dec "
-        "| ratio dec (CPU) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| ratio dec (CPU) | enc µs, Python path | dec µs, Python path |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['suite']} | {r['size']:,} | {r['enc_us']:.2f} | {r['bare_enc_us']:.2f} "
+            f"| {r['suite']} | {r['size']:,} | {'C' if r['native'] else 'Python'} "
+            f"| {r['enc_us']:.2f} | {r['bare_enc_us']:.2f} "
             f"| {r['aad_enc_us']:.2f} | {r['ratio_enc']:.2f} | {r['ratio_enc_cpu']:.2f} "
             f"| {r['dec_us']:.2f} | {r['bare_dec_us']:.2f} | {r['aad_dec_us']:.2f} "
-            f"| {r['ratio_dec']:.2f} | {r['ratio_dec_cpu']:.2f} |"
+            f"| {r['ratio_dec']:.2f} | {r['ratio_dec_cpu']:.2f} "
+            f"| {r['py_enc_us']:.2f} | {r['py_dec_us']:.2f} |"
         )
     gcm_audio = [
         r for r in rows if r["suite"] == "AES_128_GCM_SHA256_128" and r["size"] == SIZES["audio"]

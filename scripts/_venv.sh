@@ -28,10 +28,10 @@ ensure_venv() {
         echo "creating $VENV with $("$python" --version)" >&2
         "$python" -m venv --clear "$VENV"
     fi
-    # Reinstall when pyproject.toml or the extras change, or when the venv's editable install
-    # points at another checkout (a copied .venv).
+    # Reinstall when pyproject.toml, the C extension's source or the extras change, or when the
+    # venv's editable install points at another checkout (a copied .venv).
     local stamp="$VENV/.doorless-install" want
-    want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $EXTRAS $ROOT"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT"/src/doorless/*.c | sha256sum | cut -d' ' -f1) $EXTRAS $ROOT"
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] || ! "$VENV/bin/python" -c '
 import pathlib, sys
 import doorless
