@@ -1,10 +1,11 @@
 /*
- * The per-frame path of SFrame (RFC 9605) for the AES-GCM suites (§4.5), below the interpreter:
+ * The per-frame path of SFrame (RFC 9605) for every cipher suite (§4.5), below the interpreter:
  * one call seals a frame (nonce, AAD, header || ciphertext || tag) or parses a frame's header
  * (§4.3), finds its key, checks the replay window (§9.3), opens it and moves the window.
  *
- * AES-GCM is OpenSSL's (libcrypto's EVP interface, the library pyca/cryptography is built on):
- * nothing here is a primitive. The pure-Python path in doorless/sframe.py is the reference and
+ * AES-GCM, AES-CTR and HMAC are OpenSSL's (libcrypto's EVP interface, the library
+ * pyca/cryptography is built on): nothing here is a primitive; the AES-CTR + HMAC composition
+ * of §4.5.1 is protocol logic, as in the Python path. The pure-Python path in doorless/sframe.py is the reference and
  * handles everything unusual: this module answers None (not an error) for any frame that is
  * not plainly valid — unknown KID, header not minimal or cut short, CTR replayed or too old, tag
  * that does not verify — and the Python path then raises the precise typed error. Tests compare
@@ -17,27 +18,33 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
 
-#define NONCE_LEN 12 /* Nn of every AES-GCM suite (§4.5, Table 2) */
-#define TAG_LEN 16   /* Nt of the AES-GCM suites */
+#define NONCE_LEN 12   /* Nn of every suite (§4.5) */
+#define GCM_TAG_LEN 16 /* Nt of the AES-GCM suites */
+#define MAX_MAC 64     /* the longest HMAC output (SHA-512) */
 
 static PyObject *InvalidTag;        /* cryptography.exceptions.InvalidTag, as pyca raises it */
 static PyTypeObject *DecryptedType; /* doorless.sframe.Decrypted, set by set_result_type() */
 
 typedef struct {
     PyObject_HEAD
-    EVP_CIPHER_CTX *enc;
-    EVP_CIPHER_CTX *dec;
+    int gcm;              /* 1: AES-GCM; 0: AES-CTR + HMAC (§4.5.1) */
+    Py_ssize_t tag_len;   /* Nt */
+    EVP_CIPHER_CTX *enc;  /* AES-GCM encryption, or AES-CTR (either direction) */
+    EVP_CIPHER_CTX *dec;  /* AES-GCM decryption */
+    EVP_MAC_CTX *mac;     /* HMAC keyed with auth_key (AES-CTR suites) */
     unsigned char salt[NONCE_LEN];
     uint64_t highest; /* highest CTR accepted, when has_highest */
     int has_highest;
     PyObject *seen; /* bytearray ring: seen[ctr % window] (window = its length, 0 = no checks) */
     PyObject *salt_int; /* the salt as an int, for the reference path */
-} GcmKey;
+} FrameKey;
 
-static PyTypeObject GcmKeyType;
+static PyTypeObject FrameKeyType;
 
 /* A read-only view of a bytes-like argument: bytes directly, anything else through its buffer. */
 typedef struct {
@@ -76,7 +83,7 @@ bytes_release(Bytes *b)
 
 /* §4.4.3: nonce = sframe_salt XOR encode_big_endian(CTR, Nn). */
 static void
-make_nonce(const GcmKey *k, uint64_t ctr, unsigned char nonce[NONCE_LEN])
+make_nonce(const FrameKey *k, uint64_t ctr, unsigned char nonce[NONCE_LEN])
 {
     memcpy(nonce, k->salt, NONCE_LEN);
     for (int i = 0; i < 8; i++) {
@@ -87,23 +94,67 @@ make_nonce(const GcmKey *k, uint64_t ctr, unsigned char nonce[NONCE_LEN])
 static PyObject *
 openssl_failed(void)
 {
-    PyErr_SetString(PyExc_RuntimeError, "OpenSSL AES-GCM operation failed");
+    PyErr_SetString(PyExc_RuntimeError, "OpenSSL operation failed");
     return NULL;
 }
 
 static int
 too_long(Py_ssize_t n)
 {
-    if (n > INT_MAX - TAG_LEN) {
-        PyErr_SetString(PyExc_OverflowError, "data too long for one AES-GCM call");
+    if (n > INT_MAX - MAX_MAC) {
+        PyErr_SetString(PyExc_OverflowError, "data too long for one SFrame AEAD call");
         return 1;
     }
     return 0;
 }
 
-/* AEAD.Encrypt with AAD = aad1 || aad2; the output is prefix || ciphertext || tag. */
+static void
+put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) {
+        p[i] = (unsigned char)v;
+    }
+}
+
+/* §4.5.1 compute_tag: HMAC(auth_key, len(aad) || len(ct) || Nt || nonce || aad || ct)[..Nt],
+   each length 8 bytes big-endian, aad = aad1 || aad2. */
+static int
+ctr_tag(FrameKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1,
+        Py_ssize_t aad1_len, const unsigned char *aad2, Py_ssize_t aad2_len,
+        const unsigned char *ct, Py_ssize_t ct_len, unsigned char tag[MAX_MAC])
+{
+    unsigned char lengths[24];
+    put_u64(lengths, (uint64_t)(aad1_len + aad2_len));
+    put_u64(lengths + 8, (uint64_t)ct_len);
+    put_u64(lengths + 16, (uint64_t)k->tag_len);
+    size_t out_len = 0;
+    /* A NULL key re-initialises the HMAC with the key it was set up with. */
+    return EVP_MAC_init(k->mac, NULL, 0, NULL) == 1 &&
+           EVP_MAC_update(k->mac, lengths, sizeof lengths) == 1 &&
+           EVP_MAC_update(k->mac, nonce, NONCE_LEN) == 1 &&
+           EVP_MAC_update(k->mac, aad1, (size_t)aad1_len) == 1 &&
+           EVP_MAC_update(k->mac, aad2, (size_t)aad2_len) == 1 &&
+           EVP_MAC_update(k->mac, ct, (size_t)ct_len) == 1 &&
+           EVP_MAC_final(k->mac, tag, &out_len, MAX_MAC) == 1 &&
+           out_len >= (size_t)k->tag_len;
+}
+
+/* AES-CTR of §4.5.1 with initial_counter = nonce || 0x00000000 (AES-CTR is its own inverse). */
+static int
+ctr_crypt(FrameKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *in,
+          Py_ssize_t len, unsigned char *out)
+{
+    unsigned char iv[16] = {0};
+    memcpy(iv, nonce, NONCE_LEN);
+    int n = 0, fin = 0;
+    return EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, iv) == 1 &&
+           (len == 0 || EVP_EncryptUpdate(k->enc, out, &n, in, (int)len) == 1) &&
+           EVP_EncryptFinal_ex(k->enc, out + n, &fin) == 1 && n + fin == len;
+}
+
+/* AEAD.Encrypt (§4.5) with AAD = aad1 || aad2; the output is prefix || ciphertext || tag. */
 static PyObject *
-seal(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *prefix,
+seal(FrameKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *prefix,
      Py_ssize_t prefix_len, const unsigned char *aad1, Py_ssize_t aad1_len,
      const unsigned char *aad2, Py_ssize_t aad2_len, const unsigned char *pt, Py_ssize_t pt_len)
 {
@@ -111,7 +162,7 @@ seal(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *prefi
         too_long(prefix_len + pt_len)) {
         return NULL;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix_len + pt_len + TAG_LEN);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, prefix_len + pt_len + k->tag_len);
     if (out == NULL) {
         return NULL;
     }
@@ -120,43 +171,70 @@ seal(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *prefi
         memcpy(o, prefix, (size_t)prefix_len);
         o += prefix_len;
     }
-    int len = 0, fin = 0;
-    if (EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, nonce) != 1 ||
-        (aad1_len && EVP_EncryptUpdate(k->enc, NULL, &len, aad1, (int)aad1_len) != 1) ||
-        (aad2_len && EVP_EncryptUpdate(k->enc, NULL, &len, aad2, (int)aad2_len) != 1)) {
-        Py_DECREF(out);
-        return openssl_failed();
+    int ok;
+    if (k->gcm) {
+        int len = 0, fin = 0;
+        ok = EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, nonce) == 1 &&
+             (aad1_len == 0 || EVP_EncryptUpdate(k->enc, NULL, &len, aad1, (int)aad1_len) == 1) &&
+             (aad2_len == 0 || EVP_EncryptUpdate(k->enc, NULL, &len, aad2, (int)aad2_len) == 1);
+        len = 0;
+        ok = ok && (pt_len == 0 || EVP_EncryptUpdate(k->enc, o, &len, pt, (int)pt_len) == 1) &&
+             EVP_EncryptFinal_ex(k->enc, o + len, &fin) == 1 && len + fin == pt_len &&
+             EVP_CIPHER_CTX_ctrl(k->enc, EVP_CTRL_GCM_GET_TAG, GCM_TAG_LEN, o + pt_len) == 1;
+    } else {
+        /* §4.5.1: encrypt, then MAC the ciphertext. */
+        unsigned char tag[MAX_MAC];
+        ok = ctr_crypt(k, nonce, pt, pt_len, o) &&
+             ctr_tag(k, nonce, aad1, aad1_len, aad2, aad2_len, o, pt_len, tag);
+        if (ok) {
+            memcpy(o + pt_len, tag, (size_t)k->tag_len);
+        }
     }
-    len = 0;
-    if ((pt_len && EVP_EncryptUpdate(k->enc, o, &len, pt, (int)pt_len) != 1) ||
-        EVP_EncryptFinal_ex(k->enc, o + len, &fin) != 1 || len + fin != pt_len ||
-        EVP_CIPHER_CTX_ctrl(k->enc, EVP_CTRL_GCM_GET_TAG, TAG_LEN, o + pt_len) != 1) {
+    if (!ok) {
         Py_DECREF(out);
         return openssl_failed();
     }
     return out;
 }
 
-/* AEAD.Decrypt with AAD = aad1 || aad2. NULL with no exception set: the tag did not verify. */
+/* AEAD.Decrypt (§4.5) with AAD = aad1 || aad2. NULL with no exception set: the tag did not
+   verify. */
 static PyObject *
-open_(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1,
+open_(FrameKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1,
       Py_ssize_t aad1_len, const unsigned char *aad2, Py_ssize_t aad2_len,
       const unsigned char *ct, Py_ssize_t ct_len)
 {
-    if (ct_len < TAG_LEN) {
+    if (ct_len < k->tag_len) {
         return NULL;
     }
     if (too_long(ct_len) || too_long(aad1_len) || too_long(aad2_len)) {
         return NULL;
     }
-    Py_ssize_t pt_len = ct_len - TAG_LEN;
+    Py_ssize_t pt_len = ct_len - k->tag_len;
+    if (!k->gcm) {
+        /* §4.5.1: the tag is checked (in constant time) before anything is decrypted. */
+        unsigned char tag[MAX_MAC];
+        if (!ctr_tag(k, nonce, aad1, aad1_len, aad2, aad2_len, ct, pt_len, tag)) {
+            return openssl_failed();
+        }
+        if (CRYPTO_memcmp(tag, ct + pt_len, (size_t)k->tag_len) != 0) {
+            return NULL;
+        }
+    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, pt_len);
     if (out == NULL) {
         return NULL;
     }
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
-    unsigned char tag[TAG_LEN];
-    memcpy(tag, ct + pt_len, TAG_LEN);
+    if (!k->gcm) {
+        if (!ctr_crypt(k, nonce, ct, pt_len, o)) {
+            Py_DECREF(out);
+            return openssl_failed();
+        }
+        return out;
+    }
+    unsigned char tag[GCM_TAG_LEN];
+    memcpy(tag, ct + pt_len, GCM_TAG_LEN);
     int len = 0, fin = 0;
     if (EVP_DecryptInit_ex(k->dec, NULL, NULL, NULL, nonce) != 1 ||
         (aad1_len && EVP_DecryptUpdate(k->dec, NULL, &len, aad1, (int)aad1_len) != 1) ||
@@ -166,7 +244,7 @@ open_(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1
     }
     len = 0;
     if ((pt_len && EVP_DecryptUpdate(k->dec, o, &len, ct, (int)pt_len) != 1) ||
-        EVP_CIPHER_CTX_ctrl(k->dec, EVP_CTRL_GCM_SET_TAG, TAG_LEN, tag) != 1) {
+        EVP_CIPHER_CTX_ctrl(k->dec, EVP_CTRL_GCM_SET_TAG, GCM_TAG_LEN, tag) != 1) {
         Py_DECREF(out);
         return openssl_failed();
     }
@@ -179,7 +257,7 @@ open_(GcmKey *k, const unsigned char nonce[NONCE_LEN], const unsigned char *aad1
     return out;
 }
 
-/* --- GcmKey ------------------------------------------------------------------------------- */
+/* --- FrameKey ----------------------------------------------------------------------------- */
 
 /* The 96-bit salt as a Python int: high 32 bits << 64 | low 64 bits. */
 static PyObject *
@@ -203,41 +281,91 @@ salt_as_int(const unsigned char salt[NONCE_LEN])
     return value;
 }
 
-/* GcmKey(key, salt, window): set up in tp_new, so no half-built key object exists. */
-static PyObject *
-GcmKey_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+/* Set up the suite's contexts: AES-GCM with the whole key (enc_key_len 0), or §4.5.1's
+   derive_subkeys: AES-CTR with key[..Nka], HMAC with key[Nka..]. 0 and an exception on error. */
+static int
+set_up(FrameKey *self, const unsigned char *key, Py_ssize_t key_len, Py_ssize_t enc_key_len,
+       const char *hash)
 {
-    static char *kwlist[] = {"key", "salt", "window", NULL};
+    if (enc_key_len == 0) {
+        const EVP_CIPHER *cipher = key_len == 16 ? EVP_aes_128_gcm()
+                                   : key_len == 32 ? EVP_aes_256_gcm()
+                                                   : NULL;
+        if (cipher == NULL || self->tag_len != GCM_TAG_LEN) {
+            PyErr_SetString(PyExc_ValueError,
+                            "AES-GCM key must be 16 or 32 bytes, with a 16-byte tag");
+            return 0;
+        }
+        self->gcm = 1;
+        self->enc = EVP_CIPHER_CTX_new();
+        self->dec = EVP_CIPHER_CTX_new();
+        if (self->enc == NULL || self->dec == NULL ||
+            EVP_EncryptInit_ex(self->enc, cipher, NULL, key, NULL) != 1 ||
+            EVP_DecryptInit_ex(self->dec, cipher, NULL, key, NULL) != 1) {
+            openssl_failed();
+            return 0;
+        }
+        return 1;
+    }
+    const EVP_CIPHER *cipher = enc_key_len == 16 ? EVP_aes_128_ctr()
+                               : enc_key_len == 32 ? EVP_aes_256_ctr()
+                                                   : NULL;
+    Py_ssize_t digest_len = strcmp(hash, "sha256") == 0   ? 32
+                            : strcmp(hash, "sha512") == 0 ? 64
+                                                          : 0;
+    if (cipher == NULL || digest_len == 0 || key_len <= enc_key_len || self->tag_len < 1 ||
+        self->tag_len > digest_len) {
+        PyErr_SetString(PyExc_ValueError,
+                        "AES-CTR + HMAC: AES key of 16 or 32 bytes, an HMAC key after it, "
+                        "sha256 or sha512, a tag no longer than the hash");
+        return 0;
+    }
+    self->enc = EVP_CIPHER_CTX_new();
+    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    self->mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+    EVP_MAC_free(hmac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)hash, 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (self->enc == NULL || self->mac == NULL ||
+        EVP_EncryptInit_ex(self->enc, cipher, NULL, key, NULL) != 1 ||
+        EVP_MAC_init(self->mac, key + enc_key_len, (size_t)(key_len - enc_key_len), params) != 1) {
+        openssl_failed();
+        return 0;
+    }
+    return 1;
+}
+
+/* FrameKey(key, salt, window, enc_key_len=0, hash="sha256", tag_len=16): one KID's key of
+   any suite (enc_key_len 0: AES-GCM; else AES-CTR + HMAC), salt and replay window. Set up in
+   tp_new, so no half-built key object exists. */
+static PyObject *
+FrameKey_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"key", "salt", "window", "enc_key_len", "hash", "tag_len", NULL};
     Py_buffer key, salt;
-    Py_ssize_t window;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*n", kwlist, &key, &salt, &window)) {
+    Py_ssize_t window, enc_key_len = 0, tag_len = GCM_TAG_LEN;
+    const char *hash = "sha256";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*n|nsn", kwlist, &key, &salt, &window,
+                                     &enc_key_len, &hash, &tag_len)) {
         return NULL;
     }
-    const EVP_CIPHER *cipher = key.len == 16 ? EVP_aes_128_gcm()
-                               : key.len == 32 ? EVP_aes_256_gcm()
-                                               : NULL;
-    GcmKey *self = NULL;
-    if (cipher == NULL) {
-        PyErr_SetString(PyExc_ValueError, "AES-GCM key must be 16 or 32 bytes");
-    } else if (salt.len != NONCE_LEN) {
+    FrameKey *self = NULL;
+    if (salt.len != NONCE_LEN) {
         PyErr_SetString(PyExc_ValueError, "SFrame salt must be 12 bytes");
     } else if (window < 0) {
         PyErr_SetString(PyExc_ValueError, "replay window must not be negative");
-    } else if ((self = (GcmKey *)type->tp_alloc(type, 0)) != NULL) {
+    } else if ((self = (FrameKey *)type->tp_alloc(type, 0)) != NULL) {
         memcpy(self->salt, salt.buf, NONCE_LEN);
+        self->tag_len = tag_len;
         self->seen = PyByteArray_FromStringAndSize(NULL, window);
         if (self->seen != NULL) {
             memset(PyByteArray_AS_STRING(self->seen), 0, (size_t)window);
             self->salt_int = salt_as_int(self->salt);
         }
         if (self->salt_int != NULL) {
-            self->enc = EVP_CIPHER_CTX_new();
-            self->dec = EVP_CIPHER_CTX_new();
-            if (self->enc == NULL || self->dec == NULL ||
-                EVP_EncryptInit_ex(self->enc, cipher, NULL, key.buf, NULL) != 1 ||
-                EVP_DecryptInit_ex(self->dec, cipher, NULL, key.buf, NULL) != 1) {
-                openssl_failed();
-            }
+            set_up(self, key.buf, key.len, enc_key_len, hash);
         }
         if (PyErr_Occurred()) {
             Py_CLEAR(self);
@@ -249,11 +377,12 @@ GcmKey_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 static void
-GcmKey_dealloc(GcmKey *self)
+FrameKey_dealloc(FrameKey *self)
 {
-    /* EVP_CIPHER_CTX_free cleanses the key schedule. */
+    /* EVP_CIPHER_CTX_free and EVP_MAC_CTX_free cleanse the keys they hold. */
     EVP_CIPHER_CTX_free(self->enc);
     EVP_CIPHER_CTX_free(self->dec);
+    EVP_MAC_CTX_free(self->mac);
     OPENSSL_cleanse(self->salt, NONCE_LEN);
     Py_XDECREF(self->seen);
     Py_XDECREF(self->salt_int);
@@ -274,9 +403,9 @@ nonce_arg(PyObject *o, Bytes *b)
     return 0;
 }
 
-/* seal(nonce, data, aad) -> ciphertext || tag: pyca's AESGCM.encrypt signature. */
+/* seal(nonce, data, aad) -> ciphertext || tag: the signature of pyca's AEADs. */
 static PyObject *
-GcmKey_seal(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+FrameKey_seal(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "seal(nonce, data, aad) takes 3 arguments");
@@ -302,9 +431,9 @@ GcmKey_seal(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
-/* open(nonce, data, aad) -> plaintext, or InvalidTag: pyca's AESGCM.decrypt signature. */
+/* open(nonce, data, aad) -> plaintext, or InvalidTag: the signature of pyca's AEADs. */
 static PyObject *
-GcmKey_open(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+FrameKey_open(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 3) {
         PyErr_SetString(PyExc_TypeError, "open(nonce, data, aad) takes 3 arguments");
@@ -337,7 +466,7 @@ GcmKey_open(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
    nonce from the salt and CTR, the AAD header || metadata. The caller owns the CTR's
    uniqueness (SFrameSender's reservation). */
 static PyObject *
-GcmKey_seal_frame(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
+FrameKey_seal_frame(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError,
@@ -372,7 +501,7 @@ GcmKey_seal_frame(GcmKey *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-GcmKey_reduce(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
+FrameKey_reduce(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
 {
     /* A copy of a key would be a second holder of its counters and window. */
     PyErr_SetString(PyExc_TypeError, "an SFrame key cannot be copied or pickled");
@@ -380,7 +509,7 @@ GcmKey_reduce(PyObject *Py_UNUSED(self), PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-GcmKey_get_highest(GcmKey *self, void *Py_UNUSED(closure))
+FrameKey_get_highest(FrameKey *self, void *Py_UNUSED(closure))
 {
     if (!self->has_highest) {
         return PyLong_FromLong(-1);
@@ -389,7 +518,7 @@ GcmKey_get_highest(GcmKey *self, void *Py_UNUSED(closure))
 }
 
 static int
-GcmKey_set_highest(GcmKey *self, PyObject *value, void *Py_UNUSED(closure))
+FrameKey_set_highest(FrameKey *self, PyObject *value, void *Py_UNUSED(closure))
 {
     if (value == NULL) {
         PyErr_SetString(PyExc_TypeError, "highest cannot be deleted");
@@ -412,46 +541,47 @@ GcmKey_set_highest(GcmKey *self, PyObject *value, void *Py_UNUSED(closure))
 }
 
 static PyObject *
-GcmKey_get_seen(GcmKey *self, void *Py_UNUSED(closure))
+FrameKey_get_seen(FrameKey *self, void *Py_UNUSED(closure))
 {
     return Py_NewRef(self->seen);
 }
 
 static PyObject *
-GcmKey_get_salt_int(GcmKey *self, void *Py_UNUSED(closure))
+FrameKey_get_salt_int(FrameKey *self, void *Py_UNUSED(closure))
 {
     return Py_NewRef(self->salt_int);
 }
 
-static PyMethodDef GcmKey_methods[] = {
-    {"seal", (PyCFunction)(void (*)(void))GcmKey_seal, METH_FASTCALL,
+static PyMethodDef FrameKey_methods[] = {
+    {"seal", (PyCFunction)(void (*)(void))FrameKey_seal, METH_FASTCALL,
      "seal(nonce, data, aad) -> ciphertext || tag"},
-    {"open", (PyCFunction)(void (*)(void))GcmKey_open, METH_FASTCALL,
+    {"open", (PyCFunction)(void (*)(void))FrameKey_open, METH_FASTCALL,
      "open(nonce, data, aad) -> plaintext; raises InvalidTag"},
-    {"seal_frame", (PyCFunction)(void (*)(void))GcmKey_seal_frame, METH_FASTCALL,
+    {"seal_frame", (PyCFunction)(void (*)(void))FrameKey_seal_frame, METH_FASTCALL,
      "seal_frame(header, ctr, plaintext, metadata) -> header || ciphertext || tag"},
-    {"__reduce__", GcmKey_reduce, METH_NOARGS, NULL},
+    {"__reduce__", FrameKey_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef GcmKey_getset[] = {
-    {"highest", (getter)GcmKey_get_highest, (setter)GcmKey_set_highest,
+static PyGetSetDef FrameKey_getset[] = {
+    {"highest", (getter)FrameKey_get_highest, (setter)FrameKey_set_highest,
      "highest CTR accepted, or -1", NULL},
-    {"seen", (getter)GcmKey_get_seen, NULL, "the replay window ring (bytearray)", NULL},
-    {"salt_int", (getter)GcmKey_get_salt_int, NULL, "the salt as a big-endian integer", NULL},
+    {"seen", (getter)FrameKey_get_seen, NULL, "the replay window ring (bytearray)", NULL},
+    {"salt_int", (getter)FrameKey_get_salt_int, NULL, "the salt as a big-endian integer", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject GcmKeyType = {
+static PyTypeObject FrameKeyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "doorless._sframe_native.GcmKey",
-    .tp_doc = "GcmKey(key, salt, window): one KID's AES-GCM key, salt and replay window",
-    .tp_basicsize = sizeof(GcmKey),
+    .tp_name = "doorless._sframe_native.FrameKey",
+    .tp_doc = "FrameKey(key, salt, window, enc_key_len=0, hash='sha256', tag_len=16): "
+              "one KID's SFrame key, salt and replay window",
+    .tp_basicsize = sizeof(FrameKey),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = GcmKey_new,
-    .tp_dealloc = (destructor)GcmKey_dealloc,
-    .tp_methods = GcmKey_methods,
-    .tp_getset = GcmKey_getset,
+    .tp_new = FrameKey_new,
+    .tp_dealloc = (destructor)FrameKey_dealloc,
+    .tp_methods = FrameKey_methods,
+    .tp_getset = FrameKey_getset,
 };
 
 /* --- the receiver's per-frame path --------------------------------------------------------- */
@@ -496,7 +626,7 @@ new_decrypted(uint64_t kid, uint64_t ctr, PyObject *plaintext)
 
 /* §9.3: after the tag verified, accept ctr: forget the CTRs skipped since the highest, mark it. */
 static void
-accept_ctr(GcmKey *k, uint64_t ctr)
+accept_ctr(FrameKey *k, uint64_t ctr)
 {
     Py_ssize_t window = PyByteArray_GET_SIZE(k->seen);
     if (window == 0) {
@@ -574,10 +704,10 @@ open_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         }
         Py_RETURN_NONE;
     }
-    if (Py_TYPE(entry) != &GcmKeyType) {
+    if (Py_TYPE(entry) != &FrameKeyType) {
         Py_RETURN_NONE;
     }
-    GcmKey *k = (GcmKey *)Py_NewRef(entry);
+    FrameKey *k = (FrameKey *)Py_NewRef(entry);
     Py_ssize_t window = PyByteArray_GET_SIZE(k->seen);
     if (window && k->has_highest && ctr <= k->highest &&
         (k->highest - ctr >= (uint64_t)window ||
@@ -624,7 +754,7 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "doorless._sframe_native",
-    .m_doc = "SFrame (RFC 9605) AES-GCM per-frame path on OpenSSL; see doorless.sframe.",
+    .m_doc = "SFrame (RFC 9605) per-frame path on OpenSSL; see doorless.sframe.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -632,7 +762,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__sframe_native(void)
 {
-    if (PyType_Ready(&GcmKeyType) < 0) {
+    if (PyType_Ready(&FrameKeyType) < 0) {
         return NULL;
     }
     PyObject *exceptions = PyImport_ImportModule("cryptography.exceptions");
@@ -648,7 +778,7 @@ PyInit__sframe_native(void)
     if (m == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(m, "GcmKey", (PyObject *)&GcmKeyType) < 0) {
+    if (PyModule_AddObjectRef(m, "FrameKey", (PyObject *)&FrameKeyType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,13 +1,21 @@
-# Stub of the C module _sframe_native.c (SFrame's AES-GCM per-frame path on OpenSSL).
+# Stub of the C module _sframe_native.c (SFrame's per-frame path on OpenSSL).
 from typing import Any
 
-class GcmKey:
+class FrameKey:
     highest: int
     @property
     def seen(self) -> bytearray: ...
     @property
     def salt_int(self) -> int: ...
-    def __init__(self, key: bytes, salt: bytes, window: int) -> None: ...
+    def __init__(
+        self,
+        key: bytes,
+        salt: bytes,
+        window: int,
+        enc_key_len: int = 0,
+        hash: str = "sha256",
+        tag_len: int = 16,
+    ) -> None: ...
     def seal(self, nonce: bytes, data: bytes, aad: bytes) -> bytes: ...
     def open(self, nonce: bytes, data: bytes, aad: bytes) -> bytes: ...
     def seal_frame(self, header: bytes, ctr: int, plaintext: bytes, metadata: bytes) -> bytes: ...

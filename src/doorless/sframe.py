@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from types import ModuleType
-from typing import NamedTuple, NoReturn, Protocol
+from typing import TYPE_CHECKING, NamedTuple, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -49,15 +49,18 @@ from doorless.errors import (
 )
 from doorless.secret import ExporterSecret, Secret, constant_time_equal
 
+if TYPE_CHECKING:
+    from doorless._sframe_native import FrameKey
+
 try:
     from doorless import _sframe_native
 except ImportError:  # built without a C compiler or OpenSSL's headers: same results, slower
     _sframe_native = None  # type: ignore[assignment]
 
 native: ModuleType | None = _sframe_native
-"""The AES-GCM suites' per-frame path in C (`_sframe_native.c`, on OpenSSL), or None; the
-Python below is the reference it must agree with (tests set this to None to run it). Read
-when a sender or receiver is made."""
+"""The per-frame path in C (`_sframe_native.c`, on OpenSSL), or None; the Python below is the
+reference it must agree with (tests set this to None to run it). Read when a sender or
+receiver is made."""
 
 __all__ = [
     "MAX_VALUE",
@@ -427,12 +430,22 @@ def aead_decrypt(suite: SFrameSuite, key: SFrameKey, nonce: bytes, aad: bytes, c
 # --- sender (§4.4.3, §9.1) ------------------------------------------------------------------
 
 
+def _native_key(
+    module: ModuleType, params: SuiteParams, derived: DerivedKeys, window: int
+) -> FrameKey:
+    """The C path's key object of one KID."""
+    key: FrameKey = module.FrameKey(
+        derived.key.value, derived.salt.value, window, params.nka or 0, params.hash_name, params.nt
+    )
+    return key
+
+
 def _frame_sealer(
     params: SuiteParams, derived: DerivedKeys
 ) -> Callable[[bytes, int, bytes, bytes], bytes]:
     """``seal(header, ctr, plaintext, metadata) -> header || ciphertext`` of §4.4.3."""
-    if native is not None and params.nka is None:
-        return native.GcmKey(derived.key.value, derived.salt.value, 0).seal_frame  # type: ignore[no-any-return]
+    if native is not None:
+        return _native_key(native, params, derived, 0).seal_frame
     seal = _Aead(params, derived.key).seal_function()
     salt_int = int.from_bytes(derived.salt.value, "big")
 
@@ -570,7 +583,7 @@ _SHAPES = tuple(_shape(config) for config in range(256))
 
 
 class _WindowKey(Protocol):
-    """One KID's key and replay window: `_ReceiveKey`, or the C path's ``GcmKey``."""
+    """One KID's key and replay window: `_ReceiveKey`, or the C path's ``FrameKey``."""
 
     highest: int
 
@@ -656,11 +669,10 @@ class SFrameReceiver:
         self._suite = SFrameSuite(suite)
         self._window = window
         self._keys: dict[int, _WindowKey] = {}
-        gcm = suite_params(suite).nka is None
         # The C path for a frame (None: one it leaves to the Python path below, which decides).
         self._open_frame: (
             Callable[[dict[int, _WindowKey], bytes, bytes], Decrypted | None] | None
-        ) = native.open_frame if native is not None and gcm else None
+        ) = native.open_frame if native is not None else None
         # Header prefix -> route: a frame's key, KID and CTR come from one dict lookup.
         self._routes: dict[bytes, _Route] = {}
 
@@ -673,7 +685,7 @@ class SFrameReceiver:
         params = suite_params(self._suite)
         entry: _WindowKey
         if self._open_frame is not None and native is not None:
-            entry = native.GcmKey(derived.key.value, derived.salt.value, self._window)
+            entry = _native_key(native, params, derived, self._window)
         else:
             entry = _ReceiveKey(
                 _Aead(params, derived.key).open_function(),

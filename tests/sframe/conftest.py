@@ -1,6 +1,6 @@
-"""Every SFrame test runs twice: through the C per-frame path of the AES-GCM suites
-(`doorless._sframe_native`) and through the pure-Python reference path. The tests of the C
-module itself (test_sframe_native.py) compare the two paths, so they run once."""
+"""Every SFrame test runs twice: through the C per-frame path (`doorless._sframe_native`) and
+through the pure-Python reference path. The tests of the C module itself
+(test_sframe_native.py) compare the two paths, so they run once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The C per-frame path of the AES-GCM suites (`_sframe_native.c`) against the pure-Python
+"""The C per-frame path (`_sframe_native.c`) against the pure-Python
 reference: the same bytes out of a sender, the same result or the same typed error (and
 message) out of a receiver for any frame, and the same replay window after it; its AEAD
 against pyca's; keys that cannot be copied."""
@@ -19,7 +19,7 @@ from doorless import sframe
 from doorless.errors import DoorlessError
 from doorless.sframe import BaseKey, SFrameReceiver, SFrameSender, SFrameSuite
 
-GCM_SUITES = [SFrameSuite.AES_128_GCM_SHA256_128, SFrameSuite.AES_256_GCM_SHA512_128]
+SUITES = list(SFrameSuite)
 KEY = BaseKey(bytes(range(16)))
 
 # KIDs and CTRs at every width of §4.3 and its edges.
@@ -106,7 +106,7 @@ OPS = st.lists(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=FIXTURES_OK)
 @given(
-    suite=st.sampled_from(GCM_SUITES),
+    suite=st.sampled_from(SUITES),
     window=st.sampled_from([0, 1, 3, 8, 128]),
     kids=st.lists(VALUES, min_size=1, max_size=3, unique=True),
     metadata=st.sampled_from([b"", b"m", b"meta" * 10]),
@@ -166,7 +166,7 @@ def test_the_c_receiver_agrees_with_the_python_receiver(
 
 @settings(max_examples=100, deadline=None, suppress_health_check=FIXTURES_OK)
 @given(
-    suite=st.sampled_from(GCM_SUITES),
+    suite=st.sampled_from(SUITES),
     kid=VALUES,
     ctr=VALUES,
     pt=st.binary(max_size=300),
@@ -198,7 +198,7 @@ def test_the_c_sender_makes_the_python_senders_bytes(
 def test_the_c_aead_is_aes_gcm(
     native: Any, key: bytes, nonce: bytes, pt: bytes, aad: bytes
 ) -> None:
-    c = native.GcmKey(key, bytes(12), 0)
+    c = native.FrameKey(key, bytes(12), 0)
     ct = c.seal(nonce, pt, aad)
     assert ct == AESGCM(key).encrypt(nonce, pt, aad)
     assert c.open(nonce, ct, aad) == pt
@@ -210,12 +210,18 @@ def test_the_c_aead_is_aes_gcm(
 
 def test_bad_key_material_is_refused(native: Any) -> None:
     with pytest.raises(ValueError, match="16 or 32"):
-        native.GcmKey(bytes(24), bytes(12), 0)
+        native.FrameKey(bytes(24), bytes(12), 0)
+    with pytest.raises(ValueError, match="tag no longer than the hash"):
+        native.FrameKey(bytes(48), bytes(12), 0, 16, "sha256", 33)
+    with pytest.raises(ValueError, match="sha256 or sha512"):
+        native.FrameKey(bytes(48), bytes(12), 0, 16, "md5", 10)
+    with pytest.raises(ValueError, match="HMAC key after it"):
+        native.FrameKey(bytes(16), bytes(12), 0, 16, "sha256", 10)
     with pytest.raises(ValueError, match="12 bytes"):
-        native.GcmKey(bytes(16), bytes(11), 0)
+        native.FrameKey(bytes(16), bytes(11), 0)
     with pytest.raises(ValueError, match="negative"):
-        native.GcmKey(bytes(16), bytes(12), -1)
-    key = native.GcmKey(bytes(16), bytes(12), 0)
+        native.FrameKey(bytes(16), bytes(12), -1)
+    key = native.FrameKey(bytes(16), bytes(12), 0)
     with pytest.raises(ValueError, match="nonce must be 12"):
         key.seal(bytes(8), b"pt", b"")
     with pytest.raises(OverflowError):
@@ -224,7 +230,7 @@ def test_bad_key_material_is_refused(native: Any) -> None:
 
 def test_a_key_cannot_be_copied_and_shows_no_secret(native: Any) -> None:
     secret = bytes(range(100, 116))
-    key = native.GcmKey(secret, bytes(range(12)), 4)
+    key = native.FrameKey(secret, bytes(range(12)), 4)
     for clone in (copy.copy, copy.deepcopy, pickle.dumps):
         with pytest.raises(TypeError, match="cannot be copied"):
             clone(key)
@@ -238,6 +244,10 @@ def test_a_key_cannot_be_copied_and_shows_no_secret(native: Any) -> None:
         key.highest = -2
 
 
-def test_the_receiver_uses_the_c_path_for_gcm_only(native: Any) -> None:
-    assert SFrameReceiver(SFrameSuite.AES_128_GCM_SHA256_128)._open_frame is native.open_frame
-    assert SFrameReceiver(SFrameSuite.AES_128_CTR_HMAC_SHA256_80)._open_frame is None
+@pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.name)
+def test_every_suite_takes_the_c_path(native: Any, suite: SFrameSuite) -> None:
+    r = SFrameReceiver(suite)
+    r.add_key(1, _key(suite))
+    assert r._open_frame is native.open_frame and type(r._keys[1]) is native.FrameKey
+    s = SFrameSender(suite, 1, _key(suite))
+    assert s._seal_frame.__self__.__class__ is native.FrameKey
