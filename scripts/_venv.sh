@@ -31,7 +31,7 @@ ensure_venv() {
     # Reinstall when pyproject.toml, the C extension's source or the extras change, or when the
     # venv's editable install points at another checkout (a copied .venv).
     local stamp="$VENV/.doorless-install" want
-    want="$(cat "$ROOT/pyproject.toml" "$ROOT"/src/doorless/*.c | sha256sum | cut -d' ' -f1) $EXTRAS $ROOT"
+    want="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT"/src/doorless/*.c | sha256sum | cut -d' ' -f1) $EXTRAS $ROOT"
     if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] || ! "$VENV/bin/python" -c '
 import pathlib, sys
 import doorless
