@@ -54,6 +54,23 @@ def _time(fn: Callable[[], None]) -> tuple[float, float]:
     return time.perf_counter() - w, time.process_time() - c
 
 
+def _encrypting(sender: sframe.SFrameSender, frames: int, payload: bytes) -> Callable[[], None]:
+    def run() -> None:
+        # Results are dropped at once, as the bare loop's are (no allocation growth).
+        for _ in range(frames):
+            sender.encrypt(payload, b"")
+
+    return run
+
+
+def _decrypting(receiver: sframe.SFrameReceiver, encrypted: list[bytes]) -> Callable[[], None]:
+    def run() -> None:
+        for frame in encrypted:
+            receiver.decrypt(frame, b"")
+
+    return run
+
+
 @contextlib.contextmanager
 def _python_path() -> Iterator[None]:
     """Senders and receivers made inside use the pure-Python path."""
@@ -67,7 +84,6 @@ def _python_path() -> Iterator[None]:
 def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> dict[str, Any]:
     base = sframe.BaseKey(bytes(range(16)))
     payload = os.urandom(size)
-    metadata = b""
     gcm = AESGCM(bytes(16))
     nonce = bytes(12)
     bare_ct = gcm.encrypt(nonce, payload, None)
@@ -95,28 +111,10 @@ def measure(suite: sframe.SFrameSuite, size: int, frames: int, rounds: int) -> d
         # (its counters start where the timed sender's cannot reach).
         feeder = sframe.SFrameSender(suite, 3, base, next_ctr=1 << 40)
         feeder.reserve(frames)
-        encrypted = [feeder.encrypt(payload, metadata) for _ in range(frames)]
+        encrypted = [feeder.encrypt(payload, b"") for _ in range(frames)]
 
-        def enc() -> None:
-            # Results are dropped at once, as the bare loop's are (no allocation growth).
-            for _ in range(frames):
-                sender.encrypt(payload, metadata)
-
-        def dec(
-            frames_in: list[bytes] = encrypted, receiver: sframe.SFrameReceiver = receiver
-        ) -> None:
-            for frame in frames_in:
-                receiver.decrypt(frame, metadata)
-
-        def py_enc() -> None:
-            for _ in range(frames):
-                py_sender.encrypt(payload, metadata)
-
-        def py_dec(
-            frames_in: list[bytes] = encrypted, receiver: sframe.SFrameReceiver = py_receiver
-        ) -> None:
-            for frame in frames_in:
-                receiver.decrypt(frame, metadata)
+        enc, py_enc = _encrypting(sender, frames, payload), _encrypting(py_sender, frames, payload)
+        dec, py_dec = _decrypting(receiver, encrypted), _decrypting(py_receiver, encrypted)
 
         def bare_enc() -> None:
             for _ in range(frames):

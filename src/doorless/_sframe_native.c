@@ -389,73 +389,71 @@ FrameKey_dealloc(FrameKey *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Views of n bytes-like arguments; on failure none is held. */
 static int
-nonce_arg(PyObject *o, Bytes *b)
+bytes_get_all(PyObject *const *args, Bytes *views, int n)
 {
-    if (bytes_get(o, b) < 0) {
+    for (int i = 0; i < n; i++) {
+        if (bytes_get(args[i], &views[i]) < 0) {
+            while (i--) {
+                bytes_release(&views[i]);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+bytes_release_all(Bytes *views, int n)
+{
+    for (int i = 0; i < n; i++) {
+        bytes_release(&views[i]);
+    }
+}
+
+/* The arguments (nonce, data, aad) of the AEAD methods, as pyca's AEADs take them. */
+static int
+aead_args(const char *name, PyObject *const *args, Py_ssize_t nargs, Bytes views[3])
+{
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s(nonce, data, aad) takes 3 arguments", name);
         return -1;
     }
-    if (b->len != NONCE_LEN) {
-        bytes_release(b);
+    if (bytes_get_all(args, views, 3) < 0) {
+        return -1;
+    }
+    if (views[0].len != NONCE_LEN) {
+        bytes_release_all(views, 3);
         PyErr_SetString(PyExc_ValueError, "SFrame nonce must be 12 bytes");
         return -1;
     }
     return 0;
 }
 
-/* seal(nonce, data, aad) -> ciphertext || tag: the signature of pyca's AEADs. */
+/* seal(nonce, data, aad) -> ciphertext || tag. */
 static PyObject *
 FrameKey_seal(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "seal(nonce, data, aad) takes 3 arguments");
+    Bytes v[3];
+    if (aead_args("seal", args, nargs, v) < 0) {
         return NULL;
     }
-    Bytes nonce, data, aad;
-    if (nonce_arg(args[0], &nonce) < 0) {
-        return NULL;
-    }
-    if (bytes_get(args[1], &data) < 0) {
-        bytes_release(&nonce);
-        return NULL;
-    }
-    if (bytes_get(args[2], &aad) < 0) {
-        bytes_release(&nonce);
-        bytes_release(&data);
-        return NULL;
-    }
-    PyObject *out = seal(self, nonce.buf, NULL, 0, aad.buf, aad.len, NULL, 0, data.buf, data.len);
-    bytes_release(&nonce);
-    bytes_release(&data);
-    bytes_release(&aad);
+    PyObject *out = seal(self, v[0].buf, NULL, 0, v[2].buf, v[2].len, NULL, 0, v[1].buf, v[1].len);
+    bytes_release_all(v, 3);
     return out;
 }
 
-/* open(nonce, data, aad) -> plaintext, or InvalidTag: the signature of pyca's AEADs. */
+/* open(nonce, data, aad) -> plaintext, or InvalidTag. */
 static PyObject *
 FrameKey_open(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "open(nonce, data, aad) takes 3 arguments");
+    Bytes v[3];
+    if (aead_args("open", args, nargs, v) < 0) {
         return NULL;
     }
-    Bytes nonce, data, aad;
-    if (nonce_arg(args[0], &nonce) < 0) {
-        return NULL;
-    }
-    if (bytes_get(args[1], &data) < 0) {
-        bytes_release(&nonce);
-        return NULL;
-    }
-    if (bytes_get(args[2], &aad) < 0) {
-        bytes_release(&nonce);
-        bytes_release(&data);
-        return NULL;
-    }
-    PyObject *out = open_(self, nonce.buf, aad.buf, aad.len, NULL, 0, data.buf, data.len);
-    bytes_release(&nonce);
-    bytes_release(&data);
-    bytes_release(&aad);
+    PyObject *out = open_(self, v[0].buf, v[2].buf, v[2].len, NULL, 0, v[1].buf, v[1].len);
+    bytes_release_all(v, 3);
     if (out == NULL && !PyErr_Occurred()) {
         PyErr_SetNone(InvalidTag);
     }
@@ -477,26 +475,16 @@ FrameKey_seal_frame(FrameKey *self, PyObject *const *args, Py_ssize_t nargs)
     if (ctr == (uint64_t)-1 && PyErr_Occurred()) {
         return NULL;
     }
-    Bytes header, pt, metadata;
-    if (bytes_get(args[0], &header) < 0) {
-        return NULL;
-    }
-    if (bytes_get(args[2], &pt) < 0) {
-        bytes_release(&header);
-        return NULL;
-    }
-    if (bytes_get(args[3], &metadata) < 0) {
-        bytes_release(&header);
-        bytes_release(&pt);
+    PyObject *const buffers[3] = {args[0], args[2], args[3]};
+    Bytes v[3]; /* header, plaintext, metadata */
+    if (bytes_get_all(buffers, v, 3) < 0) {
         return NULL;
     }
     unsigned char nonce[NONCE_LEN];
     make_nonce(self, ctr, nonce);
-    PyObject *out = seal(self, nonce, header.buf, header.len, header.buf, header.len,
-                         metadata.buf, metadata.len, pt.buf, pt.len);
-    bytes_release(&header);
-    bytes_release(&pt);
-    bytes_release(&metadata);
+    PyObject *out = seal(self, nonce, v[0].buf, v[0].len, v[0].buf, v[0].len, v[2].buf, v[2].len,
+                         v[1].buf, v[1].len);
+    bytes_release_all(v, 3);
     return out;
 }
 
