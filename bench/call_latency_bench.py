@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from _report import machine, update_doc
-from relay_bench import free_port, start_child
+from relay_bench import cpu_seconds, free_port, start_child
 
 from doorless.client.calls.keys import CALL_SFRAME_SUITE, KID_LAYOUT
 from doorless.client.calls.media import MediaFrame, StreamKind, encode_frame
@@ -89,8 +89,12 @@ async def run_calls(
     *,
     transport: Transport = "quic",
     aligned: bool = False,
+    relay_pid: int | None = None,
+    costs: dict[str, float] | None = None,
 ) -> list[float]:
-    """One-way latencies (ms) of every frame received in ``seconds`` after a 1 s warm-up."""
+    """One-way latencies (ms) of every frame received in ``seconds`` after a 1 s warm-up.
+    ``costs`` gets the CPU time per received frame (µs) of this process (``clients``: the
+    twenty participants) and of the process ``relay_pid`` (``relay``) in those seconds."""
     base_key = BaseKey(os.urandom(16))
     latencies: list[float] = []
     stop = asyncio.Event()
@@ -129,9 +133,14 @@ async def run_calls(
         tasks += [asyncio.create_task(receive(a, 1)), asyncio.create_task(receive(b, 0))]
     await asyncio.sleep(1.0)  # warm up
     latencies.clear()
+    cpu = time.process_time(), cpu_seconds(relay_pid) if relay_pid else 0.0
     await asyncio.sleep(seconds)
     stop.set()
     collected = list(latencies)
+    if costs is not None and collected:
+        costs["clients"] = (time.process_time() - cpu[0]) / len(collected) * 1e6
+        if relay_pid:
+            costs["relay"] = (cpu_seconds(relay_pid) - cpu[1]) / len(collected) * 1e6
     for conns in pairs:
         for c in conns:
             await c.close()
@@ -159,10 +168,15 @@ def crypto_only(n: int = 20_000) -> list[float]:
 RUN_KINDS = ("plain", "sframe")  # measured in this order in every run
 
 
-def measure(seconds: float, runs: int, aligned: bool) -> dict[str, list[list[float]]]:
-    """Per kind, one list of latencies per run; a fresh relay process for each."""
+Costs = dict[str, list[dict[str, float]]]  # per kind, per run: CPU µs per frame by process
+
+
+def measure(seconds: float, runs: int, aligned: bool) -> tuple[dict[str, list[list[float]]], Costs]:
+    """Per kind, one list of latencies per run (a fresh relay process for each), and the CPU
+    time per frame of the relay and of the clients in each run."""
     kinds = RUN_KINDS + (("sframe, aligned",) if aligned else ())
     results: dict[str, list[list[float]]] = {kind: [] for kind in kinds}
+    costs: Costs = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="call-bench-") as tmp:
         for run in range(runs):
             for kind in kinds:
@@ -175,33 +189,49 @@ def measure(seconds: float, runs: int, aligned: bool) -> dict[str, list[list[flo
                     info = RelayInfo(
                         "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
                     )
+                    cost: dict[str, float] = {}
                     values = asyncio.run(
-                        run_calls(info, seconds, kind != "plain", aligned=kind.endswith("aligned"))
+                        run_calls(
+                            info,
+                            seconds,
+                            kind != "plain",
+                            aligned=kind.endswith("aligned"),
+                            relay_pid=child.pid,
+                            costs=cost,
+                        )
                     )
                 finally:
                     child.terminate()
                     child.wait(10)
                 results[kind].append(values)
+                costs[kind].append(cost)
                 print(
                     f"run {run + 1} {kind}: p50 {statistics.median(values):.2f} ms, "
                     f"p95 {percentile(values, 95):.2f} ms ({len(values)} frames, "
-                    f"load {os.getloadavg()[0]:.1f})",
+                    f"load {os.getloadavg()[0]:.1f}); CPU per frame: relay "
+                    f"{cost.get('relay', 0):.0f} µs, clients {cost.get('clients', 0):.0f} µs",
                     flush=True,
                 )
     results["crypto only"] = [crypto_only()]
-    return results
+    return results, costs
 
 
 def pooled(runs: list[list[float]]) -> list[float]:
     return [v for values in runs for v in values]
 
 
-def row(name: str, runs: list[list[float]]) -> str:
+def row(name: str, runs: list[list[float]], cost: list[dict[str, float]]) -> str:
     values = pooled(runs)
     per_run = ", ".join(f"{percentile(v, 95):.2f}" for v in runs) if len(runs) > 1 else "-"
+
+    def cpu(process: str) -> str:
+        got = [c[process] for c in cost if process in c]
+        return f"{statistics.median(got):.0f}" if got else "-"
+
     return (
         f"| {name} | {len(values)} | {statistics.median(values):.3f} | "
-        f"{percentile(values, 95):.3f} | {percentile(values, 99):.3f} | {per_run} |"
+        f"{percentile(values, 95):.3f} | {percentile(values, 99):.3f} | {per_run} | "
+        f"{cpu('relay')} | {cpu('clients')} |"
     )
 
 
@@ -213,7 +243,9 @@ NAMES = {
 }
 
 
-def section(results: dict[str, list[list[float]]], info: dict[str, Any], load_end: float) -> str:
+def section(
+    results: dict[str, list[list[float]]], costs: Costs, info: dict[str, Any], load_end: float
+) -> str:
     runs = len(results["sframe"])
     sframe = percentile(pooled(results["sframe"]), 95)
     added = sframe - percentile(pooled(results["plain"]), 95)
@@ -226,14 +258,18 @@ def section(results: dict[str, list[list[float]]], info: dict[str, Any], load_en
             f"`bench/call_latency_bench.py`: {CALLS} concurrent two-party calls over QUIC on "
             f"loopback, one audio frame per participant every 20 ms, each participant on its "
             f"own phase, one-way latency from before encryption to after decryption; {runs} "
-            f"run(s) per path (a fresh relay process each), percentiles over all of them. "
+            f"run(s) per path (a fresh relay process each), percentiles over all of them; CPU "
+            "time per received frame of the relay process and of the clients' process "
+            "(user + system; medians of the runs), which the machine's other load barely "
+            "changes. "
             f"Machine: {info['cpu']}, Python {info['python']}, load average "
             f"{info['load']:.1f} at the start and {load_end:.1f} at the end (latencies include "
             "whatever else the machine was doing).",
             "",
-            "| path | frames | p50 ms | p95 ms | p99 ms | p95 of each run (ms) |",
-            "|---|---:|---:|---:|---:|---|",
-            *(row(NAMES[kind], values) for kind, values in results.items()),
+            "| path | frames | p50 ms | p95 ms | p99 ms | p95 of each run (ms) | relay CPU "
+            "µs/frame | clients CPU µs/frame |",
+            "|---|---:|---:|---:|---:|---|---:|---:|",
+            *(row(NAMES[k], values, costs.get(k, [])) for k, values in results.items()),
             "",
             f"Target p95 < {TARGET_P95_MS:g} ms for encrypt + relay + decrypt: **{verdict}** "
             f"({sframe:.3f} ms over all runs, {worst:.3f} ms in the worst run); SFrame's share "
@@ -253,8 +289,8 @@ def main() -> None:
     parser.add_argument("--update-doc", type=Path)
     args = parser.parse_args()
     info = machine()
-    results = measure(args.seconds, args.runs, args.aligned)
-    text = section(results, info, os.getloadavg()[0])
+    results, costs = measure(args.seconds, args.runs, args.aligned)
+    text = section(results, costs, info, os.getloadavg()[0])
     print(text)
     if args.update_doc:
         update_doc(args.update_doc, SECTION, text)
