@@ -19,7 +19,7 @@ what was due (``ack``: a delayed ACK; ``loss``: loss detection or PTO; ``pacing`
 idle or path timers) and whether they sent anything; re-arms (a cancel and a ``call_at``) per
 frame. Private aioquic and Doorless methods are wrapped: a measuring tool, not an example.
 
-    PYTHONPATH=src python bench/call_hops.py [--aligned] [--seconds 5]
+    PYTHONPATH=src python bench/call_hops.py [--aligned] [--one-way] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def serve_traced(data_dir: Path, port: int, udp: int, out: Path) -> None:
     serve_relay(data_dir, port, udp)
 
 
-def trace_clients(info: RelayInfo, seconds: float, aligned: bool) -> dict[str, Any]:
+def trace_clients(info: RelayInfo, seconds: float, aligned: bool, one_way: bool) -> dict[str, Any]:
     from doorless.client.transport import relay
 
     counts = TimerCounts()
@@ -176,7 +176,9 @@ def trace_clients(info: RelayInfo, seconds: float, aligned: bool) -> dict[str, A
     relay._QuicClient.datagram_received = traced_received  # type: ignore[method-assign]
     relay._Inbox.frame = traced_frame  # type: ignore[method-assign]
     relay.RelayConnection.__anext__ = traced_anext  # type: ignore[method-assign]
-    latencies = asyncio.run(run_calls(info, seconds, encrypted=False, aligned=aligned))
+    latencies = asyncio.run(
+        run_calls(info, seconds, encrypted=False, aligned=aligned, one_way=one_way)
+    )
     return {
         "sent": sent,
         "opened": opened,
@@ -239,6 +241,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--aligned", action="store_true", help="senders in lockstep")
+    parser.add_argument("--one-way", action="store_true", help="one speaker per call")
     parser.add_argument("--serve", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -264,7 +267,7 @@ def main() -> None:
             fingerprint = load_or_create(Path(tmp) / "relay").fingerprint
             info = RelayInfo("127.0.0.1", udp, fingerprint, ALPN, "")
             load = os.getloadavg()[0]
-            clients = trace_clients(info, args.seconds, args.aligned)
+            clients = trace_clients(info, args.seconds, args.aligned, args.one_way)
             child.send_signal(signal.SIGUSR1)
             for _ in range(100):
                 time.sleep(0.05)
@@ -276,7 +279,8 @@ def main() -> None:
             child.terminate()
             child.wait(10)
     layout = "in lockstep" if args.aligned else "on independent phases"
-    print(f"senders {layout}; load average {load:.1f} at the start")
+    speakers = "one speaker per call" if args.one_way else "both participants speak"
+    print(f"senders {layout}, {speakers}; load average {load:.1f} at the start")
     report(relay, clients, args.seconds)
 
 

@@ -89,12 +89,14 @@ async def run_calls(
     *,
     transport: Transport = "quic",
     aligned: bool = False,
+    one_way: bool = False,
     relay_pid: int | None = None,
     costs: dict[str, float] | None = None,
 ) -> list[float]:
     """One-way latencies (ms) of every frame received in ``seconds`` after a 1 s warm-up.
     ``costs`` gets the CPU time per received frame (µs) of this process (``clients``: the
-    twenty participants) and of the process ``relay_pid`` (``relay``) in those seconds."""
+    twenty participants) and of the process ``relay_pid`` (``relay``) in those seconds.
+    ``one_way``: one participant of each call speaks, the other only listens (muted)."""
     base_key = BaseKey(os.urandom(16))
     latencies: list[float] = []
     stop = asyncio.Event()
@@ -129,8 +131,9 @@ async def run_calls(
 
     tasks = []
     for a, b in pairs:
-        tasks += [asyncio.create_task(send(a, 0)), asyncio.create_task(send(b, 1))]
-        tasks += [asyncio.create_task(receive(a, 1)), asyncio.create_task(receive(b, 0))]
+        tasks += [asyncio.create_task(send(a, 0)), asyncio.create_task(receive(b, 0))]
+        if not one_way:
+            tasks += [asyncio.create_task(send(b, 1)), asyncio.create_task(receive(a, 1))]
     await asyncio.sleep(1.0)  # warm up
     latencies.clear()
     cpu = time.process_time(), cpu_seconds(relay_pid) if relay_pid else 0.0
@@ -171,10 +174,13 @@ RUN_KINDS = ("plain", "sframe")  # measured in this order in every run
 Costs = dict[str, list[dict[str, float]]]  # per kind, per run: CPU µs per frame by process
 
 
-def measure(seconds: float, runs: int, aligned: bool) -> tuple[dict[str, list[list[float]]], Costs]:
+def measure(
+    seconds: float, runs: int, aligned: bool, one_way: bool
+) -> tuple[dict[str, list[list[float]]], Costs]:
     """Per kind, one list of latencies per run (a fresh relay process for each), and the CPU
     time per frame of the relay and of the clients in each run."""
     kinds = RUN_KINDS + (("sframe, aligned",) if aligned else ())
+    kinds += ("sframe, one way",) if one_way else ()
     results: dict[str, list[list[float]]] = {kind: [] for kind in kinds}
     costs: Costs = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="call-bench-") as tmp:
@@ -196,6 +202,7 @@ def measure(seconds: float, runs: int, aligned: bool) -> tuple[dict[str, list[li
                             seconds,
                             kind != "plain",
                             aligned=kind.endswith("aligned"),
+                            one_way=kind.endswith("one way"),
                             relay_pid=child.pid,
                             costs=cost,
                         )
@@ -239,6 +246,7 @@ NAMES = {
     "sframe": "sframe: encrypt + relay + decrypt",
     "plain": "plain: relay only (same runs)",
     "sframe, aligned": "sframe, senders in lockstep (old layout)",
+    "sframe, one way": "sframe, one speaker per call (the other muted)",
     "crypto only": "crypto only: encrypt + decrypt",
 }
 
@@ -286,10 +294,13 @@ def main() -> None:
     parser.add_argument(
         "--aligned", action="store_true", help="also measure senders in lockstep (artefact)"
     )
+    parser.add_argument(
+        "--one-way", action="store_true", help="also measure calls with one speaker each"
+    )
     parser.add_argument("--update-doc", type=Path)
     args = parser.parse_args()
     info = machine()
-    results, costs = measure(args.seconds, args.runs, args.aligned)
+    results, costs = measure(args.seconds, args.runs, args.aligned, args.one_way)
     text = section(results, costs, info, os.getloadavg()[0])
     print(text)
     if args.update_doc:
