@@ -60,6 +60,7 @@ class TimerCounts:
         self.fires: Counter[str] = Counter()
         self.rearms = 0
         self.packets = 0
+        self.held = [0, 0]  # transmits that left datagrams queued, the most left
 
     def install(self) -> None:
         from aioquic import tls
@@ -80,6 +81,10 @@ class TimerCounts:
             old = p._timer
             transmit(p)
             counts.rearms += p._timer is not None and p._timer is not old
+            left = len(p._quic._datagrams_pending)  # held back by the pacer or the window
+            if left:
+                counts.held[0] += 1
+                counts.held[1] = max(counts.held[1], left)
 
         def counted_timer(p: QuicConnectionProtocol) -> None:
             quic, due = p._quic, p._timer_at
@@ -132,7 +137,7 @@ def serve_traced(data_dir: Path, port: int, udp: int, out: Path) -> None:
     quic.RelayQuicProtocol.transmit = traced_transmit  # type: ignore[method-assign]
 
     def dump(*_: Any) -> None:
-        state = {"hops": hops, "fires": counts.fires, "rearms": counts.rearms}
+        state = {"hops": hops, "fires": counts.fires, "rearms": counts.rearms, "held": counts.held}
         out.write_text(json.dumps({**state, "packets": counts.packets}))
 
     signal.signal(signal.SIGUSR1, dump)
@@ -185,6 +190,7 @@ def trace_clients(info: RelayInfo, seconds: float, aligned: bool, one_way: bool)
         "read": read,
         "fires": counts.fires,
         "packets": counts.packets,
+        "held": counts.held,
         "latencies": latencies,
     }
 
@@ -230,6 +236,9 @@ def report(relay: dict[str, Any], clients: dict[str, Any], seconds: float) -> No
         f"{relay['rearms'] / frames:.2f} timer re-arms, timer callbacks "
         + ", ".join(f"{k} {v / frames:.3f}" for k, v in sorted(relay["fires"].items()))
     )
+    for name, side in (("relay", relay), ("clients", clients)):
+        held, most = side["held"]
+        print(f"{name}: {held} transmits left datagrams queued (pacer or window), at most {most}")
     print(
         f"clients, per frame sent: {clients['packets'] / len(sent):.2f} packets out, timer "
         "callbacks "
