@@ -10,7 +10,9 @@ plaintext; the other side decrypts it and takes the difference. Both runs are in
 process on the same clock, so the figures are one-way latencies.
 
 Each participant keeps its own phase: it starts at a random point of the 20 ms period and
-sends on its own schedule (start + k × 20 ms). Real calls are on different devices with
+sends on its own schedule (start + k × 20 ms; sleeping 20 ms after each send instead falls
+back into step after the first stall of the loop, as the timers that came due together send
+together from then on). Real calls are on different devices with
 independent clocks; twenty senders started together in one event loop would instead send in
 lockstep, twenty frames at once every 20 ms, each queueing behind the others at every hop
 (``--aligned`` measures that layout too: it is the benchmark's artefact, not the product's).
