@@ -15,7 +15,8 @@ does not inflate (it can only slow the wall clock). Wall-clock throughput is sho
 * ``bare``: the floor — an aioquic server that pairs the connections of a call and copies every
   DATAGRAM to the other connections: no header check, no counters, no forwarder, no bridge.
 
-The second table is the added latency of encrypt + relay + decrypt at 10 concurrent calls.
+The second table is the added latency of encrypt + relay + decrypt at 10 concurrent calls
+(`call_latency_bench.run_calls`: the same calls as there, one shorter run per transport).
 
     PYTHONPATH=src python bench/relay_bench.py                  # print the table
     PYTHONPATH=src python bench/relay_bench.py --update-doc docs/benchmarks.md
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,7 +38,7 @@ from _report import machine, update_doc
 
 from doorless.client.transport.relay import RelayConnection, RelayInfo
 from doorless.server.relay.cert import load_or_create
-from doorless.sframe import BaseKey, SFrameReceiver, SFrameSender, SFrameSuite, encode_header
+from doorless.sframe import SFrameSuite, encode_header
 from doorless.wire.calls import ALPN, CallId, FrameEnvelope, StreamKind
 
 SECTION = "## Media relay forwarding (issue #13)"
@@ -199,59 +199,6 @@ async def run_load(
     }
 
 
-async def run_latency(info: RelayInfo, transport: str, calls: int, seconds: float) -> list[float]:
-    """Encrypt + relay + decrypt, in ms: ``calls`` two-party calls, one SFrame-encrypted audio
-    stream each at 50 frames/s (20 ms), the send time inside the plaintext."""
-    key = BaseKey(os.urandom(16))
-    latencies: list[float] = []
-    pairs = []
-    for _ in range(calls):
-        call = CallId.random()
-        pair = [
-            await RelayConnection.open(
-                info,
-                token=os.urandom(8).hex(),
-                group_id=b"bench-group",
-                call_id=call,
-                transport=transport,  # type: ignore[arg-type]
-                timeout=10.0,
-            )
-            for _ in range(2)
-        ]
-        pairs.append(pair)
-    stop = asyncio.Event()
-
-    async def sender(conn: RelayConnection, kid: int) -> None:
-        s = SFrameSender(SUITE, kid, key)
-        s.reserve(100_000)
-        padding = os.urandom(FRAME - 8 - 17)
-        while not stop.is_set():
-            sent = struct.pack(">d", time.perf_counter())
-            await conn.send(StreamKind.audio, s.encrypt(sent + padding))
-            await asyncio.sleep(0.02)
-
-    async def receiver(conn: RelayConnection, kid: int) -> None:
-        r = SFrameReceiver(SUITE)
-        r.add_key(kid, key)
-        async for envelope in conn:
-            sent = struct.unpack(">d", r.decrypt(envelope.frame).plaintext[:8])[0]
-            if not stop.is_set():
-                latencies.append((time.perf_counter() - sent) * 1000)
-
-    tasks = [asyncio.create_task(receiver(b, i)) for i, (_, b) in enumerate(pairs)]
-    senders = [asyncio.create_task(sender(a, i)) for i, (a, _) in enumerate(pairs)]
-    await asyncio.sleep(1.0)
-    latencies.clear()  # after the warm-up
-    await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.gather(*senders)
-    for pair in pairs:
-        for conn in pair:
-            await conn.close()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return latencies
-
-
 def start_child(args: list[str], port: int | None) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
         [sys.executable, __file__, *args],
@@ -283,12 +230,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 def measure_latency(seconds: float) -> dict[str, list[float]]:
+    """The same calls as ``call_latency_bench.py`` (its code: the two benchmarks agree), over
+    QUIC and over the WebSocket fallback, one short run each."""
+    from call_latency_bench import percentile, run_calls  # it imports this module
+
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         port, udp = free_port(), free_port()
@@ -301,11 +247,13 @@ def measure_latency(seconds: float) -> dict[str, list[float]]:
                 "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
             )
             for transport in ("quic", "websocket"):
-                out[transport] = asyncio.run(run_latency(info, transport, LATENCY_CALLS, seconds))
+                out[transport] = asyncio.run(
+                    run_calls(info, seconds, encrypted=True, transport=transport)
+                )
                 v = out[transport]
                 print(
-                    f"latency {transport}: p50 {quantile(v, 0.5):.2f} ms, "
-                    f"p95 {quantile(v, 0.95):.2f} ms ({len(v)} frames)",
+                    f"latency {transport}: p50 {percentile(v, 50):.2f} ms, "
+                    f"p95 {percentile(v, 95):.2f} ms ({len(v)} frames)",
                     flush=True,
                 )
         finally:
@@ -381,19 +329,22 @@ def section(
         )
     lines += [
         "",
-        f"Added latency of encrypt + relay + decrypt (SFrame {SUITE.name}, {FRAME}-byte audio "
-        f"frames), {LATENCY_CALLS} concurrent two-party calls, one 50 frames/s stream each, "
-        "the send time inside the plaintext, clients and server on loopback. Target "
+        f"Added latency of encrypt + relay + decrypt (SFrame {SUITE.name}, 80-byte audio "
+        f"payloads), {LATENCY_CALLS} concurrent two-party calls, both participants sending 50 "
+        "frames/s, each on its own phase, the send time inside the plaintext, clients and "
+        "server on loopback: `call_latency_bench.py`'s calls, one shorter run. Target "
         f"(issue #13): p95 below {LATENCY_TARGET_MS} ms.",
         "",
         "| transport | frames | p50 (ms) | p95 (ms) | p99 (ms) | target met |",
         "|---|---:|---:|---:|---:|:---:|",
     ]
+    from call_latency_bench import percentile  # the same percentiles as there
+
     for transport, v in latency.items():
-        p95 = quantile(v, 0.95)
+        p95 = percentile(v, 95)
         lines.append(
-            f"| {transport} | {len(v)} | {quantile(v, 0.5):.2f} | {p95:.2f} | "
-            f"{quantile(v, 0.99):.2f} | {'yes' if p95 < LATENCY_TARGET_MS else 'no'} |"
+            f"| {transport} | {len(v)} | {percentile(v, 50):.2f} | {p95:.2f} | "
+            f"{percentile(v, 99):.2f} | {'yes' if p95 < LATENCY_TARGET_MS else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 

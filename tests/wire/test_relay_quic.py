@@ -98,3 +98,24 @@ def test_the_datagram_queue_is_bounded(tmp_path: Path) -> None:
     for ctr in range(MAX_PENDING_DATAGRAMS):
         assert queue_envelope(client.quic, envelope(ctr + 1))
     assert not queue_envelope(client.quic, envelope(MAX_PENDING_DATAGRAMS + 1))
+
+
+def test_a_one_way_audio_flow_needs_no_ack_timer(tmp_path: Path) -> None:
+    # A frame every 20 ms plus the sender's own work (0.5 ms), every other one 3 ms late (its
+    # loop, the network): the timer of a pending ACK is never due before the next frame
+    # arrives, and that arrival sends the ACK (every second packet). With a delay of exactly
+    # one period the timer came first whenever a frame was later than 20 ms after the last.
+    client, server = media_pair(tmp_path)
+
+    def arrival(n: int) -> float:
+        return T0 + 0.0205 * n + 0.003 * ((n + 1) % 2)
+
+    early_timers = 0
+    acks = []
+    for n in range(1, 21):
+        send(client, server, n, arrival(n))
+        acks.append(len(deliver(server, client, arrival(n))))
+        due = server.quic.get_timer()
+        early_timers += due is not None and due < arrival(n + 1)
+    assert early_timers == 0
+    assert acks == [0, 1] * 10

@@ -14,6 +14,12 @@ announces (RFC 9000 13.2.1, 18.2), and leave with the next media frame going the
 only a connection that sends nothing back pays ACK-only packets, one per `ACK_EVERY` packets
 received or per `ACK_DELAY`.
 
+`ACK_DELAY` is longer than an audio frame period (20 ms) on purpose: at exactly one period the
+delayed-ACK timer raced the next frame and nearly always won (the next frame is a period plus
+the sender's and the network's delays later), so a one-way flow woke the receiver's loop on a
+timer about once per frame for an ACK-only packet that the next frame's arrival would have
+sent anyway (`ACK_EVERY`) without a timer.
+
 No I/O here: this works on aioquic's connection state; the caller transmits.
 """
 
@@ -27,7 +33,9 @@ from doorless.wire.calls import MAX_DATAGRAM_ENVELOPE
 
 MAX_PENDING_DATAGRAMS = 512
 MAX_OPEN_STREAMS = 128  # frames on streams not yet delivered (and acknowledged)
-ACK_DELAY = 0.020  # seconds: one audio frame period; below the 25 ms max_ack_delay announced
+# Seconds: an audio frame period (20 ms) and some jitter, below the 25 ms max_ack_delay
+# aioquic announces (RFC 9000 18.2), with 1 ms (its timer granularity) to spare.
+ACK_DELAY = 0.024
 ACK_EVERY = 2  # received ack-eliciting packets (RFC 9000 13.2.2)
 
 
