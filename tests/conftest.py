@@ -6,11 +6,20 @@ Profiles (choose with HYPOTHESIS_PROFILE=name; CI=true selects "ci"):
 * ``ci``: the same amount of work, no deadline (xdist workers on 2 shared cores make timings
   noisy), no slow-input health check, and a reproduction blob printed for every failure.
 * ``thorough``: 5000 examples, for a fuzzing session by hand.
+
+Child processes (the real server and ``doorless`` programs of the end-to-end tests, several
+hundred per run) import the package from source. Under ``PYTHONDONTWRITEBYTECODE`` each of
+them would compile ~200 modules again (about half a second of CPU each); they share one
+bytecode cache outside the source tree instead (``PYTHONPYCACHEPREFIX``), which keeps the
+tree free of ``__pycache__`` as that setting intends.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 
@@ -26,3 +35,10 @@ settings.register_profile("thorough", max_examples=5000, deadline=None)
 
 _default = "ci" if os.environ.get("CI", "").lower() in {"1", "true", "yes"} else "dev"
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", _default))
+
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    _cache = Path(tempfile.gettempdir()) / f"doorless-test-pycache-{os.getuid()}"
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(_cache))
+    # This process too: the modules the tests import next are cached for the next run.
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
