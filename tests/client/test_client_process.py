@@ -26,7 +26,7 @@ from support.servers import ServerProcess
 
 from .harness import FAST_ARGON2, PASSPHRASE
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 EVENT_TIMEOUT = 30.0
 

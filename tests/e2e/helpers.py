@@ -97,16 +97,21 @@ def options(**overrides: Any) -> ClientOptions:
 
 class Devices:
     """Library clients of one test, by name, each with its profile folder, and every event
-    each one emitted (kept across restarts of the client)."""
+    each one emitted (kept across restarts of the client). A ``suffix`` is added to each
+    username, for tests that share one server (a name is then free in each of them)."""
 
-    def __init__(self, server_url: str, root: Path) -> None:
+    def __init__(self, server_url: str, root: Path, *, suffix: str = "") -> None:
         self.server_url = server_url
         self.root = root
+        self.suffix = suffix
         self.clients: dict[str, Client] = {}
         self.events: dict[str, list[Event]] = {}
 
     def profile(self, name: str) -> Path:
         return self.root / name
+
+    def usernames(self, *names: str) -> list[str]:
+        return [self.clients[n].username for n in names]
 
     def _add(self, name: str, client: Client) -> Client:
         self.clients[name] = client
@@ -118,7 +123,7 @@ class Devices:
             self.profile(name),
             PASSPHRASE,
             server_url=self.server_url,
-            username=username or name,
+            username=username or name + self.suffix,
             options=options(**overrides),
         )
         return self._add(name, client)

@@ -8,8 +8,9 @@ messages and commits keep working (`doorless.server.groups`)."""
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +32,23 @@ from .helpers import PASSPHRASE, Devices, ServerProcess, options
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server process for the module: each test has its own users (a username suffix) and
+    its own group, and what is checked is the server's answer to them. The tests' accounts all
+    come from one address: no per-address limit on logins (per-device limits as usual)."""
+    root = tmp_path_factory.mktemp("integrity")
+    s = ServerProcess(root / "server", root / "server.log", args=("--anon-rate-limit", "0"))
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
 @pytest_asyncio.fixture
 async def net(server: ServerProcess, tmp_path: Path) -> AsyncIterator[Devices]:
-    devices = Devices(server.url, tmp_path / "profiles")
+    devices = Devices(server.url, tmp_path / "profiles", suffix="-" + secrets.token_hex(3))
     try:
         yield devices
     finally:
@@ -43,7 +58,7 @@ async def net(server: ServerProcess, tmp_path: Path) -> AsyncIterator[Devices]:
 async def group_of(net: Devices, *others: str) -> str:
     """alice's group with ``others``, synced everywhere; returns its id."""
     alice = net.clients["alice"]
-    group = await alice.create_group("integrity", list(others))
+    group = await alice.create_group("integrity", net.usernames(*others))
     await net.sync_all()
     return group.id
 
@@ -111,7 +126,7 @@ async def test_removed_member_cannot_post_to_the_group(net: Devices) -> None:
     gid = await group_of(net, "bob", "mallory")
     # mallory prepares a commit while still a member, then is removed.
     out, recipients = await own_commit(mallory, gid)
-    await net.clients["alice"].remove_members(gid, ["mallory"])
+    await net.clients["alice"].remove_members(gid, net.usernames("mallory"))
     await net.sync_all()
     current = (await net.clients["alice"].conversation(gid)).epoch
     # Her commit relabelled for the current epoch (the server's epoch check alone let that in).

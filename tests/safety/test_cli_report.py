@@ -25,7 +25,7 @@ from doorless.client import Client, ClientOptions
 
 from .harness import canary
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 STARTUP_TIMEOUT = 30.0
 CLI = [sys.executable, "-m", "doorless.cli.main"]

@@ -30,7 +30,7 @@ from support.servers import ServerProcess
 
 from .helpers import commit, key_package, private_message
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 GROUP = b"e2e-group"
 

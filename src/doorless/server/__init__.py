@@ -1,6 +1,5 @@
 """The Doorless server: a validating router of MLS ciphertext (see docs/protocol-http.md)."""
 
-from doorless.server.app import create_app
 from doorless.server.config import Registration, ServerConfig
 
-__all__ = ["Registration", "ServerConfig", "create_app"]
+__all__ = ["Registration", "ServerConfig"]
