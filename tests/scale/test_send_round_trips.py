@@ -280,3 +280,34 @@ async def test_a_wrong_or_missing_franking_hint_is_stamped_again(setup: Setup) -
         )
     franks = [m.frank for m in await storage.fetch(device_id(bob), 0, 100)][-3:]
     assert franks == [n.to_bytes(8, "big") for n in (4, 5, 6)]
+
+
+async def test_a_batch_of_acks_is_one_round_trip(setup: Setup) -> None:
+    """`PostgresStorage.ack`: acks that arrive together (one `Coalescer` batch) are one call
+    of ``doorless_ack``: entries deleted, each payload released once its last recipient
+    acked, and each ack counted for what it alone deleted."""
+    s = setup
+    alice, bob, carol = await users(s)
+    storage = s.h.ctx.storage
+    bob_seqs = [m.seq for m in (await bob.fetch()).messages]
+    carol_seqs = [m.seq for m in (await carol.fetch()).messages]
+    assert len(bob_seqs) == len(carol_seqs) == 3
+    # Warm up the statement on every pooled connection (preparing it is one more trip).
+    for _ in range(4):
+        assert await storage.ack(device_id(alice), [1]) == 0
+    before = await stored(s)
+    async with Counted(s) as c:
+        counts = await asyncio.gather(
+            storage.ack(device_id(bob), bob_seqs[:2]),
+            storage.ack(device_id(carol), [*carol_seqs[:2], 999]),
+            storage.ack(device_id(bob), bob_seqs[1:]),  # seq 2 again: counted once
+        )
+    # The first ack is flushed alone, the two that came while it ran share the next batch.
+    assert c.trips <= 2
+    assert counts == [2, 2, 1]
+    # Two payloads had both their recipients ack; the third is still carol's.
+    assert await stored(s) == (before[0] - 5, before[1] - 2, before[2])
+    async with Counted(s) as c:
+        assert await storage.ack(device_id(carol), carol_seqs) == 1
+    assert c.trips == 1
+    assert await stored(s) == (before[0] - 6, before[1] - 3, before[2])

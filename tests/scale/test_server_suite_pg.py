@@ -9,9 +9,10 @@ the scale-out backends. The helpers that read the database directly (``db_dump``
 Left out: ``test_storage`` (SQLite's files and pragmas; the shared contract is
 ``test_storage_contract``), ``test_fuzz`` (a module-wide server; decoding does not depend on
 the store), ``test_real_server`` (processes; see ``test_multinode``) and
-``test_hot_routes_contract`` (two apps side by side, which would share one schema here; it
-compares the HTTP layers of the plain endpoints and their FastAPI twins, which do not depend on
-the store; the PostgreSQL send path is ``test_send_round_trips``).
+``test_hot_routes_contract`` and ``test_ws_contract`` (two apps side by side, which would
+share one schema here; they compare the HTTP and WebSocket layers of the plain endpoints and
+their FastAPI twins, which do not depend on the store; the PostgreSQL send and ack paths are
+``test_send_round_trips``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ from .conftest import PgSchema
 pytestmark = pytest.mark.asyncio
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "server"
-LEFT_OUT = {"test_storage", "test_fuzz", "test_real_server", "test_hot_routes_contract"}
+LEFT_OUT = {
+    "test_storage",
+    "test_fuzz",
+    "test_real_server",
+    "test_hot_routes_contract",
+    "test_ws_contract",
+}
 _MODULES = sorted(p.stem for p in SUITE_DIR.glob("test_*.py") if p.stem not in LEFT_OUT)
 helpers: Any = importlib.import_module("server.helpers")
 _suite = [importlib.import_module(f"server.{name}") for name in _MODULES]

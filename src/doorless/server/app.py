@@ -175,7 +175,9 @@ def create_app(
         limit=config.max_json_body,
         streamed=lambda path: path == attachments.UPLOAD_PATH,
     )
-    app.add_middleware(RequestLogMiddleware)
+    # `/v1/ws` is served by its plain endpoint, given the server's own send
+    # (`doorless.server.routes.ws`); the FastAPI route of the same path is its twin.
+    app.add_middleware(RequestLogMiddleware, direct={"/v1/ws": ws.endpoint})
     _document_errors(app)
     return app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,17 +16,32 @@ REQUEST_ID_HEADER = b"x-request-id"
 
 
 class RequestLogMiddleware:
-    """One JSON log line per request or WebSocket session; adds ``X-Request-Id``."""
+    """One JSON log line per request or WebSocket session; adds ``X-Request-Id``.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``direct``: WebSocket paths served by a plain endpoint that gets the server's own ``send``
+    (no wrapper on every frame of a long session) and reports its handshake's status in
+    ``scope["state"]["status"]`` (`doorless.server.routes.ws.endpoint`).
+    """
+
+    def __init__(self, app: ASGIApp, direct: Mapping[str, ASGIApp] | None = None) -> None:
         self.app = app
+        self.direct = dict(direct or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         request_id = secrets.token_hex(8)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        direct = self.direct.get(scope["path"]) if scope["type"] == "websocket" else None
+        if direct is not None:
+            start = time.perf_counter()
+            try:
+                await direct(scope, receive, send)
+            finally:
+                self._log(scope, scope["path"], int(state.get("status", 0)), start)
+            return
         status = 0
 
         async def send_wrapper(message: Message) -> None:
@@ -48,19 +63,23 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            device_id = scope.get("state", {}).get("device_id")
-            log_event(
-                "request" if scope["type"] == "http" else "websocket",
-                request_id=request_id,
-                method=scope.get("method", "WS"),
-                route=getattr(route, "path", "unmatched"),
-                # No response started: the client went away (or the request was cancelled)
-                # before one could be sent; an exception would have been answered with a 500.
-                status=status or 499,
-                duration_ms=monotonic_ms(start),
-                device=device_tag(device_id) if device_id else None,
-            )
+            self._log(scope, getattr(scope.get("route"), "path", "unmatched"), status, start)
+
+    @staticmethod
+    def _log(scope: Scope, route: str, status: int, start: float) -> None:
+        state = scope.get("state", {})
+        device_id = state.get("device_id")
+        log_event(
+            "request" if scope["type"] == "http" else "websocket",
+            request_id=state.get("request_id"),
+            method=scope.get("method", "WS"),
+            route=route,
+            # No response started: the client went away (or the request was cancelled)
+            # before one could be sent; an exception would have been answered with a 500.
+            status=status or 499,
+            duration_ms=monotonic_ms(start),
+            device=device_tag(device_id) if device_id else None,
+        )
 
 
 class BodyLimitMiddleware:

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
-from doorless.server.fanout.base import Fanout, Subscription, Topic
+from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
 
 
 class _MemorySubscription(Subscription):
     def __init__(self, owner: MemoryFanout, device_id: str) -> None:
         self._owner = owner
         self._device_id = device_id
-        self._event = asyncio.Event()
-        self._topics: set[Topic] = set()
-
-    def _wake(self, topic: Topic) -> None:
-        self._topics.add(topic)
-        self._event.set()
+        self._wakeups = Wakeups()
+        self._wake = self._wakeups.wake
 
     async def wait(self, timeout: float) -> frozenset[Topic]:
-        if not self._event.is_set():
-            try:
-                await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                return frozenset()
-        self._event.clear()
-        topics = frozenset(self._topics)
-        self._topics.clear()
-        return topics
+        return await self._wakeups.wait(timeout) or frozenset()
 
     async def close(self) -> None:
         self._owner._remove(self._device_id, self)

@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from doorless.server.fanout.base import Fanout, Subscription, Topic
+from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
 from doorless.server.log import log_event
 
 _TOPICS = {t.value: t for t in Topic}
@@ -42,26 +42,17 @@ class _RedisSubscription(Subscription):
     def __init__(self, owner: RedisFanout, device_id: str) -> None:
         self._owner = owner
         self.device_id = device_id
-        self._event = asyncio.Event()
-        self._topics: set[Topic] = set()
-
-    def _wake(self, topic: Topic) -> None:
-        self._topics.add(topic)
-        self._event.set()
+        self._wakeups = Wakeups()
+        self._wake = self._wakeups.wake
 
     async def wait(self, timeout: float) -> frozenset[Topic]:
         degraded = not self._owner.connected
         if degraded:
             timeout = min(timeout, self._owner.fallback_poll)
-        if not self._event.is_set():
-            try:
-                await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                # Without Redis nobody can tell us about sends on other nodes: look anyway.
-                return frozenset({Topic.queue}) if degraded else frozenset()
-        self._event.clear()
-        topics = frozenset(self._topics)
-        self._topics.clear()
+        topics = await self._wakeups.wait(timeout)
+        if topics is None:
+            # Without Redis nobody can tell us about sends on other nodes: look anyway.
+            return frozenset({Topic.queue}) if degraded else frozenset()
         return topics
 
     async def close(self) -> None:

@@ -408,27 +408,34 @@ class PostgresStorage(SqlStorage):
         return await self._run(Tx.READ, op)
 
     async def _ack_batch(self, acks: list[tuple[str, list[int]]]) -> list[int]:
+        """One call of ``doorless_ack`` (migration 7): one round trip per batch, retried
+        whole on a deadlock like a transaction."""
+
         async def op(ex: Executor) -> list[int]:
-            await self._before_ack(ex)
-            rows = await ex.fetch(
-                "DELETE FROM queue q USING unnest($1::text[], $2::bigint[]) AS a (d, s) "
-                "WHERE q.device_id = a.d AND q.seq = a.s "
-                "RETURNING q.device_id, q.seq, q.payload_id",
+            row = await ex.fetchrow(
+                "SELECT o_device, o_seq FROM doorless_ack($1::text[], $2::bigint[])",
                 [d for d, seqs in acks for _ in seqs],
                 [s for _, seqs in acks for s in seqs],
             )
-            await self._release_payloads(ex, [int(r[2]) for r in rows])
+            assert row is not None  # the function returns one row
+            deleted = zip(row[0] or (), row[1] or (), strict=True)
             # Each deleted entry counts once, for the first ack of the batch that named it.
             owner: dict[tuple[str, int], int] = {}
             for i, (device_id, seqs) in enumerate(acks):
                 for seq in seqs:
                     owner.setdefault((device_id, seq), i)
             counts = [0] * len(acks)
-            for r in rows:
-                counts[owner[(str(r[0]), int(r[1]))]] += 1
+            for device_id, seq in deleted:
+                counts[owner[(str(device_id), int(seq))]] += 1
             return counts
 
-        return await self._run(Tx.WRITE, op)
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._run(Tx.STATEMENT, op)
+            except _RETRYABLE:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _before_ack(self, ex: Executor) -> None:
         # The one write that need not wait for the disk: an ack lost in a database crash only

@@ -158,6 +158,44 @@ END
 $fn$
 """
 
+# `PostgresStorage._ack_batch`: a batch of acks (``(device, seq)`` pairs from any number of
+# sockets) as one statement, one round trip and one implicit transaction, with the statements
+# of `PostgresStorage._drop_queue_entries` and `_release_payloads`: ``DELETE ... RETURNING``
+# hands each entry to one transaction only, and each payload's ``remaining`` is decremented
+# under its row lock, taken in id order. Returns the entries deleted (the caller counts them
+# per ack). ``synchronous_commit`` is off for this transaction only, as in `_before_ack`: an
+# ack lost in a crash means a message pushed again, which clients deduplicate.
+ACK_FUNCTION = """
+CREATE FUNCTION doorless_ack(
+    p_device TEXT[], p_seq BIGINT[], OUT o_device TEXT[], OUT o_seq BIGINT[]
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids BIGINT[];
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    WITH gone AS (
+        DELETE FROM queue q USING unnest(p_device, p_seq) AS a (d, s)
+        WHERE q.device_id = a.d AND q.seq = a.s
+        RETURNING q.device_id, q.seq, q.payload_id
+    )
+    SELECT array_agg(g.device_id), array_agg(g.seq), array_agg(g.payload_id)
+    INTO o_device, o_seq, v_ids FROM gone g;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    WITH released AS (
+        SELECT id, count(*)::INTEGER AS n FROM unnest(v_ids) AS r (id) GROUP BY id
+    ), locked AS MATERIALIZED (
+        SELECT p.id FROM payloads p WHERE p.id IN (SELECT id FROM released)
+        ORDER BY p.id FOR NO KEY UPDATE
+    )
+    UPDATE payloads p SET remaining = p.remaining - r.n FROM released r
+    WHERE p.id = r.id AND p.id IN (SELECT id FROM locked);
+    DELETE FROM payloads WHERE id = ANY(v_ids) AND remaining <= 0;
+END
+$fn$
+"""
+
 _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
     (
         1,
@@ -350,6 +388,11 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
         "the send transaction as one PostgreSQL function (one round trip per send)",
         # SQLite runs its transactions in process: nothing to install there.
         (Only("postgres", DELIVER_FUNCTION),),
+    ),
+    (
+        7,
+        "the ack transaction as one PostgreSQL function (one round trip per batch of acks)",
+        (Only("postgres", ACK_FUNCTION),),
     ),
 )
 
