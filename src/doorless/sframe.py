@@ -562,24 +562,11 @@ class Decrypted(NamedTuple):
     plaintext: bytes
 
 
-# NamedTuple's generated __new__ costs a fifth of a small frame's decryption; this is the same
-# construction without its argument parsing.
-_new_decrypted = tuple.__new__
-_from_bytes = int.from_bytes
 if native is not None:
     native.set_result_type(Decrypted)
 
 MAX_WINDOW = 1 << 16
 """The largest replay window an `SFrameReceiver` takes (it keeps a byte per frame per KID)."""
-
-
-def _shape(config: int) -> tuple[int, int]:
-    """§4.3: where the KID bytes end and where the header ends, as the config byte says."""
-    kid_end = 2 + (config >> 4 & 0x07) if config & 0x80 else 1
-    return kid_end, kid_end + (1 + (config & 0x07) if config & 0x08 else 0)
-
-
-_SHAPES = tuple(_shape(config) for config in range(256))
 
 
 class _WindowKey(Protocol):
@@ -635,23 +622,6 @@ def _bitmap(entry: _WindowKey) -> int:
     return sum(1 << i for i in range(depth) if seen[(entry.highest - i) % window])
 
 
-# A route: (key, KID, mask of the CTR bytes at the header's end, CTR when it is in the config
-# byte, smallest CTR the header's CTR length may carry).
-_Route = tuple[_WindowKey, int, int, int, int]
-
-
-def _routes_of(kid: int, entry: _WindowKey) -> dict[bytes, _Route]:
-    """Every way a frame of ``kid`` can begin (§4.3), up to its CTR bytes: the whole header
-    for CTR 0-7, the config byte and KID bytes for a CTR of 1-8 bytes (the minimal encoding's
-    lower bound, 8 or 2**(8(n-1)), rejects a CTR with a leading zero)."""
-    routes: dict[bytes, _Route] = {}
-    for ctr in range(8):
-        routes[encode_header(kid, ctr)] = (entry, kid, 0, ctr, 0)
-    for n, prefix in enumerate(_kid_prefixes(kid)[1:], start=1):
-        routes[prefix] = (entry, kid, (1 << 8 * n) - 1, 0, max(8, 1 << 8 * (n - 1)))
-    return routes
-
-
 class SFrameReceiver:
     """Decrypts frames by KID; its keys are for decryption only (§4.4.1).
 
@@ -661,7 +631,7 @@ class SFrameReceiver:
     only after the tag verified.
     """
 
-    __slots__ = ("_keys", "_open_frame", "_routes", "_suite", "_window")
+    __slots__ = ("_keys", "_open_frame", "_suite", "_window")
 
     def __init__(self, suite: SFrameSuite, *, window: int = 128) -> None:
         if not 0 <= window <= MAX_WINDOW:
@@ -673,8 +643,6 @@ class SFrameReceiver:
         self._open_frame: (
             Callable[[dict[int, _WindowKey], bytes, bytes], Decrypted | None] | None
         ) = native.open_frame if native is not None else None
-        # Header prefix -> route: a frame's key, KID and CTR come from one dict lookup.
-        self._routes: dict[bytes, _Route] = {}
 
     def __repr__(self) -> str:
         return f"SFrameReceiver(suite={self._suite.name}, kids={sorted(self._keys)})"
@@ -693,13 +661,9 @@ class SFrameReceiver:
                 self._window,
             )
         self._keys[kid] = entry
-        self._routes.update(_routes_of(kid, entry))
 
     def remove_key(self, kid: int) -> None:
-        entry = self._keys.pop(kid, None)
-        if entry is not None:
-            for prefix in _routes_of(kid, entry):
-                del self._routes[prefix]
+        self._keys.pop(kid, None)
 
     def remove_where(self, predicate: Callable[[int], bool]) -> None:
         """Drop every KID for which ``predicate`` holds (e.g. an MLS epoch's, §5.2)."""
@@ -717,62 +681,37 @@ class SFrameReceiver:
 
     def decrypt(self, frame: bytes, metadata: bytes = b"") -> Decrypted:
         """§4.4.4 ``decrypt(metadata, sframe_ciphertext)``: KID, CTR and plaintext."""
-        # The common case in few steps (this runs for every media frame): the config byte
-        # gives the header's shape, its prefix up to the CTR the route, the route the CTR.
-        # Anything unusual (no key, a non-minimal or cut header, a CTR at or below the highest
-        # accepted) goes to `_check`, which parses the header in full.
+        # The C path answers a plainly valid frame in one call; anything else it leaves to the
+        # reference path below, which decides (and raises the typed error).
         open_frame = self._open_frame
         if open_frame is not None:
             decrypted = open_frame(self._keys, frame, metadata)
             if decrypted is not None:
                 return decrypted
-        try:
-            kid_end, end = _SHAPES[frame[0]]
-            entry, kid, mask, small, lowest = self._routes[frame[:kid_end]]
-        except (IndexError, KeyError):
-            raise self._no_route(frame) from None
-        header = frame[:end]
-        ctr = _from_bytes(header) & mask or small
+        kid, ctr, end = _parse_header(frame)  # DecodeError first: a cut or non-minimal header
+        entry = self._keys.get(kid)
+        if entry is None:
+            raise UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
+        window = self._window
         highest = entry.highest
-        if ctr <= highest or ctr < lowest:
-            self._check(frame, entry)
+        if window and ctr <= highest:
+            if highest - ctr >= window:
+                raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
+            if entry.seen[ctr % window]:
+                raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
+        header = frame[:end]
         try:
             plaintext = entry.open(
-                (entry.salt_int ^ ctr).to_bytes(12),
-                frame[end:],
-                header + metadata if metadata else header,
+                (entry.salt_int ^ ctr).to_bytes(12), frame[end:], header + metadata
             )
         except InvalidTag:
-            _parse_header(frame)  # a header cut short is a DecodeError, not a bad tag
             raise FrameDecryptError("SFrame frame does not authenticate") from None
-        window = self._window
-        if window:
+        if window:  # §9.3: the window moves only after the tag verified
             if ctr > highest:
-                if ctr - highest != 1:
-                    _skip_to(entry, ctr)
+                _skip_to(entry, ctr)
                 entry.highest = ctr
             entry.seen[ctr % window] = 1
-        return _new_decrypted(Decrypted, (kid, ctr, plaintext))
-
-    def _no_route(self, frame: bytes) -> DecodeError | UnknownKeyId:
-        """Why a frame has no route: empty or not minimally encoded, or an unknown KID."""
-        try:
-            kid, _, _ = _parse_header(frame)
-        except DecodeError as e:
-            return e
-        return UnknownKeyId(f"no SFrame key for KID {kid}", "RFC9605 4.4.4")
-
-    def _check(self, frame: bytes, entry: _WindowKey) -> None:
-        """Parse the header in full (`DecodeError`), then the replay window (`ReplayedFrame`);
-        returns for a CTR inside the window that was not accepted yet."""
-        _, ctr, _ = _parse_header(frame)
-        window = self._window
-        if not window or ctr > entry.highest:
-            return
-        if entry.highest - ctr >= window:
-            raise ReplayedFrame("SFrame CTR is older than the replay window", "RFC9605 9.3")
-        if entry.seen[ctr % window]:
-            raise ReplayedFrame("SFrame CTR was already received", "RFC9605 9.3")
+        return Decrypted(kid, ctr, plaintext)
 
 
 # --- MLS keying (§5.2) ----------------------------------------------------------------------
