@@ -1,7 +1,7 @@
-"""The per-frame paths of `SFrameSender.encrypt` and `SFrameReceiver.decrypt` (issue #13; the C
-path and the Python reference, see conftest.py) against the general header codec and a model of the replay window: every header width, frames
-that a valid tag does not make acceptable (non-minimal or cut headers), and a window that a
-failed frame leaves untouched."""
+"""The per-frame paths of `SFrameSender.encrypt` and `SFrameReceiver.decrypt` (issue #13; the
+C path and the Python reference, see conftest.py) against the general header codec and a
+model of the replay window: every header width, frames that a valid tag does not make
+acceptable (non-minimal or cut headers), and a window that a failed frame leaves untouched."""
 
 from __future__ import annotations
 
