@@ -145,7 +145,7 @@ def serve_traced(data_dir: Path, port: int, udp: int, out: Path) -> None:
 
 
 def trace_clients(info: RelayInfo, seconds: float, aligned: bool, one_way: bool) -> dict[str, Any]:
-    from doorless.client.transport import relay
+    from doorless.client.transport import relay, relay_quic_link
 
     counts = TimerCounts()
     counts.install()
@@ -153,9 +153,9 @@ def trace_clients(info: RelayInfo, seconds: float, aligned: bool, one_way: bool)
     opened: dict[int, tuple[int, int]] = {}
     read: dict[int, int] = {}
     arrived = [0]
-    send_envelopes = relay._QuicClient.send_envelopes
-    received = relay._QuicClient.datagram_received
-    frame = relay._Inbox.frame
+    send_envelopes = relay_quic_link.QuicClient.send_envelopes
+    received = relay_quic_link.QuicClient.datagram_received
+    frame = relay.Inbox.frame
     anext_ = relay.RelayConnection.__anext__
 
     def traced_send(p: Any, envelopes: list[bytes]) -> int:
@@ -177,9 +177,9 @@ def trace_clients(info: RelayInfo, seconds: float, aligned: bool, one_way: bool)
         read[int.from_bytes(envelope.frame[17:25], "big")] = perf_counter_ns()
         return envelope
 
-    relay._QuicClient.send_envelopes = traced_send  # type: ignore[method-assign]
-    relay._QuicClient.datagram_received = traced_received  # type: ignore[method-assign]
-    relay._Inbox.frame = traced_frame  # type: ignore[method-assign]
+    relay_quic_link.QuicClient.send_envelopes = traced_send  # type: ignore[method-assign]
+    relay_quic_link.QuicClient.datagram_received = traced_received  # type: ignore[method-assign]
+    relay.Inbox.frame = traced_frame  # type: ignore[method-assign]
     relay.RelayConnection.__anext__ = traced_anext  # type: ignore[method-assign]
     latencies = asyncio.run(
         run_calls(info, seconds, encrypted=False, aligned=aligned, one_way=one_way)

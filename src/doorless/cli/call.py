@@ -34,15 +34,6 @@ from doorless.cli.common import State, state
 from doorless.cli.output import JSON, device_ref_json, emit, safe, stderr_is_terminal
 from doorless.cli.session import Target, checked, open_client, resolve, run, usage_error
 from doorless.client.calls.manager import CallInfo
-from doorless.client.calls.media import (
-    MicrophoneSource,
-    SpeakerSink,
-    VideoFileSink,
-    VideoFileSource,
-    WavFileSink,
-    WavFileSource,
-)
-from doorless.client.calls.runner import CALL_VIDEO, MediaRunner
 from doorless.client.calls.stats import ParticipantStats
 from doorless.client.events import CallState
 from doorless.wire.call_signal import CallMedia
@@ -50,6 +41,7 @@ from doorless.wire.call_signal import CallMedia
 if TYPE_CHECKING:
     from doorless.client import Client
     from doorless.client.calls.engine import CallEngine
+    from doorless.client.calls.media import VideoFileSink, VideoFileSource
 
 app = typer.Typer(
     help="Audio and video calls, end-to-end encrypted (SFrame keyed by the conversation).",
@@ -215,6 +207,17 @@ class OpenMedia:
 
     @classmethod
     def open(cls, spec: MediaSpec) -> OpenMedia:
+        # The media stack (PyAV, PortAudio) is loaded by a call, not by every command.
+        from doorless.client.calls.media import (
+            MicrophoneSource,
+            SpeakerSink,
+            VideoFileSink,
+            VideoFileSource,
+            WavFileSink,
+            WavFileSource,
+        )
+        from doorless.client.calls.runner import CALL_VIDEO
+
         media = cls()
         try:
             if spec.audio_in == "mic":
@@ -250,6 +253,8 @@ async def run_media(
     """Join the relay and run the call's media until it ends; returns the final state and
     statistics (the call is hung up here unless the others ended it). ``status``: a live
     status line on stderr (True), the privacy code once (False), nothing (None)."""
+    from doorless.client.calls.runner import MediaRunner
+
     engine = await client.calls.connect(info.call_id, transport=spec.transport)  # type: ignore[arg-type]
     with contextlib.suppress(TimeoutError):  # not everyone came: start with those who did
         await client.calls.wait_for_peer(info.call_id, timeout=PEER_TIMEOUT, count=spec.peers)

@@ -20,8 +20,8 @@ from doorless.client.transport.relay import (
     RelayFingerprintMismatch,
     RelayRefused,
     RelayUnreachable,
-    _QuicLink,
 )
+from doorless.client.transport.relay_quic_link import QuicLink
 from doorless.sframe import encode_header
 from doorless.wire.calls import (
     CallId,
@@ -228,7 +228,7 @@ async def test_quic_garbage_on_the_control_stream_is_refused(
     try:
         info = await transport_of(clients[0]).relay_info()
         assert info.port is not None and info.fingerprint is not None
-        link = await _QuicLink.open(info.host, info.port, info.fingerprint, 5.0)
+        link = await QuicLink.open(info.host, info.port, info.fingerprint, 5.0)
         p = link.protocol
         p.control_id = p._quic.get_next_available_stream_id()
         p._quic.send_stream_data(p.control_id, b"\x03\x09ab")  # a "refused" from the client
@@ -271,7 +271,7 @@ async def test_a_frame_leaves_when_sent_and_a_burst_in_one_packet_over_quic(
         call = CallId.random()
         a, b = [await transport_of(c).join_call(gid, call, transport="quic") for c in clients]
         link = a._link
-        assert isinstance(link, _QuicLink)
+        assert isinstance(link, QuicLink)
         transport = link.protocol._transport
         assert transport is not None
         sent: list[bytes] = []

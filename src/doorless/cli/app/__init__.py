@@ -15,12 +15,8 @@ import webbrowser
 from typing import Annotated
 
 import typer
-import uvicorn
 
 from doorless.cli import config as profile_config
-from doorless.cli.app.guard import Guard
-from doorless.cli.app.runtime import AppRuntime
-from doorless.cli.app.web import build_app
 from doorless.cli.common import state
 from doorless.cli.output import emit_json
 from doorless.cli.session import CliError, run
@@ -72,6 +68,13 @@ def app(
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+
+    # The web server and the call media stack are loaded by this command, not by every other.
+    import uvicorn
+
+    from doorless.cli.app.guard import Guard
+    from doorless.cli.app.runtime import AppRuntime
+    from doorless.cli.app.web import build_app
 
     async def main() -> None:
         sock = _listen(port)

@@ -25,9 +25,9 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from doorless.client.calls.channel import join_relay
-from doorless.client.calls.engine import CallEngine, MediaChannel
 from doorless.client.calls.signalling import send_signal
 from doorless.client.calls.stats import ParticipantStats
 from doorless.client.core import Session, conversation_gid
@@ -51,7 +51,10 @@ from doorless.wire.call_signal import (
 
 log = logging.getLogger("doorless.client.calls")
 
-ChannelFactory = Callable[[bytes, bytes, TransportChoice], Awaitable[MediaChannel]]
+if TYPE_CHECKING:
+    from doorless.client.calls.engine import CallEngine, MediaChannel
+
+ChannelFactory = Callable[[bytes, bytes, TransportChoice], Awaitable["MediaChannel"]]
 """Opens the relay channel of (group id, call id) for this device, by transport."""
 
 
@@ -182,6 +185,9 @@ class Calls:
         gid, cid = conversation_gid(call.info.conversation_id), bytes.fromhex(call_id)
         if channel is None:
             channel = await self._connect(gid, cid, transport)
+        # The engine (and PyAV under it) is loaded with the first call, not by every program.
+        from doorless.client.calls.engine import CallEngine
+
         engine = CallEngine(self._s, gid, cid, channel)
         await engine.start()
         call.engine = engine
