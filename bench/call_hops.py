@@ -41,7 +41,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from call_latency_bench import percentile, run_calls
-from relay_bench import free_port, serve_relay
+from relay_bench import free_port, serve_relay, wait_for_http
 
 from doorless.client.transport.relay import RelayInfo
 from doorless.server.relay.cert import load_or_create
@@ -265,14 +265,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            import httpx
-
-            for _ in range(200):
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=1)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            wait_for_http(port)
             fingerprint = load_or_create(Path(tmp) / "relay").fingerprint
             info = RelayInfo("127.0.0.1", udp, fingerprint, ALPN, "")
             load = os.getloadavg()[0]

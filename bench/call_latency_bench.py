@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from _report import machine, update_doc
-from relay_bench import cpu_seconds, free_port, start_child
+from relay_bench import cpu_seconds, start_relay
 
 from doorless.client.calls.keys import CALL_SFRAME_SUITE, KID_LAYOUT
 from doorless.client.calls.media import MediaFrame, StreamKind, encode_frame
 from doorless.client.transport.relay import RelayConnection, RelayInfo
-from doorless.server.relay.cert import load_or_create
 from doorless.sframe import BaseKey, SFrameReceiver, SFrameSender
-from doorless.wire.calls import ALPN, CallId
+from doorless.wire.calls import CallId
 from doorless.wire.calls import StreamKind as WireStream
 
 SECTION = "## Call latency: encrypt + relay + decrypt (issue #13)"
@@ -188,15 +187,10 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="call-bench-") as tmp:
         for run in range(runs):
             for kind in kinds:
-                port, udp = free_port(), free_port()
                 data = Path(tmp) / f"{run}-{kind}"
                 data.mkdir()
-                child = start_child(["--serve", str(data), str(port), str(udp)], port)
+                child, info = start_relay(data)
                 try:
-                    fingerprint = load_or_create(data / "relay").fingerprint
-                    info = RelayInfo(
-                        "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
-                    )
                     cost: dict[str, float] = {}
                     values = asyncio.run(
                         run_calls(

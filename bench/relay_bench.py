@@ -208,18 +208,34 @@ def start_child(args: list[str], port: int | None) -> subprocess.Popen[bytes]:
     )
     time.sleep(0.5)
     if port is not None:
-        import httpx
-
-        for _ in range(200):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_for_http(port)
     else:
         assert child.stdout is not None
         child.stdout.readline()
     return child
+
+
+def wait_for_http(port: int) -> None:
+    """Until the server on ``port`` answers (at most ~20 s)."""
+    import httpx
+
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/info", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+
+
+def start_relay(data: Path) -> tuple[subprocess.Popen[bytes], RelayInfo]:
+    """A server with its relay in a child process, its state in ``data``, and how to reach
+    its relay (QUIC and WebSocket)."""
+    port, udp = free_port(), free_port()
+    child = start_child(["--serve", str(data), str(port), str(udp)], port)
+    fingerprint = load_or_create(data / "relay").fingerprint
+    return child, RelayInfo(
+        "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
+    )
 
 
 def free_port() -> int:
@@ -237,15 +253,10 @@ def measure_latency(seconds: float) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
-        port, udp = free_port(), free_port()
         data = Path(tmp) / "latency"
         data.mkdir()
-        child = start_child(["--serve", str(data), str(port), str(udp)], port)
+        child, info = start_relay(data)
         try:
-            fingerprint = load_or_create(data / "relay").fingerprint
-            info = RelayInfo(
-                "127.0.0.1", udp, fingerprint, ALPN, f"ws://127.0.0.1:{port}/v1/calls/ws"
-            )
             for transport in ("quic", "websocket"):
                 out[transport] = asyncio.run(
                     run_calls(info, seconds, encrypted=True, transport=transport)
