@@ -23,18 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from doorless.client.transport import Transport
 from doorless.server.log import device_tag
 from doorless.server.middleware import RequestLogMiddleware
 from doorless.server.ratelimit import RateLimiter
 from doorless.server.routes import ws
+from doorless.server.schemas import MAX_SEQ
 from doorless.wire.messages import QueuedMessage
 from support.servers import FakeClock, generous_config
 
 from .helpers import Harness, commit, key_package, private_message, running
-
-pytestmark = pytest.mark.asyncio
 
 GROUP = b"ws-twin-group"
 NOW = 1_800_000_000.0  # both apps' fake clock
@@ -219,6 +220,7 @@ def _log_lines(caplog: pytest.LogCaptureFixture, side: Side) -> list[dict[str, A
     return lines
 
 
+@pytest.mark.asyncio
 async def test_plain_ws_endpoint_is_served(data_dir: Path) -> None:
     async with _sides(data_dir) as (plain, twin):
         for side, expected in ((plain, {"/v1/ws": ws.endpoint}), (twin, {})):
@@ -230,6 +232,7 @@ async def test_plain_ws_endpoint_is_served(data_dir: Path) -> None:
             assert stack.direct == expected
 
 
+@pytest.mark.asyncio
 async def test_plain_ws_endpoint_answers_as_its_fastapi_twin(
     data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,9 +265,17 @@ async def test_plain_ws_endpoint_answers_as_its_fastapi_twin(
         )
 
 
-@pytest.mark.parametrize("frank", [None, b"\x01\xfe" * 40], ids=["handshake", "franked"])
-async def test_message_text_is_send_json_text(frank: bytes | None) -> None:
-    m = QueuedMessage(seq=7, data=b"\x00\xff/+" * 30, received_at=1_700_000_000, frank=frank)
+@settings(max_examples=200, deadline=None)
+@given(
+    seq=st.integers(1, MAX_SEQ),
+    data=st.binary(max_size=300),
+    received_at=st.integers(0, 2**40),
+    frank=st.none() | st.binary(min_size=1, max_size=100),
+)
+def test_message_text_is_send_json_text(
+    seq: int, data: bytes, received_at: int, frank: bytes | None
+) -> None:
+    m = QueuedMessage(seq=seq, data=data, received_at=received_at, frank=frank)
     frame = {
         "type": "message",
         "seq": m.seq,
@@ -272,4 +283,5 @@ async def test_message_text_is_send_json_text(frank: bytes | None) -> None:
         "received_at": m.received_at,
         "frank": None if frank is None else ws.protocol.b64encode(frank),
     }
+    # starlette's ``WebSocket.send_json`` is ``json.dumps`` with these arguments.
     assert ws.message_text(m) == json.dumps(frame, separators=(",", ":"), ensure_ascii=False)

@@ -23,12 +23,13 @@ the JSON error body.
 Two implementations of one contract: `endpoint`, a plain ASGI endpoint, is what the app serves
 (`doorless.server.middleware.RequestLogMiddleware` hands it the server's own ``send``); `push`,
 the FastAPI route, is its twin, kept as the reference the contract test compares it with
-(``tests/server/test_ws_contract.py``). Every push frame of the twin passes through starlette's
-`WebSocket`, the exception middleware's and the request log's ``send`` wrappers and a
-``json.dumps``; at 1,000 sockets and 1,200 pushes a second those were a tenth of the server's
-event loop. The plain endpoint writes each frame with one call of the server's ``send``, the
-``message`` frame formatted directly (the same text as ``json.dumps`` with starlette's
-separators).
+(``tests/server/test_ws_contract.py``). Both run the same push and ack loops; they differ in
+what the contract test checks: the handshake and the ``send`` under the loops. Through the
+twin every frame passes starlette's `WebSocket` and the exception middleware's and request
+log's ``send`` wrappers; at 1,000 sockets and 1,200 pushes a second those were a tenth of the
+server's event loop. The plain endpoint writes each frame with one call of the server's
+``send``, the ``message`` frame formatted directly (`message_text`: the text starlette's
+``send_json`` makes of the same dict, tested).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -100,13 +101,32 @@ async def push(websocket: WebSocket) -> None:
     assert token is not None  # authenticate() refused a missing one
     await websocket.accept()
     subscription = await ctx.fanout.subscribe(me.device_id)
-    sender = asyncio.create_task(_send_loop(ctx, websocket, me, token, subscription, after))
-    receiver = asyncio.create_task(_receive_loop(ctx, websocket, me))
+    # The same loops as the plain endpoint's, over starlette's WebSocket (so the contract test
+    # compares what differs: the handshake, the wrappers around ``send``, the log line).
+    await _serve(
+        _push_loop(ctx, websocket.send, websocket.send_text, me, token, subscription, after),
+        _ack_loop(ctx, websocket.receive, websocket.send_text, me),
+        me,
+        subscription,
+    )
+
+
+async def _serve(
+    pushing: Coroutine[Any, Any, None],
+    acking: Coroutine[Any, Any, None],
+    me: AuthedDevice,
+    subscription: Subscription,
+) -> None:
+    """Run a socket's push and ack loops until either ends (the client went away, the token
+    expired); then stop the other and unsubscribe."""
+    sender, receiver = asyncio.create_task(pushing), asyncio.create_task(acking)
     try:
         done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             failure = task.exception()
-            if failure is not None and not isinstance(failure, WebSocketDisconnect):
+            # The client went away under a send: OSError under the server's own ``send``,
+            # `WebSocketDisconnect` under starlette's.
+            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
                 log_event(
                     "websocket error",
                     device=device_tag(me.device_id),
@@ -119,58 +139,6 @@ async def push(websocket: WebSocket) -> None:
             with contextlib.suppress(BaseException):
                 await task
         await subscription.close()
-
-
-async def _send_loop(
-    ctx: ServerContext,
-    websocket: WebSocket,
-    me: AuthedDevice,
-    token: str,
-    subscription: Subscription,
-    after: int,
-) -> None:
-    last = after
-    token_hash = secret_hash(token.encode())
-    checked = ctx.clock()
-    topics: frozenset[Topic] = frozenset()
-    while True:
-        now = ctx.clock()
-        remaining = me.token_expires_at - now
-        # The token is checked at the handshake, on a `Topic.revoked` wake-up (a revocation
-        # publishes it) and every ``ws_idle_timeout`` (a lost wake-up): not on every push.
-        if Topic.revoked in topics or now - checked >= ctx.config.ws_idle_timeout:
-            checked = now
-            if await ctx.storage.token_device(token_hash, ctx.now()) is None:
-                remaining = 0
-        # Expired, or deleted by a revocation of the device: the socket goes with the token.
-        if remaining <= 0:
-            await websocket.close(code=CLOSE_TOKEN_EXPIRED, reason="token expired or revoked")
-            return
-        page = await ctx.storage.fetch(me.device_id, last, _PAGE)
-        for m in page:
-            await websocket.send_json(
-                {
-                    "type": "message",
-                    "seq": m.seq,
-                    "data": protocol.b64encode(m.data),
-                    "received_at": m.received_at,
-                    "frank": None if m.frank is None else protocol.b64encode(m.frank),
-                }
-            )
-            last = m.seq
-        if len(page) == _PAGE:
-            topics = frozenset()
-            continue
-        topics = await subscription.wait(min(ctx.config.ws_idle_timeout, remaining))
-        if Topic.keypackages in topics:
-            count = await ctx.storage.key_package_count(me.device_id)
-            await websocket.send_json(
-                {
-                    "type": "keypackages_low",
-                    "count": count.count,
-                    "low_watermark": ctx.config.key_package_low_watermark,
-                }
-            )
 
 
 def _parse_ack(text: str) -> list[int]:
@@ -190,24 +158,6 @@ def _parse_ack(text: str) -> list[int]:
             400, ErrorCode.INVALID_REQUEST, "seqs: a list of at most 1000 positive integers"
         )
     return seqs
-
-
-async def _receive_loop(ctx: ServerContext, websocket: WebSocket, me: AuthedDevice) -> None:
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(int(message.get("code", 1000)))
-        text = message.get("text")
-        try:
-            if text is None or len(text) > _MAX_FRAME:
-                raise ApiError(400, ErrorCode.INVALID_REQUEST, "expected a JSON text frame")
-            rate_limit(ctx.device_limiter, me.device_id)
-            seqs = _parse_ack(text)
-        except ApiError as exc:
-            await websocket.send_json({"type": "error", "error": exc.code, "message": exc.message})
-            continue
-        acknowledged = await ctx.storage.ack(me.device_id, seqs)
-        await websocket.send_json({"type": "acked", "acknowledged": acknowledged})
 
 
 # --- the plain ASGI endpoint (what is served) -------------------------------------------------
@@ -254,26 +204,12 @@ async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     async def send_text(text: str) -> None:
         await send({"type": "websocket.send", "text": text})
 
-    sender = asyncio.create_task(_push_loop(ctx, send, send_text, me, token, subscription, after))
-    receiver = asyncio.create_task(_ack_loop(ctx, receive, send_text, me))
-    try:
-        done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            failure = task.exception()
-            # OSError: the client went away under a send (the twin's `WebSocketDisconnect`).
-            if failure is not None and not isinstance(failure, OSError):
-                log_event(
-                    "websocket error",
-                    device=device_tag(me.device_id),
-                    exception=type(failure).__name__,
-                )
-    finally:
-        for task in (sender, receiver):
-            task.cancel()
-        for task in (sender, receiver):
-            with contextlib.suppress(BaseException):
-                await task
-        await subscription.close()
+    await _serve(
+        _push_loop(ctx, send, send_text, me, token, subscription, after),
+        _ack_loop(ctx, receive, send_text, me),
+        me,
+        subscription,
+    )
 
 
 async def _refuse_plain(websocket: WebSocket, exc: ApiError, state: dict[str, Any]) -> None:
@@ -291,7 +227,8 @@ async def _push_loop(
     subscription: Subscription,
     after: int,
 ) -> None:
-    """`_send_loop` over the server's ``send``."""
+    """Push the queue from ``after`` on, then each wake-up's new messages, until the token
+    goes; ``send`` is the raw ASGI send (for the close), ``send_text`` writes a text frame."""
     last = after
     token_hash = secret_hash(token.encode())
     checked = ctx.clock()
@@ -299,10 +236,13 @@ async def _push_loop(
     while True:
         now = ctx.clock()
         remaining = me.token_expires_at - now
+        # The token is checked at the handshake, on a `Topic.revoked` wake-up (a revocation
+        # publishes it) and every ``ws_idle_timeout`` (a lost wake-up): not on every push.
         if Topic.revoked in topics or now - checked >= ctx.config.ws_idle_timeout:
             checked = now
             if await ctx.storage.token_device(token_hash, ctx.now()) is None:
                 remaining = 0
+        # Expired, or deleted by a revocation of the device: the socket goes with the token.
         if remaining <= 0:
             await send(
                 {
@@ -339,7 +279,7 @@ async def _ack_loop(
     send_text: Callable[[str], Awaitable[None]],
     me: AuthedDevice,
 ) -> None:
-    """`_receive_loop` over the server's ``receive``; returns when the client disconnects."""
+    """Answer each ack frame (rate-limited, validated) until the client disconnects."""
     while True:
         message: Message = await receive()
         if message["type"] == "websocket.disconnect":
