@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from doorless.server.fanout.base import Topic
 from doorless.server.fanout.redis import RedisFanout
+from doorless.wire.messages import QueuedMessage
 from support.servers import free_port
 
 from .conftest import OwnRedis
@@ -56,6 +57,23 @@ async def test_own_publications_wake_directly_and_once(redis_url: str) -> None:
         assert await sub.wait(0) == {Topic.queue}  # no Redis round trip needed
         assert await sub.wait(0.3) == frozenset()  # and the echo from Redis is ignored
         await sub.close()
+
+
+async def test_only_the_publishing_nodes_sockets_are_handed_the_entries(redis_url: str) -> None:
+    """The committed entries go to the sockets of the process that committed them; a socket
+    on another node is only woken, and reads its queue (take_queued: None)."""
+    entry = QueuedMessage(7, b"ciphertext", 1, b"frank")
+    async with fanouts(redis_url) as (a, b):
+        here = await a.subscribe("dev1")
+        there = await b.subscribe("dev1")
+        assert await a.wait_connected(5) and await b.wait_connected(5)
+        await a.publish(["dev1"], Topic.queue, {"dev1": (entry,)})
+        assert await here.wait(0) == {Topic.queue}
+        assert here.take_queued() == (entry,)
+        assert await there.wait(5) == {Topic.queue}
+        assert there.take_queued() is None
+        await here.close()
+        await there.close()
 
 
 async def test_the_last_local_subscription_unsubscribes(redis_url: str) -> None:

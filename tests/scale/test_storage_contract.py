@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 
@@ -23,6 +24,7 @@ from doorless.server.kt_service import KtService
 from doorless.server.storage import postgres
 from doorless.server.storage.base import (
     Delivery,
+    DeliveryResult,
     DeviceExists,
     DeviceRecord,
     EpochConflict,
@@ -36,6 +38,7 @@ from doorless.server.storage.base import (
     UnknownDevice,
     UsernameTaken,
 )
+from doorless.server.storage.sql import SqlStorage
 
 from .conftest import PgSchema
 
@@ -166,6 +169,34 @@ async def test_deliver_fetch_ack_and_idempotency(make_storage: MakeStorage) -> N
         assert await store.ack(b, [m.seq]) == 0
         assert await store.fetch(b, 0, 10) == []
         assert [q.data for q in await store.fetch(c, 0, 10)] == [b"x"]
+
+
+@pytest.mark.parametrize("path", ["deliver", "transaction"])
+async def test_what_a_send_queued_is_what_a_read_returns(
+    make_storage: MakeStorage, path: str
+) -> None:
+    """`DeliveryResult.queued` (handed to the push sockets instead of a read) is exactly what
+    `fetch` returns: seqs, data, time, frank. ``transaction``: PostgreSQL's multi-statement
+    path (commits with a group update), which SQLite's `deliver` is anyway."""
+    async with opened(make_storage) as (store,):
+        a, b, c, d = await accounts(store, 4)
+        await store.deliver(a, "before", b"0", [Delivery(b"earlier", (b, c))], None, 1)
+        deliver = store.deliver if path == "deliver" else partial(SqlStorage.deliver, store)
+        gate = EpochGate(b"g", 0, is_commit=False)
+        app = Delivery(b"app", (c, b, d), stamp=lambda n: b"frank %d" % n)
+        first = await deliver(a, "m-1", b"1", [app], gate, 5)
+        parts = [Delivery(b"commit", (b, c)), Delivery(b"welcome", (c, d))]
+        second = await deliver(a, "m-2", b"2", parts, EpochGate(b"g", 0, True), 6)
+        for result in (first, second):
+            assert result.queued, result
+        for device in (b, c, d):
+            read = await store.fetch(device, 1 if device != d else 0, 10)
+            handed = [*first.queued.get(device, ()), *second.queued.get(device, ())]
+            assert handed == read
+        assert [m.data for m in second.queued[c]] == [b"commit", b"welcome"]
+        assert first.queued[b][0].frank == b"frank 1"
+        again = await deliver(a, "m-1", b"1", [app], gate, 7)
+        assert again == DeliveryResult("m-1", 0, duplicate=True)  # a repeat hands nothing
 
 
 async def test_a_refused_delivery_changes_nothing(make_storage: MakeStorage) -> None:

@@ -35,7 +35,8 @@
 7. **Durability and push.** ``(sender device, message id)`` is an idempotency key over the
    digest of the messages and their recipients. The answer comes after the transaction that
    enqueued every part to every recipient queue is durably committed (I5); then, unless it was
-   a repeat, the recipients' sockets are woken (`Fanout.publish`, topic ``queue``).
+   a repeat, the recipients' sockets are woken (`Fanout.publish`, topic ``queue``), this
+   process's own with the entries just committed (``DeliveryResult.queued``: no read to push).
 
 Refusals are `DeliveryRefused` errors (nothing is queued); `doorless.server.errors` maps them
 onto HTTP statuses and `doorless.wire.errors.ErrorCode` values, as it does for the storage's
@@ -225,7 +226,8 @@ async def send(
         sender.device_id, request.message_id, digest(request), parts, gate, ctx.now()
     )
     if not result.duplicate:
-        await ctx.fanout.publish({r for p in parts for r in p.recipients}, Topic.queue)
+        recipients = {r for p in parts for r in p.recipients}
+        await ctx.fanout.publish(recipients, Topic.queue, result.queued)
         if gate is not None and gate.update is not None and gate.update.removed and ctx.relay:
             # Devices left the group: the relay drops them from the group's calls (RFC 9605 5.2:
             # they must not receive media of the new epoch, not even its ciphertext).

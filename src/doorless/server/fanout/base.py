@@ -1,16 +1,26 @@
 """Fan-out: wake the connection(s) holding a device's socket when something is queued for it.
 
-A wake-up carries only a topic, never data: the socket re-reads the durable queue, which stays
-the single source of truth (a lost wake-up delays a push, it never loses a message). The
-in-process implementation is `MemoryFanout`; a Redis pub/sub one (multi-node) comes later.
+The durable queue stays the single source of truth: a lost wake-up delays a push, it never
+loses a message. A wake-up carries a topic; a ``queue`` wake-up published by the process that
+committed the send also hands that process's own sockets the committed entries
+(`doorless.server.storage.base.DeliveryResult.queued`), so a socket whose last pushed seq they
+continue pushes them without reading the queue (`doorless.server.routes.ws`); a socket woken
+without them, from another process or with a gap before them, reads the queue. The in-process
+implementation is `MemoryFanout`; across processes, `doorless.server.fanout.redis`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
+
+from doorless.wire.messages import QueuedMessage
+
+# A socket that falls this far behind its wake-ups reads the queue instead (bounds the memory a
+# slow reader holds).
+CARRY_LIMIT = 100
 
 
 class Topic(StrEnum):
@@ -27,13 +37,23 @@ class Wakeups:
     the event loop's time.
     """
 
-    __slots__ = ("_topics", "_waiter")
+    __slots__ = ("_carried", "_reread", "_topics", "_waiter")
 
     def __init__(self) -> None:
         self._topics: set[Topic] = set()
         self._waiter: asyncio.Future[None] | None = None
+        self._carried: list[QueuedMessage] = []
+        self._reread = False
 
-    def wake(self, topic: Topic) -> None:
+    def wake(self, topic: Topic, carried: Sequence[QueuedMessage] | None = None) -> None:
+        """``carried``: the entries a ``queue`` wake-up is about, if known (None: read the
+        queue)."""
+        if topic is Topic.queue and not self._reread:
+            if carried is None or len(self._carried) + len(carried) > CARRY_LIMIT:
+                self._reread = True
+                self._carried.clear()
+            else:
+                self._carried.extend(carried)
         self._topics.add(topic)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -57,6 +77,14 @@ class Wakeups:
         self._topics.clear()
         return topics
 
+    def take_queued(self) -> tuple[QueuedMessage, ...] | None:
+        """The entries carried by the ``queue`` wake-ups since the last call, or None if one
+        of them came without (the socket must read its queue)."""
+        carried = None if self._reread else tuple(self._carried)
+        self._carried.clear()
+        self._reread = False
+        return carried
+
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
@@ -69,6 +97,10 @@ class Subscription(ABC):
         """Topics published since the last call; empty if ``timeout`` seconds passed first."""
 
     @abstractmethod
+    def take_queued(self) -> tuple[QueuedMessage, ...] | None:
+        """`Wakeups.take_queued`: call right after `wait` returned the ``queue`` topic."""
+
+    @abstractmethod
     async def close(self) -> None: ...
 
 
@@ -77,7 +109,14 @@ class Fanout(ABC):
     async def subscribe(self, device_id: str) -> Subscription: ...
 
     @abstractmethod
-    async def publish(self, device_ids: Iterable[str], topic: Topic) -> None: ...
+    async def publish(
+        self,
+        device_ids: Iterable[str],
+        topic: Topic,
+        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+    ) -> None:
+        """Wake the sockets of ``device_ids``; ``queued`` (``queue`` wake-ups of a committed
+        send): the entries it queued per device, handed to this process's own sockets."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections (nothing to do in process)."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
+from doorless.wire.messages import QueuedMessage
 
 
 class _MemorySubscription(Subscription):
@@ -16,6 +17,9 @@ class _MemorySubscription(Subscription):
 
     async def wait(self, timeout: float) -> frozenset[Topic]:
         return await self._wakeups.wait(timeout) or frozenset()
+
+    def take_queued(self) -> tuple[QueuedMessage, ...] | None:
+        return self._wakeups.take_queued()
 
     async def close(self) -> None:
         self._owner._remove(self._device_id, self)
@@ -37,10 +41,16 @@ class MemoryFanout(Fanout):
             if not subs:
                 del self._subs[device_id]
 
-    async def publish(self, device_ids: Iterable[str], topic: Topic) -> None:
+    async def publish(
+        self,
+        device_ids: Iterable[str],
+        topic: Topic,
+        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+    ) -> None:
         for device_id in device_ids:
+            carried = None if queued is None else queued.get(device_id)
             for sub in self._subs.get(device_id, ()):
-                sub._wake(topic)
+                sub._wake(topic, carried)
 
     def subscriber_count(self, device_id: str) -> int:
         return len(self._subs.get(device_id, ()))

@@ -2,11 +2,12 @@
 
 A process that holds a device's socket subscribes to ``<prefix>d:<device_id>``; a process that
 queued something for a device publishes the topic there (one pipelined round trip per send).
-Subscribers in the publishing process itself are woken directly, and each process ignores its
-own publications, so a node never waits for Redis to wake its own sockets.
+Subscribers in the publishing process itself are woken directly (with the entries the send
+queued, `doorless.server.fanout.base`), and each process ignores its own publications, so a
+node never waits for Redis to wake its own sockets; the other nodes' sockets read their queues.
 
-A wake-up only tells a socket to re-read the durable queue; losing one delays a push and never
-loses a message. That makes Redis failures cheap to survive:
+A wake-up through Redis only tells a socket to re-read the durable queue; losing one delays a
+push and never loses a message. That makes Redis failures cheap to survive:
 
 * When Redis is unreachable (or silent for two ping intervals), the process marks the fan-out
   down: publishing skips Redis, and every local subscription wakes at least every
@@ -24,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,6 +35,7 @@ from redis.exceptions import RedisError
 
 from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
 from doorless.server.log import log_event
+from doorless.wire.messages import QueuedMessage
 
 _TOPICS = {t.value: t for t in Topic}
 
@@ -54,6 +56,9 @@ class _RedisSubscription(Subscription):
             # Without Redis nobody can tell us about sends on other nodes: look anyway.
             return frozenset({Topic.queue}) if degraded else frozenset()
         return topics
+
+    def take_queued(self) -> tuple[QueuedMessage, ...] | None:
+        return self._wakeups.take_queued()
 
     async def close(self) -> None:
         await self._owner._remove(self)
@@ -178,11 +183,17 @@ class RedisFanout(Fanout):
             if self._connected:
                 await self._sync_or_reconnect()
 
-    async def publish(self, device_ids: Iterable[str], topic: Topic) -> None:
+    async def publish(
+        self,
+        device_ids: Iterable[str],
+        topic: Topic,
+        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+    ) -> None:
         targets = list(dict.fromkeys(device_ids))
         for device_id in targets:
+            carried = None if queued is None else queued.get(device_id)
             for sub in self._local.get(device_id, ()):
-                sub._wake(topic)
+                sub._wake(topic, carried)
         self._start()
         if not targets or self._known_down or self._client is None:
             return  # the queue is durable: sockets elsewhere poll while Redis is away

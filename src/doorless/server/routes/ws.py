@@ -2,7 +2,9 @@
 
 Connect with ``Authorization: Bearer <token>`` and optionally ``?after=<seq>`` (the last seq the
 client already has). The server first sends every queued message with a larger seq, then each
-new one as it is committed. Frames are JSON text:
+new one as it is committed: handed over with the wake-up when the send was committed by this
+process and continues what the socket pushed (`continuation`), read from the queue otherwise.
+Frames are JSON text:
 
 server -> client::
 
@@ -233,6 +235,7 @@ async def _push_loop(
     token_hash = secret_hash(token.encode())
     checked = ctx.clock()
     topics: frozenset[Topic] = frozenset()
+    carried: list[QueuedMessage] | None = None  # what the wake-up handed over, if usable
     while True:
         now = ctx.clock()
         remaining = me.token_expires_at - now
@@ -252,7 +255,10 @@ async def _push_loop(
                 }
             )
             return
-        page = await ctx.storage.fetch(me.device_id, last, _PAGE)
+        if carried is None:
+            page = await ctx.storage.fetch(me.device_id, last, _PAGE)
+        else:
+            page, carried = carried, None
         for m in page:
             await send_text(message_text(m))
             last = m.seq
@@ -260,6 +266,8 @@ async def _push_loop(
             topics = frozenset()
             continue
         topics = await subscription.wait(min(ctx.config.ws_idle_timeout, remaining))
+        if Topic.queue in topics:
+            carried = continuation(subscription.take_queued(), last)
         if Topic.keypackages in topics:
             count = await ctx.storage.key_package_count(me.device_id)
             await send_text(
@@ -271,6 +279,22 @@ async def _push_loop(
                     }
                 )
             )
+
+
+def continuation(
+    carried: tuple[QueuedMessage, ...] | None, last: int
+) -> list[QueuedMessage] | None:
+    """The carried entries after ``last`` if they continue the pushed sequence with no gap,
+    else None (read the queue). A device's seqs are consecutive and given in commit order, so
+    ``last + 1, last + 2, ...`` is exactly what a read of the queue after ``last`` would
+    return first; entries up to ``last`` were pushed already (a read got them first)."""
+    if not carried:
+        return None
+    fresh = sorted((m for m in carried if m.seq > last), key=lambda m: m.seq)
+    for expected, m in enumerate(fresh, start=last + 1):
+        if m.seq != expected:
+            return None
+    return fresh
 
 
 async def _ack_loop(

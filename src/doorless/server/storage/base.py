@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from doorless.errors import DoorlessError, RemoteError
@@ -148,9 +148,24 @@ class SendContext:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
+    """``queued``: what this send put in each recipient's queue, as `Storage.fetch` would
+    return it (seq order; empty for a duplicate). The push sockets of this process are handed
+    it with their wake-up, so a push needs no read of the queue (`doorless.server.fanout`)."""
+
     message_id: str
     group_epoch: int | None  # the group's current epoch after this send
     duplicate: bool  # the same message id and content was already accepted
+    queued: Mapping[str, tuple[QueuedMessage, ...]] = field(default_factory=dict)
+
+
+def queued_per_device(
+    entries: Iterable[tuple[str, QueuedMessage]],
+) -> dict[str, tuple[QueuedMessage, ...]]:
+    """`DeliveryResult.queued` from ``(device, entry)`` pairs, each device's in seq order."""
+    out: dict[str, list[QueuedMessage]] = {}
+    for device_id, entry in entries:
+        out.setdefault(device_id, []).append(entry)
+    return {device_id: tuple(found) for device_id, found in out.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +461,7 @@ class Storage(ABC):
         ``digest`` returns the first result (``duplicate=True``) and enqueues nothing; with a
         different digest it raises `IdempotencyConflict`. Then ``gate`` is checked (raises
         `EpochConflict`) and all recipients must be live devices (raises `UnknownDevice`).
+        The result's ``queued`` holds the entries this call committed.
         """
 
     @abstractmethod

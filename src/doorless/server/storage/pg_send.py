@@ -7,7 +7,8 @@ Owns the two statements `PostgresStorage` runs for a send (``POST /v1/messages``
    `SqlStorage.send_context` reads in four statements on one connection).
 2. `DeliverCall`: the delivery transaction of `PostgresStorage._deliver` (idempotency row,
    epoch gate, recipient row locks, payloads and queue entries) as one call of the
-   ``doorless_deliver`` function installed by migration 6 (`doorless.server.storage.schema`).
+   ``doorless_deliver`` function installed by migration 6 (`doorless.server.storage.schema`;
+   since migration 8 it also returns the seqs it gave, for `DeliveryResult.queued`).
    One statement outside an explicit transaction is one implicit transaction: the row comes
    back only once it is committed (asyncpg returns on ReadyForQuery, after the commit), so I5
    holds exactly as with ``BEGIN ... COMMIT``, in one round trip instead of six.
@@ -40,8 +41,10 @@ from doorless.server.storage.base import (
     IdempotencyConflict,
     SendContext,
     UnknownDevice,
+    queued_per_device,
 )
 from doorless.server.storage.executor import Executor
+from doorless.wire.messages import QueuedMessage
 
 _DEVICE_COLUMNS_D = ", ".join(f"d.{c.strip()}" for c in rows.DEVICE_COLUMNS.split(","))
 
@@ -60,7 +63,7 @@ _SEND_CONTEXT = (
 )
 
 _DELIVER = (
-    "SELECT o_duplicate, o_epoch FROM doorless_deliver("
+    "SELECT o_duplicate, o_epoch, o_devices, o_bases FROM doorless_deliver("
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text[], $11::int[], $12::bytea[], $13::bytea[], "
     "$14::int[], $15::int[], $16::text[], $17::int[])"
 )
@@ -169,9 +172,15 @@ class DeliverCall:
         except asyncpg.PostgresError as exc:
             raise _refusal(exc) from None
         assert row is not None  # the function returns one row
-        return DeliveryResult(
-            self.message_id, None if row[1] is None else int(row[1]), duplicate=bool(row[0])
+        epoch = None if row[1] is None else int(row[1])
+        if row[0]:
+            return DeliveryResult(self.message_id, epoch, duplicate=True)
+        base = dict(zip(row[2] or (), row[3] or (), strict=True))
+        queued = queued_per_device(
+            (d, QueuedMessage(int(base[d]) + o, self.parts[i - 1].data, self.now, franks[i - 1]))
+            for i, d, o in zip(part_no, devices, offsets, strict=True)
         )
+        return DeliveryResult(self.message_id, epoch, duplicate=False, queued=queued)
 
 
 def _refusal(exc: Exception) -> Exception:

@@ -69,6 +69,7 @@ from doorless.server.storage.base import (
     SendContext,
     StorageUnavailable,
     UnknownDevice,
+    queued_per_device,
 )
 from doorless.server.storage.coalesce import Coalescer
 from doorless.server.storage.executor import Executor, Op, Row, Tx
@@ -660,6 +661,7 @@ class PostgresStorage(SqlStorage):
 
         counts = Counter(d for recipients in per_part for d in recipients)
         wanted = sorted(counts)
+        queued: list[tuple[str, QueuedMessage]] = []
         if wanted:
             rows = await ex.fetch(
                 "WITH locked AS MATERIALIZED ("
@@ -686,8 +688,9 @@ class PostgresStorage(SqlStorage):
                     frank = part.stamp(group_seq)
                     group_seq += 1
                 seqs = [next_seq[d] for d in recipients]
-                for device_id in recipients:
+                for device_id, seq in zip(recipients, seqs, strict=True):
                     next_seq[device_id] += 1
+                    queued.append((device_id, QueuedMessage(seq, part.data, now, frank)))
                 # The payload and its queue entries in one statement (one round trip).
                 await ex.execute(
                     "WITH p AS (INSERT INTO payloads (data, remaining, frank) "
@@ -702,4 +705,6 @@ class PostgresStorage(SqlStorage):
                     seqs,
                     now,
                 )
-        return DeliveryResult(message_id, group_epoch, duplicate=False)
+        return DeliveryResult(
+            message_id, group_epoch, duplicate=False, queued=queued_per_device(queued)
+        )

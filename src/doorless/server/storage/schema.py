@@ -196,6 +196,20 @@ END
 $fn$
 """
 
+
+def _returning_seqs(function: str) -> str:
+    """Migration 8's ``doorless_deliver``: migration 6's, also returning the recipients it
+    queued for and each one's first new seq (``o_devices``, ``o_bases``; a device's entries of
+    one send are consecutive), from which `pg_send.DeliverCall` builds `DeliveryResult.queued`
+    without a read."""
+    out_params = "OUT o_duplicate BOOLEAN, OUT o_epoch BIGINT"
+    bumped = "INTO v_devices, v_bases FROM bumped b;"
+    assert function.count(out_params) == 1 and function.count(bumped) == 1
+    return function.replace(
+        out_params, out_params + ", OUT o_devices TEXT[], OUT o_bases BIGINT[]"
+    ).replace(bumped, bumped + "\n    o_devices := v_devices;\n    o_bases := v_bases;")
+
+
 _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
     (
         1,
@@ -393,6 +407,15 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
         7,
         "the ack transaction as one PostgreSQL function (one round trip per batch of acks)",
         (Only("postgres", ACK_FUNCTION),),
+    ),
+    (
+        8,
+        "the send function also returns the seqs it queued (a push without a read)",
+        # A function's result type cannot be replaced in place.
+        (
+            Only("postgres", "DROP FUNCTION doorless_deliver"),
+            Only("postgres", _returning_seqs(DELIVER_FUNCTION)),
+        ),
     ),
 )
 

@@ -45,11 +45,13 @@ from doorless.server.storage.base import (
     IdempotencyConflict,
     StorageDamaged,
     UnknownDevice,
+    queued_per_device,
 )
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
 from doorless.server.storage.sql_hooks import suite_filter
+from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
 
@@ -486,6 +488,7 @@ class SQLiteStorage(SqlStorage):
         missing = [d for d in wanted if d not in live]
         if missing:
             raise UnknownDevice(missing)
+        queued: list[tuple[str, QueuedMessage]] = []
         for part in parts:
             recipients = tuple(dict.fromkeys(part.recipients))
             if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
@@ -519,6 +522,7 @@ class SQLiteStorage(SqlStorage):
                     payload_id,
                     now,
                 )
+                queued.append((device_id, QueuedMessage(int(seq), part.data, now, frank)))
         await ex.execute(
             "INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at) "
             "VALUES ($1, $2, $3, $4, $5)",
@@ -528,4 +532,6 @@ class SQLiteStorage(SqlStorage):
             group_epoch,
             now,
         )
-        return DeliveryResult(message_id, group_epoch, duplicate=False)
+        return DeliveryResult(
+            message_id, group_epoch, duplicate=False, queued=queued_per_device(queued)
+        )
