@@ -18,6 +18,9 @@ from enum import StrEnum
 
 from doorless.wire.messages import QueuedMessage
 
+# What a send queued, per device (`doorless.server.storage.base.DeliveryResult.queued`).
+Queued = Mapping[str, Sequence[QueuedMessage]]
+
 # A socket that falls this far behind its wake-ups reads the queue instead (bounds the memory a
 # slow reader holds).
 CARRY_LIMIT = 100
@@ -110,10 +113,7 @@ class Fanout(ABC):
 
     @abstractmethod
     async def publish(
-        self,
-        device_ids: Iterable[str],
-        topic: Topic,
-        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+        self, device_ids: Iterable[str], topic: Topic, queued: Queued | None = None
     ) -> None:
         """Wake the sockets of ``device_ids``; ``queued`` (``queue`` wake-ups of a committed
         send): the entries it queued per device, handed to this process's own sockets."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 
-from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
+from doorless.server.fanout.base import Fanout, Queued, Subscription, Topic, Wakeups
 from doorless.wire.messages import QueuedMessage
 
 
@@ -42,10 +42,7 @@ class MemoryFanout(Fanout):
                 del self._subs[device_id]
 
     async def publish(
-        self,
-        device_ids: Iterable[str],
-        topic: Topic,
-        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+        self, device_ids: Iterable[str], topic: Topic, queued: Queued | None = None
     ) -> None:
         for device_id in device_ids:
             carried = None if queued is None else queued.get(device_id)

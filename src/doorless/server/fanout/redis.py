@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -33,7 +33,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from doorless.server.fanout.base import Fanout, Subscription, Topic, Wakeups
+from doorless.server.fanout.base import Fanout, Queued, Subscription, Topic, Wakeups
 from doorless.server.log import log_event
 from doorless.wire.messages import QueuedMessage
 
@@ -184,10 +184,7 @@ class RedisFanout(Fanout):
                 await self._sync_or_reconnect()
 
     async def publish(
-        self,
-        device_ids: Iterable[str],
-        topic: Topic,
-        queued: Mapping[str, Sequence[QueuedMessage]] | None = None,
+        self, device_ids: Iterable[str], topic: Topic, queued: Queued | None = None
     ) -> None:
         targets = list(dict.fromkeys(device_ids))
         for device_id in targets:
