@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from doorless.server.fanout.base import CARRY_LIMIT, Topic
+from doorless.server.fanout.base import CARRY_BYTES, CARRY_LIMIT, Topic
 from doorless.server.fanout.memory import MemoryFanout
 from doorless.server.routes.ws import continuation
 from doorless.wire.messages import QueuedMessage
@@ -96,6 +96,10 @@ async def test_queue_wakeups_hand_over_what_the_send_committed() -> None:
         [{}],
         # More than a slow socket may hold: read instead.
         [_entries(*range(1, CARRY_LIMIT + 1)), _entries(CARRY_LIMIT + 1)],
+        [
+            (QueuedMessage(1, bytes(CARRY_BYTES // 2), 1),),
+            (QueuedMessage(2, bytes(CARRY_BYTES), 1),),
+        ],
     ],
 )
 async def test_a_wakeup_without_the_entries_means_read_the_queue(

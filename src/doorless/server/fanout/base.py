@@ -21,9 +21,10 @@ from doorless.wire.messages import QueuedMessage
 # What a send queued, per device (`doorless.server.storage.base.DeliveryResult.queued`).
 Queued = Mapping[str, Sequence[QueuedMessage]]
 
-# A socket that falls this far behind its wake-ups reads the queue instead (bounds the memory a
-# slow reader holds).
+# A socket whose wake-ups hand over more than this (entries, bytes) before it takes them reads
+# the queue instead: a slow reader holds no more than one page of its queue would.
 CARRY_LIMIT = 100
+CARRY_BYTES = 1 << 20
 
 
 class Topic(StrEnum):
@@ -40,23 +41,31 @@ class Wakeups:
     the event loop's time.
     """
 
-    __slots__ = ("_carried", "_reread", "_topics", "_waiter")
+    __slots__ = ("_carried", "_carried_bytes", "_reread", "_topics", "_waiter")
 
     def __init__(self) -> None:
         self._topics: set[Topic] = set()
         self._waiter: asyncio.Future[None] | None = None
         self._carried: list[QueuedMessage] = []
+        self._carried_bytes = 0
         self._reread = False
 
     def wake(self, topic: Topic, carried: Sequence[QueuedMessage] | None = None) -> None:
         """``carried``: the entries a ``queue`` wake-up is about, if known (None: read the
         queue)."""
         if topic is Topic.queue and not self._reread:
-            if carried is None or len(self._carried) + len(carried) > CARRY_LIMIT:
+            size = 0 if carried is None else sum(len(m.data) for m in carried)
+            if (
+                carried is None
+                or len(self._carried) + len(carried) > CARRY_LIMIT
+                or self._carried_bytes + size > CARRY_BYTES
+            ):
                 self._reread = True
                 self._carried.clear()
+                self._carried_bytes = 0
             else:
                 self._carried.extend(carried)
+                self._carried_bytes += size
         self._topics.add(topic)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -85,6 +94,7 @@ class Wakeups:
         of them came without (the socket must read its queue)."""
         carried = None if self._reread else tuple(self._carried)
         self._carried.clear()
+        self._carried_bytes = 0
         self._reread = False
         return carried
 
