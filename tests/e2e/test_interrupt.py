@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,27 @@ def test_ctrl_c_while_a_backlog_is_printed(profiles: Path) -> None:
     while '"message_received"' not in proc.stdout.readline():  # the first message is shown
         assert proc.poll() is None, "it ended before showing a message"
     interrupted_cleanly(proc)
+
+
+def test_ctrl_c_python_could_not_raise_still_ends_the_program() -> None:
+    """A Ctrl-C delivered inside a callback Python runs for the import machinery (a module
+    lock's weakref callback, seen in CI) is "ignored" by Python; the program re-raises it."""
+    script = (
+        "import doorless.cli, time, weakref\n"
+        "class Lock: pass\n"
+        "lock = Lock()\n"
+        "def cb(_):\n"
+        "    raise KeyboardInterrupt  # where the signal landed\n"
+        "ref = weakref.ref(lock, cb)\n"
+        "del lock\n"
+        "time.sleep(30)  # a wait the second SIGINT must end\n"
+        "print('went on')\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert time.monotonic() - started < 20
+    assert done.returncode == 130, (done.stdout, done.stderr)
+    assert done.stderr == "error: interrupted\n"
+    assert "went on" not in done.stdout
