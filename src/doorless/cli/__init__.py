@@ -15,7 +15,6 @@ import signal
 import sys
 import threading
 from types import TracebackType
-from typing import Any
 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
@@ -35,7 +34,7 @@ def _interrupted_quietly(
     _previous_hook(kind, value, tb)
 
 
-def _interrupt_again(unraisable: Any) -> None:
+def _interrupt_again(unraisable: sys.UnraisableHookArgs) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         # SIGINT again, to the main thread (so that a wait it is in ends), sent from another
         # thread: sent from here it would be raised at once, inside this hook, and be ignored.
