@@ -1,8 +1,10 @@
-"""SQLite group commit: concurrent writes share one COMMIT, each still all-or-nothing."""
+"""SQLite group commit: concurrent writes share one COMMIT, each still all-or-nothing; acks
+arriving together share one write."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -88,9 +90,10 @@ async def test_an_ack_of_many_seqs_releases_each_payload_once(data_dir: Path) ->
         await store.close()
 
 
-async def test_the_reads_of_a_batch_do_not_wait_for_its_writes(data_dir: Path) -> None:
-    """A push's fetch that lands in a batch with sends (and acks) is answered before their
-    transaction and its fsync, and sees the queue as it was before them."""
+async def test_reads_do_not_wait_for_a_commit_in_flight(data_dir: Path) -> None:
+    """A read (a push's fetch, a send's context) is answered while a batch of writes waits for
+    its COMMIT, and sees the queue as it was before them; once the write is answered, a read
+    sees it."""
     store = SQLiteStorage(data_dir / "db.sqlite3")
     await store.open()
     try:
@@ -98,25 +101,83 @@ async def test_the_reads_of_a_batch_do_not_wait_for_its_writes(data_dir: Path) -
             await store.create_account(_device(n), None, 1)
         a, b = _device(1).device_id, _device(2).device_id
         await store.deliver(a, "m-0", b"d0", [Delivery(b"0", (b,))], None, 1)
-        conn, executor = store._conn, store._executor
-        assert conn is not None and executor is not None
-        statements: list[str] = []
-        conn.set_trace_callback(statements.append)
-        # Hold the storage thread so that the write and the read below form one batch.
+        executor = store._executor
+        assert executor is not None
+        # Hold the storage thread, where the batch's COMMIT runs.
         release = threading.Event()
         executor.submit(release.wait)
         write = asyncio.ensure_future(
             store.deliver(a, "m-1", b"d1", [Delivery(b"1", (b,))], None, 1)
         )
-        read = asyncio.ensure_future(store.fetch(b, 0, 10))
         await asyncio.sleep(0.05)
+        read = await asyncio.wait_for(store.fetch(b, 0, 10), 1)
+        assert not write.done()
+        assert [m.data for m in read] == [b"0"]  # not the uncommitted write
         release.set()
-        await asyncio.gather(write, read)
+        await write
+        assert [m.data for m in await store.fetch(b, 0, 10)] == [b"0", b"1"]
+    finally:
+        await store.close()
+
+
+async def test_a_write_waits_for_another_process_lock_without_blocking_reads(
+    data_dir: Path,
+) -> None:
+    """Another process holding the write lock (``doorless invite`` does) makes a batch wait for
+    it on the storage thread, not on the event loop: reads go on, and the write commits once
+    the lock is released."""
+    path = data_dir / "db.sqlite3"
+    store = SQLiteStorage(path)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        for n in (1, 2):
+            await store.create_account(_device(n), None, 1)
+        a, b = _device(1).device_id, _device(2).device_id
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(
+            store.deliver(a, "m-1", b"d1", [Delivery(b"1", (b,))], None, 1)
+        )
+        await asyncio.sleep(0.2)
+        assert await asyncio.wait_for(store.fetch(b, 0, 10), 1) == []
+        assert not write.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(write, 5)
+        assert [m.data for m in await store.fetch(b, 0, 10)] == [b"1"]
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_acks_from_many_devices_at_once_are_one_write(data_dir: Path) -> None:
+    """Ack frames that arrive together (from any devices) are coalesced into one operation of
+    a group commit: one DELETE over all their entries, not a savepoint and statements each;
+    each frame still gets its own count, and each payload is released once."""
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        devices = [_device(n).device_id for n in range(1, 21)]
+        for n in range(1, 21):
+            await store.create_account(_device(n), None, 1)
+        sender, receivers = devices[0], devices[1:]
+        for i in range(3):
+            await store.deliver(sender, f"m-{i}", b"d", [Delivery(b"%d" % i, receivers)], None, 1)
+        seqs = {d: [m.seq for m in await store.fetch(d, 0, 10)] for d in receivers}
+        conn = store._conn
+        assert conn is not None
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+
+        frames = [(d, seqs[d]) for d in receivers]
+        frames.append((receivers[0], [seqs[receivers[0]][0], 999]))  # a repeat and an unknown
+        counts = await asyncio.gather(*(store.ack(d, s) for d, s in frames))
         conn.set_trace_callback(None)
 
-        assert [m.data for m in read.result()] == [b"0"]  # before the batch's write
-        select = next(i for i, s in enumerate(statements) if s.startswith("SELECT q.seq"))
-        assert select < statements.index("BEGIN IMMEDIATE") < statements.index("COMMIT")
-        assert [m.data for m in await store.fetch(b, 0, 10)] == [b"0", b"1"]
+        assert counts == [3] * len(receivers) + [0]  # a repeated entry counts for the first
+        deletes = [s for s in statements if s.startswith("DELETE FROM queue")]
+        assert 1 <= len(deletes) <= 2  # the first frame at once, the rest together
+        assert sum(s.startswith("SAVEPOINT") for s in statements) == len(deletes)
+        assert conn.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 0
     finally:
         await store.close()

@@ -3,8 +3,8 @@
 The first request is flushed at once (no added latency on an idle server); requests arriving
 while that flush runs wait for the next one, which takes them all, up to ``limit``. Each caller
 gets its own result, or the batch's exception: nothing is answered before its batch finished.
-PostgreSQL acks use it (`doorless.server.storage.postgres`): many sockets acknowledging at once
-cost one transaction instead of one each.
+Acks use it on both stores (`doorless.server.storage.sql.SqlStorage.ack`): many sockets
+acknowledging at once cost one write instead of one each; PostgreSQL's queue reads too.
 """
 
 from __future__ import annotations

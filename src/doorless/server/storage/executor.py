@@ -2,8 +2,9 @@
 
 Owns the `Executor` protocol (the four or five calls `SqlStorage` makes on a connection) and
 `Tx`, what an operation declares about its transaction so each dialect can map it onto its own
-transactions (SQLite: ``BEGIN IMMEDIATE`` for writes on its single writer thread; PostgreSQL:
-an explicit, retried transaction only when there is more than one statement).
+transactions (SQLite: reads on a reader connection, a ``SNAPSHOT`` in a read transaction,
+writes in a group-committed ``BEGIN IMMEDIATE`` on its one writer connection; PostgreSQL: an
+explicit, retried transaction only when there is more than one statement).
 
 Statements use ``$n`` placeholders (asyncpg's); the SQLite executor turns them into ``?n``.
 """

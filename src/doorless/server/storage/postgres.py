@@ -75,7 +75,7 @@ from doorless.server.storage.coalesce import Coalescer
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
-from doorless.server.storage.sql_hooks import suite_filter
+from doorless.server.storage.sql_hooks import Ack, count_per_ack, suite_filter
 from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
@@ -201,7 +201,7 @@ class PostgresStorage(SqlStorage):
         self._settings: dict[str, str] = {}
         self._kt_conn: Any = None  # the KT lock's own connection (not the pool's)
         self._kt_local = asyncio.Lock()
-        self._acks = Coalescer(self._ack_batch)
+        super().__init__()
         self._fetches = Coalescer(self._fetch_batch)
 
     # --- plumbing --------------------------------------------------------------------------
@@ -377,13 +377,6 @@ class PostgresStorage(SqlStorage):
                     continue
         return await super().deliver(sender_device_id, message_id, digest, parts, gate, now)
 
-    async def ack(self, device_id: str, seqs: Sequence[int]) -> int:
-        """Acks from every socket of this process that arrive together share one transaction
-        (`Coalescer`): one DELETE over all their ``(device, seq)`` pairs."""
-        if not seqs:
-            return 0
-        return await self._acks.submit((device_id, sorted(set(seqs))))
-
     async def fetch(self, device_id: str, after: int, limit: int) -> list[QueuedMessage]:
         """The sockets a send wakes all fetch at once: one query for them (`Coalescer`)."""
         return await self._fetches.submit((device_id, after, limit))
@@ -408,9 +401,10 @@ class PostgresStorage(SqlStorage):
 
         return await self._run(Tx.READ, op)
 
-    async def _ack_batch(self, acks: list[tuple[str, list[int]]]) -> list[int]:
-        """One call of ``doorless_ack`` (migration 7): one round trip per batch, retried
-        whole on a deadlock like a transaction."""
+    async def _ack_batch(self, acks: list[Ack]) -> list[int]:
+        """One call of ``doorless_ack`` (migration 7): one DELETE over all the batch's
+        ``(device, seq)`` pairs, one round trip, retried whole on a deadlock like a
+        transaction."""
 
         async def op(ex: Executor) -> list[int]:
             row = await ex.fetchrow(
@@ -419,16 +413,7 @@ class PostgresStorage(SqlStorage):
                 [s for _, seqs in acks for s in seqs],
             )
             assert row is not None  # the function returns one row
-            deleted = zip(row[0] or (), row[1] or (), strict=True)
-            # Each deleted entry counts once, for the first ack of the batch that named it.
-            owner: dict[tuple[str, int], int] = {}
-            for i, (device_id, seqs) in enumerate(acks):
-                for seq in seqs:
-                    owner.setdefault((device_id, seq), i)
-            counts = [0] * len(acks)
-            for device_id, seq in deleted:
-                counts[owner[(str(device_id), int(seq))]] += 1
-            return counts
+            return count_per_ack(acks, zip(row[0] or (), row[1] or (), strict=True))
 
         for attempt in range(_ATTEMPTS):
             try:
@@ -437,12 +422,6 @@ class PostgresStorage(SqlStorage):
                 if attempt == _ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
-
-    async def _before_ack(self, ex: Executor) -> None:
-        # The one write that need not wait for the disk: an ack lost in a database crash only
-        # means the message is pushed again, and clients deduplicate (I5 is about the opposite:
-        # never losing what was acknowledged to the sender). Saves an fsync per ack.
-        await ex.execute("SET LOCAL synchronous_commit TO off")
 
     async def _lock_reporter(self, ex: Executor, username: str) -> None:
         # Two racing copies of one report could each find none filed: lock the account row.
@@ -466,35 +445,11 @@ class PostgresStorage(SqlStorage):
 
     # --- row locks and batches ----------------------------------------------------------
 
-    async def _drop_queue_entries(
-        self, ex: Executor, device_id: str, seqs: Sequence[int] | None
-    ) -> int:
-        """Delete queue entries (all of the device's if ``seqs`` is None) and release their
-        payloads; returns how many existed.
-
-        ``DELETE ... RETURNING`` hands each entry to one transaction only, so an entry acked twice
-        at once (two sockets, two nodes) releases its payload once. Each payload's ``remaining``
-        is decremented under its row lock, taken in id order (no deadlock between devices acking
-        the same payloads); READ COMMITTED applies each decrement to the newest value, so the
-        transaction that brings it to zero, and only that one, deletes the payload.
-        """
-        if seqs is None:
-            rows = await ex.fetch(
-                "DELETE FROM queue WHERE device_id = $1 RETURNING payload_id", device_id
-            )
-        else:
-            rows = await ex.fetch(
-                "DELETE FROM queue WHERE device_id = $1 AND seq = ANY($2::bigint[]) "
-                "RETURNING payload_id",
-                device_id,
-                seqs,
-            )
-        await self._release_payloads(ex, [int(r[0]) for r in rows])
-        return len(rows)
-
     async def _release_payloads(self, ex: Executor, payload_ids: list[int]) -> None:
-        """One fewer recipient left for each id (as many times as it is listed); a payload
-        left with none is deleted."""
+        """`SqlHooks._release_payloads`. Each payload's ``remaining`` is decremented under its
+        row lock, taken in id order (no deadlock between devices releasing the same payloads);
+        READ COMMITTED applies each decrement to the newest value, so the transaction that
+        brings it to zero, and only that one, deletes the payload."""
         if not payload_ids:
             return
         released = Counter(payload_ids)

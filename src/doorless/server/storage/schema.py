@@ -160,11 +160,12 @@ $fn$
 
 # `PostgresStorage._ack_batch`: a batch of acks (``(device, seq)`` pairs from any number of
 # sockets) as one statement, one round trip and one implicit transaction, with the statements
-# of `PostgresStorage._drop_queue_entries` and `_release_payloads`: ``DELETE ... RETURNING``
+# of `SqlStorage.revoke_device` and `PostgresStorage._release_payloads`: ``DELETE ... RETURNING``
 # hands each entry to one transaction only, and each payload's ``remaining`` is decremented
 # under its row lock, taken in id order. Returns the entries deleted (the caller counts them
-# per ack). ``synchronous_commit`` is off for this transaction only, as in `_before_ack`: an
-# ack lost in a crash means a message pushed again, which clients deduplicate.
+# per ack). ``synchronous_commit`` is off for this transaction only, the one write that need
+# not wait for the disk: an ack lost in a crash means a message pushed again, which clients
+# deduplicate (I5 is about the opposite: never losing what a sender was told is queued).
 ACK_FUNCTION = """
 CREATE FUNCTION doorless_ack(
     p_device TEXT[], p_seq BIGINT[], OUT o_device TEXT[], OUT o_seq BIGINT[]

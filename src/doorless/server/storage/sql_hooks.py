@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import secrets
 from abc import abstractmethod
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 from doorless.server.storage import rows
 from doorless.server.storage.base import (
@@ -27,9 +27,26 @@ from doorless.server.storage.executor import Executor, Op, Tx
 
 T = TypeVar("T")
 
+# An ack frame: a device and the seqs it acknowledges (distinct, sorted).
+Ack: TypeAlias = tuple[str, list[int]]
+
 
 # RFC 9420's suites (1-7): what a client that names no suite in a claim or count can use.
 CLASSIC_SUITES_SQL = "AND cipher_suite BETWEEN 1 AND 7"
+
+
+def count_per_ack(acks: Sequence[Ack], deleted: Iterable[tuple[str, int]]) -> list[int]:
+    """How many of the ``deleted`` ``(device, seq)`` entries each ack of a batch named: each
+    entry counts once, for the first ack of the batch that named it (two frames of one device
+    may repeat a seq; the second frame's answer says it was already gone)."""
+    owner: dict[tuple[str, int], int] = {}
+    for i, (device_id, seqs) in enumerate(acks):
+        for seq in seqs:
+            owner.setdefault((device_id, seq), i)
+    counts = [0] * len(acks)
+    for device_id, seq in deleted:
+        counts[owner[(str(device_id), int(seq))]] += 1
+    return counts
 
 
 def suite_filter(cipher_suite: int | None, param: int) -> tuple[str, tuple[int, ...]]:
@@ -58,11 +75,10 @@ class SqlHooks(Storage):
         ``sqltype`` is the element type (``bigint``, ``text``). Empty ``values``: no pair."""
 
     @abstractmethod
-    async def _drop_queue_entries(
-        self, ex: Executor, device_id: str, seqs: Sequence[int] | None
-    ) -> int:
-        """Delete queue entries (all of the device's if ``seqs`` is None, else these sorted,
-        distinct ones) and release their payloads; returns how many existed."""
+    async def _release_payloads(self, ex: Executor, payload_ids: list[int]) -> None:
+        """After queue entries were deleted (``DELETE ... RETURNING payload_id``, which hands
+        each entry to one transaction only): one fewer recipient left for each id, as many
+        times as it is listed; a payload left with none is deleted."""
 
     @abstractmethod
     async def _lock_key_packages(self, ex: Executor, device_id: str) -> None:
@@ -93,8 +109,11 @@ class SqlHooks(Storage):
     ) -> DeliveryResult:
         """`Storage.deliver`, inside its transaction."""
 
-    async def _before_ack(self, ex: Executor) -> None:
-        """Hook at the start of an ack's transaction (PostgreSQL relaxes its fsync)."""
+    @abstractmethod
+    async def _ack_batch(self, acks: list[Ack]) -> list[int]:
+        """Delete the queue entries a batch of acks names, from any devices, in one operation
+        (`SqlStorage.ack` coalesces them); per ack, how many entries it deleted
+        (`count_per_ack`)."""
 
     # --- shared pieces ---------------------------------------------------------------------
 

@@ -1,36 +1,49 @@
 """The embedded store: one SQLite database in the data directory.
 
-Owns the SQLite connection, its transactions, its migrations and the operations whose SQL is
-SQLite's own (queue release, ``executemany`` inserts, key-package claims, `deliver`);
-everything else is `doorless.server.storage.sql.SqlStorage`.
+Owns the SQLite connections, their transactions, the migrations and the operations whose SQL
+is SQLite's own (payload release, acks, ``executemany`` inserts, key-package claims,
+`deliver`); everything else is `doorless.server.storage.sql.SqlStorage`.
 
-One connection, used by one worker thread, so transactions are serialized (a second commit for
-an epoch always sees the first). Each operation runs whole on that thread: its coroutine is
-driven there to completion by `_drive` (the executor never waits, so it never suspends).
-**Group commit**: the operations submitted while the thread was busy run as one batch: first
-its reads (`_run_reads`), whose callers get their results at once, then its writes
-(`_run_writes`) in one ``BEGIN IMMEDIATE`` transaction, each inside its own ``SAVEPOINT`` (a
-refused operation rolls back alone, exactly as its own transaction would have), then one
-``COMMIT`` (one fsync for them all). No writer gets its result before that COMMIT returned.
-The reads go first because none of them waits for a write of its batch (each was submitted
-before those writes were answered, so it may see the state before them), and a push's fetch
-should not wait behind a batch of other sends and acks and its fsync (the delivery latency's
-tail, issue #16). WAL journal with ``synchronous=FULL``: a transaction that returned is on
-disk, so a message acknowledged to its sender survives a crash (I5). ``secure_delete``
-overwrites deleted rows, so acknowledged ciphertext does not linger in free pages.
+Each operation runs whole, without suspending (its coroutine is driven to completion by
+`_drive`: the executor never waits), **on the event loop's thread**, except the one step that
+waits for the disk:
+
+* **Reads** run at once on a connection of their own (`_read`; a ``SNAPSHOT`` inside a read
+  transaction). With the WAL journal a reader sees every transaction committed before it
+  started and never waits for the writer, so a read submitted after a write was answered sees
+  it, and a push's or a send's read never waits behind other sends and acks and their fsync.
+* **Writes** are group-committed by one writer task (`_write_batches`): the writes submitted
+  while the previous batch committed run as one batch in one ``BEGIN IMMEDIATE`` transaction,
+  each inside its own ``SAVEPOINT`` (a refused operation rolls back alone, exactly as its own
+  transaction would have), then one ``COMMIT``, run on the storage thread (the fsync, one for
+  the whole batch; the loop serves other requests meanwhile). No writer gets its result before
+  that COMMIT returned. Transactions stay serialized: a second commit for an epoch always sees
+  the first.
+
+Why not everything on the storage thread, as before: each statement releases the GIL around
+SQLite's work and must take it back from the busy event loop (up to ``sys.getswitchinterval()``
+each time), so that thread spent most of its time waiting for the GIL and a send's p99 most of
+its time waiting for that thread (issue #16, ``docs/benchmarks.md``). What still runs there:
+each COMMIT, the ``BEGIN IMMEDIATE`` of a batch that must wait for another process's write lock
+(the invite command), opening, migrations, integrity checks and checkpoints (`_on_thread`, one
+at a time with the writer's batches).
+
+WAL journal with ``synchronous=FULL``: a transaction that returned is on disk, so a message
+acknowledged to its sender survives a crash (I5). ``secure_delete`` overwrites deleted rows, so
+acknowledged ciphertext does not linger in free pages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -50,7 +63,7 @@ from doorless.server.storage.base import (
 from doorless.server.storage.executor import Executor, Op, Row, Tx
 from doorless.server.storage.schema import MIGRATIONS_TABLE, SCHEMA_VERSION, render
 from doorless.server.storage.sql import SqlStorage
-from doorless.server.storage.sql_hooks import suite_filter
+from doorless.server.storage.sql_hooks import Ack, count_per_ack, suite_filter
 from doorless.wire.messages import QueuedMessage
 
 T = TypeVar("T")
@@ -61,9 +74,13 @@ MIGRATIONS = render("sqlite")
 # Stay below SQLITE_MAX_VARIABLE_NUMBER on old builds when expanding IN (...).
 _CHUNK = 500
 
-# At most this many writes share one transaction (bounds the latency a batch adds).
-_BATCH = 256
+# At most this many writes share one transaction: a batch's statements run on the event
+# loop's thread, so this bounds how long they hold it (and the latency a batch adds).
+_BATCH = 64
 _WRITES = (Tx.STATEMENT, Tx.WRITE)
+
+# How long a connection waits for another process's lock before SQLITE_BUSY.
+_BUSY_MS = 5000
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -127,19 +144,31 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _call(conn: sqlite3.Connection, tx: Tx, op: Op[T], args: tuple[Any, ...]) -> T:
-    """On the storage thread: one operation, in a transaction if it writes."""
+    """One operation on its own, in a transaction if it writes (opening the store)."""
     coro = cast(Coroutine[Any, Any, T], op(_Executor(conn), *args))
-    if tx in (Tx.STATEMENT, Tx.WRITE):
+    if tx in _WRITES:
         with _transaction(conn):
             return _drive(coro)
-    return _drive(coro)  # reads: the single thread already orders them among the writes
+    return _drive(coro)
+
+
+def _read(conn: sqlite3.Connection, tx: Tx, op: Op[T], args: tuple[Any, ...]) -> T:
+    """A read on the reader connection; a ``SNAPSHOT``'s statements in one read transaction
+    (a COMMIT on the storage thread could otherwise land between them)."""
+    coro = cast(Coroutine[Any, Any, T], op(_Executor(conn), *args))
+    if tx is not Tx.SNAPSHOT:
+        return _drive(coro)
+    conn.execute("BEGIN")
+    try:
+        return _drive(coro)
+    finally:
+        conn.execute("COMMIT")
 
 
 @dataclass(slots=True)
 class _Pending:
-    """One submitted operation and, once its batch is done, its outcome."""
+    """One submitted write and, once its batch is done, its outcome."""
 
-    tx: Tx
     op: Op[Any]
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
@@ -147,47 +176,48 @@ class _Pending:
     failure: BaseException | None = None
 
 
-@dataclass(slots=True)
-class _Batcher:
-    """The queue of operations waiting for the storage thread (see `SQLiteStorage._drain`)."""
-
-    items: list[_Pending] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    scheduled: bool = False
-
-
 def _run_writes(conn: sqlite3.Connection, writes: list[_Pending]) -> None:
-    """On the storage thread: ``writes`` in one transaction, a savepoint each, one COMMIT.
-    Outcomes are stored on the items, delivered by the caller."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for p in writes:
-            conn.execute("SAVEPOINT op")
-            try:
-                p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
-            except BaseException as exc:  # noqa: BLE001 - delivered to its caller
-                conn.execute("ROLLBACK TO op")
-                p.failure = exc
-            conn.execute("RELEASE op")
-        conn.execute("COMMIT")
-    except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        for p in writes:
-            p.failure = p.failure or exc
-
-
-def _run_reads(conn: sqlite3.Connection, reads: list[_Pending]) -> None:
-    """On the storage thread: each read on its own (outside any transaction)."""
-    for p in reads:
+    """Inside the batch's transaction: each write in its own savepoint. Outcomes are stored on
+    the items, delivered once the batch committed."""
+    for p in writes:
+        conn.execute("SAVEPOINT op")
         try:
             p.value = _drive(cast(Coroutine[Any, Any, Any], p.op(_Executor(conn), *p.args)))
         except BaseException as exc:  # noqa: BLE001 - delivered to its caller
+            conn.execute("ROLLBACK TO op")
             p.failure = exc
+        conn.execute("RELEASE op")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _waiting(fn: Callable[..., T], conn: sqlite3.Connection, *args: Any) -> T:
+    """On the storage thread: ``fn(conn, *args)``, the writer waiting up to `_BUSY_MS` for
+    another process's lock (it does not wait on the event loop's thread)."""
+    conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("PRAGMA busy_timeout=0")
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    conn.execute("COMMIT")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _settle(batch: list[_Pending]) -> None:
-    """On the event loop: hand each caller its outcome."""
+    """Hand each caller its outcome."""
     for p in batch:
         if p.future.done():  # the caller was cancelled; what committed stays committed
             continue
@@ -197,14 +227,16 @@ def _settle(batch: list[_Pending]) -> None:
             p.future.set_result(p.value)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
+    """A connection; ``busy_ms``: how long it waits for another process's lock (the writer's
+    is 0: it runs on the event loop's thread, and waits only inside `_waiting`)."""
     # isolation_level=None: we issue BEGIN/COMMIT ourselves.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA secure_delete=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={busy_ms}")
     return conn
 
 
@@ -256,52 +288,72 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 class SQLiteStorage(SqlStorage):
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # the writer
+        self._reader: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the storage thread
         self._server_id = ""
-        self._batcher = _Batcher()
+        self._writes: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        # Held by a batch from its BEGIN to its COMMIT and by `_on_thread`: the writer
+        # connection is used by one of them at a time.
+        self._writing = asyncio.Lock()
 
     # --- plumbing --------------------------------------------------------------------------
 
     async def _on_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(writer connection, *args)`` on the storage thread, between write batches."""
         if self._executor is None or self._conn is None:
             raise StateError("storage is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, self._conn, *args))
+        async with self._writing:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._executor, partial(_waiting, fn, self._conn, *args)
+            )
 
     async def _run(self, tx: Tx, op: Op[T], *args: Any) -> T:
-        if self._executor is None or self._conn is None:
+        if self._conn is None or self._reader is None:
             raise StateError("storage is not open")
-        loop = asyncio.get_running_loop()
-        pending = _Pending(tx, op, args, loop.create_future())
-        batcher = self._batcher
-        with batcher.lock:
-            batcher.items.append(pending)
-            start = not batcher.scheduled
-            batcher.scheduled = True
-        if start:
-            self._executor.submit(self._drain, self._conn, loop)
+        if tx not in _WRITES:
+            return _read(self._reader, tx, op, args)
+        pending = _Pending(op, args, asyncio.get_running_loop().create_future())
+        self._writes.append(pending)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches())
         return cast(T, await pending.future)
 
-    def _drain(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        """On the storage thread: run batches until the queue is empty."""
-        batcher = self._batcher
-        while True:
-            with batcher.lock:
-                batch, rest = batcher.items[:_BATCH], batcher.items[_BATCH:]
-                batcher.items = rest
-                if not batch:
-                    batcher.scheduled = False
-                    return
-            reads = [p for p in batch if p.tx not in _WRITES]
-            writes = [p for p in batch if p.tx in _WRITES]
-            if reads:  # first, and answered at once (see the module docstring)
-                _run_reads(conn, reads)
-                loop.call_soon_threadsafe(_settle, reads)
-            if writes:
-                _run_writes(conn, writes)
-                loop.call_soon_threadsafe(_settle, writes)
+    async def _write_batches(self) -> None:
+        """The writer task: batches until no write is waiting (see the module docstring)."""
+        try:
+            while self._writes:
+                batch = self._writes[:_BATCH]
+                del self._writes[:_BATCH]
+                async with self._writing:
+                    await self._write_batch(batch)
+                _settle(batch)
+        finally:
+            self._writer = None
+
+    async def _write_batch(self, writes: list[_Pending]) -> None:
+        """One transaction for ``writes``: its statements here, its COMMIT on the thread."""
+        conn, executor = self._conn, self._executor
+        assert conn is not None and executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            try:
+                _begin(conn)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                # Another process holds the write lock: wait for it there, not here.
+                await loop.run_in_executor(executor, _waiting, _begin, conn)
+            _run_writes(conn, writes)
+            await loop.run_in_executor(executor, _commit, conn)
+        except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
+            await loop.run_in_executor(executor, _rollback, conn)
+            for p in writes:
+                p.failure = p.failure or exc
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -311,21 +363,27 @@ class SQLiteStorage(SqlStorage):
         loop = asyncio.get_running_loop()
         try:
             try:
-                self._conn = await loop.run_in_executor(self._executor, _connect, self._path)
+                self._conn = await loop.run_in_executor(self._executor, _connect, self._path, 0)
                 problems = await self._on_thread(_integrity, False)
             except sqlite3.DatabaseError as exc:  # not a database at all, or unreadable
                 problems = [str(exc)]
             if problems:
                 raise StorageDamaged(_damaged(self._path, "quick_check", problems))
             self._server_id = await self._on_thread(_migrate)
+            reader = self._reader = _connect(self._path, busy_ms=_BUSY_MS)
+            reader.execute("PRAGMA query_only=ON")
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        conn, executor = self._conn, self._executor
-        self._conn = None
+        if self._writer is not None:  # the writes already submitted are committed first
+            await asyncio.shield(self._writer)
+        reader, conn, executor = self._reader, self._conn, self._executor
+        self._reader = self._conn = None
         self._executor = None
+        if reader is not None:
+            reader.close()
         if executor is not None:
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
@@ -365,26 +423,27 @@ class SQLiteStorage(SqlStorage):
             for chunk in _chunks(values)
         ]
 
-    async def _drop_queue_entries(
-        self, ex: Executor, device_id: str, seqs: Sequence[int] | None
-    ) -> int:
-        # A statement per chunk of seqs, not per seq: an ack frame is one DELETE, and each
-        # payload's count of remaining recipients drops once per statement.
-        released: list[int] = []
-        if seqs is None:
+    async def _ack_batch(self, acks: list[Ack]) -> list[int]:
+        """One write of the next group commit for all the batch's acks: one DELETE over their
+        ``(device, seq)`` pairs (a JSON array: one statement text whatever their number, so
+        SQLite prepares it once), then each payload's count of recipients once."""
+
+        async def op(ex: Executor) -> list[int]:
             found = await ex.fetch(
-                "DELETE FROM queue WHERE device_id = $1 RETURNING payload_id", device_id
+                "DELETE FROM queue WHERE rowid IN (SELECT q.rowid FROM json_each($1) AS a "
+                "JOIN queue AS q ON q.device_id = a.value ->> 0 AND q.seq = a.value ->> 1) "
+                "RETURNING device_id, seq, payload_id",
+                json.dumps([[device_id, seq] for device_id, seqs in acks for seq in seqs]),
             )
-            released = [r[0] for r in found]
-        for condition, args in self._any_of("seq", 2, seqs or (), "bigint"):
-            found = await ex.fetch(
-                f"DELETE FROM queue WHERE device_id = $1 AND {condition} RETURNING payload_id",
-                device_id,
-                *args,
-            )
-            released += [r[0] for r in found]
+            await self._release_payloads(ex, [r[2] for r in found])
+            return count_per_ack(acks, ((r[0], r[1]) for r in found))
+
+        return await self._run(Tx.WRITE, op)
+
+    async def _release_payloads(self, ex: Executor, payload_ids: list[int]) -> None:
+        # A statement per distinct count (and chunk of ids), not one per payload.
         by_count: dict[int, list[int]] = {}
-        for payload_id, count in Counter(released).items():
+        for payload_id, count in Counter(payload_ids).items():
             by_count.setdefault(count, []).append(payload_id)
         for count, ids in by_count.items():
             for condition, args in self._any_of("id", 2, ids, "bigint"):
@@ -397,7 +456,6 @@ class SQLiteStorage(SqlStorage):
                 await ex.execute(
                     f"DELETE FROM payloads WHERE remaining <= 0 AND {condition}", *args
                 )
-        return len(released)
 
     async def _lock_key_packages(self, ex: Executor, device_id: str) -> None:
         pass  # BEGIN IMMEDIATE already holds the database's one write lock
@@ -508,21 +566,24 @@ class SQLiteStorage(SqlStorage):
                 len(recipients),
                 frank,
             )
-            for device_id in recipients:
-                seq = await ex.fetchval(
-                    "UPDATE devices SET next_seq = next_seq + 1 WHERE device_id = $1 "
-                    "RETURNING next_seq - 1",
-                    device_id,
-                )
-                await ex.execute(
-                    "INSERT INTO queue (device_id, seq, payload_id, received_at) "
-                    "VALUES ($1, $2, $3, $4)",
-                    device_id,
-                    seq,
-                    payload_id,
-                    now,
-                )
-                queued.append((device_id, QueuedMessage(int(seq), part.data, now, frank)))
+            # One statement for all the recipients' seqs and one for their queue rows, not two
+            # per recipient: each statement is a GIL hand-off between this thread and the
+            # event loop, which made up most of a send's wait here (issue #16).
+            taken = await ex.fetch(
+                "UPDATE devices SET next_seq = next_seq + 1 "
+                "WHERE device_id IN (SELECT value FROM json_each($1)) "
+                "RETURNING device_id, next_seq - 1",
+                json.dumps(recipients),
+            )
+            seqs = {device_id: int(seq) for device_id, seq in taken}
+            await ex.execute(
+                "INSERT INTO queue (device_id, seq, payload_id, received_at) "
+                "SELECT value ->> 0, value ->> 1, $2, $3 FROM json_each($1)",
+                json.dumps([[device_id, seqs[device_id]] for device_id in recipients]),
+                payload_id,
+                now,
+            )
+            queued += [(d, QueuedMessage(seqs[d], part.data, now, frank)) for d in recipients]
         await ex.execute(
             "INSERT INTO sent (sender_device_id, message_id, digest, group_epoch, created_at) "
             "VALUES ($1, $2, $3, $4, $5)",
