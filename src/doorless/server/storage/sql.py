@@ -8,9 +8,10 @@ the checks between them (the franking/report/block and transparency-log operatio
 
 * `SqlHooks._run`: how an operation is run: on which connection, inside which transaction
   (chosen from the operation's `Tx`), with which retries;
-* the operations that truly differ: dropping queue entries, locking a device's key packages,
-  bulk inserts, claiming a key package, `deliver` (row locks and batching on PostgreSQL, a
-  single writer on SQLite), and how a list of values is matched (`SqlHooks._any_of`).
+* the operations that truly differ: a batch of acks, releasing payloads, locking a device's
+  key packages, bulk inserts, claiming a key package, `deliver` (row locks and batching on
+  PostgreSQL, a single writer on SQLite), and how a list of values is matched
+  (`SqlHooks._any_of`).
 
 Statements are single-statement-safe under concurrent writers (PostgreSQL at READ COMMITTED):
 conditional writes with ``RETURNING``, ``INSERT ... ON CONFLICT DO NOTHING RETURNING true``

@@ -567,8 +567,8 @@ class SQLiteStorage(SqlStorage):
                 frank,
             )
             # One statement for all the recipients' seqs and one for their queue rows, not two
-            # per recipient: each statement is a GIL hand-off between this thread and the
-            # event loop, which made up most of a send's wait here (issue #16).
+            # per recipient: each statement is a round trip through the sqlite3 module on the
+            # event loop's thread, the server's busiest (issue #16).
             taken = await ex.fetch(
                 "UPDATE devices SET next_seq = next_seq + 1 "
                 "WHERE device_id IN (SELECT value FROM json_each($1)) "
