@@ -181,3 +181,55 @@ async def test_acks_from_many_devices_at_once_are_one_write(data_dir: Path) -> N
         assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 0
     finally:
         await store.close()
+
+
+async def test_a_failed_commit_fails_every_write_of_its_batch_and_stores_nothing(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COMMIT that fails (a full disk, an I/O error) is every write's answer, nothing of
+    the batch stays, and the next batch works; even a ROLLBACK that fails too leaves no caller
+    waiting."""
+    from doorless.server.storage import sqlite as dialect
+
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        for n in (1, 2):
+            await store.create_account(_device(n), None, 1)
+        a, b = _device(1).device_id, _device(2).device_id
+        real_commit, real_rollback = dialect._commit, dialect._rollback
+
+        def disk_full(conn: sqlite3.Connection) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        async def sends(first: int) -> list[object]:
+            return await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        store.deliver(a, f"m-{i}", b"d%d" % i, [Delivery(b"%d" % i, (b,))], None, 1)
+                        for i in range(first, first + 3)
+                    ),
+                    return_exceptions=True,
+                ),
+                5,
+            )
+
+        monkeypatch.setattr(dialect, "_commit", disk_full)
+        results = await sends(0)
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+        monkeypatch.setattr(dialect, "_commit", real_commit)
+        assert await store.fetch(b, 0, 10) == []
+        assert len([r for r in await sends(10) if not isinstance(r, BaseException)]) == 3
+        assert [m.data for m in await store.fetch(b, 0, 10)] == [b"10", b"11", b"12"]
+
+        monkeypatch.setattr(dialect, "_commit", disk_full)
+        monkeypatch.setattr(dialect, "_rollback", disk_full)
+        with pytest.raises(sqlite3.OperationalError):  # answered, not left waiting
+            await asyncio.wait_for(
+                store.deliver(a, "m-20", b"d20", [Delivery(b"20", (b,))], None, 1), 5
+            )
+        assert store._conn is not None
+        real_rollback(store._conn)
+    finally:
+        monkeypatch.undo()
+        await store.close()

@@ -189,10 +189,6 @@ def _run_writes(conn: sqlite3.Connection, writes: list[_Pending]) -> None:
         conn.execute("RELEASE op")
 
 
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
-
-
 def _waiting(fn: Callable[..., T], conn: sqlite3.Connection, *args: Any) -> T:
     """On the storage thread: ``fn(conn, *args)``, the writer waiting up to `_BUSY_MS` for
     another process's lock (it does not wait on the event loop's thread)."""
@@ -329,9 +325,11 @@ class SQLiteStorage(SqlStorage):
             while self._writes:
                 batch = self._writes[:_BATCH]
                 del self._writes[:_BATCH]
-                async with self._writing:
-                    await self._write_batch(batch)
-                _settle(batch)
+                try:
+                    async with self._writing:
+                        await self._write_batch(batch)
+                finally:  # every caller gets an outcome, even if the connection broke
+                    _settle(batch)
         finally:
             self._writer = None
 
@@ -344,16 +342,16 @@ class SQLiteStorage(SqlStorage):
             try:
                 _begin(conn)
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
                     raise
                 # Another process holds the write lock: wait for it there, not here.
                 await loop.run_in_executor(executor, _waiting, _begin, conn)
             _run_writes(conn, writes)
             await loop.run_in_executor(executor, _commit, conn)
         except BaseException as exc:  # noqa: BLE001 - the batch failed: every write gets it
-            await loop.run_in_executor(executor, _rollback, conn)
             for p in writes:
                 p.failure = p.failure or exc
+            await loop.run_in_executor(executor, _rollback, conn)
 
     async def open(self) -> None:
         if self._conn is not None:
