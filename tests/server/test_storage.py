@@ -76,6 +76,7 @@ async def test_durability_pragmas(data_dir: Path) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert conn.execute("PRAGMA secure_delete").fetchone()[0] == 1
+        assert conn.execute("PRAGMA temp_store").fetchone()[0] == 2  # savepoints in memory
     finally:
         await store.close()
 
@@ -133,6 +134,55 @@ async def test_a_payload_is_stored_once_and_freed_by_the_last_ack(data_dir: Path
             assert await store.ack(device_id, [m.seq]) == 1
             remaining = conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0]
             assert remaining == (1 if i < 2 else 0)
+    finally:
+        await store.close()
+
+
+async def test_freeing_a_payload_does_not_scan_the_queue(data_dir: Path) -> None:
+    """The last ack of a payload deletes it, and SQLite checks that no queue entry still
+    refers to it: the work (counted in SQLite's VM steps) must not grow with the entries
+    waiting for other devices (an offline device's backlog), as a scan of the queue would."""
+    store = SQLiteStorage(data_dir / "db.sqlite3")
+    await store.open()
+    try:
+        for n in (1, 2, 3):
+            await store.create_account(_device(n), None, 1)
+        a, b, offline = (_device(n).device_id for n in (1, 2, 3))
+        conn = store._conn
+        assert conn is not None
+
+        async def steps_to_free_one(backlog: int) -> int:
+            # The offline device's backlog, written directly (thousands of sends take long).
+            conn.execute("BEGIN IMMEDIATE")
+            first = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM queue").fetchone()[0] + 1
+            for seq in range(first, first + backlog):
+                (payload_id,) = conn.execute(
+                    "INSERT INTO payloads (data, remaining) VALUES (x'00', 1) RETURNING id"
+                ).fetchone()
+                conn.execute(
+                    "INSERT INTO queue (device_id, seq, payload_id, received_at) "
+                    "VALUES (?, ?, ?, 1)",
+                    (offline, seq, payload_id),
+                )
+            conn.execute("COMMIT")
+            await store.deliver(a, f"m-{backlog}", b"d", [Delivery(b"x", (b,))], None, 1)
+            (m,) = await store.fetch(b, 0, 10)
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0  # go on
+
+            conn.set_progress_handler(count, 100)
+            try:
+                assert await store.ack(b, [m.seq]) == 1
+            finally:
+                conn.set_progress_handler(None, 0)
+            return steps[0]
+
+        small = await steps_to_free_one(100)
+        large = await steps_to_free_one(20_000)  # 20,100 entries waiting
+        assert large < 2 * small + 20
     finally:
         await store.close()
 

@@ -418,6 +418,14 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
             Only("postgres", _returning_seqs(DELIVER_FUNCTION)),
         ),
     ),
+    (
+        9,
+        "queue entries by payload on SQLite too",
+        # Releasing a payload makes SQLite check that no queue entry still refers to it (the
+        # foreign key): without this index a scan of the whole queue per payload, on the event
+        # loop's thread (8.7 ms each behind a queue of 200,000 entries: devices offline).
+        (Only("sqlite", "CREATE INDEX queue_by_payload ON queue (payload_id)"),),
+    ),
 )
 
 SCHEMA_VERSION = _MIGRATIONS[-1][0]

@@ -83,9 +83,6 @@ T = TypeVar("T")
 # Versioned migrations, applied in order, each in its own transaction (`schema`).
 MIGRATIONS = render("sqlite")
 
-# Stay below SQLITE_MAX_VARIABLE_NUMBER on old builds when expanding IN (...).
-_CHUNK = 500
-
 # At most this many writes share one transaction: a batch's statements run on the event
 # loop's thread, so this bounds how long they hold it (and the latency a batch adds).
 _BATCH = 64
@@ -110,11 +107,6 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 def _qmark(sql: str) -> str:
     """``$n`` placeholders as SQLite's numbered ``?n``."""
     return _PLACEHOLDER.sub(r"?\1", sql)
-
-
-def _chunks(items: Sequence[T], n: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 @contextmanager
@@ -253,6 +245,10 @@ def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA secure_delete=ON")
+    # A batch's writes each run in a savepoint, whose journal of the pages it changes went to
+    # a temporary file beyond 64 KiB: a file write per page, on the event loop's thread (the
+    # statements of a send took 2.5 times as long; issue #16). Kept in memory instead.
+    conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute(f"PRAGMA busy_timeout={busy_ms}")
     return conn
 
@@ -490,13 +486,14 @@ class SQLiteStorage(SqlStorage):
     def _any_of(
         self, column: str, param: int, values: Sequence[Any], sqltype: str
     ) -> list[tuple[str, tuple[Any, ...]]]:
-        return [
-            (
-                f"{column} IN ({', '.join(f'${param + i}' for i in range(len(chunk)))})",
-                tuple(chunk),
-            )
-            for chunk in _chunks(values)
-        ]
+        """One condition over a JSON array, PostgreSQL's ``ANY($n)``: the statement's text is
+        the same whatever the number of values, so SQLite prepares it once (a list of
+        placeholders was a new statement for each length) and no chunking is needed."""
+        if sqltype not in ("text", "bigint"):
+            raise StateError(f"no JSON form for {sqltype} values")
+        if not values:
+            return []
+        return [(f"{column} IN (SELECT value FROM json_each(${param}))", (json.dumps(values),))]
 
     async def _ack_batch(self, acks: list[Ack]) -> list[int]:
         """One write of the next group commit for all the batch's acks: one DELETE over their
@@ -584,6 +581,21 @@ class SQLiteStorage(SqlStorage):
             )
         return after
 
+    @staticmethod
+    async def _missing_devices(ex: Executor, parts: tuple[Delivery, ...]) -> list[str]:
+        """The recipients of all the parts that are no device or a revoked one (the refusal
+        names them all, not only those of the part that found one)."""
+        wanted = sorted({r for p in parts for r in p.recipients})
+        live = {
+            r[0]
+            for r in await ex.fetch(
+                "SELECT device_id FROM devices WHERE revoked_at IS NULL "
+                "AND device_id IN (SELECT value FROM json_each($1))",
+                json.dumps(wanted),
+            )
+        }
+        return [d for d in wanted if d not in live]
+
     async def _deliver(
         self,
         ex: Executor,
@@ -608,24 +620,25 @@ class SQLiteStorage(SqlStorage):
         group_epoch = await self._check_gate(ex, gate) if gate is not None else None
         if gate is not None:
             await self._apply_group_update(ex, gate)
-        wanted = sorted({r for p in parts for r in p.recipients})
-        live: set[str] = set()
-        for condition, args in self._any_of("device_id", 1, wanted, "text"):
-            live.update(
-                r[0]
-                for r in await ex.fetch(
-                    f"SELECT device_id FROM devices WHERE revoked_at IS NULL AND {condition}",
-                    *args,
-                )
-            )
-        missing = [d for d in wanted if d not in live]
-        if missing:
-            raise UnknownDevice(missing)
         queued: list[tuple[str, QueuedMessage]] = []
         for part in parts:
             recipients = tuple(dict.fromkeys(part.recipients))
             if not recipients:  # e.g. a commit in a one-member group: only the epoch moves
                 continue
+            # One statement for all the recipients' seqs and one for their queue rows, not two
+            # per recipient: each statement is a round trip through the sqlite3 module on the
+            # event loop's thread, the server's busiest (issue #16). The first also checks
+            # that each recipient is a device that is not revoked (no seq: refused, and the
+            # savepoint undoes what this send wrote).
+            taken = await ex.fetch(
+                "UPDATE devices SET next_seq = next_seq + 1 WHERE revoked_at IS NULL "
+                "AND device_id IN (SELECT value FROM json_each($1)) "
+                "RETURNING device_id, next_seq - 1",
+                json.dumps(recipients),
+            )
+            seqs = {device_id: int(seq) for device_id, seq in taken}
+            if len(seqs) != len(recipients):
+                raise UnknownDevice(await self._missing_devices(ex, parts))
             frank = None
             if part.stamp is not None:
                 assert gate is not None  # only application messages are stamped
@@ -641,16 +654,6 @@ class SQLiteStorage(SqlStorage):
                 len(recipients),
                 frank,
             )
-            # One statement for all the recipients' seqs and one for their queue rows, not two
-            # per recipient: each statement is a round trip through the sqlite3 module on the
-            # event loop's thread, the server's busiest (issue #16).
-            taken = await ex.fetch(
-                "UPDATE devices SET next_seq = next_seq + 1 "
-                "WHERE device_id IN (SELECT value FROM json_each($1)) "
-                "RETURNING device_id, next_seq - 1",
-                json.dumps(recipients),
-            )
-            seqs = {device_id: int(seq) for device_id, seq in taken}
             await ex.execute(
                 "INSERT INTO queue (device_id, seq, payload_id, received_at) "
                 "SELECT value ->> 0, value ->> 1, $2, $3 FROM json_each($1)",
