@@ -20,6 +20,7 @@ from doorless.mls.framing import ContentType, MLSMessage, PrivateMessage
 from doorless.server.app import create_app
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
+from doorless.server.storage.base import DeviceRecord
 from support.servers import FakeClock
 from support.servers import generous_config as make_config  # noqa: F401 - for the server tests
 
@@ -29,6 +30,18 @@ DUMMY_TAG = b"\x00" * 32  # a franking tag the server accepts (it cannot check i
 
 
 @cache
+def device_record(n: int) -> DeviceRecord:
+    """A registered device numbered ``n`` (its own account ``user{n}``), for storage tests."""
+    return DeviceRecord(
+        device_id=f"{n:032x}",
+        username=f"user{n}",
+        device_key=bytes([n]) * 32,
+        approved_by=None,
+        approval_signature=b"sig",
+        created_at=1,
+    )
+
+
 def _message_vectors() -> list[dict[str, str]]:
     data: list[dict[str, str]] = json.loads((VECTORS / "messages.json").read_text())
     return data

@@ -10,7 +10,6 @@ import pytest
 from doorless.errors import ConfigurationError, StateError
 from doorless.server.storage.base import (
     Delivery,
-    DeviceRecord,
     EpochConflict,
     EpochGate,
     StorageDamaged,
@@ -19,20 +18,9 @@ from doorless.server.storage.base import (
 from doorless.server.storage.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteStorage
 from support.sqlite_damage import damage, filled_database
 
-from .helpers import FakeClock, make_config, running
+from .helpers import FakeClock, device_record, make_config, running
 
 pytestmark = pytest.mark.asyncio
-
-
-def _device(n: int) -> DeviceRecord:
-    return DeviceRecord(
-        device_id=f"{n:032x}",
-        username=f"user{n}",
-        device_key=bytes([n]) * 32,
-        approved_by=None,
-        approval_signature=b"sig",
-        created_at=1,
-    )
 
 
 async def test_migrations_are_recorded_and_idempotent(data_dir: Path) -> None:
@@ -90,27 +78,32 @@ async def test_a_refused_delivery_rolls_back_everything(data_dir: Path) -> None:
     store = SQLiteStorage(data_dir / "db.sqlite3")
     await store.open()
     try:
-        await store.create_account(_device(1), None, 1)
+        await store.create_account(device_record(1), None, 1)
         gate = EpochGate(b"g", 0, is_commit=True)
         # Unknown recipient in the second part: the epoch must not move, nothing is queued.
         with pytest.raises(UnknownDevice):
             await store.deliver(
-                _device(1).device_id,
+                device_record(1).device_id,
                 "m-1",
                 b"d1",
-                [Delivery(b"a", (_device(1).device_id,)), Delivery(b"b", ("f" * 32,))],
+                [Delivery(b"a", (device_record(1).device_id,)), Delivery(b"b", ("f" * 32,))],
                 gate,
                 1,
             )
         assert await store.group_epoch(b"g") is None
-        assert await store.fetch(_device(1).device_id, 0, 10) == []
+        assert await store.fetch(device_record(1).device_id, 0, 10) == []
         # The same message id is still free.
         result = await store.deliver(
-            _device(1).device_id, "m-1", b"d1", [Delivery(b"a", (_device(1).device_id,))], gate, 1
+            device_record(1).device_id,
+            "m-1",
+            b"d1",
+            [Delivery(b"a", (device_record(1).device_id,))],
+            gate,
+            1,
         )
         assert result.group_epoch == 1 and not result.duplicate
         with pytest.raises(EpochConflict) as e:
-            await store.deliver(_device(1).device_id, "m-2", b"d2", [], gate, 1)
+            await store.deliver(device_record(1).device_id, "m-2", b"d2", [], gate, 1)
         assert e.value.current_epoch == 1
     finally:
         await store.close()
@@ -122,8 +115,8 @@ async def test_a_payload_is_stored_once_and_freed_by_the_last_ack(data_dir: Path
     try:
         ids = []
         for n in (1, 2, 3):
-            await store.create_account(_device(n), None, 1)
-            ids.append(_device(n).device_id)
+            await store.create_account(device_record(n), None, 1)
+            ids.append(device_record(n).device_id)
         await store.deliver(ids[0], "m-1", b"d", [Delivery(b"payload", tuple(ids))], None, 1)
         conn = store._conn
         assert conn is not None
@@ -146,8 +139,8 @@ async def test_freeing_a_payload_does_not_scan_the_queue(data_dir: Path) -> None
     await store.open()
     try:
         for n in (1, 2, 3):
-            await store.create_account(_device(n), None, 1)
-        a, b, offline = (_device(n).device_id for n in (1, 2, 3))
+            await store.create_account(device_record(n), None, 1)
+        a, b, offline = (device_record(n).device_id for n in (1, 2, 3))
         conn = store._conn
         assert conn is not None
 

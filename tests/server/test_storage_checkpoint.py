@@ -13,31 +13,22 @@ from pathlib import Path
 import pytest
 
 from doorless.server.storage import sqlite as dialect
-from doorless.server.storage.base import Delivery, DeviceRecord
+from doorless.server.storage.base import Delivery
 from doorless.server.storage.sqlite import SQLiteStorage
+
+from .helpers import device_record
 
 pytestmark = pytest.mark.asyncio
 
 PAGE = 4096
 
 
-def _device(n: int) -> DeviceRecord:
-    return DeviceRecord(
-        device_id=f"{n:032x}",
-        username=f"user{n}",
-        device_key=bytes([n]) * 32,
-        approved_by=None,
-        approval_signature=b"sig",
-        created_at=1,
-    )
-
-
 async def _open(path: Path) -> tuple[SQLiteStorage, str, str]:
     store = SQLiteStorage(path)
     await store.open()
     for n in (1, 2):
-        await store.create_account(_device(n), None, 1)
-    return store, _device(1).device_id, _device(2).device_id
+        await store.create_account(device_record(n), None, 1)
+    return store, device_record(1).device_id, device_record(2).device_id
 
 
 async def _send_pages(store: SQLiteStorage, a: str, b: str, prefix: str, count: int) -> None:

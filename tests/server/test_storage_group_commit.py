@@ -10,21 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from doorless.server.storage.base import Delivery, DeviceRecord, IdempotencyConflict
+from doorless.server.storage.base import Delivery, IdempotencyConflict
 from doorless.server.storage.sqlite import SQLiteStorage
 
+from .helpers import device_record
+
 pytestmark = pytest.mark.asyncio
-
-
-def _device(n: int) -> DeviceRecord:
-    return DeviceRecord(
-        device_id=f"{n:032x}",
-        username=f"user{n}",
-        device_key=bytes([n]) * 32,
-        approved_by=None,
-        approval_signature=b"sig",
-        created_at=1,
-    )
 
 
 async def test_concurrent_sends_share_commits_and_a_refused_one_rolls_back_alone(
@@ -34,8 +25,8 @@ async def test_concurrent_sends_share_commits_and_a_refused_one_rolls_back_alone
     await store.open()
     try:
         for n in (1, 2, 3):
-            await store.create_account(_device(n), None, 1)
-        a, b, c = (_device(n).device_id for n in (1, 2, 3))
+            await store.create_account(device_record(n), None, 1)
+        a, b, c = (device_record(n).device_id for n in (1, 2, 3))
         await store.deliver(a, "taken", b"d0", [Delivery(b"first", (b,))], None, 1)
         conn = store._conn
         assert conn is not None
@@ -72,8 +63,8 @@ async def test_an_ack_of_many_seqs_releases_each_payload_once(data_dir: Path) ->
     await store.open()
     try:
         for n in (1, 2):
-            await store.create_account(_device(n), None, 1)
-        a, b = _device(1).device_id, _device(2).device_id
+            await store.create_account(device_record(n), None, 1)
+        a, b = device_record(1).device_id, device_record(2).device_id
         for i in range(5):
             await store.deliver(a, f"m-{i}", b"d", [Delivery(b"%d" % i, (a, b))], None, 1)
         seqs_b = [m.seq for m in await store.fetch(b, 0, 10)]
@@ -98,8 +89,8 @@ async def test_reads_do_not_wait_for_a_commit_in_flight(data_dir: Path) -> None:
     await store.open()
     try:
         for n in (1, 2):
-            await store.create_account(_device(n), None, 1)
-        a, b = _device(1).device_id, _device(2).device_id
+            await store.create_account(device_record(n), None, 1)
+        a, b = device_record(1).device_id, device_record(2).device_id
         await store.deliver(a, "m-0", b"d0", [Delivery(b"0", (b,))], None, 1)
         executor = store._executor
         assert executor is not None
@@ -132,8 +123,8 @@ async def test_a_write_waits_for_another_process_lock_without_blocking_reads(
     other = sqlite3.connect(path, isolation_level=None)
     try:
         for n in (1, 2):
-            await store.create_account(_device(n), None, 1)
-        a, b = _device(1).device_id, _device(2).device_id
+            await store.create_account(device_record(n), None, 1)
+        a, b = device_record(1).device_id, device_record(2).device_id
         other.execute("BEGIN IMMEDIATE")
         write = asyncio.ensure_future(
             store.deliver(a, "m-1", b"d1", [Delivery(b"1", (b,))], None, 1)
@@ -156,9 +147,9 @@ async def test_acks_from_many_devices_at_once_are_one_write(data_dir: Path) -> N
     store = SQLiteStorage(data_dir / "db.sqlite3")
     await store.open()
     try:
-        devices = [_device(n).device_id for n in range(1, 21)]
+        devices = [device_record(n).device_id for n in range(1, 21)]
         for n in range(1, 21):
-            await store.create_account(_device(n), None, 1)
+            await store.create_account(device_record(n), None, 1)
         sender, receivers = devices[0], devices[1:]
         for i in range(3):
             await store.deliver(sender, f"m-{i}", b"d", [Delivery(b"%d" % i, receivers)], None, 1)
@@ -195,8 +186,8 @@ async def test_a_failed_commit_fails_every_write_of_its_batch_and_stores_nothing
     await store.open()
     try:
         for n in (1, 2):
-            await store.create_account(_device(n), None, 1)
-        a, b = _device(1).device_id, _device(2).device_id
+            await store.create_account(device_record(n), None, 1)
+        a, b = device_record(1).device_id, device_record(2).device_id
         real_commit, real_rollback = dialect._commit, dialect._rollback
 
         def disk_full(conn: sqlite3.Connection) -> None:
