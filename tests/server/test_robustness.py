@@ -294,6 +294,28 @@ def _conforms(value: Any, schema: dict[str, Any], spec: dict[str, Any]) -> None:
 # --- logs ------------------------------------------------------------------------------------
 
 
+async def test_the_log_names_the_route_of_a_send_and_an_ack(
+    server: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The two plain endpoints (`doorless.server.routes.hot`) are logged by their path
+    template like every other route, not as ``unmatched`` (which reads as a 404)."""
+    caplog.set_level(logging.INFO, logger="doorless.server")
+    alice = await server.user("alice")
+    bob = await server.user("bob")
+    assert bob.device is not None
+    await alice.send(private_message(b"log-group", 0), [bob.device.device_id])
+    page = await bob.fetch()
+    assert await bob.ack([m.seq for m in page.messages]) == 1
+    logged = [
+        (r.fields["method"], r.fields["route"], r.fields["status"])  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.getMessage() == "request"
+    ]
+    assert ("POST", "/v1/messages", 201) in logged
+    assert ("POST", "/v1/messages/ack", 200) in logged
+    assert not [entry for entry in logged if entry[1] == "unmatched"]
+
+
 async def test_logs_hold_no_content_keys_tokens_or_ids(
     server: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Route
 
 from doorless import __version__
 from doorless.server.blobs import BlobStore
@@ -167,8 +166,8 @@ def create_app(
     # The hot routes as plain endpoints, ahead of their FastAPI twins (which stay for the
     # OpenAPI document): `doorless.server.routes.hot`.
     app.router.routes[:0] = [
-        Route("/v1/messages", hot.send, methods=["POST"], include_in_schema=False),
-        Route("/v1/messages/ack", hot.ack, methods=["POST"], include_in_schema=False),
+        hot.HotRoute("/v1/messages", hot.send, methods=["POST"], include_in_schema=False),
+        hot.HotRoute("/v1/messages/ack", hot.ack, methods=["POST"], include_in_schema=False),
     ]
     app.add_middleware(
         BodyLimitMiddleware,

@@ -33,6 +33,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from doorless.errors import DoorlessError
 from doorless.mls.framing import peek_routing
@@ -101,6 +103,18 @@ def _validate(model: type[M], body: Any) -> M:
         raise RequestValidationError(
             [{**e, "loc": ("body", *e.get("loc", ()))} for e in errors]
         ) from None
+
+
+class HotRoute(Route):
+    """A plain route that names itself in the scope as FastAPI's routes do, so that the
+    request log shows its path template (`doorless.server.middleware.RequestLogMiddleware`;
+    it logged every send and ack as ``unmatched``)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def _json(model: BaseModel, status: int) -> Response:
