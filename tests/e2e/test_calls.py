@@ -62,11 +62,13 @@ def accounts(server: ServerProcess, root: Path, *names: str) -> dict[str, Path]:
     return profiles
 
 
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> dict[str, Any]:
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
+def finish(*processes: subprocess.Popen[str], timeout: float = 180) -> list[dict[str, Any]]:
+    """Each call process's final JSON line, once all have ended; if one failed, what every
+    side wrote to stderr (a ring one side missed shows on the other side)."""
+    outputs = [p.communicate(timeout=timeout) for p in processes]
+    failed = [p.returncode for p in processes if p.returncode != 0]
+    assert not failed, "\n---\n".join(err for _, err in outputs)
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
 
 
 def stats_of(result: dict[str, Any], user: str) -> dict[str, Any]:
@@ -88,7 +90,7 @@ def test_two_party_call_from_wav_files(server: ServerProcess, tmp_path: Path) ->
         p["alice"], "call", "start", "@bob", "--ring", "60", "--audio-in", str(wav_in["alice"]),
         "--audio-out", str(heard["alice"]), *common,
     )  # fmt: skip
-    a, b = finish(alice), finish(bob)
+    a, b = finish(alice, bob)
     assert a["call_id"] == b["call_id"] and a["privacy_code"] == b["privacy_code"]
     assert a["privacy_code"] and len(a["privacy_code"].replace(" ", "")) == 30
     assert stats_of(a, "bob")["frames_received"] > 50
@@ -126,8 +128,7 @@ def test_three_party_group_call_with_video(server: ServerProcess, tmp_path: Path
         p["alice"], "call", "start", "--group", "team", "--audio-in", str(wav_in["alice"]),
         "--video-in", str(clip), "--seconds", SECONDS, "--peers", "2",
     )  # fmt: skip
-    a = finish(alice)
-    results = [finish(c) for c in callees]
+    a, *results = finish(alice, *callees)
     assert {r["privacy_code"] for r in results} == {a["privacy_code"]}
     for name, result in zip(("bob", "carol"), results, strict=True):
         assert stats_of(result, "alice")["frames_received"] > 50

@@ -96,7 +96,7 @@ def test_malicious_relay_and_loss_through_the_server_and_call_processes(tmp_path
             tmp_path / "alice", "call", "start", "@bob", "--ring", "60", "--audio-in",
             str(wav_in["alice"]), "--audio-out", str(heard["alice"]), *common,
         )  # fmt: skip
-        a, b = finish(alice), finish(bob)
+        a, b = finish(alice, bob)
         tallies = server.tallies()
     finally:
         server.stop()
