@@ -21,6 +21,7 @@ from doorless.server.app import create_app
 from doorless.server.config import ServerConfig
 from doorless.server.context import ServerContext
 from doorless.server.storage.base import DeviceRecord
+from doorless.server.storage.sqlite import SQLiteStorage
 from support.servers import FakeClock
 from support.servers import generous_config as make_config  # noqa: F401 - for the server tests
 
@@ -40,6 +41,22 @@ def device_record(n: int) -> DeviceRecord:
         approval_signature=b"sig",
         created_at=1,
     )
+
+
+@asynccontextmanager
+async def sqlite_store(
+    path: Path, devices: int = 2
+) -> AsyncIterator[tuple[SQLiteStorage, list[str]]]:
+    """An open SQLite store with ``devices`` registered (`device_record` 1, 2, ...) and their
+    ids; closed on the way out."""
+    store = SQLiteStorage(path)
+    await store.open()
+    try:
+        for n in range(1, devices + 1):
+            await store.create_account(device_record(n), None, 1)
+        yield store, [device_record(n).device_id for n in range(1, devices + 1)]
+    finally:
+        await store.close()
 
 
 def _message_vectors() -> list[dict[str, str]]:

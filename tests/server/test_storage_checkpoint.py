@@ -16,19 +16,11 @@ from doorless.server.storage import sqlite as dialect
 from doorless.server.storage.base import Delivery
 from doorless.server.storage.sqlite import SQLiteStorage
 
-from .helpers import device_record
+from .helpers import sqlite_store
 
 pytestmark = pytest.mark.asyncio
 
 PAGE = 4096
-
-
-async def _open(path: Path) -> tuple[SQLiteStorage, str, str]:
-    store = SQLiteStorage(path)
-    await store.open()
-    for n in (1, 2):
-        await store.create_account(device_record(n), None, 1)
-    return store, device_record(1).device_id, device_record(2).device_id
 
 
 async def _send_pages(store: SQLiteStorage, a: str, b: str, prefix: str, count: int) -> None:
@@ -60,19 +52,18 @@ async def test_writes_commit_while_a_checkpoint_is_running_and_no_commit_checkpo
     1,000 pages of writes all commit, and none of their COMMITs copied anything into the
     database file (SQLite's default would have, inside a COMMIT the next writes wait for)."""
     path = data_dir / "db.sqlite3"
-    store, a, b = await _open(path)
     held = threading.Event()
-    try:
-        await _cycle_done(store)
-        assert store._checkpoint_thread is not None
-        store._checkpoint_thread.submit(held.wait)
-        before = _digest(path)
-        await _send_pages(store, a, b, "m", 1200)
-        assert _digest(path) == before
-        assert len(await store.fetch(b, 0, 2000)) == 1200
-    finally:
-        held.set()
-        await store.close()
+    async with sqlite_store(path) as (store, (a, b)):
+        try:
+            await _cycle_done(store)
+            assert store._checkpoint_thread is not None
+            store._checkpoint_thread.submit(held.wait)
+            before = _digest(path)
+            await _send_pages(store, a, b, "m", 1200)
+            assert _digest(path) == before
+            assert len(await store.fetch(b, 0, 2000)) == 1200
+        finally:  # the store closes only once its checkpointer's thread is free
+            held.set()
 
 
 async def test_the_wal_starts_again_after_each_cycle(
@@ -83,14 +74,11 @@ async def test_the_wal_starts_again_after_each_cycle(
     monkeypatch.setattr(dialect, "_CHECKPOINT_PERIOD", 0.0)
     path = data_dir / "db.sqlite3"
     wal = Path(f"{path}-wal")
-    store, a, b = await _open(path)
-    try:
+    async with sqlite_store(path) as (store, (a, b)):
         # Writes without a pause: a cycle never finds the WAL without new frames at its end.
         await _send_pages(store, a, b, "m", 3000)
         # 3,000+ pages: without a restart the WAL would hold them all.
         assert wal.stat().st_size < 1000 * (PAGE + 24)
-    finally:
-        await store.close()
 
 
 async def test_a_failed_checkpoint_is_logged_and_the_next_cycle_runs(
@@ -100,13 +88,12 @@ async def test_a_failed_checkpoint_is_logged_and_the_next_cycle_runs(
     cycle checkpoints."""
     monkeypatch.setattr(dialect, "_CHECKPOINT_PERIOD", 0.0)
     path = data_dir / "db.sqlite3"
-    store, a, b = await _open(path)
     real = dialect._passive_checkpoint
 
     def disk_error(conn: sqlite3.Connection) -> int:
         raise sqlite3.OperationalError("disk I/O error")
 
-    try:
+    async with sqlite_store(path) as (store, (a, b)):
         await _cycle_done(store)
         monkeypatch.setattr(dialect, "_passive_checkpoint", disk_error)
         with caplog.at_level(logging.WARNING, logger="doorless.server"):
@@ -120,5 +107,3 @@ async def test_a_failed_checkpoint_is_logged_and_the_next_cycle_runs(
         await _cycle_done(store)
         assert _digest(path) != before  # backfilled
         assert len(await store.fetch(b, 0, 20)) == 10
-    finally:
-        await store.close()

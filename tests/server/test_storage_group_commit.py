@@ -13,7 +13,7 @@ import pytest
 from doorless.server.storage.base import Delivery, IdempotencyConflict
 from doorless.server.storage.sqlite import SQLiteStorage
 
-from .helpers import device_record
+from .helpers import device_record, sqlite_store
 
 pytestmark = pytest.mark.asyncio
 
@@ -59,12 +59,7 @@ async def test_concurrent_sends_share_commits_and_a_refused_one_rolls_back_alone
 
 
 async def test_an_ack_of_many_seqs_releases_each_payload_once(data_dir: Path) -> None:
-    store = SQLiteStorage(data_dir / "db.sqlite3")
-    await store.open()
-    try:
-        for n in (1, 2):
-            await store.create_account(device_record(n), None, 1)
-        a, b = device_record(1).device_id, device_record(2).device_id
+    async with sqlite_store(data_dir / "db.sqlite3") as (store, (a, b)):
         for i in range(5):
             await store.deliver(a, f"m-{i}", b"d", [Delivery(b"%d" % i, (a, b))], None, 1)
         seqs_b = [m.seq for m in await store.fetch(b, 0, 10)]
@@ -77,20 +72,13 @@ async def test_an_ack_of_many_seqs_releases_each_payload_once(data_dir: Path) ->
         assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 2
         assert await store.ack(a, seqs_a) == 2  # acked twice: counted once
         assert conn.execute("SELECT COUNT(*) FROM payloads").fetchone()[0] == 0
-    finally:
-        await store.close()
 
 
 async def test_reads_do_not_wait_for_a_commit_in_flight(data_dir: Path) -> None:
     """A read (a push's fetch, a send's context) is answered while a batch of writes waits for
     its COMMIT, and sees the queue as it was before them; once the write is answered, a read
     sees it."""
-    store = SQLiteStorage(data_dir / "db.sqlite3")
-    await store.open()
-    try:
-        for n in (1, 2):
-            await store.create_account(device_record(n), None, 1)
-        a, b = device_record(1).device_id, device_record(2).device_id
+    async with sqlite_store(data_dir / "db.sqlite3") as (store, (a, b)):
         await store.deliver(a, "m-0", b"d0", [Delivery(b"0", (b,))], None, 1)
         executor = store._executor
         assert executor is not None
@@ -107,8 +95,6 @@ async def test_reads_do_not_wait_for_a_commit_in_flight(data_dir: Path) -> None:
         release.set()
         await write
         assert [m.data for m in await store.fetch(b, 0, 10)] == [b"0", b"1"]
-    finally:
-        await store.close()
 
 
 async def test_a_write_waits_for_another_process_lock_without_blocking_reads(

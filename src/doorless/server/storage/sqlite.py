@@ -581,19 +581,16 @@ class SQLiteStorage(SqlStorage):
             )
         return after
 
-    @staticmethod
-    async def _missing_devices(ex: Executor, parts: tuple[Delivery, ...]) -> list[str]:
+    async def _missing_devices(self, ex: Executor, parts: tuple[Delivery, ...]) -> list[str]:
         """The recipients of all the parts that are no device or a revoked one (the refusal
         names them all, not only those of the part that found one)."""
         wanted = sorted({r for p in parts for r in p.recipients})
-        live = {
-            r[0]
-            for r in await ex.fetch(
-                "SELECT device_id FROM devices WHERE revoked_at IS NULL "
-                "AND device_id IN (SELECT value FROM json_each($1))",
-                json.dumps(wanted),
+        live: set[str] = set()
+        for condition, args in self._any_of("device_id", 1, wanted, "text"):
+            found = await ex.fetch(
+                f"SELECT device_id FROM devices WHERE revoked_at IS NULL AND {condition}", *args
             )
-        }
+            live.update(r[0] for r in found)
         return [d for d in wanted if d not in live]
 
     async def _deliver(
